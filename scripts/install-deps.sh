@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the test suite runs against (real registries and clients), only when
+# something is missing: `apt-get update` once, then one `apt-get install`. Idempotent; needs root to install.
+set -euo pipefail
+
+# The one list of packages the suite needs; add containerd, podman, docker.io, redis-server, nginx… here.
+PACKAGES=(
+  docker-registry
+  skopeo
+  apache2-utils
+  openssl
+  ca-certificates
+)
+
+# Commands that must exist afterwards (checked before and after installing).
+COMMANDS=(
+  docker-registry
+  skopeo
+  htpasswd
+  openssl
+)
+
+package_installed() {
+  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
+missing_packages=()
+if command -v dpkg-query >/dev/null 2>&1; then
+  for package in "${PACKAGES[@]}"; do
+    package_installed "$package" || missing_packages+=("$package")
+  done
+fi
+missing_commands=()
+for cmd in "${COMMANDS[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing_commands+=("$cmd")
+done
+
+if [ "${#missing_packages[@]}" -eq 0 ] && [ "${#missing_commands[@]}" -eq 0 ]; then
+  echo "install-deps: all present (${PACKAGES[*]})"
+  exit 0
+fi
+
+echo "install-deps: missing packages: ${missing_packages[*]:-none}; missing commands: ${missing_commands[*]:-none}"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: FAILED: installing needs root; run as root or install: ${PACKAGES[*]}" >&2
+  exit 1
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "install-deps: FAILED: no apt-get here; install by hand: ${PACKAGES[*]}" >&2
+  exit 1
+fi
+
+to_install=("${missing_packages[@]}")
+# A command missing although dpkg says its package is installed (or no dpkg-query): install the whole list.
+if [ "${#to_install[@]}" -eq 0 ]; then to_install=("${PACKAGES[@]}"); fi
+
+echo "install-deps: apt-get update"
+if ! apt-get update; then
+  echo "install-deps: FAILED: apt-get update" >&2
+  exit 1
+fi
+echo "install-deps: installing ${to_install[*]}"
+if ! DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${to_install[@]}"; then
+  echo "install-deps: FAILED: apt-get install ${to_install[*]}" >&2
+  exit 1
+fi
+
+still_missing=()
+for cmd in "${COMMANDS[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || still_missing+=("$cmd")
+done
+if [ "${#still_missing[@]}" -ne 0 ]; then
+  echo "install-deps: FAILED: still missing after install: ${still_missing[*]}" >&2
+  exit 1
+fi
+echo "install-deps: installed ${to_install[*]}"

@@ -1,0 +1,78 @@
+// Assembles a running regmirror from its settings: storage, metadata, upstream clients, the mirror and
+// the HTTP server; and takes it apart again on shutdown without leaving a partial object behind.
+
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { pino, type Logger } from 'pino';
+import type { Settings } from './config/load.js';
+import { buildServer } from './http/server.js';
+import { SqliteMetadataStore } from './meta/sqlite-store.js';
+import { Mirror } from './mirror/mirror.js';
+import { UpstreamClient } from './mirror/upstream-client.js';
+import { UpstreamRouter, type Upstream } from './mirror/upstream-router.js';
+import { LocalRegistry } from './registry/local-registry.js';
+import { FsObjectStore } from './store/fs-store.js';
+import { Metrics } from './telemetry/metrics.js';
+
+export interface RunningMirror {
+  /** host:port actually bound. */
+  address: { host: string; port: number };
+  close(): Promise<void>;
+}
+
+export function createLogger(level: Settings['logLevel']): Logger {
+  return pino({
+    level,
+    base: undefined,
+    redact: { paths: ['req.headers.authorization', 'headers.authorization', '*.password', 'password', 'token'], censor: '[redacted]' },
+  });
+}
+
+export async function startMirror(settings: Settings, logger: Logger = createLogger(settings.logLevel)): Promise<RunningMirror> {
+  const dataDir = path.resolve(settings.dataDir);
+  await mkdir(dataDir, { recursive: true });
+  const store = new FsObjectStore(dataDir);
+  await store.init();
+  const removed = await store.removeStaleTemporaries();
+  if (removed > 0) logger.info({ removed }, 'removed temporaries left by an earlier run');
+  const meta = new SqliteMetadataStore(path.join(dataDir, 'metadata.sqlite'));
+  const metrics = new Metrics();
+  const upstreams: Upstream[] = settings.upstreams.map((upstream) => ({
+    settings: upstream,
+    client: new UpstreamClient(upstream, settings.timeouts, metrics),
+  }));
+  const router = new UpstreamRouter(upstreams);
+  const mirror = new Mirror(new LocalRegistry(store, meta), metrics, settings.timeouts, logger);
+  let accepting = true;
+  const app = buildServer({ mirror, router, metrics, logger, ready: () => accepting });
+  await app.listen({ host: settings.listen.host ?? '::', port: settings.listen.port, ipv6Only: false }).catch(async (error: unknown) => {
+    if (settings.listen.host !== undefined) throw error;
+    // No IPv6 on this host: every IPv4 interface instead.
+    await app.listen({ host: '0.0.0.0', port: settings.listen.port });
+  });
+  const bound = app.server.address();
+  const address = typeof bound === 'object' && bound !== null ? { host: bound.address, port: bound.port } : { host: '', port: settings.listen.port };
+  logger.info({ address, dataDir, upstreams: settings.upstreams.map((u) => ({ registry: u.registry, url: u.url })) }, 'regmirror listening');
+
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
+      accepting = false;
+      const grace = setTimeout(() => {
+        logger.warn({ graceMs: settings.timeouts.shutdownGrace }, 'shutdown grace over: closing open connections');
+        app.server.closeAllConnections();
+      }, settings.timeouts.shutdownGrace);
+      try {
+        await app.close();
+      } finally {
+        clearTimeout(grace);
+      }
+      await mirror.abortFills(new Error('shutting down'));
+      await Promise.all(upstreams.map((upstream) => upstream.client.close()));
+      await meta.close();
+      logger.info('regmirror stopped');
+    })();
+    return closing;
+  };
+  return { address, close };
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/env node
+// The regmirror command line: `regmirror serve` and its flags, over the one configuration schema.
+
+import { Command } from 'commander';
+import { ConfigError, loadSettings, type ConfigFlags } from './config/load.js';
+import { createLogger, startMirror } from './app.js';
+
+const program = new Command();
+program.name('regmirror').description('A verified, single-flight pull-through container registry mirror');
+
+program
+  .command('serve')
+  .description('serve the registry API, mirroring the configured upstreams')
+  .option('-c, --config <file>', 'YAML configuration file')
+  .option('--listen <address>', 'HOST:PORT, :PORT or [IPv6]:PORT to listen on (default :5000)')
+  .option('--data <dir>', 'data directory (default ./data)')
+  .option('--upstream <[registry=]url>', 'an upstream registry; repeat for several, the first is the default', collect, [])
+  .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
+  .action(async (flags: ConfigFlags) => {
+    let settings;
+    try {
+      settings = loadSettings(flags);
+    } catch (error) {
+      if (error instanceof ConfigError) {
+        process.stderr.write(`regmirror: ${error.message}\n`);
+        process.exit(2);
+      }
+      throw error;
+    }
+    const logger = createLogger(settings.logLevel);
+    const running = await startMirror(settings, logger);
+    let signals = 0;
+    const stop = (signal: NodeJS.Signals): void => {
+      signals += 1;
+      if (signals > 1) {
+        logger.warn({ signal }, 'second signal: exiting now');
+        process.exit(1);
+      }
+      logger.info({ signal }, 'shutting down');
+      running.close().then(
+        () => process.exit(0),
+        (error: unknown) => {
+          logger.error({ err: error }, 'shutdown failed');
+          process.exit(1);
+        },
+      );
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+  });
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+program.parseAsync(process.argv).catch((error: unknown) => {
+  process.stderr.write(`regmirror: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exit(1);
+});

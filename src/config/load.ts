@@ -1,0 +1,185 @@
+// Builds the running configuration: the YAML file, then REGMIRROR_* variables, then flags,
+// validated by the one schema and resolved (upstream names, credentials, listen address).
+
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { configSchema, type Config, type UpstreamInput } from './schema.js';
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+export interface ListenAddress {
+  /** undefined: every interface. */
+  host: string | undefined;
+  port: number;
+}
+
+export interface UpstreamCredentials {
+  username: string;
+  password: string;
+}
+
+export interface UpstreamSettings {
+  /** The name clients use for the registry (docker.io, ghcr.io …). */
+  registry: string;
+  url: string;
+  credentials: UpstreamCredentials | undefined;
+  tagFreshnessMs: number;
+  maxStalenessMs: number;
+}
+
+export interface Settings {
+  listen: ListenAddress;
+  dataDir: string;
+  logLevel: Config['log']['level'];
+  /** The first is the default upstream; empty for a plain registry. */
+  upstreams: UpstreamSettings[];
+  timeouts: Config['timeouts'];
+}
+
+export interface ConfigFlags {
+  config?: string;
+  listen?: string;
+  data?: string;
+  upstream?: string[];
+  logLevel?: string;
+}
+
+type Layer = Record<string, unknown>;
+
+/** Environment variables and where they land in the file's shape. */
+const ENVIRONMENT_KEYS: ReadonlyArray<readonly [string, readonly string[]]> = [
+  ['REGMIRROR_LISTEN', ['listen']],
+  ['REGMIRROR_DATA', ['data']],
+  ['REGMIRROR_LOG_LEVEL', ['log', 'level']],
+  ['REGMIRROR_CACHE_TAG_FRESHNESS', ['cache', 'tagFreshness']],
+  ['REGMIRROR_CACHE_MAX_STALENESS', ['cache', 'maxStaleness']],
+  ['REGMIRROR_TIMEOUTS_CONNECT', ['timeouts', 'connect']],
+  ['REGMIRROR_TIMEOUTS_RESPONSE_HEADERS', ['timeouts', 'responseHeaders']],
+  ['REGMIRROR_TIMEOUTS_BODY_IDLE', ['timeouts', 'bodyIdle']],
+  ['REGMIRROR_TIMEOUTS_FILL', ['timeouts', 'fill']],
+  ['REGMIRROR_TIMEOUTS_SHUTDOWN_GRACE', ['timeouts', 'shutdownGrace']],
+];
+/** A space- or comma-separated list of `[REGISTRY=]URL`, replacing the file's upstreams. */
+const ENVIRONMENT_UPSTREAMS = 'REGMIRROR_UPSTREAMS';
+
+export function loadSettings(flags: ConfigFlags, environment: NodeJS.ProcessEnv = process.env): Settings {
+  const input = readConfigFile(flags.config);
+  for (const [variable, keyPath] of ENVIRONMENT_KEYS) {
+    const value = environment[variable];
+    if (value !== undefined && value !== '') setPath(input, keyPath, value);
+  }
+  const environmentUpstreams = environment[ENVIRONMENT_UPSTREAMS];
+  if (environmentUpstreams) input.upstreams = environmentUpstreams.split(/[\s,]+/).filter(Boolean).map(parseUpstreamFlag);
+  if (flags.listen !== undefined) input.listen = flags.listen;
+  if (flags.data !== undefined) input.data = flags.data;
+  if (flags.logLevel !== undefined) setPath(input, ['log', 'level'], flags.logLevel);
+  if (flags.upstream !== undefined && flags.upstream.length > 0) input.upstreams = flags.upstream.map(parseUpstreamFlag);
+  return resolveSettings(validate(input), environment);
+}
+
+function readConfigFile(file: string | undefined): Layer {
+  if (file === undefined) return {};
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new ConfigError(`cannot read configuration file ${file}: ${(error as Error).message}`, { cause: error });
+  }
+  let document: unknown;
+  try {
+    document = parseYaml(text);
+  } catch (error) {
+    throw new ConfigError(`configuration file ${file} is not valid YAML: ${(error as Error).message}`, { cause: error });
+  }
+  if (document === null || document === undefined) return {};
+  if (typeof document !== 'object' || Array.isArray(document)) {
+    throw new ConfigError(`configuration file ${file} must be a mapping of keys`);
+  }
+  return document as Layer;
+}
+
+function setPath(target: Layer, keyPath: readonly string[], value: unknown): void {
+  let node = target;
+  for (const key of keyPath.slice(0, -1)) {
+    const next = node[key];
+    if (typeof next !== 'object' || next === null) node[key] = {};
+    node = node[key] as Layer;
+  }
+  node[keyPath[keyPath.length - 1] ?? ''] = value;
+}
+
+/** `[REGISTRY=]URL`: the `REGISTRY=` prefix counts only before the URL's scheme. */
+export function parseUpstreamFlag(text: string): UpstreamInput {
+  const scheme = text.indexOf('://');
+  const equals = text.indexOf('=');
+  if (equals > 0 && (scheme === -1 || equals < scheme)) {
+    return { registry: text.slice(0, equals), url: text.slice(equals + 1) };
+  }
+  return { url: text };
+}
+
+function validate(input: Layer): Config {
+  const result = configSchema.safeParse(input);
+  if (result.success) return result.data;
+  const problems = result.error.issues.map((issue) => {
+    const key = issue.path.length > 0 ? issue.path.join('.') : '(top level)';
+    return `${key}: ${issue.message}`;
+  });
+  throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
+}
+
+export function parseListen(text: string): ListenAddress {
+  const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(text.trim());
+  const port = Number(match?.[3]);
+  if (!match || !Number.isInteger(port) || port > 65535) {
+    throw new ConfigError(`invalid configuration: listen: expected HOST:PORT, :PORT or [IPv6]:PORT, got ${text}`);
+  }
+  const host = match[1] ?? match[2];
+  return { host: host === '' ? undefined : host, port };
+}
+
+function resolveSettings(config: Config, environment: NodeJS.ProcessEnv): Settings {
+  const upstreams = config.upstreams.map((upstream, index): UpstreamSettings => {
+    const url = upstream.url.replace(/\/+$/, '');
+    return {
+      registry: upstream.registry ?? new URL(url).host,
+      url,
+      credentials: upstream.credentials && resolveCredentials(upstream.credentials, `upstreams.${index}.credentials`, environment),
+      tagFreshnessMs: upstream.tagFreshness ?? config.cache.tagFreshness,
+      maxStalenessMs: upstream.maxStaleness ?? config.cache.maxStaleness,
+    };
+  });
+  const seen = new Set<string>();
+  for (const upstream of upstreams) {
+    if (seen.has(upstream.registry)) throw new ConfigError(`invalid configuration: upstreams: ${upstream.registry} is listed twice`);
+    seen.add(upstream.registry);
+  }
+  return {
+    listen: parseListen(config.listen),
+    dataDir: config.data,
+    logLevel: config.log.level,
+    upstreams,
+    timeouts: config.timeouts,
+  };
+}
+
+function resolveCredentials(
+  credentials: NonNullable<NonNullable<Config['upstreams'][number]['credentials']>>,
+  key: string,
+  environment: NodeJS.ProcessEnv,
+): UpstreamCredentials {
+  if (credentials.password !== undefined) return { username: credentials.username, password: credentials.password };
+  if (credentials.passwordEnv !== undefined) {
+    const password = environment[credentials.passwordEnv];
+    if (password === undefined) throw new ConfigError(`invalid configuration: ${key}.passwordEnv: ${credentials.passwordEnv} is not set`);
+    return { username: credentials.username, password };
+  }
+  const file = credentials.passwordFile ?? '';
+  try {
+    return { username: credentials.username, password: readFileSync(file, 'utf8').replace(/\r?\n$/, '') };
+  } catch (error) {
+    throw new ConfigError(`invalid configuration: ${key}.passwordFile: cannot read ${file}`, { cause: error });
+  }
+}

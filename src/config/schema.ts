@@ -1,0 +1,65 @@
+// The one configuration schema (file, environment and flags all land here), with its defaults.
+// docs/configuration.md documents every key; keep the two in step.
+
+import { z } from 'zod';
+import { parseDuration } from './duration.js';
+
+const duration = z
+  .union([z.string(), z.number()])
+  .transform((value, context) => {
+    const ms = parseDuration(value);
+    if (ms === undefined) {
+      context.addIssue({ code: 'custom', message: `not a duration: ${String(value)} (use e.g. 30s, 5m, 7d)` });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
+const credentials = z
+  .object({
+    username: z.string().min(1),
+    password: z.string().optional(),
+    passwordEnv: z.string().optional(),
+    passwordFile: z.string().optional(),
+  })
+  .strict()
+  .refine((value) => [value.password, value.passwordEnv, value.passwordFile].filter((v) => v !== undefined).length === 1, {
+    message: 'give exactly one of password, passwordEnv, passwordFile',
+  });
+
+export const upstreamSchema = z
+  .object({
+    registry: z.string().min(1).optional(),
+    url: z.url({ protocol: /^https?$/ }),
+    credentials: credentials.optional(),
+    tagFreshness: duration.optional(),
+    maxStaleness: duration.optional(),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    listen: z.string().default(':5000'),
+    data: z.string().default('./data'),
+    log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).strict().default({ level: 'info' }),
+    upstreams: z.array(upstreamSchema).default([]),
+    cache: z
+      .object({ tagFreshness: duration.default(300), maxStaleness: duration.default(7 * 86400) })
+      .strict()
+      .default({ tagFreshness: 300_000, maxStaleness: 7 * 86_400_000 }),
+    timeouts: z
+      .object({
+        connect: duration.default(10),
+        responseHeaders: duration.default(30),
+        bodyIdle: duration.default(60),
+        fill: duration.default(1800),
+        shutdownGrace: duration.default(30),
+      })
+      .strict()
+      .default({ connect: 10_000, responseHeaders: 30_000, bodyIdle: 60_000, fill: 1_800_000, shutdownGrace: 30_000 }),
+  })
+  .strict();
+
+export type ConfigInput = z.input<typeof configSchema>;
+export type Config = z.output<typeof configSchema>;
+export type UpstreamInput = z.input<typeof upstreamSchema>;

@@ -1,0 +1,81 @@
+// The HTTP server: fastify configured for a registry (no automatic HEAD, no body parsing, no request
+// timeout for long pulls), the v2 routes, health and metrics endpoints, and one JSON access-log line
+// per request with its cache outcome.
+
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Mirror } from '../mirror/mirror.js';
+import type { UpstreamRouter } from '../mirror/upstream-router.js';
+import { RegistryError } from '../registry/errors.js';
+import type { Metrics } from '../telemetry/metrics.js';
+import { describeRequest, factsOf } from './request-context.js';
+import { registerV2Routes } from './v2-routes.js';
+import { errorHandler, sendRegistryError } from './wire-errors.js';
+
+export interface ServerParts {
+  mirror: Mirror;
+  router: UpstreamRouter;
+  metrics: Metrics;
+  logger: FastifyBaseLogger;
+  /** Whether the process is ready to serve (storage open, not shutting down). */
+  ready: () => boolean;
+}
+
+export function buildServer(parts: ServerParts): FastifyInstance {
+  const app = Fastify({
+    loggerInstance: parts.logger,
+    logController: new LogController({ disableRequestLogging: true }),
+    exposeHeadRoutes: false,
+    requestTimeout: 0,
+    routerOptions: { maxParamLength: 8192 },
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    // The mirror reads no request bodies yet; refuse large ones early.
+    bodyLimit: 1024 * 1024,
+  });
+  app.addContentTypeParser('*', (_request, _payload, done) => {
+    done(null);
+  });
+  app.setErrorHandler(errorHandler);
+  app.setNotFoundHandler((request, reply) => {
+    describeRequest(request, { kind: 'other' });
+    return sendRegistryError(reply, new RegistryError('NOT_FOUND', { message: 'unknown endpoint' }), request.method);
+  });
+
+  app.addHook('onResponse', (request, reply, done) => {
+    const facts = factsOf(request);
+    const status = reply.statusCode;
+    const finished = reply.raw.writableFinished;
+    const length = Number(reply.getHeader('content-length') ?? 0);
+    const bytes = request.method === 'HEAD' || !finished || !Number.isFinite(length) ? 0 : length;
+    const cache = facts.cache ?? 'none';
+    parts.metrics.requests.inc({ method: request.method, kind: facts.kind ?? 'other', status: String(status), cache });
+    if (bytes > 0) parts.metrics.responseBytes.inc({ cache }, bytes);
+    request.log.info(
+      {
+        method: request.method,
+        path: (request.raw.url ?? '').slice(0, 1024),
+        status,
+        bytes,
+        ...(finished ? {} : { aborted: true }),
+        cache,
+        upstream: facts.upstream,
+        durationMs: Math.round(reply.elapsedTime * 10) / 10,
+        remote: request.ip,
+      },
+      'request',
+    );
+    done();
+  });
+
+  app.get('/healthz', (_request, reply) => reply.send({ status: 'ok' }));
+  app.get('/readyz', (_request, reply) => {
+    const ready = parts.ready();
+    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready' });
+  });
+  app.get('/metrics', async (_request, reply) => {
+    reply.header('content-type', parts.metrics.registry.contentType);
+    return reply.send(await parts.metrics.registry.metrics());
+  });
+  registerV2Routes(app, parts.mirror, parts.router);
+  return app;
+}

@@ -1,0 +1,156 @@
+// The OCI Distribution API (v2) over fastify: one wildcard route, the path parsed by v2-path.ts,
+// content from the Mirror, and the protocol's headers (digest, ETag, ranges, conditional GET).
+
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { contentRange } from '../oci/range.js';
+import type { Digest } from '../oci/digest.js';
+import { RegistryError } from '../registry/errors.js';
+import type { BlobAnswer, Mirror } from '../mirror/mirror.js';
+import type { UpstreamRouter } from '../mirror/upstream-router.js';
+import { parseV2Path, type V2Route } from './v2-path.js';
+import { describeRequest } from './request-context.js';
+
+/** distribution's default page size for listings. */
+const DEFAULT_PAGE_SIZE = 100;
+const MAX_PAGE_SIZE = 10_000;
+
+const ALL_METHODS = ['GET', 'HEAD', 'PUT', 'POST', 'PATCH', 'DELETE', 'OPTIONS'] as const;
+
+export function registerV2Routes(app: FastifyInstance, mirror: Mirror, router: UpstreamRouter): void {
+  const handler = async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
+    reply.header('docker-distribution-api-version', 'registry/2.0');
+    const { path, query } = splitUrl(request.raw.url ?? '/');
+    const route = parseV2Path(path);
+    if (route === undefined) throw new RegistryError('NOT_FOUND', { message: 'unknown endpoint' });
+    describeRequest(request, { kind: route.kind });
+    return dispatch(route, request, reply, query);
+  };
+  app.route({ method: [...ALL_METHODS], url: '/v2', handler });
+  app.route({ method: [...ALL_METHODS], url: '/v2/*', handler });
+
+  async function dispatch(route: V2Route, request: FastifyRequest, reply: FastifyReply, query: URLSearchParams): Promise<FastifyReply> {
+    const method = request.method;
+    if (route.kind === 'upload' || (method !== 'GET' && method !== 'HEAD')) {
+      throw new RegistryError('UNSUPPORTED', { message: 'this mirror does not accept pushes or deletes yet' });
+    }
+    const head = method === 'HEAD';
+    switch (route.kind) {
+      case 'base':
+        return reply.header('content-type', 'application/json').send(head ? undefined : '{}');
+      case 'catalog': {
+        const page = readPage(query);
+        const names = await mirror.catalog({ ...(page.last === undefined ? {} : { last: page.last }), limit: page.limit + 1 });
+        return sendPage(reply, head, '/v2/_catalog', { repositories: names.slice(0, page.limit) }, names, page.limit);
+      }
+      case 'tags': {
+        const target = pickTarget(route.name, query, reply);
+        const page = readPage(query);
+        const list = await mirror.tags(target, route.name, { ...(page.last === undefined ? {} : { last: page.last }), limit: page.limit + 1 }, upstreamQuery(query));
+        describeRequest(request, { cache: list.cache, upstream: target.registry });
+        if (list.link !== undefined) reply.header('link', list.link);
+        if (list.cache === 'miss') return sendJson(reply, head, { name: list.name, tags: list.tags });
+        return sendPage(reply, head, `/v2/${route.name}/tags/list`, { name: list.name, tags: list.tags.slice(0, page.limit) }, list.tags, page.limit);
+      }
+      case 'manifest': {
+        const target = pickTarget(route.name, query, reply);
+        const answer = await mirror.manifest(target, route.reference, request.headers.accept);
+        describeRequest(request, { cache: answer.cache, upstream: target.registry });
+        const { manifest } = answer;
+        setContentHeaders(reply, manifest.digest);
+        reply.header('content-type', manifest.mediaType);
+        if (notModified(request, manifest.digest)) return reply.code(304).send();
+        reply.header('content-length', String(manifest.bytes.length));
+        return reply.send(head ? undefined : manifest.bytes);
+      }
+      case 'blob': {
+        const target = pickTarget(route.name, query, reply);
+        const answer = await mirror.blob(target, route.digest, head ? 'HEAD' : 'GET', request.headers.range);
+        describeRequest(request, { cache: answer.cache, upstream: target.registry });
+        return sendBlob(request, reply, answer);
+      }
+      case 'referrers':
+        throw new RegistryError('UNSUPPORTED', { message: 'the referrers API is not supported yet' });
+    }
+  }
+
+  function pickTarget(name: string, query: URLSearchParams, reply: FastifyReply): ReturnType<UpstreamRouter['pick']> {
+    const namespace = query.get('ns') ?? undefined;
+    const target = router.pick(name, namespace);
+    if (namespace !== undefined) reply.header('oci-namespace', namespace);
+    return target;
+  }
+}
+
+function sendBlob(request: FastifyRequest, reply: FastifyReply, answer: BlobAnswer): FastifyReply {
+  setContentHeaders(reply, answer.digest);
+  reply.header('content-type', 'application/octet-stream').header('accept-ranges', 'bytes');
+  if (answer.range === undefined && notModified(request, answer.digest)) {
+    answer.body?.destroy();
+    return reply.code(304).send();
+  }
+  if (answer.range !== undefined) {
+    const { start, end } = answer.range;
+    reply.code(206).header('content-range', contentRange(start, end, answer.size ?? '*'));
+    reply.header('content-length', String(end - start + 1));
+  } else if (answer.size !== undefined) {
+    reply.header('content-length', String(answer.size));
+  }
+  return reply.send(answer.body ?? (request.method === 'HEAD' ? undefined : ''));
+}
+
+function setContentHeaders(reply: FastifyReply, digest: Digest): void {
+  reply.header('docker-content-digest', digest).header('etag', `"${digest}"`);
+}
+
+function notModified(request: FastifyRequest, digest: Digest): boolean {
+  const header = request.headers['if-none-match'];
+  if (header === undefined) return false;
+  return header.split(',').some((entry) => {
+    const tag = entry.trim().replace(/^W\//, '').replace(/^"(.*)"$/, '$1');
+    return tag === digest || tag === '*';
+  });
+}
+
+function splitUrl(url: string): { path: string; query: URLSearchParams } {
+  const mark = url.indexOf('?');
+  if (mark === -1) return { path: url, query: new URLSearchParams() };
+  return { path: url.slice(0, mark), query: new URLSearchParams(url.slice(mark + 1)) };
+}
+
+function readPage(query: URLSearchParams): { last: string | undefined; limit: number } {
+  const n = query.get('n');
+  let limit = DEFAULT_PAGE_SIZE;
+  if (n !== null) {
+    if (!/^\d+$/.test(n) || Number(n) > MAX_PAGE_SIZE) {
+      throw new RegistryError('PAGINATION_NUMBER_INVALID', { detail: { n: n.slice(0, 20), max: MAX_PAGE_SIZE } });
+    }
+    limit = Number(n);
+  }
+  return { last: query.get('last') ?? undefined, limit };
+}
+
+/** The listing query passed to the upstream: only n and last. */
+function upstreamQuery(query: URLSearchParams): string {
+  const forwarded = new URLSearchParams();
+  for (const key of ['n', 'last']) {
+    const value = query.get(key);
+    if (value !== null) forwarded.set(key, value);
+  }
+  const text = forwarded.toString();
+  return text === '' ? '' : `?${text}`;
+}
+
+function sendJson(reply: FastifyReply, head: boolean, body: object): FastifyReply {
+  const text = JSON.stringify(body);
+  reply.header('content-type', 'application/json; charset=utf-8').header('content-length', String(Buffer.byteLength(text)));
+  return reply.send(head ? undefined : text);
+}
+
+/** A page of a listing; `fetched` holds one entry more than the page when there is a next page. */
+function sendPage(reply: FastifyReply, head: boolean, path: string, body: Record<string, unknown>, fetched: string[], limit: number): FastifyReply {
+  if (fetched.length > limit && limit > 0) {
+    const last = fetched[limit - 1] ?? '';
+    reply.header('link', `<${path}?n=${limit}&last=${encodeURIComponent(last)}>; rel="next"`);
+  }
+  return sendJson(reply, head, body);
+}

@@ -1,0 +1,49 @@
+// The one place that writes errors on the wire: {"errors":[{code,message,detail}]} with the status
+// registered for the code. Unknown errors become a bare 500 INTERNAL: no stack, no paths, no addresses.
+
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { ErrorCode, RegistryError } from '../registry/errors.js';
+
+export function wireBody(error: RegistryError): string {
+  const entry: { code: string; message: string; detail?: unknown } = { code: error.code, message: error.message };
+  if (error.detail !== undefined) entry.detail = error.detail;
+  return JSON.stringify({ errors: [entry] });
+}
+
+/** Maps what fastify itself rejects (bad bodies, bad URLs) to registry errors. */
+export function toRegistryError(error: unknown): RegistryError | undefined {
+  if (error instanceof RegistryError) return error;
+  const fastifyError = error as Partial<FastifyError> | undefined;
+  const status = fastifyError?.statusCode;
+  if (typeof status === 'number' && status >= 400 && status < 500) {
+    if (status === 413) return new RegistryError('SIZE_INVALID', { status: 413, message: 'request body too large' });
+    if (status === 415) return new RegistryError('UNSUPPORTED', { status: 415, message: 'unsupported media type' });
+    if (status === 405) return new RegistryError('UNSUPPORTED');
+    return new RegistryError('UNSUPPORTED', { status, message: 'bad request' });
+  }
+  return undefined;
+}
+
+export function sendRegistryError(reply: FastifyReply, error: RegistryError, method: string): FastifyReply {
+  reply.removeHeader('content-length');
+  reply.removeHeader('content-range');
+  reply.removeHeader('docker-content-digest');
+  reply.removeHeader('etag');
+  reply.code(error.status).headers(error.headers).header('content-type', 'application/json; charset=utf-8');
+  return method === 'HEAD' ? reply.send() : reply.send(wireBody(error));
+}
+
+export function internalError(): RegistryError {
+  return new RegistryError('INTERNAL', { message: ErrorCode.INTERNAL.message });
+}
+
+export function errorHandler(this: unknown, error: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply | undefined {
+  if (reply.raw.headersSent) {
+    reply.raw.destroy();
+    return undefined;
+  }
+  const registryError = toRegistryError(error);
+  if (registryError !== undefined) return sendRegistryError(reply, registryError, request.method);
+  request.log.error({ err: error }, 'unexpected error');
+  return sendRegistryError(reply, internalError(), request.method);
+}

@@ -1,0 +1,59 @@
+// The MetadataStore interface: what is cached, and what tags point at, with fetch and access times.
+// Drivers: sqlite (default); redis comes later and runs the same conformance suite.
+
+import type { Digest } from '../oci/digest.js';
+
+/** A repository as the mirror keeps it: which registry it came from, and its name there. */
+export interface RepositoryRef {
+  /** The upstream registry's name (e.g. docker.io), or '' for content of the local registry. */
+  registry: string;
+  name: string;
+}
+
+export interface BlobRecord {
+  digest: Digest;
+  size: number;
+  lastAccess: number;
+}
+
+export interface ManifestRecord {
+  digest: Digest;
+  mediaType: string;
+  size: number;
+}
+
+export interface TagRecord {
+  digest: Digest;
+  /** When the upstream last confirmed the tag (ms since epoch). */
+  fetchedAt: number;
+}
+
+export interface Page {
+  /** Return entries after this one, in lexical order. */
+  last?: string;
+  limit: number;
+}
+
+export interface MetadataStore {
+  getBlob(digest: Digest): Promise<BlobRecord | undefined>;
+  putBlob(digest: Digest, size: number, now: number): Promise<void>;
+  deleteBlob(digest: Digest): Promise<void>;
+  /** Records a read; cheap to call on every hit. */
+  touchBlob(digest: Digest, now: number): Promise<void>;
+
+  getManifest(digest: Digest): Promise<ManifestRecord | undefined>;
+  putManifest(record: ManifestRecord, now: number): Promise<void>;
+  deleteManifest(digest: Digest): Promise<void>;
+
+  getTag(repository: RepositoryRef, tag: string): Promise<TagRecord | undefined>;
+  putTag(repository: RepositoryRef, tag: string, record: TagRecord): Promise<void>;
+  deleteTag(repository: RepositoryRef, tag: string): Promise<void>;
+  listTags(repository: RepositoryRef, page: Page): Promise<string[]>;
+
+  /** Names repositories the mirror holds content for; idempotent. */
+  addRepository(repository: RepositoryRef, now: number): Promise<void>;
+  listRepositories(page: Page): Promise<string[]>;
+  hasRepository(repository: RepositoryRef): Promise<boolean>;
+
+  close(): Promise<void>;
+}

@@ -1,0 +1,161 @@
+// The SQLite MetadataStore (WAL): one file under the data directory, prepared statements,
+// synchronous calls behind the async interface.
+
+import Database from 'better-sqlite3';
+import type { Digest } from '../oci/digest.js';
+import type { BlobRecord, ManifestRecord, MetadataStore, Page, RepositoryRef, TagRecord } from './metadata-store.js';
+
+/** Access times are written at most this often per blob, so hits stay cheap. */
+const ACCESS_WRITE_INTERVAL_MS = 60_000;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS blobs (
+  digest TEXT PRIMARY KEY,
+  size INTEGER NOT NULL,
+  created_at INTEGER NOT NULL,
+  last_access INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS manifests (
+  digest TEXT PRIMARY KEY,
+  media_type TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS repositories (
+  registry TEXT NOT NULL,
+  name TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (registry, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tags (
+  registry TEXT NOT NULL,
+  repository TEXT NOT NULL,
+  tag TEXT NOT NULL,
+  digest TEXT NOT NULL,
+  fetched_at INTEGER NOT NULL,
+  PRIMARY KEY (registry, repository, tag)
+) WITHOUT ROWID;
+`;
+
+export class SqliteMetadataStore implements MetadataStore {
+  private readonly db: Database.Database;
+  private readonly statements;
+
+  constructor(file: string) {
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('busy_timeout = 5000');
+    this.db.exec(SCHEMA);
+    this.statements = {
+      getBlob: this.db.prepare<[string], { size: number; last_access: number }>(
+        'SELECT size, last_access FROM blobs WHERE digest = ?',
+      ),
+      putBlob: this.db.prepare(
+        'INSERT INTO blobs (digest, size, created_at, last_access) VALUES (?, ?, ?, ?) ON CONFLICT (digest) DO UPDATE SET size = excluded.size, last_access = excluded.last_access',
+      ),
+      deleteBlob: this.db.prepare('DELETE FROM blobs WHERE digest = ?'),
+      touchBlob: this.db.prepare('UPDATE blobs SET last_access = ? WHERE digest = ? AND last_access < ?'),
+      getManifest: this.db.prepare<[string], { media_type: string; size: number }>(
+        'SELECT media_type, size FROM manifests WHERE digest = ?',
+      ),
+      putManifest: this.db.prepare(
+        'INSERT INTO manifests (digest, media_type, size, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING',
+      ),
+      deleteManifest: this.db.prepare('DELETE FROM manifests WHERE digest = ?'),
+      getTag: this.db.prepare<[string, string, string], { digest: string; fetched_at: number }>(
+        'SELECT digest, fetched_at FROM tags WHERE registry = ? AND repository = ? AND tag = ?',
+      ),
+      putTag: this.db.prepare(
+        'INSERT INTO tags (registry, repository, tag, digest, fetched_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (registry, repository, tag) DO UPDATE SET digest = excluded.digest, fetched_at = excluded.fetched_at',
+      ),
+      deleteTag: this.db.prepare('DELETE FROM tags WHERE registry = ? AND repository = ? AND tag = ?'),
+      listTags: this.db.prepare<[string, string, string, number], { tag: string }>(
+        'SELECT tag FROM tags WHERE registry = ? AND repository = ? AND tag > ? ORDER BY tag LIMIT ?',
+      ),
+      addRepository: this.db.prepare(
+        'INSERT INTO repositories (registry, name, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING',
+      ),
+      listRepositories: this.db.prepare<[string, number], { name: string }>(
+        'SELECT DISTINCT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?',
+      ),
+      hasRepository: this.db.prepare<[string, string], { found: number }>(
+        'SELECT 1 AS found FROM repositories WHERE registry = ? AND name = ?',
+      ),
+    };
+  }
+
+  getBlob(digest: Digest): Promise<BlobRecord | undefined> {
+    const row = this.statements.getBlob.get(digest);
+    return Promise.resolve(row && { digest, size: row.size, lastAccess: row.last_access });
+  }
+
+  putBlob(digest: Digest, size: number, now: number): Promise<void> {
+    this.statements.putBlob.run(digest, size, now, now);
+    return Promise.resolve();
+  }
+
+  deleteBlob(digest: Digest): Promise<void> {
+    this.statements.deleteBlob.run(digest);
+    return Promise.resolve();
+  }
+
+  touchBlob(digest: Digest, now: number): Promise<void> {
+    this.statements.touchBlob.run(now, digest, now - ACCESS_WRITE_INTERVAL_MS);
+    return Promise.resolve();
+  }
+
+  getManifest(digest: Digest): Promise<ManifestRecord | undefined> {
+    const row = this.statements.getManifest.get(digest);
+    return Promise.resolve(row && { digest, mediaType: row.media_type, size: row.size });
+  }
+
+  putManifest(record: ManifestRecord, now: number): Promise<void> {
+    this.statements.putManifest.run(record.digest, record.mediaType, record.size, now);
+    return Promise.resolve();
+  }
+
+  deleteManifest(digest: Digest): Promise<void> {
+    this.statements.deleteManifest.run(digest);
+    return Promise.resolve();
+  }
+
+  getTag(repository: RepositoryRef, tag: string): Promise<TagRecord | undefined> {
+    const row = this.statements.getTag.get(repository.registry, repository.name, tag);
+    return Promise.resolve(row && { digest: row.digest as Digest, fetchedAt: row.fetched_at });
+  }
+
+  putTag(repository: RepositoryRef, tag: string, record: TagRecord): Promise<void> {
+    this.statements.putTag.run(repository.registry, repository.name, tag, record.digest, record.fetchedAt);
+    return Promise.resolve();
+  }
+
+  deleteTag(repository: RepositoryRef, tag: string): Promise<void> {
+    this.statements.deleteTag.run(repository.registry, repository.name, tag);
+    return Promise.resolve();
+  }
+
+  listTags(repository: RepositoryRef, page: Page): Promise<string[]> {
+    const rows = this.statements.listTags.all(repository.registry, repository.name, page.last ?? '', page.limit);
+    return Promise.resolve(rows.map((row) => row.tag));
+  }
+
+  addRepository(repository: RepositoryRef, now: number): Promise<void> {
+    this.statements.addRepository.run(repository.registry, repository.name, now);
+    return Promise.resolve();
+  }
+
+  listRepositories(page: Page): Promise<string[]> {
+    const rows = this.statements.listRepositories.all(page.last ?? '', page.limit);
+    return Promise.resolve(rows.map((row) => row.name));
+  }
+
+  hasRepository(repository: RepositoryRef): Promise<boolean> {
+    return Promise.resolve(this.statements.hasRepository.get(repository.registry, repository.name) !== undefined);
+  }
+
+  close(): Promise<void> {
+    this.db.close();
+    return Promise.resolve();
+  }
+}

@@ -1,0 +1,170 @@
+// Single flight for blobs: one upstream GET per missing digest, hashed as it streams into a spool file,
+// followed by every client that asks meanwhile (from byte 0, as bytes land), verified, then committed.
+// A reader never sees the last byte of what it asked for before the digest is verified; on failure
+// every reader is destroyed, so no client mistakes a short or wrong body for a whole one.
+
+import { EventEmitter } from 'node:events';
+import { Readable } from 'node:stream';
+import { DigestWriter, type Digest } from '../oci/digest.js';
+import type { SpoolFile } from '../store/spool-file.js';
+
+/** Reads from the spool in chunks of at most this size. */
+const READ_CHUNK_BYTES = 1024 * 1024;
+
+export type FillState = 'filling' | 'committed' | 'failed';
+
+export interface FillSource {
+  /** The upstream body. */
+  body: AsyncIterable<Uint8Array> & { destroy(error?: Error): void };
+  /** The size the upstream announced, if it did. */
+  size: number | undefined;
+}
+
+export interface FillHooks {
+  /** Makes the verified spool visible in the store and records it; throws to fail the fill. */
+  commit(spool: SpoolFile, digest: Digest, size: number): Promise<void>;
+  onBytes(count: number): void;
+  /** Called once the fill has committed or failed, before its spool closes: forget the fill here. */
+  onSettled(state: FillState, error: Error | undefined): void;
+}
+
+export class FillError extends Error {
+  override readonly name = 'FillError';
+}
+
+export class BlobFill {
+  private state: FillState = 'filling';
+  private failure: Error | undefined;
+  private written = 0;
+  private readers = 0;
+  private readonly events = new EventEmitter();
+  /** Settles when the fill is committed or has failed; never rejects. */
+  readonly done: Promise<FillState>;
+
+  constructor(
+    readonly digest: Digest,
+    private readonly spool: SpoolFile,
+    private readonly source: FillSource,
+    private readonly hooks: FillHooks,
+    timeoutMs: number,
+  ) {
+    this.events.setMaxListeners(0);
+    this.done = this.run(timeoutMs);
+  }
+
+  /** The announced size, or the verified one once committed. */
+  get size(): number | undefined {
+    return this.state === 'committed' ? this.written : this.source.size;
+  }
+
+  get status(): FillState {
+    return this.state;
+  }
+
+  /** Stops the fill (at shutdown); readers are destroyed and nothing is committed. */
+  abort(reason: Error): void {
+    this.source.body.destroy(reason);
+  }
+
+  /** A stream of bytes start..end (inclusive; end undefined: to the end), following the fill. */
+  createReader(start = 0, end?: number): Readable {
+    this.readers += 1;
+    let position = start;
+    let pumping = false;
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      this.readers -= 1;
+      void this.closeSpoolIfIdle();
+    };
+    const reader: Readable = new Readable({
+      highWaterMark: READ_CHUNK_BYTES,
+      read: () => {
+        if (pumping) return;
+        pumping = true;
+        pump()
+          .catch((error: unknown) => reader.destroy(error as Error))
+          .finally(() => {
+            pumping = false;
+          });
+      },
+      destroy: (error, callback) => {
+        release();
+        callback(error);
+      },
+    });
+    const pump = async (): Promise<void> => {
+      for (;;) {
+        const last = end ?? (this.state === 'committed' ? this.written - 1 : Number.POSITIVE_INFINITY);
+        if (position > last) {
+          reader.push(null);
+          release();
+          return;
+        }
+        if (this.state === 'failed') {
+          reader.destroy(this.failure ?? new FillError('fill failed'));
+          return;
+        }
+        // Until verified, hold back the newest byte and the last byte this reader asked for.
+        const limit = this.state === 'committed' ? Math.min(this.written, last + 1) : Math.min(this.written - 1, last);
+        if (position < limit) {
+          const chunk = await this.spool.readAt(position, Math.min(READ_CHUNK_BYTES, limit - position));
+          if (chunk.length === 0) throw new FillError('spool shorter than written');
+          position += chunk.length;
+          if (!reader.push(chunk)) return;
+          continue;
+        }
+        await new Promise<void>((resolve) => this.events.once('progress', resolve));
+        if (reader.destroyed) return;
+      }
+    };
+    return reader;
+  }
+
+  private async run(timeoutMs: number): Promise<FillState> {
+    const timer = setTimeout(() => {
+      this.source.body.destroy(new FillError(`fill did not finish within ${timeoutMs} ms`));
+    }, timeoutMs);
+    try {
+      const hash = new DigestWriter();
+      for await (const chunk of this.source.body) {
+        hash.update(chunk);
+        await this.spool.append(chunk);
+        this.written += chunk.length;
+        this.hooks.onBytes(chunk.length);
+        if (this.source.size !== undefined && this.written > this.source.size) {
+          throw new FillError(`upstream sent more than the ${this.source.size} bytes it announced`);
+        }
+        this.events.emit('progress');
+      }
+      if (this.source.size !== undefined && this.written !== this.source.size) {
+        throw new FillError(`upstream sent ${this.written} of ${this.source.size} bytes`);
+      }
+      const actual = hash.digest();
+      if (actual !== this.digest) throw new FillError(`upstream content has digest ${actual}, not ${this.digest}`);
+      await this.hooks.commit(this.spool, this.digest, this.written);
+      this.state = 'committed';
+    } catch (error) {
+      this.failure = error instanceof Error ? error : new FillError(String(error));
+      this.state = 'failed';
+      this.source.body.destroy();
+      await this.spool.discard().catch(() => undefined);
+    } finally {
+      clearTimeout(timer);
+      this.hooks.onSettled(this.state, this.failure);
+      this.events.emit('progress');
+      await this.closeSpoolIfIdle();
+    }
+    return this.state;
+  }
+
+  /** Why the fill failed, for the log. */
+  get error(): Error | undefined {
+    return this.failure;
+  }
+
+  private async closeSpoolIfIdle(): Promise<void> {
+    if (this.state !== 'filling' && this.readers === 0) await this.spool.close();
+  }
+}

@@ -1,0 +1,445 @@
+// The content service the HTTP layer calls: the local registry first, and on a miss the request's
+// upstream — blobs through single-flight fills, manifests by digest kept for good, manifests by tag
+// fresh for a TTL, revalidated with HEAD, and served stale when the upstream fails.
+
+import type { Readable } from 'node:stream';
+import { digestOf, isDigest, type Digest } from '../oci/digest.js';
+import {
+  acceptedMediaTypes,
+  accepts,
+  defaultPlatformChild,
+  isIndexMediaType,
+  MAX_MANIFEST_BYTES,
+  parseManifest,
+  UPSTREAM_MANIFEST_ACCEPT,
+} from '../oci/manifest.js';
+import { parseRangeSpec, resolveRange, unsatisfiedRange } from '../oci/range.js';
+import type { Settings } from '../config/load.js';
+import type { Page, RepositoryRef } from '../meta/metadata-store.js';
+import { RegistryError } from '../registry/errors.js';
+import type { LocalRegistry, StoredManifest } from '../registry/local-registry.js';
+import type { ByteRange } from '../store/object-store.js';
+import type { CacheOutcome, Metrics } from '../telemetry/metrics.js';
+import { BlobFill } from './blob-fill.js';
+import { headerValue, type UpstreamResponse } from './upstream-client.js';
+import type { Target, Upstream } from './upstream-router.js';
+
+export interface BlobAnswer {
+  digest: Digest;
+  /** The whole blob's size; undefined only for a pass-through whose upstream did not say. */
+  size: number | undefined;
+  /** Set on a 206. */
+  range?: ByteRange;
+  /** Absent for HEAD. */
+  body?: Readable;
+  cache: CacheOutcome;
+}
+
+export interface ManifestAnswer {
+  manifest: StoredManifest;
+  cache: CacheOutcome;
+}
+
+export interface TagList {
+  name: string;
+  tags: string[];
+  /** The upstream's Link header, or ours when listing from the cache. */
+  link?: string;
+  cache: CacheOutcome;
+}
+
+export interface Logger {
+  warn(fields: object, message: string): void;
+  info(fields: object, message: string): void;
+}
+
+export class Mirror {
+  /** Blob fills in progress, by digest: the single flight. Set while the upstream is asked, kept until the fill settles. */
+  private readonly fills = new Map<Digest, Promise<BlobFill>>();
+  /** The fill each entry of `fills` resolved to, so a settled fill forgets only its own entry. */
+  private readonly fillOf = new WeakMap<Promise<BlobFill>, BlobFill>();
+  /** Manifest fetches and tag revalidations in progress, by registry/name:reference. */
+  private readonly manifestFlights = new Map<string, Promise<ManifestAnswer>>();
+
+  constructor(
+    private readonly local: LocalRegistry,
+    private readonly metrics: Metrics,
+    private readonly timeouts: Settings['timeouts'],
+    private readonly log: Logger,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  // ---- blobs ----
+
+  async blob(target: Target, digest: Digest, method: 'GET' | 'HEAD', rangeHeader: string | undefined): Promise<BlobAnswer> {
+    const cachedSize = await this.local.statBlob(digest);
+    if (cachedSize !== undefined) {
+      const answer = await this.cachedBlob(digest, cachedSize, method, rangeHeader);
+      if (answer !== undefined) return answer;
+    }
+    const upstream = target.upstream;
+    if (upstream === undefined) throw new RegistryError('BLOB_UNKNOWN', { detail: { digest } });
+    const inProgress = this.fills.get(digest);
+    if (method === 'HEAD') return this.headColdBlob(upstream, target, digest, inProgress);
+    if (parseRangeSpec(rangeHeader) !== undefined) {
+      if (inProgress !== undefined) return this.rangeFromFill(await inProgress, rangeHeader, 'fill');
+      return this.passThroughRange(upstream, target, digest, rangeHeader ?? '');
+    }
+    const joined = inProgress !== undefined;
+    const fill = await (inProgress ?? this.startFill(upstream, target, digest));
+    return { digest, size: fill.size, body: fill.createReader(), cache: joined ? 'fill' : 'miss' };
+  }
+
+  /** Aborts every fill in progress (shutdown): nothing partial is committed. */
+  async abortFills(reason: Error): Promise<void> {
+    const fills = await Promise.allSettled([...this.fills.values()]);
+    const running = fills.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
+    for (const fill of running) fill.abort(reason);
+    await Promise.all(running.map((fill) => fill.done));
+  }
+
+  private async cachedBlob(digest: Digest, size: number, method: 'GET' | 'HEAD', rangeHeader: string | undefined): Promise<BlobAnswer | undefined> {
+    const range = resolveRange(rangeHeader, size);
+    if (range.kind === 'unsatisfiable') {
+      throw new RegistryError('RANGE_INVALID', { headers: { 'content-range': unsatisfiedRange(size) } });
+    }
+    const byteRange = range.kind === 'range' ? { start: range.start, end: range.end } : undefined;
+    if (method === 'HEAD') return { digest, size, range: byteRange, cache: 'hit' };
+    if (size === 0) return { digest, size, cache: 'hit', body: undefined };
+    const body = await this.local.openBlob(digest, byteRange);
+    if (body === undefined) return undefined;
+    return { digest, size, range: byteRange, body, cache: 'hit' };
+  }
+
+  private async headColdBlob(upstream: Upstream, target: Target, digest: Digest, inProgress: Promise<BlobFill> | undefined): Promise<BlobAnswer> {
+    if (inProgress !== undefined) {
+      const fill = await inProgress;
+      if (fill.size !== undefined) return { digest, size: fill.size, cache: 'fill' };
+    }
+    const response = await upstream.client.send({
+      method: 'HEAD',
+      path: `/v2/${target.name}/blobs/${digest}`,
+      repository: target.name,
+      kind: 'blob',
+    });
+    await response.body.dump();
+    if (response.status !== 200) throw upstream.client.errorFor(response, 'BLOB_UNKNOWN');
+    return { digest, size: contentLength(response), cache: 'miss' };
+  }
+
+  private async rangeFromFill(fill: BlobFill, rangeHeader: string | undefined, cache: CacheOutcome): Promise<BlobAnswer> {
+    const size = fill.size;
+    if (size === undefined) throw new RegistryError('UPSTREAM_UNAVAILABLE', { message: 'blob size not known yet; retry' });
+    const range = resolveRange(rangeHeader, size);
+    if (range.kind === 'unsatisfiable') {
+      throw new RegistryError('RANGE_INVALID', { headers: { 'content-range': unsatisfiedRange(size) } });
+    }
+    if (range.kind === 'none') return { digest: fill.digest, size, body: fill.createReader(), cache };
+    return Promise.resolve({
+      digest: fill.digest,
+      size,
+      range: { start: range.start, end: range.end },
+      body: fill.createReader(range.start, range.end),
+      cache,
+    });
+  }
+
+  /** A Range on a cold blob goes upstream as a Range; an upstream that ignores it starts a fill instead. */
+  private async passThroughRange(upstream: Upstream, target: Target, digest: Digest, rangeHeader: string): Promise<BlobAnswer> {
+    const response = await upstream.client.send({
+      method: 'GET',
+      path: `/v2/${target.name}/blobs/${digest}`,
+      repository: target.name,
+      kind: 'blob',
+      headers: { range: rangeHeader },
+    });
+    if (response.status === 200) {
+      const fill = this.adoptFill(upstream, digest, response);
+      this.fills.set(digest, fill);
+      fill.catch(() => this.forgetFill(digest, fill));
+      return this.rangeFromFill(await fill, rangeHeader, 'miss');
+    }
+    if (response.status === 416) {
+      await response.body.dump();
+      const size = totalFromContentRange(headerValue(response.headers['content-range']));
+      throw new RegistryError('RANGE_INVALID', { headers: size === undefined ? {} : { 'content-range': unsatisfiedRange(size) } });
+    }
+    if (response.status !== 206) {
+      await response.body.dump();
+      throw upstream.client.errorFor(response, 'BLOB_UNKNOWN');
+    }
+    const parsed = parseContentRange(headerValue(response.headers['content-range']));
+    if (parsed === undefined) {
+      response.body.destroy();
+      throw new RegistryError('UPSTREAM_UNAVAILABLE', { message: `upstream ${upstream.settings.registry} sent a malformed Content-Range` });
+    }
+    response.body.on('data', (chunk: Buffer) => upstream.client.countBytes('blob', chunk.length));
+    return { digest, size: parsed.size, range: { start: parsed.start, end: parsed.end }, body: response.body, cache: 'pass' };
+  }
+
+  private startFill(upstream: Upstream, target: Target, digest: Digest): Promise<BlobFill> {
+    const flight = (async () => {
+      const response = await upstream.client.send({
+        method: 'GET',
+        path: `/v2/${target.name}/blobs/${digest}`,
+        repository: target.name,
+        kind: 'blob',
+      });
+      if (response.status !== 200) {
+        await response.body.dump();
+        throw upstream.client.errorFor(response, 'BLOB_UNKNOWN');
+      }
+      return this.adoptFill(upstream, digest, response);
+    })();
+    this.fills.set(digest, flight);
+    flight.catch(() => this.forgetFill(digest, flight));
+    return flight;
+  }
+
+  /** Turns an upstream 200 into a fill, registered under the digest until it settles. */
+  private async adoptFill(upstream: Upstream, digest: Digest, response: UpstreamResponse): Promise<BlobFill> {
+    const registry = upstream.settings.registry;
+    let spool;
+    try {
+      spool = await this.local.store.createSpool();
+    } catch (error) {
+      response.body.destroy();
+      throw error;
+    }
+    this.metrics.fillsInProgress.inc();
+    const fill: BlobFill = new BlobFill(
+      digest,
+      spool,
+      { body: response.body, size: contentLength(response) },
+      {
+        commit: (file, verified, size) => this.local.commitBlob(file, verified, size),
+        onBytes: (count) => upstream.client.countBytes('blob', count),
+        onSettled: (state, error) => {
+          this.metrics.fillsInProgress.dec();
+          this.metrics.fills.inc({ upstream: registry, outcome: state });
+          const flight = this.fills.get(digest);
+          if (flight !== undefined && this.fillOf.get(flight) === fill) this.fills.delete(digest);
+          if (state === 'failed') this.log.warn({ upstream: registry, digest, err: error?.message }, 'blob fill failed');
+        },
+      },
+      this.timeouts.fill,
+    );
+    const flight = this.fills.get(digest);
+    if (flight !== undefined) this.fillOf.set(flight, fill);
+    return fill;
+  }
+
+  private forgetFill(digest: Digest, flight: Promise<BlobFill>): void {
+    if (this.fills.get(digest) === flight) this.fills.delete(digest);
+  }
+
+  // ---- manifests ----
+
+  async manifest(target: Target, reference: { kind: 'tag'; tag: string } | { kind: 'digest'; digest: Digest }, accept: string | string[] | undefined): Promise<ManifestAnswer> {
+    const answer = reference.kind === 'digest' ? await this.manifestByDigest(target, reference.digest) : await this.manifestByTag(target, reference.tag);
+    return this.negotiate(target, answer, acceptedMediaTypes(accept));
+  }
+
+  /** Serves the stored type if the client takes it; for an index it cannot read, its linux/amd64 child. */
+  private async negotiate(target: Target, answer: ManifestAnswer, accepted: Set<string> | undefined): Promise<ManifestAnswer> {
+    const { manifest } = answer;
+    if (accepts(accepted, manifest.mediaType)) return answer;
+    if (isIndexMediaType(manifest.mediaType)) {
+      const parsed = parseManifest(manifest.bytes, manifest.mediaType);
+      const child = parsed.ok ? defaultPlatformChild(parsed.children) : undefined;
+      if (child !== undefined && accepts(accepted, child.mediaType)) {
+        const childAnswer = await this.manifestByDigest(target, child.digest);
+        if (accepts(accepted, childAnswer.manifest.mediaType)) return childAnswer;
+      }
+    }
+    throw new RegistryError('MANIFEST_UNKNOWN', {
+      message: `manifest is ${manifest.mediaType}, which the request's Accept header does not allow`,
+      detail: { mediaType: manifest.mediaType },
+    });
+  }
+
+  private async manifestByDigest(target: Target, digest: Digest): Promise<ManifestAnswer> {
+    const stored = await this.local.getManifest(digest);
+    if (stored !== undefined) return { manifest: stored, cache: 'hit' };
+    const upstream = target.upstream;
+    if (upstream === undefined) throw new RegistryError('MANIFEST_UNKNOWN', { detail: { digest } });
+    return this.singleFlight(`${target.registry}/${target.name}@${digest}`, async () => {
+      const manifest = await this.fetchManifest(upstream, target, digest, digest);
+      await this.local.addRepository(repositoryOf(target));
+      return { manifest, cache: 'miss' };
+    });
+  }
+
+  private async manifestByTag(target: Target, tag: string): Promise<ManifestAnswer> {
+    const repository = repositoryOf(target);
+    const record = await this.local.getTag(repository, tag);
+    const upstream = target.upstream;
+    const stored = record && (await this.local.getManifest(record.digest));
+    if (upstream === undefined) {
+      if (stored === undefined) throw new RegistryError('MANIFEST_UNKNOWN', { detail: { tag } });
+      return { manifest: stored, cache: 'hit' };
+    }
+    const age = record === undefined ? Number.POSITIVE_INFINITY : this.now() - record.fetchedAt;
+    if (stored !== undefined && age < upstream.settings.tagFreshnessMs) return { manifest: stored, cache: 'hit' };
+    return this.singleFlight(`${target.registry}/${target.name}:${tag}`, async () => {
+      try {
+        return stored === undefined ? await this.fetchTag(upstream, target, tag) : await this.revalidateTag(upstream, target, tag, stored);
+      } catch (error) {
+        if (stored !== undefined && isUpstreamOutage(error) && age <= upstream.settings.maxStalenessMs) {
+          this.log.warn({ upstream: upstream.settings.registry, repository: target.name, tag, err: (error as Error).message }, 'serving stale tag');
+          return { manifest: stored, cache: 'stale' };
+        }
+        if (error instanceof RegistryError && error.code === 'MANIFEST_UNKNOWN') await this.local.deleteTag(repository, tag);
+        throw error;
+      }
+    });
+  }
+
+  private async fetchTag(upstream: Upstream, target: Target, tag: string): Promise<ManifestAnswer> {
+    const manifest = await this.fetchManifest(upstream, target, tag, undefined);
+    await this.local.setTag(repositoryOf(target), tag, manifest.digest);
+    return { manifest, cache: 'miss' };
+  }
+
+  /** A stale tag: HEAD costs Docker Hub no pull; GET only when the tag moved. */
+  private async revalidateTag(upstream: Upstream, target: Target, tag: string, stored: StoredManifest): Promise<ManifestAnswer> {
+    const response = await upstream.client.send({
+      method: 'HEAD',
+      path: `/v2/${target.name}/manifests/${tag}`,
+      repository: target.name,
+      kind: 'manifest',
+      headers: { accept: UPSTREAM_MANIFEST_ACCEPT },
+    });
+    await response.body.dump();
+    if (response.status !== 200) throw upstream.client.errorFor(response, 'MANIFEST_UNKNOWN');
+    const current = headerValue(response.headers['docker-content-digest']);
+    if (current === stored.digest) {
+      await this.local.setTag(repositoryOf(target), tag, stored.digest);
+      return { manifest: stored, cache: 'revalidated' };
+    }
+    if (current !== undefined && isDigest(current)) {
+      const known = await this.local.getManifest(current);
+      const manifest = known ?? (await this.fetchManifest(upstream, target, current, current));
+      await this.local.setTag(repositoryOf(target), tag, manifest.digest);
+      return { manifest, cache: known ? 'revalidated' : 'miss' };
+    }
+    return this.fetchTag(upstream, target, tag);
+  }
+
+  /** GETs a manifest, verifies its digest (against the one asked for, and the upstream's header), stores it. */
+  private async fetchManifest(upstream: Upstream, target: Target, reference: string, expected: Digest | undefined): Promise<StoredManifest> {
+    const client = upstream.client;
+    const response = await client.send({
+      method: 'GET',
+      path: `/v2/${target.name}/manifests/${reference}`,
+      repository: target.name,
+      kind: 'manifest',
+      headers: { accept: UPSTREAM_MANIFEST_ACCEPT },
+    });
+    if (response.status !== 200) {
+      await response.body.dump();
+      throw client.errorFor(response, 'MANIFEST_UNKNOWN');
+    }
+    const bytes = await readLimited(response.body, MAX_MANIFEST_BYTES).catch((error: unknown) => {
+      throw client.unreachable(error);
+    });
+    client.countBytes('manifest', bytes.length);
+    const digest = digestOf(bytes);
+    const announced = headerValue(response.headers['docker-content-digest']);
+    if ((expected !== undefined && digest !== expected) || (announced !== undefined && announced !== digest)) {
+      throw new RegistryError('UPSTREAM_UNAVAILABLE', { message: `upstream ${client.registry} sent a manifest that does not match its digest` });
+    }
+    const parsed = parseManifest(bytes, headerValue(response.headers['content-type']));
+    if (!parsed.ok) {
+      throw new RegistryError('UPSTREAM_UNAVAILABLE', { message: `upstream ${client.registry} sent an unusable manifest: ${parsed.reason}` });
+    }
+    const manifest = { digest, mediaType: parsed.mediaType, bytes };
+    await this.local.putManifest(manifest);
+    return manifest;
+  }
+
+  private singleFlight(key: string, work: () => Promise<ManifestAnswer>): Promise<ManifestAnswer> {
+    const pending = this.manifestFlights.get(key);
+    if (pending !== undefined) return pending;
+    const flight = work().finally(() => this.manifestFlights.delete(key));
+    this.manifestFlights.set(key, flight);
+    return flight;
+  }
+
+  // ---- listings ----
+
+  async tags(target: Target, clientName: string, page: Page, query: string): Promise<TagList> {
+    const repository = repositoryOf(target);
+    const upstream = target.upstream;
+    if (upstream !== undefined) {
+      try {
+        const response = await upstream.client.send({
+          method: 'GET',
+          path: `/v2/${target.name}/tags/list${query}`,
+          repository: target.name,
+          kind: 'tags',
+        });
+        if (response.status !== 200) {
+          await response.body.dump();
+          throw upstream.client.errorFor(response, 'NAME_UNKNOWN');
+        }
+        const bytes = await readLimited(response.body, MAX_MANIFEST_BYTES);
+        upstream.client.countBytes('tags', bytes.length);
+        const body = JSON.parse(bytes.toString('utf8')) as { tags?: unknown };
+        const tags = Array.isArray(body.tags) ? body.tags.filter((tag): tag is string => typeof tag === 'string') : [];
+        const link = headerValue(response.headers.link);
+        return { name: clientName, tags, ...(link === undefined ? {} : { link }), cache: 'miss' };
+      } catch (error) {
+        if (!isUpstreamOutage(error) || !(await this.local.hasRepository(repository))) throw error;
+        const tags = await this.local.listTags(repository, page);
+        return { name: clientName, tags, cache: 'stale' };
+      }
+    }
+    if (!(await this.local.hasRepository(repository))) throw new RegistryError('NAME_UNKNOWN', { detail: { name: clientName } });
+    return { name: clientName, tags: await this.local.listTags(repository, page), cache: 'hit' };
+  }
+
+  catalog(page: Page): Promise<string[]> {
+    return this.local.listRepositories(page);
+  }
+}
+
+function repositoryOf(target: Target): RepositoryRef {
+  return { registry: target.registry, name: target.name };
+}
+
+/** Failures that stale content may cover: the upstream is unreachable, failing or rate-limiting. */
+function isUpstreamOutage(error: unknown): boolean {
+  return error instanceof RegistryError && (error.code === 'UPSTREAM_UNAVAILABLE' || error.code === 'TOOMANYREQUESTS');
+}
+
+function contentLength(response: UpstreamResponse): number | undefined {
+  const text = headerValue(response.headers['content-length']);
+  if (text === undefined || !/^\d+$/.test(text)) return undefined;
+  return Number(text);
+}
+
+function parseContentRange(text: string | undefined): { start: number; end: number; size: number | undefined } | undefined {
+  const match = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(text?.trim() ?? '');
+  if (!match) return undefined;
+  return { start: Number(match[1]), end: Number(match[2]), size: match[3] === '*' ? undefined : Number(match[3]) };
+}
+
+function totalFromContentRange(text: string | undefined): number | undefined {
+  const match = /^bytes \*\/(\d+)$/.exec(text?.trim() ?? '');
+  return match ? Number(match[1]) : undefined;
+}
+
+async function readLimited(body: AsyncIterable<Uint8Array> & { destroy(error?: Error): void }, limit: number): Promise<Buffer> {
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for await (const chunk of body) {
+    total += chunk.length;
+    if (total > limit) {
+      body.destroy();
+      throw new RegistryError('UPSTREAM_UNAVAILABLE', { message: `upstream response larger than ${limit} bytes` });
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}

@@ -1,0 +1,135 @@
+// Authentication to one upstream: the Bearer token challenge flow (tokens cached per scope until they
+// expire, one token request in flight per scope) and Basic credentials. Credentials go only to the
+// upstream and to the token realm it names.
+
+import type { Dispatcher } from 'undici';
+import type { UpstreamCredentials } from '../config/load.js';
+
+export interface Challenge {
+  scheme: 'bearer' | 'basic';
+  params: Record<string, string>;
+}
+
+/** Parses one WWW-Authenticate challenge: `Bearer realm="…",service="…",scope="…"`. */
+export function parseChallenge(header: string | undefined): Challenge | undefined {
+  if (!header) return undefined;
+  const match = /^\s*(\w+)\s*(.*)$/s.exec(header);
+  if (!match) return undefined;
+  const scheme = match[1]?.toLowerCase();
+  if (scheme !== 'bearer' && scheme !== 'basic') return undefined;
+  const params: Record<string, string> = {};
+  for (const param of (match[2] ?? '').matchAll(/([a-zA-Z_]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))/g)) {
+    const name = param[1]?.toLowerCase();
+    if (name) params[name] = (param[2] ?? param[3] ?? '').replace(/\\(.)/g, '$1');
+  }
+  return { scheme, params };
+}
+
+interface CachedToken {
+  token: string;
+  expiresAt: number;
+}
+
+/** Tokens are used until shortly before they expire, so one in flight never lapses mid-request. */
+const EXPIRY_MARGIN_MS = 5_000;
+const DEFAULT_TOKEN_LIFETIME_S = 60;
+
+export class UpstreamAuth {
+  /** What the upstream asked for last time, so later requests authenticate without a 401 round trip. */
+  private learned: Challenge | undefined;
+  private readonly tokens = new Map<string, CachedToken>();
+  private readonly pendingTokens = new Map<string, Promise<CachedToken>>();
+
+  constructor(
+    private readonly credentials: UpstreamCredentials | undefined,
+    private readonly fetchToken: (url: URL, headers: Record<string, string>) => Promise<Dispatcher.ResponseData>,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** The Authorization header for a request in this scope, if the upstream is known to want one. */
+  async authorization(scope: string): Promise<string | undefined> {
+    const challenge = this.learned;
+    if (challenge === undefined) return undefined;
+    if (challenge.scheme === 'basic') return this.basic();
+    const token = await this.token(challenge, scope);
+    return `Bearer ${token.token}`;
+  }
+
+  /**
+   * Learns from a 401. Returns true when a retry may succeed (a new scheme or a token not yet tried),
+   * false when the upstream refused what we already sent.
+   */
+  acceptChallenge(header: string | undefined, scope: string, sentAuthorization: string | undefined): boolean {
+    const challenge = parseChallenge(header);
+    if (challenge === undefined) return false;
+    if (challenge.scheme === 'basic') {
+      this.learned = challenge;
+      return this.credentials !== undefined && sentAuthorization !== this.basic();
+    }
+    if (challenge.params.realm === undefined) return false;
+    this.learned = { scheme: 'bearer', params: { realm: challenge.params.realm, service: challenge.params.service ?? '' } };
+    const key = this.tokenKey(this.learned, scope);
+    const cached = this.tokens.get(key);
+    if (cached !== undefined && sentAuthorization === `Bearer ${cached.token}`) {
+      // The token we sent was refused: forget it; a fresh one is worth one more try unless the scope is denied.
+      this.tokens.delete(key);
+      return challenge.params.error !== 'insufficient_scope';
+    }
+    return true;
+  }
+
+  private basic(): string | undefined {
+    if (this.credentials === undefined) return undefined;
+    const pair = `${this.credentials.username}:${this.credentials.password}`;
+    return `Basic ${Buffer.from(pair).toString('base64')}`;
+  }
+
+  private tokenKey(challenge: Challenge, scope: string): string {
+    return `${challenge.params.realm ?? ''}\n${challenge.params.service ?? ''}\n${scope}`;
+  }
+
+  private async token(challenge: Challenge, scope: string): Promise<CachedToken> {
+    const key = this.tokenKey(challenge, scope);
+    const cached = this.tokens.get(key);
+    if (cached !== undefined && cached.expiresAt > this.now()) return cached;
+    const pending = this.pendingTokens.get(key);
+    if (pending !== undefined) return pending;
+    const request = this.requestToken(challenge, scope)
+      .then((token) => {
+        this.tokens.set(key, token);
+        return token;
+      })
+      .finally(() => this.pendingTokens.delete(key));
+    this.pendingTokens.set(key, request);
+    return request;
+  }
+
+  private async requestToken(challenge: Challenge, scope: string): Promise<CachedToken> {
+    const url = new URL(challenge.params.realm ?? '');
+    if (challenge.params.service) url.searchParams.set('service', challenge.params.service);
+    url.searchParams.set('scope', scope);
+    const headers: Record<string, string> = { accept: 'application/json' };
+    const basic = this.basic();
+    if (basic !== undefined) headers.authorization = basic;
+    const response = await this.fetchToken(url, headers);
+    if (response.statusCode !== 200) {
+      await response.body.dump();
+      throw new TokenError(`token service answered ${response.statusCode}`, response.statusCode);
+    }
+    const body = (await response.body.json()) as { token?: unknown; access_token?: unknown; expires_in?: unknown };
+    const token = typeof body.token === 'string' ? body.token : typeof body.access_token === 'string' ? body.access_token : undefined;
+    if (token === undefined || token === '') throw new TokenError('token service sent no token', 502);
+    const lifetime = typeof body.expires_in === 'number' && body.expires_in > 0 ? body.expires_in : DEFAULT_TOKEN_LIFETIME_S;
+    return { token, expiresAt: this.now() + lifetime * 1000 - EXPIRY_MARGIN_MS };
+  }
+}
+
+export class TokenError extends Error {
+  override readonly name = 'TokenError';
+  constructor(
+    message: string,
+    readonly status: number,
+  ) {
+    super(message);
+  }
+}

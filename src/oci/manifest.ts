@@ -1,0 +1,114 @@
+// Manifest media types, Accept negotiation and the few facts the mirror reads from a manifest:
+// its media type, its children (for indexes), and which child serves linux/amd64.
+
+import { isDigest, type Digest } from './digest.js';
+
+export const MediaType = {
+  ociManifest: 'application/vnd.oci.image.manifest.v1+json',
+  ociIndex: 'application/vnd.oci.image.index.v1+json',
+  dockerManifest: 'application/vnd.docker.distribution.manifest.v2+json',
+  dockerManifestList: 'application/vnd.docker.distribution.manifest.list.v2+json',
+} as const;
+
+/** Every manifest type the mirror stores; sent upstream as Accept so it resolves a tag as the upstream has it. */
+export const MANIFEST_MEDIA_TYPES: readonly string[] = [
+  MediaType.ociIndex,
+  MediaType.dockerManifestList,
+  MediaType.ociManifest,
+  MediaType.dockerManifest,
+];
+
+export const UPSTREAM_MANIFEST_ACCEPT = MANIFEST_MEDIA_TYPES.join(', ');
+
+/** Largest manifest accepted, as distribution (4 MiB). */
+export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+
+export function isIndexMediaType(mediaType: string): boolean {
+  return mediaType === MediaType.ociIndex || mediaType === MediaType.dockerManifestList;
+}
+
+export interface Platform {
+  os?: string;
+  architecture?: string;
+  variant?: string;
+}
+
+export interface ChildManifest {
+  digest: Digest;
+  mediaType: string;
+  size: number;
+  platform?: Platform;
+}
+
+export type ManifestParse =
+  | { ok: true; mediaType: string; children: ChildManifest[] }
+  | { ok: false; reason: string };
+
+/**
+ * Reads a manifest's media type: its `mediaType` field if present, else the Content-Type it came with
+ * (OCI manifests may omit the field). Children are read only from indexes.
+ */
+export function parseManifest(bytes: Uint8Array, contentType: string | undefined): ManifestParse {
+  let document: unknown;
+  try {
+    document = JSON.parse(Buffer.from(bytes).toString('utf8'));
+  } catch {
+    return { ok: false, reason: 'manifest is not valid JSON' };
+  }
+  if (typeof document !== 'object' || document === null || Array.isArray(document)) {
+    return { ok: false, reason: 'manifest is not a JSON object' };
+  }
+  const fields = document as Record<string, unknown>;
+  const declared = typeof fields.mediaType === 'string' ? fields.mediaType : undefined;
+  const headerType = contentType?.split(';')[0]?.trim();
+  const mediaType = declared ?? (headerType && MANIFEST_MEDIA_TYPES.includes(headerType) ? headerType : inferMediaType(fields));
+  if (mediaType === undefined || !MANIFEST_MEDIA_TYPES.includes(mediaType)) {
+    return { ok: false, reason: `unsupported manifest media type ${mediaType ?? '(none)'}` };
+  }
+  if (!isIndexMediaType(mediaType)) return { ok: true, mediaType, children: [] };
+  if (!Array.isArray(fields.manifests)) return { ok: false, reason: 'index has no manifests array' };
+  const children: ChildManifest[] = [];
+  for (const entry of fields.manifests as unknown[]) {
+    const child = readDescriptor(entry);
+    if (!child) return { ok: false, reason: 'index has a malformed descriptor' };
+    children.push(child);
+  }
+  return { ok: true, mediaType, children };
+}
+
+function inferMediaType(fields: Record<string, unknown>): string | undefined {
+  if (Array.isArray(fields.manifests)) return MediaType.ociIndex;
+  if (typeof fields.config === 'object' && Array.isArray(fields.layers)) return MediaType.ociManifest;
+  return undefined;
+}
+
+function readDescriptor(entry: unknown): ChildManifest | undefined {
+  if (typeof entry !== 'object' || entry === null) return undefined;
+  const { digest, mediaType, size, platform } = entry as Record<string, unknown>;
+  if (typeof digest !== 'string' || !isDigest(digest) || typeof mediaType !== 'string' || typeof size !== 'number') {
+    return undefined;
+  }
+  const child: ChildManifest = { digest, mediaType, size };
+  if (typeof platform === 'object' && platform !== null) child.platform = platform;
+  return child;
+}
+
+/** The media types a client's Accept header names; `undefined` when it accepts anything. */
+export function acceptedMediaTypes(accept: string | string[] | undefined): Set<string> | undefined {
+  if (accept === undefined) return undefined;
+  const values = (Array.isArray(accept) ? accept : [accept])
+    .flatMap((header) => header.split(','))
+    .map((entry) => entry.split(';')[0]?.trim().toLowerCase() ?? '')
+    .filter((entry) => entry !== '');
+  if (values.length === 0 || values.includes('*/*')) return undefined;
+  return new Set(values);
+}
+
+export function accepts(accepted: Set<string> | undefined, mediaType: string): boolean {
+  return accepted === undefined || accepted.has(mediaType);
+}
+
+/** The child distribution serves to a client that cannot read indexes: linux/amd64. */
+export function defaultPlatformChild(children: readonly ChildManifest[]): ChildManifest | undefined {
+  return children.find((child) => child.platform?.os === 'linux' && child.platform.architecture === 'amd64');
+}

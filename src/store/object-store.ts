@@ -1,0 +1,32 @@
+// The ObjectStore interface: content by key, written whole and visible only once verified.
+// Drivers: fs (default); s3 comes later and runs the same conformance suite.
+
+import type { Readable } from 'node:stream';
+import type { SpoolFile } from './spool-file.js';
+
+export interface ByteRange {
+  /** First byte, inclusive. */
+  start: number;
+  /** Last byte, inclusive. */
+  end: number;
+}
+
+export interface ObjectStat {
+  size: number;
+}
+
+export interface ObjectStore {
+  stat(key: string): Promise<ObjectStat | undefined>;
+  /** A stream of the object (or one range of it); undefined when it does not exist. */
+  read(key: string, range?: ByteRange): Promise<Readable | undefined>;
+  readBytes(key: string): Promise<Buffer | undefined>;
+  /** Writes small content atomically: a reader sees all of it or nothing. */
+  putBytes(key: string, bytes: Uint8Array): Promise<void>;
+  /** A local temporary file for content that streams in; commitSpool makes it visible. */
+  createSpool(): Promise<SpoolFile>;
+  /** Makes a verified spool visible under key, in one atomic step. The spool's handle stays readable. */
+  commitSpool(spool: SpoolFile, key: string): Promise<void>;
+  delete(key: string): Promise<void>;
+  /** Removes temporaries left by a crash. Returns how many it removed. */
+  removeStaleTemporaries(): Promise<number>;
+}

@@ -1,0 +1,55 @@
+// A temporary local file that a fill writes while readers follow it by position.
+// One read-write handle serves both; it stays valid after the file is renamed into place.
+
+import { open, rm, type FileHandle } from 'node:fs/promises';
+
+export class SpoolFile {
+  private constructor(
+    readonly path: string,
+    private readonly handle: FileHandle,
+  ) {}
+
+  static async create(path: string): Promise<SpoolFile> {
+    const handle = await open(path, 'wx+', 0o644);
+    return new SpoolFile(path, handle);
+  }
+
+  private appendAt = 0;
+  private closed = false;
+
+  get size(): number {
+    return this.appendAt;
+  }
+
+  async append(chunk: Uint8Array): Promise<void> {
+    let offset = 0;
+    while (offset < chunk.length) {
+      const { bytesWritten } = await this.handle.write(chunk, offset, chunk.length - offset, this.appendAt);
+      offset += bytesWritten;
+      this.appendAt += bytesWritten;
+    }
+  }
+
+  /** Reads up to length bytes at position; fewer at the end of what is written. */
+  async readAt(position: number, length: number): Promise<Buffer> {
+    const buffer = Buffer.allocUnsafe(length);
+    const { bytesRead } = await this.handle.read(buffer, 0, length, position);
+    return bytesRead === length ? buffer : buffer.subarray(0, bytesRead);
+  }
+
+  async sync(): Promise<void> {
+    await this.handle.datasync();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.handle.close();
+  }
+
+  /** Closes and deletes the file; for a spool that will never be committed. */
+  async discard(): Promise<void> {
+    await this.close();
+    await rm(this.path, { force: true });
+  }
+}

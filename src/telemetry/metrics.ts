@@ -1,0 +1,58 @@
+// Prometheus metrics: what clients were served, by cache outcome, and what it cost upstream.
+// One registry per process (not prom-client's global), so tests can start several servers.
+
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** How a response was produced; also logged per request. */
+export type CacheOutcome = 'hit' | 'miss' | 'fill' | 'stale' | 'revalidated' | 'pass' | 'none';
+
+export type UpstreamRequestKind = 'manifest' | 'blob' | 'tags' | 'token' | 'ping';
+
+export class Metrics {
+  readonly registry = new Registry();
+
+  readonly requests = new Counter({
+    name: 'regmirror_http_requests_total',
+    help: 'Client requests answered, by method, kind of resource, status and cache outcome.',
+    labelNames: ['method', 'kind', 'status', 'cache'] as const,
+    registers: [this.registry],
+  });
+
+  readonly responseBytes = new Counter({
+    name: 'regmirror_http_response_bytes_total',
+    help: 'Body bytes sent to clients, by cache outcome.',
+    labelNames: ['cache'] as const,
+    registers: [this.registry],
+  });
+
+  readonly upstreamRequests = new Counter({
+    name: 'regmirror_upstream_requests_total',
+    help: 'Requests sent to upstream registries, by upstream, kind, method and status (0: no response).',
+    labelNames: ['upstream', 'kind', 'method', 'status'] as const,
+    registers: [this.registry],
+  });
+
+  readonly upstreamBytes = new Counter({
+    name: 'regmirror_upstream_bytes_total',
+    help: 'Body bytes received from upstream registries, by upstream and kind.',
+    labelNames: ['upstream', 'kind'] as const,
+    registers: [this.registry],
+  });
+
+  readonly fills = new Counter({
+    name: 'regmirror_fills_total',
+    help: 'Blob fills from upstreams, by outcome (committed, failed).',
+    labelNames: ['upstream', 'outcome'] as const,
+    registers: [this.registry],
+  });
+
+  readonly fillsInProgress = new Gauge({
+    name: 'regmirror_fills_in_progress',
+    help: 'Blob fills running now.',
+    registers: [this.registry],
+  });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'regmirror_' });
+  }
+}

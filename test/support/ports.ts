@@ -1,0 +1,69 @@
+// Loopback ports for test servers: pick a free one, and wait until an HTTP server answers on one.
+// Everything binds and connects to 127.0.0.1 only.
+import { createServer } from 'node:net';
+import { request } from 'node:http';
+
+/** A port that was free on 127.0.0.1 a moment ago (listen on :0, read it, close). */
+export async function freePort(): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.once('error', reject);
+    server.listen({ host: '127.0.0.1', port: 0, exclusive: true }, () => {
+      const address = server.address();
+      if (address === null || typeof address === 'string') {
+        server.close();
+        reject(new Error('freePort: listening socket has no port'));
+        return;
+      }
+      server.close((err) => (err ? reject(err) : resolve(address.port)));
+    });
+  });
+}
+
+/** One GET; resolves with the status code, rejects on connection errors or after timeoutMs. */
+function probeStatus(url: string, timeoutMs: number): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    const req = request(url, { method: 'GET', agent: false, timeout: timeoutMs }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.once('timeout', () => req.destroy(new Error(`no answer from ${url} within ${timeoutMs} ms`)));
+    req.once('error', reject);
+    req.end();
+  });
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
+
+/**
+ * Polls url until any HTTP response with status < 500 arrives. Rejects after timeoutMs with the last
+ * error, or as soon as signal aborts (e.g. because the server process died).
+ */
+export async function waitForHttp(url: string, timeoutMs = 15_000, opts: { signal?: AbortSignal } = {}): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let lastProblem = 'no attempt made';
+  for (;;) {
+    if (opts.signal?.aborted) throw new Error(`waitForHttp ${url}: aborted (${String(opts.signal.reason)}); last: ${lastProblem}`);
+    const remaining = deadline - Date.now();
+    if (remaining <= 0) throw new Error(`waitForHttp ${url}: nothing answered below 500 within ${timeoutMs} ms; last: ${lastProblem}`);
+    try {
+      const status = await probeStatus(url, Math.min(remaining, 2_000));
+      if (status < 500) return;
+      lastProblem = `HTTP ${status}`;
+    } catch (err) {
+      lastProblem = err instanceof Error ? err.message : String(err);
+    }
+    await sleep(Math.min(100, Math.max(0, deadline - Date.now())), opts.signal);
+  }
+}

@@ -1,0 +1,133 @@
+// Runs the built regmirror (`node dist/cli.js serve`) on a free loopback port for integration tests,
+// and reads its JSON access log and /metrics so tests can prove what the mirror served.
+
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { freePort, waitForHttp } from './ports.js';
+import { startProcess, type ManagedProcess } from './processes.js';
+import { makeTempDir, removeDir } from './temp.js';
+
+const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'cli.js');
+
+export interface RegmirrorOptions {
+  /** `--upstream` values, `[REGISTRY=]URL`. */
+  upstreams?: string[];
+  dataDir?: string;
+  configFile?: string;
+  extraArgs?: string[];
+  env?: NodeJS.ProcessEnv;
+  port?: number;
+}
+
+export interface AccessEntry {
+  method: string;
+  path: string;
+  status: number;
+  bytes: number;
+  cache: string;
+  upstream?: string;
+  aborted?: boolean;
+}
+
+export interface Regmirror {
+  url: string;
+  /** 127.0.0.1:PORT, for skopeo references. */
+  host: string;
+  port: number;
+  dataDir: string;
+  /** Every line the process printed so far, across restarts. */
+  lines(): string[];
+  /** Parsed access-log lines so far. */
+  accessEntries(): AccessEntry[];
+  metrics(): Promise<string>;
+  /** The value of one metric series, e.g. metricValue('regmirror_fills_total', {outcome: 'committed'}); summed over other labels. */
+  metricValue(name: string, labels?: Record<string, string>): Promise<number>;
+  stop(): Promise<void>;
+  kill9(): Promise<void>;
+  start(): Promise<void>;
+  /** stop(), and remove the data directory unless it was given. */
+  destroy(): Promise<void>;
+}
+
+export async function startRegmirror(options: RegmirrorOptions = {}): Promise<Regmirror> {
+  const port = options.port ?? (await freePort());
+  const ownData = options.dataDir === undefined;
+  const dataDir = options.dataDir ?? (await makeTempDir('regmirror-data-'));
+  const args = [CLI, 'serve', '--listen', `127.0.0.1:${port}`, '--data', dataDir];
+  for (const upstream of options.upstreams ?? []) args.push('--upstream', upstream);
+  if (options.configFile !== undefined) args.push('--config', options.configFile);
+  args.push(...(options.extraArgs ?? []));
+  const url = `http://127.0.0.1:${port}`;
+  const history: string[] = [];
+  let current: ManagedProcess | undefined;
+
+  const start = async (): Promise<void> => {
+    const child = startProcess(process.execPath, args, { env: { ...process.env, ...options.env } });
+    current = child;
+    const ready = waitForHttp(`${url}/healthz`, 15_000);
+    const exited = child.exited.then((code) => {
+      throw new Error(`regmirror exited with ${String(code)} before it was ready:\n${child.lines().join('\n')}`);
+    });
+    await Promise.race([ready, exited]);
+  };
+  const retire = (): void => {
+    if (current !== undefined) history.push(...current.lines());
+    current = undefined;
+  };
+  const lines = (): string[] => [...history, ...(current?.lines() ?? [])];
+  await start();
+
+  const metrics = async (): Promise<string> => {
+    const response = await fetch(`${url}/metrics`);
+    return response.text();
+  };
+  return {
+    url,
+    host: `127.0.0.1:${port}`,
+    port,
+    dataDir,
+    lines,
+    accessEntries: () => lines().flatMap((line) => parseAccessEntry(line)),
+    metrics,
+    metricValue: async (name, labels = {}) => sumMetric(await metrics(), name, labels),
+    stop: async () => {
+      await current?.stop('SIGTERM', 10_000);
+      retire();
+    },
+    kill9: async () => {
+      await current?.kill9();
+      retire();
+    },
+    start,
+    destroy: async () => {
+      await current?.stop('SIGTERM', 10_000);
+      retire();
+      if (ownData) await removeDir(dataDir);
+    },
+  };
+}
+
+function parseAccessEntry(line: string): AccessEntry[] {
+  if (!line.startsWith('{')) return [];
+  try {
+    const entry = JSON.parse(line) as Partial<AccessEntry> & { msg?: string };
+    if (entry.msg !== 'request' || typeof entry.method !== 'string' || typeof entry.path !== 'string') return [];
+    return [entry as AccessEntry];
+  } catch {
+    return [];
+  }
+}
+
+/** Sums the samples of a metric whose labels include the given ones. */
+export function sumMetric(text: string, name: string, labels: Record<string, string>): number {
+  let total = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!match || match[1] !== name) continue;
+    const found: Record<string, string> = {};
+    for (const pair of (match[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) found[pair[1] ?? ''] = pair[2] ?? '';
+    if (Object.entries(labels).every(([key, value]) => found[key] === value)) total += Number(match[3]);
+  }
+  return total;
+}
