@@ -69,6 +69,7 @@ describe('pull-through with skopeo', () => {
     await copyToOci(`docker://${mirror.host}/team/multi:v2`, out, 'multi', { all: true });
     await copyToOci(`docker://${mirror.host}/team/docker-app:v1`, out, 'docker-app');
     await copyToOci(`docker://${mirror.host}/team/docker-multi:v2`, out, 'docker-multi', { all: true });
+    await mirror.settle();
     const served = mirror.accessEntries().filter((entry) => entry.path.includes('/blobs/') && entry.method === 'GET');
     assert.ok(served.length > 0 && served.every((entry) => entry.status === 200), 'every blob GET answered 200');
   });
@@ -81,6 +82,7 @@ describe('pull-through with skopeo', () => {
         const name = reference.replace(/[/:]/g, '-');
         await copyToOci(`docker://${mirror.host}/${reference}`, out, name, { all: true });
       }
+      await mirror.settle();
       const offline = mirror.accessEntries().slice(-40);
       assert.ok(offline.some((entry) => entry.cache === 'hit'), 'served from the cache');
     } finally {

@@ -1,12 +1,14 @@
 // Runs the built regmirror (`node dist/cli.js serve`) on a free loopback port for integration tests,
 // and reads its JSON access log and /metrics so tests can prove what the mirror served.
 
+import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { freePort, waitForHttp } from './ports.js';
 import { startProcess, type ManagedProcess } from './processes.js';
 import { makeTempDir, removeDir } from './temp.js';
 
+const SETTLE_MARKER = 'regmirror-test-settle';
 const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'cli.js');
 
 export interface RegmirrorOptions {
@@ -37,8 +39,13 @@ export interface Regmirror {
   dataDir: string;
   /** Every line the process printed so far, across restarts. */
   lines(): string[];
-  /** Parsed access-log lines so far. */
+  /** Parsed access-log lines so far (settle() markers left out). */
   accessEntries(): AccessEntry[];
+  /**
+   * The access-log line of a request is written after its response went out, so a client can finish
+   * before the line arrives: settle() sends a marker request and waits for its line. Call it before reading.
+   */
+  settle(timeoutMs?: number): Promise<void>;
   metrics(): Promise<string>;
   /** The value of one metric series, e.g. metricValue('regmirror_fills_total', {outcome: 'committed'}); summed over other labels. */
   metricValue(name: string, labels?: Record<string, string>): Promise<number>;
@@ -87,7 +94,16 @@ export async function startRegmirror(options: RegmirrorOptions = {}): Promise<Re
     port,
     dataDir,
     lines,
-    accessEntries: () => lines().flatMap((line) => parseAccessEntry(line)),
+    accessEntries: () => lines().flatMap((line) => parseAccessEntry(line)).filter((entry) => !entry.path.includes(SETTLE_MARKER)),
+    settle: async (timeoutMs = 10_000) => {
+      const marker = `${SETTLE_MARKER}=${randomUUID()}`;
+      await (await fetch(`${url}/healthz?${marker}`)).arrayBuffer();
+      const deadline = Date.now() + timeoutMs;
+      while (!lines().some((line) => line.includes(marker))) {
+        if (Date.now() > deadline) throw new Error('regmirror did not log the settle marker in time');
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    },
     metrics,
     metricValue: async (name, labels = {}) => sumMetric(await metrics(), name, labels),
     stop: async () => {
