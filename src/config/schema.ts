@@ -37,6 +37,7 @@ export const upstreamSchema = z
   })
   .strict();
 
+// zod 4's .default() skips the transform: defaults are given in milliseconds, the parsed (output) unit.
 export const configSchema = z
   .object({
     listen: z.string().default(':5000'),
@@ -44,16 +45,16 @@ export const configSchema = z
     log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).strict().default({ level: 'info' }),
     upstreams: z.array(upstreamSchema).default([]),
     cache: z
-      .object({ tagFreshness: duration.default(300), maxStaleness: duration.default(7 * 86400) })
+      .object({ tagFreshness: duration.default(300_000), maxStaleness: duration.default(7 * 86_400_000) })
       .strict()
       .default({ tagFreshness: 300_000, maxStaleness: 7 * 86_400_000 }),
     timeouts: z
       .object({
-        connect: duration.default(10),
-        responseHeaders: duration.default(30),
-        bodyIdle: duration.default(60),
-        fill: duration.default(1800),
-        shutdownGrace: duration.default(30),
+        connect: duration.default(10_000),
+        responseHeaders: duration.default(30_000),
+        bodyIdle: duration.default(60_000),
+        fill: duration.default(1_800_000),
+        shutdownGrace: duration.default(30_000),
       })
       .strict()
       .default({ connect: 10_000, responseHeaders: 30_000, bodyIdle: 60_000, fill: 1_800_000, shutdownGrace: 30_000 }),

@@ -1,0 +1,293 @@
+// The conformance suite every MetadataStore driver runs: blobs and their access times, manifests,
+// tags with pagination, and repositories kept apart per registry. A driver's test file calls
+// metadataStoreConformance.
+
+import assert from 'node:assert/strict';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import { digestOf, type Digest } from '../oci/digest.js';
+import type { MetadataStore, RepositoryRef } from './metadata-store.js';
+
+export interface MetadataStoreFixture {
+  store: MetadataStore;
+  cleanup(): Promise<void>;
+}
+
+const T0 = 1_700_000_000_000;
+const SECOND = 1_000;
+const HOUR = 3_600_000;
+
+const digest = (label: string): Digest => digestOf(Buffer.from(label));
+
+const ALPINE_HUB: RepositoryRef = { registry: 'docker.io', name: 'library/alpine' };
+const ALPINE_GHCR: RepositoryRef = { registry: 'ghcr.io', name: 'library/alpine' };
+const LOCAL_APP: RepositoryRef = { registry: '', name: 'team/app' };
+
+export function metadataStoreConformance(name: string, makeStore: () => Promise<MetadataStoreFixture>): void {
+  describe(`MetadataStore conformance: ${name}`, () => {
+    let fixture: MetadataStoreFixture;
+    let store: MetadataStore;
+
+    beforeEach(async () => {
+      fixture = await makeStore();
+      store = fixture.store;
+    });
+
+    afterEach(async () => {
+      await fixture.cleanup();
+    });
+
+    describe('blobs', () => {
+      it('are unknown until put', async () => {
+        assert.equal(await store.getBlob(digest('missing')), undefined);
+      });
+
+      it('keep their size and last access', async () => {
+        const blob = digest('blob');
+        await store.putBlob(blob, 1234, T0);
+        assert.deepEqual(await store.getBlob(blob), { digest: blob, size: 1234, lastAccess: T0 });
+      });
+
+      it('are updated by a second put', async () => {
+        const blob = digest('blob');
+        await store.putBlob(blob, 1, T0);
+        await store.putBlob(blob, 2, T0 + HOUR);
+        assert.deepEqual(await store.getBlob(blob), { digest: blob, size: 2, lastAccess: T0 + HOUR });
+      });
+
+      it('are kept apart', async () => {
+        await store.putBlob(digest('one'), 1, T0);
+        await store.putBlob(digest('two'), 2, T0 + SECOND);
+        assert.deepEqual(await store.getBlob(digest('one')), { digest: digest('one'), size: 1, lastAccess: T0 });
+        assert.deepEqual(await store.getBlob(digest('two')), { digest: digest('two'), size: 2, lastAccess: T0 + SECOND });
+      });
+
+      it('are deleted', async () => {
+        const blob = digest('blob');
+        await store.putBlob(blob, 1, T0);
+        await store.putBlob(digest('other'), 1, T0);
+        await store.deleteBlob(blob);
+        assert.equal(await store.getBlob(blob), undefined);
+        assert.notEqual(await store.getBlob(digest('other')), undefined);
+        await store.deleteBlob(blob);
+      });
+
+      it('move their last access forward on touch, but only after the write interval', async () => {
+        const blob = digest('blob');
+        await store.putBlob(blob, 10, T0);
+        await store.touchBlob(blob, T0 + SECOND);
+        assert.equal((await store.getBlob(blob))?.lastAccess, T0, 'a touch within the interval is not written');
+        await store.touchBlob(blob, T0 + HOUR);
+        assert.equal((await store.getBlob(blob))?.lastAccess, T0 + HOUR);
+        await store.touchBlob(blob, T0);
+        assert.equal((await store.getBlob(blob))?.lastAccess, T0 + HOUR, 'a touch never moves last access back');
+        await store.touchBlob(blob, T0 + 3 * HOUR);
+        assert.deepEqual(await store.getBlob(blob), { digest: blob, size: 10, lastAccess: T0 + 3 * HOUR });
+      });
+
+      it('touch only the blob named, and not a missing one', async () => {
+        await store.putBlob(digest('a'), 1, T0);
+        await store.putBlob(digest('b'), 1, T0);
+        await store.touchBlob(digest('a'), T0 + HOUR);
+        await store.touchBlob(digest('missing'), T0 + HOUR);
+        assert.equal((await store.getBlob(digest('a')))?.lastAccess, T0 + HOUR);
+        assert.equal((await store.getBlob(digest('b')))?.lastAccess, T0);
+        assert.equal(await store.getBlob(digest('missing')), undefined);
+      });
+    });
+
+    describe('manifests', () => {
+      const record = { digest: digest('manifest'), mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 512 };
+
+      it('are unknown until put', async () => {
+        assert.equal(await store.getManifest(record.digest), undefined);
+      });
+
+      it('keep their media type and size', async () => {
+        await store.putManifest(record, T0);
+        assert.deepEqual(await store.getManifest(record.digest), record);
+      });
+
+      it('can be put twice', async () => {
+        await store.putManifest(record, T0);
+        await store.putManifest(record, T0 + HOUR);
+        assert.deepEqual(await store.getManifest(record.digest), record);
+      });
+
+      it('are kept apart from blobs of the same digest', async () => {
+        await store.putManifest(record, T0);
+        assert.equal(await store.getBlob(record.digest), undefined);
+        await store.putBlob(record.digest, 512, T0);
+        await store.deleteBlob(record.digest);
+        assert.deepEqual(await store.getManifest(record.digest), record);
+      });
+
+      it('are deleted', async () => {
+        const other = { ...record, digest: digest('other manifest') };
+        await store.putManifest(record, T0);
+        await store.putManifest(other, T0);
+        await store.deleteManifest(record.digest);
+        assert.equal(await store.getManifest(record.digest), undefined);
+        assert.deepEqual(await store.getManifest(other.digest), other);
+        await store.deleteManifest(record.digest);
+      });
+    });
+
+    describe('tags', () => {
+      it('are unknown until put', async () => {
+        assert.equal(await store.getTag(ALPINE_HUB, 'latest'), undefined);
+      });
+
+      it('keep their digest and fetch time', async () => {
+        await store.putTag(ALPINE_HUB, 'latest', { digest: digest('v1'), fetchedAt: T0 });
+        assert.deepEqual(await store.getTag(ALPINE_HUB, 'latest'), { digest: digest('v1'), fetchedAt: T0 });
+      });
+
+      it('are updated in place', async () => {
+        await store.putTag(ALPINE_HUB, 'latest', { digest: digest('v1'), fetchedAt: T0 });
+        await store.putTag(ALPINE_HUB, 'latest', { digest: digest('v2'), fetchedAt: T0 + HOUR });
+        assert.deepEqual(await store.getTag(ALPINE_HUB, 'latest'), { digest: digest('v2'), fetchedAt: T0 + HOUR });
+        assert.deepEqual(await store.listTags(ALPINE_HUB, { limit: 10 }), ['latest']);
+      });
+
+      it('record a revalidation that changed only the fetch time', async () => {
+        await store.putTag(ALPINE_HUB, 'latest', { digest: digest('v1'), fetchedAt: T0 });
+        await store.putTag(ALPINE_HUB, 'latest', { digest: digest('v1'), fetchedAt: T0 + SECOND });
+        assert.deepEqual(await store.getTag(ALPINE_HUB, 'latest'), { digest: digest('v1'), fetchedAt: T0 + SECOND });
+      });
+
+      it('are deleted', async () => {
+        await store.putTag(ALPINE_HUB, 'latest', { digest: digest('v1'), fetchedAt: T0 });
+        await store.putTag(ALPINE_HUB, 'edge', { digest: digest('v2'), fetchedAt: T0 });
+        await store.deleteTag(ALPINE_HUB, 'latest');
+        assert.equal(await store.getTag(ALPINE_HUB, 'latest'), undefined);
+        assert.deepEqual(await store.listTags(ALPINE_HUB, { limit: 10 }), ['edge']);
+        await store.deleteTag(ALPINE_HUB, 'latest');
+      });
+
+      it('are kept apart per repository and per registry', async () => {
+        const other: RepositoryRef = { registry: 'docker.io', name: 'library/busybox' };
+        await store.putTag(ALPINE_HUB, 'latest', { digest: digest('hub'), fetchedAt: T0 });
+        await store.putTag(ALPINE_GHCR, 'latest', { digest: digest('ghcr'), fetchedAt: T0 + 1 });
+        await store.putTag(other, 'latest', { digest: digest('busybox'), fetchedAt: T0 + 2 });
+        await store.putTag({ registry: '', name: 'library/alpine' }, 'local', { digest: digest('local'), fetchedAt: T0 + 3 });
+        assert.deepEqual(await store.getTag(ALPINE_HUB, 'latest'), { digest: digest('hub'), fetchedAt: T0 });
+        assert.deepEqual(await store.getTag(ALPINE_GHCR, 'latest'), { digest: digest('ghcr'), fetchedAt: T0 + 1 });
+        assert.deepEqual(await store.getTag(other, 'latest'), { digest: digest('busybox'), fetchedAt: T0 + 2 });
+        assert.equal(await store.getTag(ALPINE_HUB, 'local'), undefined);
+        assert.deepEqual(await store.listTags(ALPINE_HUB, { limit: 10 }), ['latest']);
+        assert.deepEqual(await store.listTags({ registry: '', name: 'library/alpine' }, { limit: 10 }), ['local']);
+        await store.deleteTag(ALPINE_GHCR, 'latest');
+        assert.deepEqual(await store.getTag(ALPINE_HUB, 'latest'), { digest: digest('hub'), fetchedAt: T0 });
+      });
+
+      it('are case-sensitive', async () => {
+        await store.putTag(ALPINE_HUB, 'Latest', { digest: digest('upper'), fetchedAt: T0 });
+        await store.putTag(ALPINE_HUB, 'latest', { digest: digest('lower'), fetchedAt: T0 });
+        assert.equal((await store.getTag(ALPINE_HUB, 'Latest'))?.digest, digest('upper'));
+        assert.equal((await store.getTag(ALPINE_HUB, 'latest'))?.digest, digest('lower'));
+      });
+    });
+
+    describe('listTags', () => {
+      // Lexical (code point) order: digits, then capitals, then lower case.
+      const sorted = ['1.0', '3.19', 'V2', 'edge', 'latest', 'v1', 'v1.1'];
+
+      beforeEach(async () => {
+        for (const [index, tag] of [...sorted].reverse().entries()) {
+          await store.putTag(ALPINE_HUB, tag, { digest: digest(tag), fetchedAt: T0 + index });
+        }
+        await store.putTag(ALPINE_GHCR, 'zzz-other-registry', { digest: digest('zzz'), fetchedAt: T0 });
+        await store.putTag({ registry: 'docker.io', name: 'library/alpine-other' }, 'aaa-other-repo', { digest: digest('aaa'), fetchedAt: T0 });
+      });
+
+      it('lists a repository’s tags in lexical order', async () => {
+        assert.deepEqual(await store.listTags(ALPINE_HUB, { limit: 100 }), sorted);
+      });
+
+      it('lists nothing for an unknown repository', async () => {
+        assert.deepEqual(await store.listTags({ registry: 'docker.io', name: 'library/none' }, { limit: 100 }), []);
+      });
+
+      it('pages with limit and last', async () => {
+        assert.deepEqual(await store.listTags(ALPINE_HUB, { limit: 3 }), sorted.slice(0, 3));
+        assert.deepEqual(await store.listTags(ALPINE_HUB, { limit: 3, last: '3.19' }), sorted.slice(2, 5));
+        assert.deepEqual(await store.listTags(ALPINE_HUB, { limit: 3, last: 'latest' }), sorted.slice(5));
+        assert.deepEqual(await store.listTags(ALPINE_HUB, { limit: 3, last: 'v1.1' }), []);
+      });
+
+      it('pages through everything exactly once', async () => {
+        const seen: string[] = [];
+        let last: string | undefined;
+        for (;;) {
+          const page = await store.listTags(ALPINE_HUB, last === undefined ? { limit: 2 } : { limit: 2, last });
+          assert.ok(page.length <= 2);
+          if (page.length === 0) break;
+          seen.push(...page);
+          last = page[page.length - 1];
+        }
+        assert.deepEqual(seen, sorted);
+      });
+
+      it('takes a last that is not itself a tag', async () => {
+        assert.deepEqual(await store.listTags(ALPINE_HUB, { limit: 100, last: 'f' }), ['latest', 'v1', 'v1.1']);
+        assert.deepEqual(await store.listTags(ALPINE_HUB, { limit: 100, last: '' }), sorted);
+      });
+    });
+
+    describe('repositories', () => {
+      it('are unknown until added', async () => {
+        assert.equal(await store.hasRepository(ALPINE_HUB), false);
+        assert.deepEqual(await store.listRepositories({ limit: 100 }), []);
+      });
+
+      it('are added idempotently', async () => {
+        await store.addRepository(ALPINE_HUB, T0);
+        await store.addRepository(ALPINE_HUB, T0 + HOUR);
+        assert.equal(await store.hasRepository(ALPINE_HUB), true);
+        assert.deepEqual(await store.listRepositories({ limit: 100 }), ['library/alpine']);
+      });
+
+      it('are kept apart per registry', async () => {
+        await store.addRepository(ALPINE_HUB, T0);
+        assert.equal(await store.hasRepository(ALPINE_HUB), true);
+        assert.equal(await store.hasRepository(ALPINE_GHCR), false);
+        assert.equal(await store.hasRepository({ registry: '', name: 'library/alpine' }), false);
+        await store.addRepository(ALPINE_GHCR, T0);
+        assert.equal(await store.hasRepository(ALPINE_GHCR), true);
+        assert.equal(await store.hasRepository({ registry: 'docker.io', name: 'library' }), false);
+        assert.equal(await store.hasRepository({ registry: 'docker.io', name: 'library/alpine/x' }), false);
+      });
+
+      // The catalog is a set of names, paged by the last name: one name held for two registries appears once.
+      it('are listed by name, once each, in lexical order', async () => {
+        await store.addRepository(ALPINE_GHCR, T0);
+        await store.addRepository(LOCAL_APP, T0);
+        await store.addRepository(ALPINE_HUB, T0);
+        await store.addRepository({ registry: 'quay.io', name: 'coreos/etcd' }, T0);
+        assert.deepEqual(await store.listRepositories({ limit: 100 }), ['coreos/etcd', 'library/alpine', 'team/app']);
+      });
+
+      it('page with limit and last', async () => {
+        const names = ['a/one', 'a/two', 'b', 'c/d/e', 'library/alpine', 'library/busybox', 'z'];
+        for (const [index, repository] of [...names].reverse().entries()) {
+          await store.addRepository({ registry: index % 2 === 0 ? 'docker.io' : '', name: repository }, T0);
+        }
+        await store.addRepository({ registry: 'ghcr.io', name: 'b' }, T0);
+        assert.deepEqual(await store.listRepositories({ limit: 3 }), names.slice(0, 3));
+        assert.deepEqual(await store.listRepositories({ limit: 3, last: 'b' }), names.slice(3, 6));
+        assert.deepEqual(await store.listRepositories({ limit: 3, last: 'library/busybox' }), ['z']);
+        assert.deepEqual(await store.listRepositories({ limit: 3, last: 'z' }), []);
+        assert.deepEqual(await store.listRepositories({ limit: 100, last: 'a/p' }), names.slice(1));
+        const seen: string[] = [];
+        let last: string | undefined;
+        for (;;) {
+          const page = await store.listRepositories(last === undefined ? { limit: 2 } : { limit: 2, last });
+          if (page.length === 0) break;
+          seen.push(...page);
+          last = page[page.length - 1];
+        }
+        assert.deepEqual(seen, names);
+      });
+    });
+  });
+}

@@ -1,0 +1,347 @@
+// Tests for BlobFill: one source streamed into a real spool file and followed by several readers,
+// the last byte held back until the digest is verified and committed, and every failure cutting readers.
+
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { access, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { PassThrough, type Readable } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { digestOf, type Digest } from '../oci/digest.js';
+import { SpoolFile } from '../store/spool-file.js';
+import { BlobFill, FillError, type FillState } from './blob-fill.js';
+
+let directory: string;
+let spoolCount = 0;
+
+before(async () => {
+  directory = await mkdtemp(path.join(tmpdir(), 'regmirror-fill-'));
+});
+
+after(async () => {
+  await rm(directory, { recursive: true, force: true });
+});
+
+/** Everything a test needs to drive one fill and watch its hooks. */
+interface Harness {
+  fill: BlobFill;
+  source: PassThrough;
+  spool: SpoolFile;
+  commits: { digest: Digest; size: number; bytes: Buffer }[];
+  settled: { state: FillState; error: Error | undefined }[];
+  bytesCounted: () => number;
+  /** Lets a commit held by `holdCommit` proceed. */
+  releaseCommit: () => void;
+}
+
+interface HarnessOptions {
+  digest: Digest;
+  size: number | undefined;
+  timeoutMs?: number;
+  holdCommit?: boolean;
+  commitError?: Error;
+}
+
+async function startFill(options: HarnessOptions): Promise<Harness> {
+  const spool = await SpoolFile.create(path.join(directory, `spool-${++spoolCount}`));
+  const source = new PassThrough();
+  const commits: Harness['commits'] = [];
+  const settled: Harness['settled'] = [];
+  let counted = 0;
+  let releaseCommit = (): void => undefined;
+  const commitGate = options.holdCommit
+    ? new Promise<void>((resolve) => {
+        releaseCommit = resolve;
+      })
+    : Promise.resolve();
+  const fill = new BlobFill(
+    options.digest,
+    spool,
+    { body: source, size: options.size },
+    {
+      commit: async (file, digest, size) => {
+        commits.push({ digest, size, bytes: await file.readAt(0, size) });
+        await commitGate;
+        if (options.commitError) throw options.commitError;
+      },
+      onBytes: (count) => {
+        counted += count;
+      },
+      onSettled: (state, error) => {
+        settled.push({ state, error });
+      },
+    },
+    options.timeoutMs ?? 30_000,
+  );
+  return { fill, source, spool, commits, settled, bytesCounted: () => counted, releaseCommit: () => releaseCommit() };
+}
+
+/** Watches a reader: what it received, whether it ended or failed; `result` settles with the bytes or the error. */
+function watch(reader: Readable): { received: () => number; ended: () => boolean; result: Promise<Buffer> } {
+  const chunks: Buffer[] = [];
+  let received = 0;
+  let ended = false;
+  const result = new Promise<Buffer>((resolve, reject) => {
+    reader.on('data', (chunk: Buffer) => {
+      chunks.push(chunk);
+      received += chunk.length;
+    });
+    reader.on('end', () => {
+      ended = true;
+      resolve(Buffer.concat(chunks));
+    });
+    reader.on('error', reject);
+    reader.on('close', () => {
+      if (!ended) reject(new Error('reader closed before its end'));
+    });
+  });
+  // Marked handled here: a test may check several readers in turn, after more than one has failed.
+  result.catch(() => undefined);
+  return { received: () => received, ended: () => ended, result };
+}
+
+async function until(condition: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(2);
+  }
+}
+
+/** Writes bytes into the source in chunks, as a socket would deliver them. */
+function feed(source: PassThrough, bytes: Buffer, chunkSize = 64 * 1024): void {
+  for (let offset = 0; offset < bytes.length; offset += chunkSize) source.write(bytes.subarray(offset, offset + chunkSize));
+}
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await access(file);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe('BlobFill', () => {
+  it('gives every reader the full bytes, including one that joins after half has landed', async () => {
+    const content = randomBytes(2.5 * 1024 * 1024);
+    const harness = await startFill({ digest: digestOf(content), size: content.length });
+    const early = [watch(harness.fill.createReader()), watch(harness.fill.createReader())];
+    const half = Math.floor(content.length / 2);
+    feed(harness.source, content.subarray(0, half));
+    await until(() => harness.spool.size >= half, 'half the content in the spool');
+    const late = watch(harness.fill.createReader());
+    feed(harness.source, content.subarray(half));
+    harness.source.end();
+    assert.equal(await harness.fill.done, 'committed');
+    for (const reader of [...early, late]) assert.ok((await reader.result).equals(content));
+    assert.equal(harness.commits.length, 1);
+    assert.equal(harness.commits[0]?.digest, digestOf(content));
+    assert.equal(harness.commits[0]?.size, content.length);
+    assert.ok(harness.commits[0]?.bytes.equals(content));
+    assert.deepEqual(harness.settled, [{ state: 'committed', error: undefined }]);
+    assert.equal(harness.bytesCounted(), content.length);
+    assert.equal(harness.fill.status, 'committed');
+    assert.equal(harness.fill.size, content.length);
+    assert.equal(harness.fill.error, undefined);
+  });
+
+  it('holds back the newest byte while the source is still sending', async () => {
+    const content = randomBytes(1000);
+    const harness = await startFill({ digest: digestOf(content), size: content.length });
+    const reader = watch(harness.fill.createReader());
+    harness.source.write(content.subarray(0, 600));
+    await until(() => reader.received() === 599, '599 bytes at the reader');
+    await sleep(30);
+    assert.equal(reader.received(), 599);
+    harness.source.end(content.subarray(600));
+    assert.ok((await reader.result).equals(content));
+    assert.equal(await harness.fill.done, 'committed');
+  });
+
+  it('never gives a reader the final byte before the commit', async () => {
+    const content = randomBytes(300 * 1024);
+    const harness = await startFill({ digest: digestOf(content), size: content.length, holdCommit: true });
+    const whole = watch(harness.fill.createReader());
+    const ranged = watch(harness.fill.createReader(100, 199));
+    feed(harness.source, content);
+    harness.source.end();
+    await until(() => harness.commits.length === 1, 'the commit hook');
+    await until(() => whole.received() === content.length - 1, 'all but one byte at the reader');
+    await until(() => ranged.received() === 99, 'all but one byte of the range');
+    await sleep(50);
+    assert.equal(whole.received(), content.length - 1);
+    assert.equal(whole.ended(), false);
+    assert.equal(ranged.received(), 99);
+    assert.equal(ranged.ended(), false);
+    assert.equal(harness.fill.status, 'filling');
+    harness.releaseCommit();
+    assert.ok((await whole.result).equals(content));
+    assert.ok((await ranged.result).equals(content.subarray(100, 200)));
+    assert.equal(await harness.fill.done, 'committed');
+  });
+
+  it('serves ranges (start, end) and (start, to the end)', async () => {
+    const content = randomBytes(100);
+    const harness = await startFill({ digest: digestOf(content), size: content.length });
+    const middle = watch(harness.fill.createReader(10, 19));
+    const first = watch(harness.fill.createReader(0, 0));
+    const tail = watch(harness.fill.createReader(90));
+    const last = watch(harness.fill.createReader(99, 99));
+    harness.source.write(content.subarray(0, 50));
+    // A range that lies wholly in what has landed still waits for the verdict on its last byte.
+    await until(() => middle.received() === 9, 'nine bytes of the range');
+    await sleep(20);
+    assert.equal(middle.ended(), false);
+    assert.equal(first.received(), 0);
+    harness.source.end(content.subarray(50));
+    assert.ok((await middle.result).equals(content.subarray(10, 20)));
+    assert.ok((await first.result).equals(content.subarray(0, 1)));
+    assert.ok((await tail.result).equals(content.subarray(90)));
+    assert.ok((await last.result).equals(content.subarray(99)));
+    assert.equal(await harness.fill.done, 'committed');
+  });
+
+  it('commits content of unannounced size once the digest matches', async () => {
+    const content = randomBytes(5000);
+    const harness = await startFill({ digest: digestOf(content), size: undefined });
+    assert.equal(harness.fill.size, undefined);
+    const reader = watch(harness.fill.createReader());
+    feed(harness.source, content, 1000);
+    harness.source.end();
+    assert.ok((await reader.result).equals(content));
+    assert.equal(await harness.fill.done, 'committed');
+    assert.equal(harness.fill.size, 5000);
+  });
+
+  it('commits an empty blob and ends its readers with no bytes', async () => {
+    const content = Buffer.alloc(0);
+    const harness = await startFill({ digest: digestOf(content), size: 0 });
+    const reader = watch(harness.fill.createReader());
+    harness.source.end();
+    assert.equal((await reader.result).length, 0);
+    assert.equal(await harness.fill.done, 'committed');
+  });
+
+  /** Runs a fill that fails, and checks what every failure must do. */
+  async function assertFailure(harness: Harness, readers: ReturnType<typeof watch>[], message: RegExp): Promise<void> {
+    assert.equal(await harness.fill.done, 'failed');
+    for (const reader of readers) await assert.rejects(reader.result);
+    assert.equal(harness.fill.status, 'failed');
+    assert.match(harness.fill.error?.message ?? '', message);
+    assert.equal(harness.settled.length, 1);
+    assert.equal(harness.settled[0]?.state, 'failed');
+    assert.equal(harness.settled[0]?.error, harness.fill.error);
+    assert.equal(await exists(harness.spool.path), false, 'the spool file is removed');
+    assert.equal(harness.source.destroyed, true, 'the source is destroyed');
+    // A reader that arrives after the failure fails at once.
+    await assert.rejects(watch(harness.fill.createReader()).result);
+  }
+
+  it('fails every reader when the source ends early, and never commits', async () => {
+    const content = randomBytes(200_000);
+    const harness = await startFill({ digest: digestOf(content), size: content.length });
+    const readers = [watch(harness.fill.createReader()), watch(harness.fill.createReader(0, 99)), watch(harness.fill.createReader(150_000))];
+    harness.source.write(content.subarray(0, 120_000));
+    await until(() => harness.spool.size === 120_000, 'the partial content in the spool');
+    readers.push(watch(harness.fill.createReader()));
+    harness.source.end();
+    await assertFailure(harness, readers, /sent 120000 of 200000 bytes/);
+    assert.equal(harness.commits.length, 0);
+    for (const reader of readers) assert.ok(reader.received() < content.length);
+  });
+
+  it('fails when the source sends more than it announced', async () => {
+    const content = randomBytes(1000);
+    const harness = await startFill({ digest: digestOf(content), size: 999 });
+    const reader = watch(harness.fill.createReader());
+    harness.source.end(content);
+    await assertFailure(harness, [reader], /more than the 999 bytes/);
+    assert.equal(harness.commits.length, 0);
+  });
+
+  it('fails every reader when the content has another digest', async () => {
+    const content = randomBytes(70_000);
+    const expected = digestOf(randomBytes(70_000));
+    const harness = await startFill({ digest: expected, size: content.length });
+    const readers = [watch(harness.fill.createReader()), watch(harness.fill.createReader(0, 69_999))];
+    harness.source.end(content);
+    await assertFailure(harness, readers, new RegExp(`digest ${digestOf(content)}, not ${expected}`));
+    assert.equal(harness.commits.length, 0);
+    for (const reader of readers) assert.ok(reader.received() < 70_000, 'no reader got every byte');
+  });
+
+  it('fails every reader when the source errors', async () => {
+    const content = randomBytes(10_000);
+    const harness = await startFill({ digest: digestOf(content), size: content.length });
+    const reader = watch(harness.fill.createReader());
+    harness.source.write(content.subarray(0, 5000));
+    await until(() => reader.received() === 4999, 'the first bytes at the reader');
+    harness.source.destroy(new Error('connection reset'));
+    await assertFailure(harness, [reader], /connection reset/);
+    assert.equal(harness.commits.length, 0);
+  });
+
+  it('fails when the fill outlives its timeout', async () => {
+    const content = randomBytes(1000);
+    const harness = await startFill({ digest: digestOf(content), size: content.length, timeoutMs: 50 });
+    const reader = watch(harness.fill.createReader());
+    harness.source.write(content.subarray(0, 10));
+    await assertFailure(harness, [reader], /did not finish within 50 ms/);
+    assert.ok(harness.fill.error instanceof FillError);
+    assert.equal(harness.commits.length, 0);
+  });
+
+  it('fails every reader when the commit hook throws', async () => {
+    const content = randomBytes(1000);
+    const harness = await startFill({ digest: digestOf(content), size: content.length, commitError: new Error('disk full') });
+    const reader = watch(harness.fill.createReader());
+    harness.source.end(content);
+    await assertFailure(harness, [reader], /disk full/);
+    assert.equal(reader.received(), 999);
+  });
+
+  it('fails when aborted, committing nothing', async () => {
+    const content = randomBytes(1000);
+    const harness = await startFill({ digest: digestOf(content), size: content.length });
+    const reader = watch(harness.fill.createReader());
+    harness.source.write(content.subarray(0, 500));
+    harness.fill.abort(new Error('shutting down'));
+    await assertFailure(harness, [reader], /shutting down/);
+    assert.equal(harness.commits.length, 0);
+  });
+
+  it('carries on when readers are destroyed early', async () => {
+    const content = randomBytes(3 * 1024 * 1024);
+    const harness = await startFill({ digest: digestOf(content), size: content.length });
+    const quitter = harness.fill.createReader();
+    const quitterClosed = new Promise<void>((resolve) => quitter.once('close', resolve));
+    quitter.once('data', () => quitter.destroy());
+    const idle = harness.fill.createReader(); // never read, destroyed while waiting for bytes
+    const stayer = watch(harness.fill.createReader());
+    feed(harness.source, content.subarray(0, 1024 * 1024));
+    await quitterClosed;
+    idle.destroy();
+    feed(harness.source, content.subarray(1024 * 1024));
+    harness.source.end();
+    assert.equal(await harness.fill.done, 'committed');
+    assert.ok((await stayer.result).equals(content));
+    assert.equal(harness.commits.length, 1);
+  });
+
+  it('carries on when every reader leaves', async () => {
+    const content = randomBytes(100_000);
+    const harness = await startFill({ digest: digestOf(content), size: content.length });
+    const reader = harness.fill.createReader();
+    const closed = new Promise<void>((resolve) => reader.once('close', resolve));
+    harness.source.write(content.subarray(0, 50_000));
+    reader.once('data', () => reader.destroy());
+    await closed;
+    harness.source.end(content.subarray(50_000));
+    assert.equal(await harness.fill.done, 'committed');
+    assert.equal(harness.commits.length, 1);
+    assert.ok(harness.commits[0]?.bytes.equals(content));
+  });
+});

@@ -1,0 +1,270 @@
+// Tests for manifest parsing (media type, index children), Accept negotiation and the default platform child.
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import {
+  accepts,
+  acceptedMediaTypes,
+  defaultPlatformChild,
+  isIndexMediaType,
+  MANIFEST_MEDIA_TYPES,
+  MediaType,
+  parseManifest,
+  UPSTREAM_MANIFEST_ACCEPT,
+  type ChildManifest,
+  type ManifestParse,
+} from './manifest.js';
+
+const D1 = `sha256:${'1'.repeat(64)}` as const;
+const D2 = `sha256:${'2'.repeat(64)}` as const;
+const D3 = `sha256:${'3'.repeat(64)}` as const;
+const CONFIG = { mediaType: 'application/vnd.oci.image.config.v1+json', digest: D1, size: 10 };
+const LAYER = { mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: D2, size: 20 };
+
+function bytes(document: unknown): Uint8Array {
+  return Buffer.from(typeof document === 'string' ? document : JSON.stringify(document));
+}
+
+const ociManifest = { schemaVersion: 2, mediaType: MediaType.ociManifest, config: CONFIG, layers: [LAYER] };
+const { mediaType: _omitted, ...ociManifestWithoutType } = ociManifest;
+const dockerManifest = {
+  schemaVersion: 2,
+  mediaType: MediaType.dockerManifest,
+  config: { ...CONFIG, mediaType: 'application/vnd.docker.container.image.v1+json' },
+  layers: [{ ...LAYER, mediaType: 'application/vnd.docker.image.rootfs.diff.tar.gzip' }],
+};
+const amd64: ChildManifest = { digest: D1, mediaType: MediaType.ociManifest, size: 500, platform: { os: 'linux', architecture: 'amd64' } };
+const arm64: ChildManifest = {
+  digest: D2,
+  mediaType: MediaType.ociManifest,
+  size: 501,
+  platform: { os: 'linux', architecture: 'arm64', variant: 'v8' },
+};
+const ociIndex = { schemaVersion: 2, mediaType: MediaType.ociIndex, manifests: [arm64, amd64] };
+const dockerList = {
+  schemaVersion: 2,
+  mediaType: MediaType.dockerManifestList,
+  manifests: [
+    { ...amd64, mediaType: MediaType.dockerManifest },
+    { ...arm64, mediaType: MediaType.dockerManifest },
+  ],
+};
+const schema1 = {
+  schemaVersion: 1,
+  name: 'library/alpine',
+  tag: 'latest',
+  architecture: 'amd64',
+  fsLayers: [{ blobSum: D1 }],
+  history: [],
+  signatures: [],
+};
+
+describe('parseManifest', () => {
+  const ok = (mediaType: string, children: ChildManifest[] = []): ManifestParse => ({ ok: true, mediaType, children });
+  const cases: { name: string; body: unknown; contentType: string | undefined; expected: ManifestParse }[] = [
+    { name: 'OCI manifest with its mediaType field', body: ociManifest, contentType: undefined, expected: ok(MediaType.ociManifest) },
+    {
+      name: 'OCI manifest whose field wins over a different Content-Type',
+      body: ociManifest,
+      contentType: MediaType.dockerManifest,
+      expected: ok(MediaType.ociManifest),
+    },
+    {
+      name: 'OCI manifest without mediaType: the Content-Type header',
+      body: ociManifestWithoutType,
+      contentType: MediaType.ociManifest,
+      expected: ok(MediaType.ociManifest),
+    },
+    {
+      name: 'OCI manifest without mediaType: the Content-Type header with parameters',
+      body: ociManifestWithoutType,
+      contentType: `${MediaType.ociManifest}; charset=utf-8`,
+      expected: ok(MediaType.ociManifest),
+    },
+    {
+      name: 'OCI manifest without mediaType or Content-Type: inferred from config and layers',
+      body: ociManifestWithoutType,
+      contentType: undefined,
+      expected: ok(MediaType.ociManifest),
+    },
+    {
+      name: 'OCI manifest without mediaType, generic Content-Type: inferred',
+      body: ociManifestWithoutType,
+      contentType: 'application/json',
+      expected: ok(MediaType.ociManifest),
+    },
+    { name: 'docker v2 schema 2', body: dockerManifest, contentType: MediaType.dockerManifest, expected: ok(MediaType.dockerManifest) },
+    { name: 'OCI index with platforms', body: ociIndex, contentType: MediaType.ociIndex, expected: ok(MediaType.ociIndex, [arm64, amd64]) },
+    {
+      name: 'OCI index without mediaType, told by Content-Type',
+      body: { schemaVersion: 2, manifests: [amd64] },
+      contentType: MediaType.ociIndex,
+      expected: ok(MediaType.ociIndex, [amd64]),
+    },
+    {
+      name: 'OCI index without mediaType or Content-Type: inferred from manifests',
+      body: { schemaVersion: 2, manifests: [amd64] },
+      contentType: undefined,
+      expected: ok(MediaType.ociIndex, [amd64]),
+    },
+    {
+      name: 'docker manifest list with platforms',
+      body: dockerList,
+      contentType: undefined,
+      expected: ok(MediaType.dockerManifestList, [
+        { ...amd64, mediaType: MediaType.dockerManifest },
+        { ...arm64, mediaType: MediaType.dockerManifest },
+      ]),
+    },
+    {
+      name: 'index entries without a platform',
+      body: { ...ociIndex, manifests: [{ digest: D3, mediaType: MediaType.ociManifest, size: 1 }] },
+      contentType: undefined,
+      expected: ok(MediaType.ociIndex, [{ digest: D3, mediaType: MediaType.ociManifest, size: 1 }]),
+    },
+    {
+      name: 'index entry whose platform is not an object: dropped, the entry kept',
+      body: { ...ociIndex, manifests: [{ digest: D3, mediaType: MediaType.ociManifest, size: 1, platform: 'linux/amd64' }] },
+      contentType: undefined,
+      expected: ok(MediaType.ociIndex, [{ digest: D3, mediaType: MediaType.ociManifest, size: 1 }]),
+    },
+    { name: 'empty index', body: { ...ociIndex, manifests: [] }, contentType: undefined, expected: ok(MediaType.ociIndex, []) },
+    { name: 'invalid JSON', body: '{"schemaVersion": 2,', contentType: MediaType.ociManifest, expected: { ok: false, reason: 'manifest is not valid JSON' } },
+    { name: 'empty body', body: '', contentType: MediaType.ociManifest, expected: { ok: false, reason: 'manifest is not valid JSON' } },
+    { name: 'a JSON array', body: [ociManifest], contentType: MediaType.ociManifest, expected: { ok: false, reason: 'manifest is not a JSON object' } },
+    { name: 'JSON null', body: 'null', contentType: MediaType.ociManifest, expected: { ok: false, reason: 'manifest is not a JSON object' } },
+    { name: 'a JSON string', body: '"manifest"', contentType: MediaType.ociManifest, expected: { ok: false, reason: 'manifest is not a JSON object' } },
+    {
+      name: 'declared schema1 media type',
+      body: { ...schema1, mediaType: 'application/vnd.docker.distribution.manifest.v1+prettyjws' },
+      contentType: undefined,
+      expected: { ok: false, reason: 'unsupported manifest media type application/vnd.docker.distribution.manifest.v1+prettyjws' },
+    },
+    {
+      name: 'schema1 told only by its Content-Type',
+      body: schema1,
+      contentType: 'application/vnd.docker.distribution.manifest.v1+prettyjws',
+      expected: { ok: false, reason: 'unsupported manifest media type (none)' },
+    },
+    {
+      name: 'an OCI artifact type in mediaType',
+      body: { ...ociManifest, mediaType: 'application/vnd.oci.artifact.manifest.v1+json' },
+      contentType: undefined,
+      expected: { ok: false, reason: 'unsupported manifest media type application/vnd.oci.artifact.manifest.v1+json' },
+    },
+    { name: 'an object of nothing known', body: {}, contentType: undefined, expected: { ok: false, reason: 'unsupported manifest media type (none)' } },
+    {
+      name: 'index without a manifests array',
+      body: { schemaVersion: 2, mediaType: MediaType.ociIndex },
+      contentType: undefined,
+      expected: { ok: false, reason: 'index has no manifests array' },
+    },
+    {
+      name: 'index whose manifests is an object',
+      body: { schemaVersion: 2, mediaType: MediaType.dockerManifestList, manifests: { a: amd64 } },
+      contentType: undefined,
+      expected: { ok: false, reason: 'index has no manifests array' },
+    },
+  ];
+  for (const { name, body, contentType, expected } of cases) {
+    it(name, () => {
+      assert.deepEqual(parseManifest(bytes(body), contentType), expected);
+    });
+  }
+
+  const malformed: { name: string; entry: unknown }[] = [
+    { name: 'null', entry: null },
+    { name: 'a string', entry: D1 },
+    { name: 'no digest', entry: { mediaType: MediaType.ociManifest, size: 1 } },
+    { name: 'an invalid digest', entry: { digest: 'sha256:abc', mediaType: MediaType.ociManifest, size: 1 } },
+    { name: 'an uppercase digest', entry: { digest: D1.toUpperCase(), mediaType: MediaType.ociManifest, size: 1 } },
+    { name: 'an unsupported digest', entry: { digest: `sha512:${'a'.repeat(128)}`, mediaType: MediaType.ociManifest, size: 1 } },
+    { name: 'no mediaType', entry: { digest: D1, size: 1 } },
+    { name: 'a numeric mediaType', entry: { digest: D1, mediaType: 7, size: 1 } },
+    { name: 'a string size', entry: { digest: D1, mediaType: MediaType.ociManifest, size: '1' } },
+    { name: 'no size', entry: { digest: D1, mediaType: MediaType.ociManifest } },
+  ];
+  for (const { name, entry } of malformed) {
+    it(`rejects an index with a descriptor of ${name}`, () => {
+      assert.deepEqual(parseManifest(bytes({ ...ociIndex, manifests: [amd64, entry] }), undefined), {
+        ok: false,
+        reason: 'index has a malformed descriptor',
+      });
+    });
+  }
+
+  it('reads children only from indexes', () => {
+    const result = parseManifest(bytes({ ...ociManifest, manifests: [amd64] }), undefined);
+    assert.deepEqual(result, { ok: true, mediaType: MediaType.ociManifest, children: [] });
+  });
+});
+
+describe('media type lists', () => {
+  it('knows the four manifest types, indexes first', () => {
+    assert.deepEqual(MANIFEST_MEDIA_TYPES, [MediaType.ociIndex, MediaType.dockerManifestList, MediaType.ociManifest, MediaType.dockerManifest]);
+    assert.equal(UPSTREAM_MANIFEST_ACCEPT, MANIFEST_MEDIA_TYPES.join(', '));
+  });
+  it('tells indexes apart', () => {
+    assert.equal(isIndexMediaType(MediaType.ociIndex), true);
+    assert.equal(isIndexMediaType(MediaType.dockerManifestList), true);
+    assert.equal(isIndexMediaType(MediaType.ociManifest), false);
+    assert.equal(isIndexMediaType(MediaType.dockerManifest), false);
+    assert.equal(isIndexMediaType('application/json'), false);
+  });
+});
+
+describe('acceptedMediaTypes', () => {
+  const cases: { name: string; accept: string | string[] | undefined; expected: string[] | undefined }[] = [
+    { name: 'no header: anything', accept: undefined, expected: undefined },
+    { name: 'an empty header: anything', accept: '', expected: undefined },
+    { name: 'an empty array: anything', accept: [], expected: undefined },
+    { name: '*/*: anything', accept: '*/*', expected: undefined },
+    { name: '*/* among others: anything', accept: `${MediaType.ociManifest}, */*;q=0.1`, expected: undefined },
+    { name: 'one type', accept: MediaType.dockerManifest, expected: [MediaType.dockerManifest] },
+    {
+      name: 'a comma list with q parameters and spaces',
+      accept: `${MediaType.ociIndex};q=0.9 , ${MediaType.dockerManifest} ;q=0.5,${MediaType.ociManifest}`,
+      expected: [MediaType.ociIndex, MediaType.dockerManifest, MediaType.ociManifest],
+    },
+    { name: 'upper case is folded', accept: 'Application/VND.OCI.Image.Manifest.v1+JSON', expected: [MediaType.ociManifest] },
+    { name: 'empty entries are skipped', accept: `,, ${MediaType.ociManifest},`, expected: [MediaType.ociManifest] },
+    {
+      name: 'several headers (an array)',
+      accept: [MediaType.dockerManifest, `${MediaType.dockerManifestList}, ${MediaType.ociIndex};q=0.5`],
+      expected: [MediaType.dockerManifest, MediaType.dockerManifestList, MediaType.ociIndex],
+    },
+    { name: '*/* in the second header', accept: [MediaType.dockerManifest, '*/*'], expected: undefined },
+  ];
+  for (const { name, accept, expected } of cases) {
+    it(name, () => {
+      const accepted = acceptedMediaTypes(accept);
+      assert.deepEqual(accepted === undefined ? undefined : [...accepted], expected);
+    });
+  }
+
+  it('accepts() takes anything when nothing was named, else only what was', () => {
+    assert.equal(accepts(undefined, MediaType.ociIndex), true);
+    const accepted = acceptedMediaTypes(`${MediaType.dockerManifest}, ${MediaType.dockerManifestList}`);
+    assert.equal(accepts(accepted, MediaType.dockerManifestList), true);
+    assert.equal(accepts(accepted, MediaType.dockerManifest), true);
+    assert.equal(accepts(accepted, MediaType.ociIndex), false);
+    assert.equal(accepts(accepted, MediaType.ociManifest), false);
+  });
+});
+
+describe('defaultPlatformChild', () => {
+  const windows: ChildManifest = { digest: D3, mediaType: MediaType.ociManifest, size: 1, platform: { os: 'windows', architecture: 'amd64' } };
+  const bare: ChildManifest = { digest: D3, mediaType: MediaType.ociManifest, size: 1 };
+  const attestation: ChildManifest = { digest: D3, mediaType: MediaType.ociManifest, size: 1, platform: { os: 'unknown', architecture: 'unknown' } };
+  const cases: { name: string; children: ChildManifest[]; expected: ChildManifest | undefined }[] = [
+    { name: 'linux/amd64 among others, not first', children: [arm64, windows, amd64], expected: amd64 },
+    { name: 'the first linux/amd64 when there are several', children: [amd64, { ...amd64, digest: D3 }], expected: amd64 },
+    { name: 'none without linux/amd64', children: [arm64, windows, bare, attestation], expected: undefined },
+    { name: 'none for an empty index', children: [], expected: undefined },
+  ];
+  for (const { name, children, expected } of cases) {
+    it(name, () => {
+      assert.equal(defaultPlatformChild(children), expected);
+    });
+  }
+});

@@ -1,0 +1,317 @@
+// The conformance suite every ObjectStore driver runs: reads, ranges, atomic writes, spools made
+// visible only by commit, deletion and crash leftovers. A driver's test file calls objectStoreConformance.
+
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import { digestOf } from '../oci/digest.js';
+import { contentKey } from './layout.js';
+import type { ObjectStore } from './object-store.js';
+
+export interface ObjectStoreFixture {
+  store: ObjectStore;
+  cleanup(): Promise<void>;
+}
+
+async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array));
+  return Buffer.concat(chunks);
+}
+
+/** Content and the key it is stored under. */
+function content(size: number): { bytes: Buffer; key: string } {
+  const bytes = randomBytes(size);
+  return { bytes, key: contentKey(digestOf(bytes)) };
+}
+
+export function objectStoreConformance(name: string, makeStore: () => Promise<ObjectStoreFixture>): void {
+  describe(`ObjectStore conformance: ${name}`, () => {
+    let fixture: ObjectStoreFixture;
+    let store: ObjectStore;
+
+    beforeEach(async () => {
+      fixture = await makeStore();
+      store = fixture.store;
+    });
+
+    afterEach(async () => {
+      await fixture.cleanup();
+    });
+
+    /** Asserts that key holds exactly bytes, through every way of reading it. */
+    async function assertHolds(key: string, bytes: Buffer): Promise<void> {
+      assert.deepEqual(await store.stat(key), { size: bytes.length });
+      const whole = await store.readBytes(key);
+      assert.ok(whole !== undefined, `readBytes(${key}) found nothing`);
+      assert.ok(whole.equals(bytes), 'readBytes returned other bytes');
+      const stream = await store.read(key);
+      assert.ok(stream !== undefined, `read(${key}) found nothing`);
+      assert.ok((await readAll(stream)).equals(bytes), 'read returned other bytes');
+    }
+
+    async function assertAbsent(key: string): Promise<void> {
+      assert.equal(await store.stat(key), undefined);
+      assert.equal(await store.readBytes(key), undefined);
+      assert.equal(await store.read(key), undefined);
+      assert.equal(await store.read(key, { start: 0, end: 0 }), undefined);
+    }
+
+    describe('missing keys', () => {
+      it('are undefined to stat, read and readBytes', async () => {
+        await assertAbsent(content(10).key);
+      });
+
+      it('can be deleted without error', async () => {
+        const { key } = content(10);
+        await store.delete(key);
+        await assertAbsent(key);
+      });
+
+      it('include a prefix of stored keys, to stat', async () => {
+        const { bytes, key } = content(10);
+        await store.putBytes(key, bytes);
+        assert.equal(await store.stat(key.slice(0, key.lastIndexOf('/'))), undefined);
+        assert.equal(await store.stat('blobs'), undefined);
+      });
+    });
+
+    describe('putBytes', () => {
+      it('stores content that stat, read and readBytes return', async () => {
+        const { bytes, key } = content(4096);
+        await store.putBytes(key, bytes);
+        await assertHolds(key, bytes);
+      });
+
+      it('stores empty content', async () => {
+        const { bytes, key } = content(0);
+        await store.putBytes(key, bytes);
+        await assertHolds(key, bytes);
+      });
+
+      it('keeps many objects apart, some sharing a folder', async () => {
+        // 300 random objects: some share their two-hex folder.
+        const objects = Array.from({ length: 300 }, () => content(16));
+        await Promise.all(objects.map(({ bytes, key }) => store.putBytes(key, bytes)));
+        for (const { bytes, key } of objects) await assertHolds(key, bytes);
+      });
+
+      it('overwrites atomically: every read sees one whole version', async () => {
+        const { key } = content(1);
+        const first = Buffer.alloc(256 * 1024, 1);
+        const second = Buffer.alloc(384 * 1024, 2);
+        await store.putBytes(key, first);
+        const writes: Promise<void>[] = [];
+        const reads: Promise<Buffer | undefined>[] = [];
+        for (let round = 0; round < 12; round++) {
+          writes.push(store.putBytes(key, round % 2 === 0 ? second : first));
+          reads.push(store.readBytes(key));
+        }
+        await Promise.all(writes);
+        for (const read of await Promise.all(reads)) {
+          assert.ok(read !== undefined, 'an object being overwritten vanished');
+          assert.ok(read.equals(first) || read.equals(second), `a read saw a mixture of ${read.length} bytes`);
+        }
+        // Concurrent writes may land in any order; whichever won, it is whole.
+        const final = await store.readBytes(key);
+        assert.ok(final !== undefined && (final.equals(first) || final.equals(second)));
+        await assertHolds(key, final);
+      });
+
+      it('replaces an object with the last write', async () => {
+        const { key } = content(1);
+        await store.putBytes(key, Buffer.from('first version, longer'));
+        await store.putBytes(key, Buffer.from('second'));
+        await assertHolds(key, Buffer.from('second'));
+      });
+
+      it('leaves a stream opened before an overwrite reading the old version whole', async () => {
+        const { key } = content(1);
+        const before = randomBytes(3 * 1024 * 1024);
+        const after = randomBytes(1024);
+        await store.putBytes(key, before);
+        const stream = await store.read(key);
+        assert.ok(stream !== undefined);
+        await store.putBytes(key, after);
+        assert.ok((await readAll(stream)).equals(before));
+        await assertHolds(key, after);
+      });
+
+      it('leaves no temporaries behind', async () => {
+        const { bytes, key } = content(1000);
+        await store.putBytes(key, bytes);
+        await store.putBytes(key, bytes);
+        assert.equal(await store.removeStaleTemporaries(), 0);
+      });
+    });
+
+    describe('range reads', () => {
+      const size = 3 * 1024 * 1024 + 17;
+      let bytes: Buffer;
+      let key: string;
+
+      beforeEach(async () => {
+        ({ bytes, key } = content(size));
+        await store.putBytes(key, bytes);
+      });
+
+      const ranges: { name: string; start: number; end: (size: number) => number }[] = [
+        { name: 'the first byte', start: 0, end: () => 0 },
+        { name: 'ten bytes inside', start: 10, end: () => 19 },
+        { name: 'the last byte', start: size - 1, end: (n) => n - 1 },
+        { name: 'the whole object', start: 0, end: (n) => n - 1 },
+        { name: 'across read-chunk boundaries', start: 1024 * 1024 - 5, end: () => 2 * 1024 * 1024 + 5 },
+        { name: 'the tail from the middle', start: 1_500_000, end: (n) => n - 1 },
+      ];
+      for (const range of ranges) {
+        it(`returns ${range.name}`, async () => {
+          const end = range.end(size);
+          const stream = await store.read(key, { start: range.start, end });
+          assert.ok(stream !== undefined);
+          const read = await readAll(stream);
+          assert.equal(read.length, end - range.start + 1);
+          assert.ok(read.equals(bytes.subarray(range.start, end + 1)));
+        });
+      }
+
+      it('serves several ranges of one object at once', async () => {
+        const starts = [0, 100, 1024 * 1024, size - 1000];
+        const reads = await Promise.all(
+          starts.map(async (start) => {
+            const stream = await store.read(key, { start, end: start + 999 });
+            assert.ok(stream !== undefined);
+            return readAll(stream);
+          }),
+        );
+        reads.forEach((read, index) => {
+          const start = starts[index] ?? 0;
+          assert.ok(read.equals(bytes.subarray(start, start + 1000)));
+        });
+      });
+
+      it('stops cleanly when a reader is destroyed early', async () => {
+        const stream = await store.read(key);
+        assert.ok(stream !== undefined);
+        const closed = new Promise<void>((resolve) => stream.once('close', resolve));
+        stream.once('data', () => stream.destroy());
+        stream.resume();
+        await closed;
+        await assertHolds(key, bytes);
+      });
+    });
+
+    describe('spools', () => {
+      it('are not visible before commit, and whole after', async () => {
+        const { bytes, key } = content(2 * 1024 * 1024 + 3);
+        const spool = await store.createSpool();
+        try {
+          for (let offset = 0; offset < bytes.length; offset += 300_000) await spool.append(bytes.subarray(offset, offset + 300_000));
+          assert.equal(spool.size, bytes.length);
+          await assertAbsent(key);
+          await store.commitSpool(spool, key);
+          await assertHolds(key, bytes);
+          // The spool's handle stays readable after commit, for readers still following the fill.
+          assert.ok((await spool.readAt(0, 10)).equals(bytes.subarray(0, 10)));
+          assert.ok((await spool.readAt(bytes.length - 5, 100)).equals(bytes.subarray(bytes.length - 5)));
+        } finally {
+          await spool.close();
+        }
+        await assertHolds(key, bytes);
+        assert.equal(await store.removeStaleTemporaries(), 0);
+      });
+
+      it('read back what was appended before commit', async () => {
+        const spool = await store.createSpool();
+        try {
+          await spool.append(Buffer.from('hello '));
+          await spool.append(Buffer.from('world'));
+          assert.equal((await spool.readAt(0, 100)).toString(), 'hello world');
+          assert.equal((await spool.readAt(6, 3)).toString(), 'wor');
+          assert.equal((await spool.readAt(11, 10)).length, 0);
+        } finally {
+          await spool.discard();
+        }
+      });
+
+      it('commit an empty object', async () => {
+        const { bytes, key } = content(0);
+        const spool = await store.createSpool();
+        await store.commitSpool(spool, key);
+        await spool.close();
+        await assertHolds(key, bytes);
+      });
+
+      it('commit over an object that already exists', async () => {
+        const { bytes, key } = content(1000);
+        await store.putBytes(key, bytes);
+        const spool = await store.createSpool();
+        await spool.append(bytes);
+        await store.commitSpool(spool, key);
+        await spool.close();
+        await assertHolds(key, bytes);
+      });
+
+      it('are independent of one another', async () => {
+        const objects = [content(5000), content(7000)];
+        const spools = await Promise.all(objects.map(() => store.createSpool()));
+        await Promise.all(spools.map((spool, index) => spool.append(objects[index]?.bytes ?? Buffer.alloc(0))));
+        const [firstSpool, secondSpool] = spools;
+        const [first, second] = objects;
+        assert.ok(firstSpool && secondSpool && first && second);
+        await store.commitSpool(secondSpool, second.key);
+        await assertAbsent(first.key);
+        await assertHolds(second.key, second.bytes);
+        await firstSpool.discard();
+        await secondSpool.close();
+        await assertAbsent(first.key);
+      });
+
+      it('once discarded, leave nothing behind', async () => {
+        const spool = await store.createSpool();
+        await spool.append(randomBytes(1000));
+        await spool.discard();
+        assert.equal(await store.removeStaleTemporaries(), 0);
+      });
+    });
+
+    describe('delete', () => {
+      it('removes an object', async () => {
+        const { bytes, key } = content(1000);
+        await store.putBytes(key, bytes);
+        await store.delete(key);
+        await assertAbsent(key);
+        await store.delete(key);
+      });
+
+      it('leaves other objects alone', async () => {
+        const kept = content(100);
+        const removed = content(100);
+        await store.putBytes(kept.key, kept.bytes);
+        await store.putBytes(removed.key, removed.bytes);
+        await store.delete(removed.key);
+        await assertHolds(kept.key, kept.bytes);
+        await assertAbsent(removed.key);
+      });
+    });
+
+    describe('removeStaleTemporaries', () => {
+      it('finds nothing in a new store', async () => {
+        assert.equal(await store.removeStaleTemporaries(), 0);
+      });
+
+      it('removes spools left uncommitted by a crash, and nothing else', async () => {
+        const committed = content(1000);
+        await store.putBytes(committed.key, committed.bytes);
+        const leftovers = [await store.createSpool(), await store.createSpool()];
+        for (const spool of leftovers) {
+          await spool.append(randomBytes(500));
+          await spool.close();
+        }
+        assert.equal(await store.removeStaleTemporaries(), 2);
+        assert.equal(await store.removeStaleTemporaries(), 0);
+        await assertHolds(committed.key, committed.bytes);
+      });
+    });
+  });
+}
