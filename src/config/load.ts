@@ -143,8 +143,13 @@ export function parseListen(text: string): ListenAddress {
 function resolveSettings(config: Config, environment: NodeJS.ProcessEnv): Settings {
   const upstreams = config.upstreams.map((upstream, index): UpstreamSettings => {
     const url = upstream.url.replace(/\/+$/, '');
+    const parsed = new URL(url);
+    if (parsed.username !== '' || parsed.password !== '') {
+      // They would be logged with the URL and never sent: refuse, without repeating them.
+      throw new ConfigError(`invalid configuration: upstreams.${index}.url: put credentials under upstreams.${index}.credentials, not in the URL`);
+    }
     return {
-      registry: upstream.registry ?? new URL(url).host,
+      registry: upstream.registry ?? parsed.host,
       url,
       credentials: upstream.credentials && resolveCredentials(upstream.credentials, `upstreams.${index}.credentials`, environment),
       tagFreshnessMs: upstream.tagFreshness ?? config.cache.tagFreshness,

@@ -2,14 +2,14 @@
 // timeout for long pulls), the v2 routes, health and metrics endpoints, and one JSON access-log line
 // per request with its cache outcome.
 
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Mirror } from '../mirror/mirror.js';
 import type { UpstreamRouter } from '../mirror/upstream-router.js';
 import { RegistryError } from '../registry/errors.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { describeRequest, factsOf } from './request-context.js';
 import { registerV2Routes } from './v2-routes.js';
-import { errorHandler, sendRegistryError } from './wire-errors.js';
+import { errorHandler, internalError, sendRegistryError, toRegistryError } from './wire-errors.js';
 
 export interface ServerParts {
   mirror: Mirror;
@@ -31,6 +31,10 @@ export function buildServer(parts: ServerParts): FastifyInstance {
     forceCloseConnections: 'idle',
     // The mirror reads no request bodies yet; refuse large ones early.
     bodyLimit: 1024 * 1024,
+    // A malformed URL (a bad percent escape) is the client's mistake: answer it in the registry's shape.
+    frameworkErrors: (error, request, reply) => {
+      void sendRegistryError(reply, toRegistryError(error) ?? internalError(), request.method);
+    },
   });
   app.addContentTypeParser('*', (_request, _payload, done) => {
     done(null);
@@ -41,9 +45,24 @@ export function buildServer(parts: ServerParts): FastifyInstance {
     return sendRegistryError(reply, new RegistryError('NOT_FOUND', { message: 'unknown endpoint' }), request.method);
   });
 
+  // A response cut short (a failed fill destroys it, a client hangs up) emits 'close' but never 'finish',
+  // so fastify skips onResponse: 'close' logs it then, once, marked aborted.
+  const logged = new WeakSet<FastifyRequest>();
+  app.addHook('onRequest', (request, reply, done) => {
+    reply.raw.once('close', () => logAccess(request, reply));
+    done();
+  });
   app.addHook('onResponse', (request, reply, done) => {
+    logAccess(request, reply);
+    done();
+  });
+
+  function logAccess(request: FastifyRequest, reply: FastifyReply): void {
+    if (logged.has(request)) return;
+    logged.add(request);
     const facts = factsOf(request);
-    const status = reply.statusCode;
+    // 0: the connection closed before any status was sent.
+    const status = reply.raw.headersSent ? reply.statusCode : 0;
     const finished = reply.raw.writableFinished;
     const length = Number(reply.getHeader('content-length') ?? 0);
     const bytes = request.method === 'HEAD' || !finished || !Number.isFinite(length) ? 0 : length;
@@ -64,8 +83,7 @@ export function buildServer(parts: ServerParts): FastifyInstance {
       },
       'request',
     );
-    done();
-  });
+  }
 
   app.get('/healthz', (_request, reply) => reply.send({ status: 'ok' }));
   app.get('/readyz', (_request, reply) => {

@@ -69,7 +69,8 @@ export function registerV2Routes(app: FastifyInstance, mirror: Mirror, router: U
         return sendBlob(request, reply, answer);
       }
       case 'referrers':
-        throw new RegistryError('UNSUPPORTED', { message: 'the referrers API is not supported yet' });
+        // 404, not 405: the spec's signal for clients to fall back to the referrers tag schema.
+        throw new RegistryError('NOT_FOUND', { message: 'the referrers API is not supported yet' });
     }
   }
 

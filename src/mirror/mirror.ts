@@ -2,6 +2,7 @@
 // upstream — blobs through single-flight fills, manifests by digest kept for good, manifests by tag
 // fresh for a TTL, revalidated with HEAD, and served stale when the upstream fails.
 
+import { setMaxListeners } from 'node:events';
 import type { Readable } from 'node:stream';
 import { digestOf, isDigest, type Digest } from '../oci/digest.js';
 import {
@@ -60,6 +61,8 @@ export class Mirror {
   private readonly fillOf = new WeakMap<Promise<BlobFill>, BlobFill>();
   /** Manifest fetches and tag revalidations in progress, by registry/name:reference. */
   private readonly manifestFlights = new Map<string, Promise<ManifestAnswer>>();
+  /** Aborted at shutdown: a fill still waiting for upstream headers must not hold the stop until they time out. */
+  private readonly shutdown = new AbortController();
 
   constructor(
     private readonly local: LocalRegistry,
@@ -67,7 +70,10 @@ export class Mirror {
     private readonly timeouts: Settings['timeouts'],
     private readonly log: Logger,
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    // Every fill's upstream request listens on this one signal while it runs.
+    setMaxListeners(0, this.shutdown.signal);
+  }
 
   // ---- blobs ----
 
@@ -92,6 +98,7 @@ export class Mirror {
 
   /** Aborts every fill in progress (shutdown): nothing partial is committed. */
   async abortFills(reason: Error): Promise<void> {
+    this.shutdown.abort(reason);
     const fills = await Promise.allSettled([...this.fills.values()]);
     const running = fills.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
     for (const fill of running) fill.abort(reason);
@@ -171,7 +178,7 @@ export class Mirror {
     const parsed = parseContentRange(headerValue(response.headers['content-range']));
     if (parsed === undefined) {
       response.body.destroy();
-      throw new RegistryError('UPSTREAM_UNAVAILABLE', { message: `upstream ${upstream.settings.registry} sent a malformed Content-Range` });
+      throw new RegistryError('UPSTREAM_UNAVAILABLE', { message: `upstream ${upstream.client.wireName} sent a malformed Content-Range` });
     }
     response.body.on('data', (chunk: Buffer) => upstream.client.countBytes('blob', chunk.length));
     return { digest, size: parsed.size, range: { start: parsed.start, end: parsed.end }, body: response.body, cache: 'pass' };
@@ -184,6 +191,7 @@ export class Mirror {
         path: `/v2/${target.name}/blobs/${digest}`,
         repository: target.name,
         kind: 'blob',
+        signal: this.shutdown.signal,
       });
       if (response.status !== 200) {
         await response.body.dump();
@@ -347,11 +355,11 @@ export class Mirror {
     const digest = digestOf(bytes);
     const announced = headerValue(response.headers['docker-content-digest']);
     if ((expected !== undefined && digest !== expected) || (announced !== undefined && announced !== digest)) {
-      throw new RegistryError('UPSTREAM_UNAVAILABLE', { message: `upstream ${client.registry} sent a manifest that does not match its digest` });
+      throw new RegistryError('UPSTREAM_UNAVAILABLE', { message: `upstream ${client.wireName} sent a manifest that does not match its digest` });
     }
     const parsed = parseManifest(bytes, headerValue(response.headers['content-type']));
     if (!parsed.ok) {
-      throw new RegistryError('UPSTREAM_UNAVAILABLE', { message: `upstream ${client.registry} sent an unusable manifest: ${parsed.reason}` });
+      throw new RegistryError('UPSTREAM_UNAVAILABLE', { message: `upstream ${client.wireName} sent an unusable manifest: ${parsed.reason}` });
     }
     const manifest = { digest, mediaType: parsed.mediaType, bytes };
     await this.local.putManifest(manifest);

@@ -30,7 +30,7 @@ interface CachedToken {
   expiresAt: number;
 }
 
-/** Tokens are used until shortly before they expire, so one in flight never lapses mid-request. */
+/** Tokens are used until shortly before they expire (5 s, or a quarter of a shorter lifetime), so one in flight never lapses mid-request. */
 const EXPIRY_MARGIN_MS = 5_000;
 const DEFAULT_TOKEN_LIFETIME_S = 60;
 
@@ -120,7 +120,9 @@ export class UpstreamAuth {
     const token = typeof body.token === 'string' ? body.token : typeof body.access_token === 'string' ? body.access_token : undefined;
     if (token === undefined || token === '') throw new TokenError('token service sent no token', 502);
     const lifetime = typeof body.expires_in === 'number' && body.expires_in > 0 ? body.expires_in : DEFAULT_TOKEN_LIFETIME_S;
-    return { token, expiresAt: this.now() + lifetime * 1000 - EXPIRY_MARGIN_MS };
+    // A short-lived token (a few seconds) keeps most of its life: a fixed margin would expire it on arrival.
+    const margin = Math.min(EXPIRY_MARGIN_MS, (lifetime * 1000) / 4);
+    return { token, expiresAt: this.now() + lifetime * 1000 - margin };
   }
 }
 

@@ -31,6 +31,11 @@ const MAX_REDIRECTIONS = 5;
 
 export class UpstreamClient {
   readonly registry: string;
+  /**
+   * How client-facing messages name this upstream: its registry name, unless that name was only
+   * derived from the URL's host (e.g. 127.0.0.1:5001), an internal address clients must not learn.
+   */
+  readonly wireName: string;
   private readonly origin: string;
   private readonly basePath: string;
   private readonly agent: Agent;
@@ -44,6 +49,7 @@ export class UpstreamClient {
   ) {
     this.registry = settings.registry;
     const url = new URL(settings.url);
+    this.wireName = settings.registry === url.host ? 'registry' : settings.registry;
     this.origin = url.origin;
     this.basePath = url.pathname.replace(/\/+$/, '');
     this.agent = new Agent({
@@ -84,19 +90,19 @@ export class UpstreamClient {
   /** The wire error for an upstream status that is not a success. */
   errorFor(response: UpstreamResponse, notFound: ErrorCodeName): RegistryError {
     const status = response.status;
-    if (status === 404) return new RegistryError(notFound, { detail: { upstream: this.registry } });
+    if (status === 404) return new RegistryError(notFound, { detail: { upstream: this.wireName } });
     if (status === 429) {
       const retryAfter = headerValue(response.headers['retry-after']) ?? String(DEFAULT_RETRY_AFTER_S);
       return new RegistryError('TOOMANYREQUESTS', {
-        message: `upstream ${this.registry} is rate-limiting requests`,
+        message: `upstream ${this.wireName} is rate-limiting requests`,
         headers: { 'retry-after': retryAfter },
       });
     }
     if (status === 401 || status === 403) {
-      return new RegistryError('DENIED', { message: `upstream ${this.registry} denied access to this repository` });
+      return new RegistryError('DENIED', { message: `upstream ${this.wireName} denied access to this repository` });
     }
     return new RegistryError('UPSTREAM_UNAVAILABLE', {
-      message: `upstream ${this.registry} answered ${status}`,
+      message: `upstream ${this.wireName} answered ${status}`,
     });
   }
 
@@ -104,7 +110,7 @@ export class UpstreamClient {
   unreachable(cause: unknown): RegistryError {
     if (cause instanceof RegistryError) return cause;
     const reason = describeFailure(cause);
-    return new RegistryError('UPSTREAM_UNAVAILABLE', { message: `upstream ${this.registry} ${reason}`, cause });
+    return new RegistryError('UPSTREAM_UNAVAILABLE', { message: `upstream ${this.wireName} ${reason}`, cause });
   }
 
   private async authorizationFor(scope: string): Promise<string | undefined> {
@@ -112,7 +118,7 @@ export class UpstreamClient {
       return await this.auth.authorization(scope);
     } catch (error) {
       if (error instanceof TokenError && (error.status === 401 || error.status === 403)) {
-        throw new RegistryError('DENIED', { message: `upstream ${this.registry} refused the configured credentials`, cause: error });
+        throw new RegistryError('DENIED', { message: `upstream ${this.wireName} refused the configured credentials`, cause: error });
       }
       throw this.unreachable(error);
     }

@@ -30,6 +30,8 @@ export interface TokenServer {
   /** PEM certificate whose key signs the tokens: distribution's auth.token.rootcertbundle. */
   certPath: string;
   requests(): TokenRequestRecord[];
+  /** Every token issued so far, in order (tests grep for them where they must never appear). */
+  issuedTokens(): string[];
   stop(): Promise<void>;
 }
 
@@ -96,6 +98,7 @@ export async function startTokenServer(opts: TokenServerOptions): Promise<TokenS
   const ttl = opts.tokenTtlSeconds ?? 300;
   const { key, certDerBase64, certPath } = await makeKeyAndCert(opts.dir);
   const records: TokenRequestRecord[] = [];
+  const issued: string[] = [];
 
   const issueToken = (subject: string, grants: Grant[]): { token: string; issuedAt: Date } => {
     const now = Math.floor(Date.now() / 1000);
@@ -156,6 +159,7 @@ export async function startTokenServer(opts: TokenServerOptions): Promise<TokenS
       return [anonymousPull ? { ...grant, actions: grant.actions.filter((action) => action === 'pull') } : grant];
     });
     const { token, issuedAt } = issueToken(user ?? '', grants);
+    issued.push(token);
     record.status = 200;
     answer(res, 200, { token, access_token: token, expires_in: ttl, issued_at: issuedAt.toISOString() });
   };
@@ -180,6 +184,7 @@ export async function startTokenServer(opts: TokenServerOptions): Promise<TokenS
     issuer,
     certPath,
     requests: () => records.map((record) => ({ ...record })),
+    issuedTokens: () => [...issued],
     stop: () =>
       new Promise<void>((resolve, reject) => {
         server.close((err) => (err ? reject(err) : resolve()));

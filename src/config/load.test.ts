@@ -1,0 +1,420 @@
+// Tests for building Settings: defaults, the YAML file, REGMIRROR_* variables, flags, and the errors
+// that name the bad key. The environment is always a fake object, never process.env.
+
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { ConfigError, loadSettings, parseListen, parseUpstreamFlag, type ListenAddress, type Settings } from './load.js';
+import type { UpstreamInput } from './schema.js';
+
+const DEFAULT_TIMEOUTS: Settings['timeouts'] = {
+  connect: 10_000,
+  responseHeaders: 30_000,
+  bodyIdle: 60_000,
+  fill: 1_800_000,
+  shutdownGrace: 30_000,
+};
+const FIVE_MINUTES = 300_000;
+const SEVEN_DAYS = 7 * 86_400_000;
+
+let directory: string;
+let fileCount = 0;
+
+before(async () => {
+  directory = await mkdtemp(path.join(tmpdir(), 'regmirror-config-'));
+});
+
+after(async () => {
+  await rm(directory, { recursive: true, force: true });
+});
+
+/** Writes a file into the test's temporary directory and returns its path. */
+async function writeTemporary(text: string, name = `config-${++fileCount}.yaml`): Promise<string> {
+  const file = path.join(directory, name);
+  await writeFile(file, text);
+  return file;
+}
+
+/** Asserts that fn throws a ConfigError whose message contains every fragment. */
+function assertConfigError(fn: () => unknown, ...fragments: string[]): void {
+  assert.throws(fn, (error: unknown) => {
+    assert.ok(error instanceof ConfigError, `expected a ConfigError, got ${String(error)}`);
+    assert.equal(error.name, 'ConfigError');
+    for (const fragment of fragments) {
+      assert.ok(error.message.includes(fragment), `message ${JSON.stringify(error.message)} does not mention ${JSON.stringify(fragment)}`);
+    }
+    return true;
+  });
+}
+
+describe('loadSettings: defaults', () => {
+  it('runs a plain registry on :5000 with ./data', () => {
+    assert.deepEqual(loadSettings({}, {}), {
+      listen: { host: undefined, port: 5000 },
+      dataDir: './data',
+      logLevel: 'info',
+      upstreams: [],
+      timeouts: DEFAULT_TIMEOUTS,
+    });
+  });
+
+  it('gives an upstream the cache defaults in milliseconds', () => {
+    const settings = loadSettings({ upstream: ['docker.io=https://registry-1.docker.io'] }, {});
+    assert.deepEqual(settings.upstreams, [
+      {
+        registry: 'docker.io',
+        url: 'https://registry-1.docker.io',
+        credentials: undefined,
+        tagFreshnessMs: FIVE_MINUTES,
+        maxStalenessMs: SEVEN_DAYS,
+      },
+    ]);
+  });
+
+  it('treats an empty file as no file', async () => {
+    const file = await writeTemporary('');
+    assert.deepEqual(loadSettings({ config: file }, {}), loadSettings({}, {}));
+  });
+
+  it('ignores empty environment variables', () => {
+    const settings = loadSettings({}, { REGMIRROR_LISTEN: '', REGMIRROR_TIMEOUTS_CONNECT: '', REGMIRROR_UPSTREAMS: '' });
+    assert.deepEqual(settings.listen, { host: undefined, port: 5000 });
+    assert.equal(settings.timeouts.connect, 10_000);
+    assert.deepEqual(settings.upstreams, []);
+  });
+
+  it('does not read process.env when given an environment', () => {
+    const variable = 'REGMIRROR_LISTEN';
+    const saved = process.env[variable];
+    process.env[variable] = '127.0.0.1:1234';
+    try {
+      assert.deepEqual(loadSettings({}, {}).listen, { host: undefined, port: 5000 });
+    } finally {
+      if (saved === undefined) delete process.env[variable];
+      else process.env[variable] = saved;
+    }
+  });
+});
+
+describe('loadSettings: the YAML file', () => {
+  it('reads every section, durations in any unit', async () => {
+    const file = await writeTemporary(`
+listen: 127.0.0.1:8080
+data: /var/lib/regmirror
+log:
+  level: debug
+cache:
+  tagFreshness: 1m
+  maxStaleness: 1d
+timeouts:
+  connect: 2s
+  responseHeaders: 45
+  bodyIdle: 1.5m
+  fill: 1h
+  shutdownGrace: 500ms
+upstreams:
+  - registry: docker.io
+    url: https://registry-1.docker.io/
+    tagFreshness: 10m
+    credentials:
+      username: bob
+      password: secret
+  - url: https://ghcr.io
+    maxStaleness: 2h
+`);
+    assert.deepEqual(loadSettings({ config: file }, {}), {
+      listen: { host: '127.0.0.1', port: 8080 },
+      dataDir: '/var/lib/regmirror',
+      logLevel: 'debug',
+      upstreams: [
+        {
+          registry: 'docker.io',
+          url: 'https://registry-1.docker.io',
+          credentials: { username: 'bob', password: 'secret' },
+          tagFreshnessMs: 600_000,
+          maxStalenessMs: 86_400_000,
+        },
+        { registry: 'ghcr.io', url: 'https://ghcr.io', credentials: undefined, tagFreshnessMs: 60_000, maxStalenessMs: 7_200_000 },
+      ],
+      timeouts: { connect: 2_000, responseHeaders: 45_000, bodyIdle: 90_000, fill: 3_600_000, shutdownGrace: 500 },
+    });
+  });
+
+  // Regression: zod 4's .default() inside a section skipped the duration transform, so a file that set
+  // one timeout got the others in seconds read as milliseconds (responseHeaders: 30 ms).
+  it('keeps the other defaults of a section that sets one key', async () => {
+    const file = await writeTemporary('timeouts:\n  connect: 3s\ncache:\n  maxStaleness: 1d\n');
+    const settings = loadSettings({ config: file, upstream: ['https://quay.io'] }, {});
+    assert.deepEqual(settings.timeouts, { ...DEFAULT_TIMEOUTS, connect: 3_000 });
+    assert.equal(settings.upstreams[0]?.tagFreshnessMs, FIVE_MINUTES);
+    assert.equal(settings.upstreams[0]?.maxStalenessMs, 86_400_000);
+  });
+
+  it('keeps the other defaults when one timeout comes from the environment', () => {
+    const settings = loadSettings({}, { REGMIRROR_TIMEOUTS_FILL: '10m', REGMIRROR_CACHE_TAG_FRESHNESS: '30s', REGMIRROR_UPSTREAMS: 'https://quay.io' });
+    assert.deepEqual(settings.timeouts, { ...DEFAULT_TIMEOUTS, fill: 600_000 });
+    assert.equal(settings.upstreams[0]?.tagFreshnessMs, 30_000);
+    assert.equal(settings.upstreams[0]?.maxStalenessMs, SEVEN_DAYS);
+  });
+});
+
+describe('loadSettings: layers', () => {
+  let file: string;
+  before(async () => {
+    file = await writeTemporary(`
+listen: 127.0.0.1:7000
+data: /from/file
+log: { level: warn }
+timeouts: { connect: 1s, bodyIdle: 2s }
+upstreams:
+  - registry: file.example
+    url: https://file.example
+`);
+  });
+
+  it('environment variables override the file', () => {
+    const settings = loadSettings(
+      { config: file },
+      {
+        REGMIRROR_LISTEN: ':6000',
+        REGMIRROR_DATA: '/from/env',
+        REGMIRROR_LOG_LEVEL: 'error',
+        REGMIRROR_TIMEOUTS_CONNECT: '5s',
+        REGMIRROR_UPSTREAMS: 'docker.io=https://registry-1.docker.io, https://ghcr.io,https://quay.io:8443',
+      },
+    );
+    assert.deepEqual(settings.listen, { host: undefined, port: 6000 });
+    assert.equal(settings.dataDir, '/from/env');
+    assert.equal(settings.logLevel, 'error');
+    assert.deepEqual(settings.timeouts, { ...DEFAULT_TIMEOUTS, connect: 5_000, bodyIdle: 2_000 });
+    assert.deepEqual(
+      settings.upstreams.map((upstream) => [upstream.registry, upstream.url]),
+      [
+        ['docker.io', 'https://registry-1.docker.io'],
+        ['ghcr.io', 'https://ghcr.io'],
+        ['quay.io:8443', 'https://quay.io:8443'],
+      ],
+    );
+  });
+
+  it('every timeout and cache variable lands on its key', () => {
+    const settings = loadSettings(
+      {},
+      {
+        REGMIRROR_TIMEOUTS_CONNECT: '1s',
+        REGMIRROR_TIMEOUTS_RESPONSE_HEADERS: '2s',
+        REGMIRROR_TIMEOUTS_BODY_IDLE: '3s',
+        REGMIRROR_TIMEOUTS_FILL: '4s',
+        REGMIRROR_TIMEOUTS_SHUTDOWN_GRACE: '5s',
+        REGMIRROR_CACHE_TAG_FRESHNESS: '6s',
+        REGMIRROR_CACHE_MAX_STALENESS: '7s',
+        REGMIRROR_UPSTREAMS: 'https://ghcr.io',
+      },
+    );
+    assert.deepEqual(settings.timeouts, { connect: 1_000, responseHeaders: 2_000, bodyIdle: 3_000, fill: 4_000, shutdownGrace: 5_000 });
+    assert.equal(settings.upstreams[0]?.tagFreshnessMs, 6_000);
+    assert.equal(settings.upstreams[0]?.maxStalenessMs, 7_000);
+  });
+
+  it('flags override the environment and the file', () => {
+    const settings = loadSettings(
+      { config: file, listen: '[::1]:9000', data: '/from/flags', logLevel: 'trace', upstream: ['flag.example=https://mirror.example'] },
+      { REGMIRROR_LISTEN: ':6000', REGMIRROR_DATA: '/from/env', REGMIRROR_LOG_LEVEL: 'error', REGMIRROR_UPSTREAMS: 'https://ghcr.io' },
+    );
+    assert.deepEqual(settings.listen, { host: '::1', port: 9000 });
+    assert.equal(settings.dataDir, '/from/flags');
+    assert.equal(settings.logLevel, 'trace');
+    assert.deepEqual(
+      settings.upstreams.map((upstream) => [upstream.registry, upstream.url]),
+      [['flag.example', 'https://mirror.example']],
+    );
+  });
+
+  it('an empty --upstream list leaves the upstreams alone', () => {
+    const settings = loadSettings({ config: file, upstream: [] }, {});
+    assert.deepEqual(
+      settings.upstreams.map((upstream) => upstream.registry),
+      ['file.example'],
+    );
+  });
+});
+
+describe('parseUpstreamFlag', () => {
+  const cases: { input: string; expected: UpstreamInput }[] = [
+    { input: 'docker.io=https://registry-1.docker.io', expected: { registry: 'docker.io', url: 'https://registry-1.docker.io' } },
+    { input: 'https://ghcr.io', expected: { url: 'https://ghcr.io' } },
+    { input: 'http://h/p?x=y', expected: { url: 'http://h/p?x=y' } },
+    { input: 'local=http://h:5000/p?x=y', expected: { registry: 'local', url: 'http://h:5000/p?x=y' } },
+    { input: '=https://a.example', expected: { url: '=https://a.example' } },
+  ];
+  for (const { input, expected } of cases) {
+    it(`${input} → ${JSON.stringify(expected)}`, () => {
+      assert.deepEqual(parseUpstreamFlag(input), expected);
+    });
+  }
+
+  it('names a plain URL by its host, port included, and drops trailing slashes', () => {
+    const settings = loadSettings({ upstream: ['http://registry.local:5001/', 'http://h/p?x=y'] }, {});
+    assert.deepEqual(
+      settings.upstreams.map((upstream) => [upstream.registry, upstream.url]),
+      [
+        ['registry.local:5001', 'http://registry.local:5001'],
+        ['h', 'http://h/p?x=y'],
+      ],
+    );
+  });
+});
+
+describe('parseListen', () => {
+  const valid: { input: string; expected: ListenAddress }[] = [
+    { input: ':5000', expected: { host: undefined, port: 5000 } },
+    { input: '127.0.0.1:80', expected: { host: '127.0.0.1', port: 80 } },
+    { input: '[::]:5000', expected: { host: '::', port: 5000 } },
+    { input: '[::1]:443', expected: { host: '::1', port: 443 } },
+    { input: 'localhost:1', expected: { host: 'localhost', port: 1 } },
+    { input: '0.0.0.0:65535', expected: { host: '0.0.0.0', port: 65535 } },
+    { input: ' :5000 ', expected: { host: undefined, port: 5000 } },
+  ];
+  for (const { input, expected } of valid) {
+    it(`${JSON.stringify(input)} → ${JSON.stringify(expected)}`, () => {
+      assert.deepEqual(parseListen(input), expected);
+    });
+  }
+
+  const invalid = ['5000', ':99999', ':65536', 'a:b', ':', '', 'host:', '::1:5000', '[::1]', ':123456', 'a:5000:1', ':-1'];
+  for (const input of invalid) {
+    it(`rejects ${JSON.stringify(input)}`, () => {
+      assertConfigError(() => parseListen(input), 'listen');
+    });
+  }
+
+  it('rejects a bad listen address from the environment', () => {
+    assertConfigError(() => loadSettings({}, { REGMIRROR_LISTEN: '5000' }), 'listen', '5000');
+  });
+});
+
+describe('loadSettings: invalid configuration', () => {
+  const files: { name: string; yaml: string; fragments: string[] }[] = [
+    { name: 'an unknown top-level key', yaml: 'listne: :5000\n', fragments: ['listne'] },
+    { name: 'an unknown timeout', yaml: 'timeouts:\n  conect: 5s\n', fragments: ['timeouts', 'conect'] },
+    { name: 'an unknown upstream key', yaml: 'upstreams:\n  - url: https://a.example\n    mirror: true\n', fragments: ['upstreams.0', 'mirror'] },
+    { name: 'a bad url', yaml: 'upstreams:\n  - url: not a url\n', fragments: ['upstreams.0.url'] },
+    { name: 'a url of another scheme', yaml: 'upstreams:\n  - url: https://ok.example\n  - url: ftp://a.example\n', fragments: ['upstreams.1.url'] },
+    { name: 'a bad timeout', yaml: 'timeouts:\n  connect: soon\n', fragments: ['timeouts.connect', 'not a duration: soon'] },
+    { name: 'a negative duration', yaml: 'cache:\n  tagFreshness: -5\n', fragments: ['cache.tagFreshness'] },
+    { name: 'a bad upstream duration', yaml: 'upstreams:\n  - url: https://a.example\n    maxStaleness: 5y\n', fragments: ['upstreams.0.maxStaleness'] },
+    { name: 'a bad log level', yaml: 'log:\n  level: loud\n', fragments: ['log.level'] },
+    { name: 'a listen of the wrong type', yaml: 'listen: 5000\n', fragments: ['listen'] },
+    { name: 'upstreams not a list', yaml: 'upstreams: https://a.example\n', fragments: ['upstreams'] },
+    { name: 'an empty registry name', yaml: 'upstreams:\n  - registry: ""\n    url: https://a.example\n', fragments: ['upstreams.0.registry'] },
+    {
+      name: 'two password sources',
+      yaml: 'upstreams:\n  - url: https://a.example\n    credentials: { username: u, password: p, passwordEnv: P }\n',
+      fragments: ['upstreams.0.credentials', 'exactly one'],
+    },
+    {
+      name: 'no password source',
+      yaml: 'upstreams:\n  - url: https://a.example\n    credentials: { username: u }\n',
+      fragments: ['upstreams.0.credentials', 'exactly one'],
+    },
+    {
+      name: 'no username',
+      yaml: 'upstreams:\n  - url: https://a.example\n    credentials: { password: p }\n',
+      fragments: ['upstreams.0.credentials.username'],
+    },
+    { name: 'YAML that is a list', yaml: '- a\n- b\n', fragments: ['must be a mapping'] },
+    { name: 'YAML that is a scalar', yaml: 'hello\n', fragments: ['must be a mapping'] },
+    { name: 'YAML that does not parse', yaml: 'listen: [unclosed\n', fragments: ['not valid YAML'] },
+  ];
+  for (const { name, yaml, fragments } of files) {
+    it(`reports ${name}`, async () => {
+      const file = await writeTemporary(yaml);
+      assertConfigError(() => loadSettings({ config: file }, {}), ...fragments);
+    });
+  }
+
+  it('reports a file it cannot read', () => {
+    const missing = path.join(directory, 'missing.yaml');
+    assertConfigError(() => loadSettings({ config: missing }, {}), 'cannot read configuration file', missing);
+  });
+
+  it('reports a bad duration from the environment under its key', () => {
+    assertConfigError(() => loadSettings({}, { REGMIRROR_TIMEOUTS_CONNECT: 'fast' }), 'timeouts.connect');
+  });
+
+  it('reports a bad upstream from the environment under its index', () => {
+    assertConfigError(() => loadSettings({}, { REGMIRROR_UPSTREAMS: 'https://ok.example not-a-url' }), 'upstreams.1.url');
+  });
+
+  it('reports a bad log level from a flag', () => {
+    assertConfigError(() => loadSettings({ logLevel: 'verbose' }, {}), 'log.level');
+  });
+
+  it('reports a registry listed twice', () => {
+    assertConfigError(
+      () => loadSettings({ upstream: ['ghcr.io=https://ghcr.io', 'ghcr.io=https://mirror.example'] }, {}),
+      'upstreams',
+      'ghcr.io is listed twice',
+    );
+  });
+
+  it('reports a registry listed twice when one is named by its URL', () => {
+    assertConfigError(() => loadSettings({ upstream: ['https://ghcr.io', 'ghcr.io=https://mirror.example'] }, {}), 'ghcr.io is listed twice');
+  });
+});
+
+describe('loadSettings: credentials', () => {
+  it('reads the password from the named environment variable', async () => {
+    const file = await writeTemporary('upstreams:\n  - url: https://a.example\n    credentials: { username: u, passwordEnv: A_PASSWORD }\n');
+    const settings = loadSettings({ config: file }, { A_PASSWORD: 's3cret' });
+    assert.deepEqual(settings.upstreams[0]?.credentials, { username: 'u', password: 's3cret' });
+  });
+
+  it('reports a password variable that is not set, naming the key and the variable', async () => {
+    const file = await writeTemporary(
+      'upstreams:\n  - url: https://a.example\n  - url: https://b.example\n    credentials: { username: u, passwordEnv: B_PASSWORD }\n',
+    );
+    assertConfigError(() => loadSettings({ config: file }, {}), 'upstreams.1.credentials.passwordEnv', 'B_PASSWORD');
+  });
+
+  it('reads the password from a file, without its final newline', async () => {
+    const secret = await writeTemporary('file-secret\n', 'password.txt');
+    const file = await writeTemporary(`upstreams:\n  - url: https://a.example\n    credentials: { username: u, passwordFile: ${JSON.stringify(secret)} }\n`);
+    const settings = loadSettings({ config: file }, {});
+    assert.deepEqual(settings.upstreams[0]?.credentials, { username: 'u', password: 'file-secret' });
+  });
+
+  it('keeps a password file without a final newline whole', async () => {
+    const secret = await writeTemporary('p\r\nq', 'password-crlf.txt');
+    const file = await writeTemporary(`upstreams:\n  - url: https://a.example\n    credentials: { username: u, passwordFile: ${JSON.stringify(secret)} }\n`);
+    assert.deepEqual(loadSettings({ config: file }, {}).upstreams[0]?.credentials, { username: 'u', password: 'p\r\nq' });
+  });
+
+  it('reports a password file it cannot read, naming the key', async () => {
+    const missing = path.join(directory, 'no-such-password');
+    const file = await writeTemporary(`upstreams:\n  - url: https://a.example\n    credentials: { username: u, passwordFile: ${JSON.stringify(missing)} }\n`);
+    assertConfigError(() => loadSettings({ config: file }, {}), 'upstreams.0.credentials.passwordFile', missing);
+  });
+
+  it('refuses credentials in an upstream URL without repeating them', () => {
+    for (const url of ['https://bob:hunter2@registry.example', 'https://hunter2@registry.example']) {
+      assert.throws(
+        () => loadSettings({ upstream: [url] }, {}),
+        (error: unknown) =>
+          error instanceof ConfigError && error.message.includes('upstreams.0.url') && !error.message.includes('hunter2'),
+      );
+    }
+  });
+
+  it('never puts a password in an error message', async () => {
+    const file = await writeTemporary(
+      'upstreams:\n  - url: https://a.example\n    credentials: { username: u, password: hunter2 }\n  - url: https://a.example\n',
+    );
+    assert.throws(
+      () => loadSettings({ config: file }, {}),
+      (error: unknown) => error instanceof ConfigError && error.message.includes('listed twice') && !error.message.includes('hunter2'),
+    );
+  });
+});

@@ -1,0 +1,176 @@
+// regmirror killed (SIGKILL) or stopped (SIGTERM) while blob fills are in progress: no partial object
+// is ever visible in blobs/, temporaries are cleaned (at restart, or by the graceful stop itself),
+// and after a restart the same blobs are fetched again and served exactly.
+
+import assert from 'node:assert/strict';
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import {
+  committedBlobPath,
+  fileExists,
+  rawGet,
+  sha256Of,
+  startFaultUpstream,
+  temporaryFiles,
+  waitUntil,
+  type FaultUpstream,
+  type RawResponse,
+} from './support/fault-upstream.js';
+import { deterministicBytes } from './support/images.js';
+import { startRegmirror, type Regmirror } from './support/regmirror.js';
+
+const MiB = 1024 * 1024;
+
+/** Every file under dir, recursively ([] when dir does not exist). */
+async function filesUnder(dir: string): Promise<string[]> {
+  let entries;
+  try {
+    entries = await readdir(dir, { withFileTypes: true, recursive: true });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw error;
+  }
+  return entries.filter((entry) => entry.isFile()).map((entry) => join(entry.parentPath, entry.name));
+}
+
+/** Sizes of the files in tmp/. */
+async function temporarySizes(dataDir: string): Promise<number[]> {
+  const names = await temporaryFiles(dataDir);
+  const sizes = await Promise.all(names.map((name) => stat(join(dataDir, 'tmp', name)).then((info) => info.size, () => 0)));
+  return sizes;
+}
+
+describe('crash recovery: fills interrupted by SIGKILL or SIGTERM', { timeout: 90_000 }, () => {
+  // 4 MiB dripped at 64 KiB per 100 ms takes 6.4 s: plenty of time to interrupt each fill midway.
+  const blobs = [deterministicBytes(4 * MiB, 301), deterministicBytes(4 * MiB + 3, 302), deterministicBytes(4 * MiB - 5, 303)];
+  const graceful = deterministicBytes(4 * MiB, 304);
+  let upstream: FaultUpstream;
+
+  before(async () => {
+    upstream = await startFaultUpstream({ blobs: [...blobs, graceful], dripBytes: 64 * 1024, dripIntervalMs: 100 });
+  });
+
+  after(async () => {
+    await upstream?.stop();
+  });
+
+  const blobUrl = (mirror: Regmirror, bytes: Buffer): string => `${mirror.url}/v2/${upstream.repository}/blobs/${sha256Of(bytes)}`;
+
+  /** Waits until `count` fills are running and each has written bytes to its temporary file. */
+  async function fillsUnderway(mirror: Regmirror, count: number): Promise<void> {
+    await waitUntil(`${count} fills are in progress with bytes in tmp/`, async () => {
+      if ((await mirror.metricValue('regmirror_fills_in_progress')) !== count) return false;
+      const sizes = await temporarySizes(mirror.dataDir);
+      return sizes.length === count && sizes.every((size) => size > 0);
+    });
+  }
+
+  it('kill -9 mid-fill: nothing partial in blobs/, tmp/ emptied at restart, the blobs then fill exactly', async () => {
+    upstream.clearModes();
+    upstream.setMode('slow-drip');
+    const mirror = await startRegmirror({ upstreams: [upstream.url] });
+    try {
+      const transfers = blobs.map((bytes) => rawGet(blobUrl(mirror, bytes), { timeoutMs: 30_000 }));
+      await fillsUnderway(mirror, blobs.length);
+      for (const bytes of blobs) {
+        assert.ok(upstream.sentBytes(sha256Of(bytes)) < bytes.length, 'the upstream had not finished when the mirror died');
+      }
+      await mirror.kill9();
+
+      const interrupted: RawResponse[] = await Promise.all(transfers);
+      for (const response of interrupted) {
+        assert.equal(response.status, 200);
+        assert.equal(response.complete, false, 'a transfer cut by the crash is not mistaken for a whole blob');
+      }
+      assert.deepEqual(await filesUnder(join(mirror.dataDir, 'blobs')), [], 'no object (partial or not) in blobs/ after the crash');
+      assert.equal((await temporaryFiles(mirror.dataDir)).length, blobs.length, 'the crash left its temporaries in tmp/');
+
+      await mirror.start();
+      assert.deepEqual(await temporaryFiles(mirror.dataDir), [], 'tmp/ is empty once the restarted mirror is up');
+      await waitUntil('the restart logs the temporaries it removed', () =>
+        mirror.lines().some((line) => line.includes('removed temporaries left by an earlier run') && line.includes(`"removed":${blobs.length}`)),
+      );
+
+      // The restarted mirror does not think it has any of them: with the upstream failing, no bytes.
+      upstream.setMode('status-500');
+      const probe = await rawGet(blobUrl(mirror, blobs[0] ?? Buffer.alloc(0)), { timeoutMs: 10_000 });
+      assert.equal(probe.status, 502, 'not served from a partial object');
+
+      upstream.setMode('ok');
+      for (const bytes of blobs) {
+        const digest = sha256Of(bytes);
+        const response = await rawGet(blobUrl(mirror, bytes), { timeoutMs: 30_000 });
+        assert.equal(response.status, 200);
+        assert.ok(response.complete, `complete (${String(response.error)})`);
+        assert.equal(sha256Of(response.body), digest, 'exact bytes after the restart');
+        await waitUntil('the blob is committed', () => fileExists(committedBlobPath(mirror.dataDir, digest)));
+        assert.equal(sha256Of(await readFile(committedBlobPath(mirror.dataDir, digest))), digest);
+      }
+      assert.equal(await mirror.metricValue('regmirror_fills_total', { outcome: 'committed' }), blobs.length);
+    } finally {
+      await mirror.destroy();
+    }
+  });
+
+  it('SIGTERM mid-fill: the graceful stop aborts the fill and leaves no partial object and no temporary', async () => {
+    upstream.clearModes();
+    upstream.setMode('slow-drip');
+    const digest = sha256Of(graceful);
+    const mirror = await startRegmirror({ upstreams: [upstream.url], env: { REGMIRROR_TIMEOUTS_SHUTDOWN_GRACE: '1s' } });
+    try {
+      const transfer = rawGet(blobUrl(mirror, graceful), { timeoutMs: 30_000 });
+      await fillsUnderway(mirror, 1);
+      await mirror.stop();
+      assert.ok(upstream.sentBytes(digest) < graceful.length, 'the upstream had not finished when the mirror stopped');
+      assert.ok(mirror.lines().some((line) => line.includes('regmirror stopped')), 'the mirror stopped by itself, not by the SIGKILL fallback');
+
+      const response = await transfer;
+      assert.equal(response.status, 200);
+      assert.equal(response.complete, false, 'the client transfer was cut, not ended as if whole');
+      assert.deepEqual(await temporaryFiles(mirror.dataDir), [], 'the stop removed its temporary');
+      assert.deepEqual(await filesUnder(join(mirror.dataDir, 'blobs')), [], 'nothing committed');
+      assert.ok(
+        mirror.lines().some((line) => line.includes('blob fill failed') && line.includes(digest)),
+        'the aborted fill is logged',
+      );
+
+      await mirror.start();
+      upstream.setMode('ok');
+      const again = await rawGet(blobUrl(mirror, graceful), { timeoutMs: 30_000 });
+      assert.equal(again.status, 200);
+      assert.ok(again.complete);
+      assert.equal(sha256Of(again.body), digest, 'exact bytes after the restart');
+      await waitUntil('the blob is committed', () => fileExists(committedBlobPath(mirror.dataDir, digest)));
+    } finally {
+      await mirror.destroy();
+    }
+  });
+
+  it('SIGTERM while a fill still waits for upstream headers: the stop does not wait for the headers timeout', async () => {
+    upstream.clearModes();
+    upstream.setMode('hang');
+    const digest = sha256Of(graceful);
+    // Headers would time out only after 60 s; the harness falls back to SIGKILL after 10 s.
+    const mirror = await startRegmirror({
+      upstreams: [upstream.url],
+      env: { REGMIRROR_TIMEOUTS_SHUTDOWN_GRACE: '1s', REGMIRROR_TIMEOUTS_RESPONSE_HEADERS: '60s' },
+    });
+    try {
+      const asked = upstream.count('GET', new RegExp(`/blobs/${digest}$`));
+      const transfer = rawGet(blobUrl(mirror, graceful), { timeoutMs: 30_000 }).then(
+        (response) => response,
+        (error: unknown) => error as Error,
+      );
+      await waitUntil('the fill asked the upstream', () => upstream.count('GET', new RegExp(`/blobs/${digest}$`)) > asked);
+      await mirror.stop();
+      assert.ok(mirror.lines().some((line) => line.includes('regmirror stopped')), 'the mirror stopped by itself, not by the SIGKILL fallback');
+      const outcome = await transfer;
+      assert.ok(outcome instanceof Error || outcome.status >= 500, 'the waiting client got no content');
+      assert.deepEqual(await temporaryFiles(mirror.dataDir), []);
+      assert.deepEqual(await filesUnder(join(mirror.dataDir, 'blobs')), []);
+    } finally {
+      await mirror.destroy();
+    }
+  });
+});

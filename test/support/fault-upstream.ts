@@ -1,0 +1,417 @@
+// A fake upstream registry that misbehaves on request: a real node:http server on 127.0.0.1 serving
+// `/v2/`, one OCI manifest (by tag and by digest) and its blobs, each answer shaped by a switchable fault mode.
+//
+// API:
+//   const upstream = await startFaultUpstream({ blobs: [bytesA, bytesB], repository: 'faults/app', tags: ['v1'] });
+//   upstream.url                     http://127.0.0.1:PORT (give it to regmirror as --upstream)
+//   upstream.blobDigests             digests of the given blobs, in order (the manifest's layers)
+//   upstream.manifest                { digest, bytes, mediaType } of the served OCI manifest (config + layers)
+//   upstream.setMode(mode)           the default mode for every manifest and blob answer
+//   upstream.setMode(mode, key)      the mode for one object; key = a blob or manifest digest, or a tag
+//                                    (a tag's mode covers GET/HEAD /manifests/<tag>, not /manifests/<digest>)
+//   upstream.clearModes()            drops every per-object mode; the default mode becomes 'ok'
+//   upstream.count(method, /re/)     requests received so far whose method matches and whose path matches re
+//   upstream.sentBytes(key)          body bytes written so far for that digest (all responses together)
+//   upstream.stop()                  closes the server and destroys every open socket (hanging ones too)
+//
+// Also for fault tests (bottom of the file): rawGet (a node:http GET that reports a body cut short),
+// waitUntil (bounded polling), committedBlobPath / temporaryFiles (what the fs store has under a data dir).
+//
+// Modes (for HEAD only the status modes and 'hang' apply; other modes answer HEAD normally):
+//   'ok'              200, exact bytes, Content-Length
+//   'cut'             Content-Length of the whole, about half the bytes, then the socket is destroyed
+//   'wrong-bytes'     Content-Length of the whole, as many bytes, one of them flipped (the digest lies)
+//   'chunked-short'   no Content-Length (chunked), half the bytes, then a clean end of the response
+//   'status-429'      429 with Retry-After: 7 and an OCI error body
+//   'status-500'      500 with an OCI error body naming this server's address (which must not leak)
+//   'slow-drip'       200 with Content-Length, dripBytes every dripIntervalMs
+//   'hang'            reads the request, never answers
+//   'hang-body'       200 with Content-Length, a few bytes, then nothing more, ever
+
+import { createHash } from 'node:crypto';
+import { readdir, stat } from 'node:fs/promises';
+import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { join } from 'node:path';
+
+export type FaultMode =
+  | 'ok'
+  | 'cut'
+  | 'wrong-bytes'
+  | 'chunked-short'
+  | 'status-429'
+  | 'status-500'
+  | 'slow-drip'
+  | 'hang'
+  | 'hang-body';
+
+export interface FaultUpstreamOptions {
+  /** Layer blobs, served by digest and listed as the manifest's layers. */
+  blobs: Buffer[];
+  /** Repository name the content is served under (any other name gets 404). Default 'faults/app'. */
+  repository?: string;
+  /** Tags that all point at the one manifest. Default ['v1']. */
+  tags?: string[];
+  /** Bytes per tick in 'slow-drip'. Default 64 KiB. */
+  dripBytes?: number;
+  /** Milliseconds between ticks in 'slow-drip'. Default 100. */
+  dripIntervalMs?: number;
+}
+
+export interface ServedManifest {
+  digest: string;
+  bytes: Buffer;
+  mediaType: string;
+}
+
+export interface FaultUpstream {
+  url: string;
+  port: number;
+  repository: string;
+  tags: string[];
+  blobDigests: string[];
+  /** The config blob's digest (also served as a blob). */
+  configDigest: string;
+  manifest: ServedManifest;
+  setMode(mode: FaultMode, key?: string): void;
+  clearModes(): void;
+  count(method: string, path: RegExp): number;
+  sentBytes(key: string): number;
+  stop(): Promise<void>;
+}
+
+const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+const OCI_CONFIG = 'application/vnd.oci.image.config.v1+json';
+const OCI_LAYER = 'application/vnd.oci.image.layer.v1.tar+gzip';
+/** How many bytes 'hang-body' sends before it stalls. */
+const HANG_BODY_BYTES = 1024;
+
+function digestOf(bytes: Buffer): string {
+  return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+}
+
+export async function startFaultUpstream(options: FaultUpstreamOptions): Promise<FaultUpstream> {
+  const repository = options.repository ?? 'faults/app';
+  const tags = options.tags ?? ['v1'];
+  const dripBytes = options.dripBytes ?? 64 * 1024;
+  const dripIntervalMs = options.dripIntervalMs ?? 100;
+
+  const blobs = new Map<string, Buffer>();
+  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] } }));
+  const configDigest = digestOf(config);
+  blobs.set(configDigest, config);
+  const blobDigests = options.blobs.map((bytes) => {
+    const digest = digestOf(bytes);
+    blobs.set(digest, bytes);
+    return digest;
+  });
+  const manifestBytes = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: OCI_MANIFEST,
+      config: { mediaType: OCI_CONFIG, digest: configDigest, size: config.length },
+      layers: options.blobs.map((bytes, index) => ({ mediaType: OCI_LAYER, digest: blobDigests[index], size: bytes.length })),
+    }),
+  );
+  const manifest: ServedManifest = { digest: digestOf(manifestBytes), bytes: manifestBytes, mediaType: OCI_MANIFEST };
+
+  let defaultMode: FaultMode = 'ok';
+  const modes = new Map<string, FaultMode>();
+  const requests: Array<{ method: string; path: string }> = [];
+  const sent = new Map<string, number>();
+  const sockets = new Set<Socket>();
+  const timers = new Set<NodeJS.Timeout>();
+
+  const countSent = (key: string, bytes: number): void => {
+    sent.set(key, (sent.get(key) ?? 0) + bytes);
+  };
+
+  const sendJson = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void => {
+    const text = JSON.stringify(body);
+    res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
+    res.end(text);
+  };
+
+  /** Answers for one object (blob or manifest) according to its mode. */
+  const serve = (req: IncomingMessage, res: ServerResponse, key: string, bytes: Buffer, digest: string, contentType: string, mode: FaultMode): void => {
+    const head = req.method === 'HEAD';
+    const headers = { 'content-type': contentType, 'docker-content-digest': digest, 'content-length': String(bytes.length) };
+    switch (mode) {
+      case 'hang':
+        return; // never answer; stop() destroys the socket
+      case 'status-429':
+        sendJson(res, 429, { errors: [{ code: 'TOOMANYREQUESTS', message: 'slow down' }] }, { 'retry-after': '7' });
+        return;
+      case 'status-500': {
+        const address = `${req.socket.localAddress ?? ''}:${String(req.socket.localPort ?? '')}`;
+        sendJson(res, 500, { errors: [{ code: 'UNKNOWN', message: `internal failure at ${address}`, detail: { stack: 'Error: boom\n    at upstream.js:1:1' } }] });
+        return;
+      }
+      default:
+        break;
+    }
+    if (head) {
+      res.writeHead(200, headers);
+      res.end();
+      return;
+    }
+    switch (mode) {
+      case 'ok':
+        res.writeHead(200, headers);
+        countSent(key, bytes.length);
+        res.end(bytes);
+        return;
+      case 'cut': {
+        const half = bytes.subarray(0, Math.floor(bytes.length / 2));
+        res.writeHead(200, headers);
+        countSent(key, half.length);
+        // Destroy only once the half reached the socket, so the mirror really sees a short body.
+        res.write(half, () => res.destroy());
+        return;
+      }
+      case 'wrong-bytes': {
+        const wrong = Buffer.from(bytes);
+        const at = Math.floor(wrong.length / 2);
+        wrong[at] = (wrong[at] ?? 0) ^ 0xff;
+        res.writeHead(200, headers);
+        countSent(key, wrong.length);
+        res.end(wrong);
+        return;
+      }
+      case 'chunked-short': {
+        const half = bytes.subarray(0, Math.floor(bytes.length / 2));
+        res.writeHead(200, { 'content-type': contentType, 'docker-content-digest': digest });
+        countSent(key, half.length);
+        res.end(half);
+        return;
+      }
+      case 'hang-body': {
+        const few = bytes.subarray(0, Math.min(HANG_BODY_BYTES, bytes.length));
+        res.writeHead(200, headers);
+        countSent(key, few.length);
+        res.write(few);
+        return; // stalls; stop() destroys the socket
+      }
+      case 'slow-drip': {
+        res.writeHead(200, headers);
+        let offset = 0;
+        const tick = (): void => {
+          if (res.destroyed) {
+            clearInterval(timer);
+            timers.delete(timer);
+            return;
+          }
+          const chunk = bytes.subarray(offset, offset + dripBytes);
+          offset += chunk.length;
+          countSent(key, chunk.length);
+          if (offset >= bytes.length) {
+            clearInterval(timer);
+            timers.delete(timer);
+            res.end(chunk);
+          } else {
+            res.write(chunk);
+          }
+        };
+        const timer = setInterval(tick, dripIntervalMs);
+        timers.add(timer);
+        res.once('close', () => {
+          clearInterval(timer);
+          timers.delete(timer);
+        });
+        tick();
+        return;
+      }
+    }
+  };
+
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
+    const method = req.method ?? 'GET';
+    requests.push({ method, path });
+    req.resume();
+    if (method !== 'GET' && method !== 'HEAD') {
+      sendJson(res, 405, { errors: [{ code: 'UNSUPPORTED', message: 'read-only' }] });
+      return;
+    }
+    if (path === '/v2/' || path === '/v2') {
+      sendJson(res, 200, {});
+      return;
+    }
+    const prefix = `/v2/${repository}/`;
+    if (!path.startsWith(prefix)) {
+      sendJson(res, 404, { errors: [{ code: 'NAME_UNKNOWN', message: 'repository name not known to registry' }] });
+      return;
+    }
+    const rest = path.slice(prefix.length);
+    const manifestMatch = /^manifests\/([^/]+)$/.exec(rest);
+    if (manifestMatch) {
+      const reference = decodeURIComponent(manifestMatch[1] ?? '');
+      if (!tags.includes(reference) && reference !== manifest.digest) {
+        sendJson(res, 404, { errors: [{ code: 'MANIFEST_UNKNOWN', message: 'manifest unknown' }] });
+        return;
+      }
+      const mode = modes.get(reference) ?? defaultMode;
+      serve(req, res, manifest.digest, manifest.bytes, manifest.digest, manifest.mediaType, mode);
+      return;
+    }
+    const blobMatch = /^blobs\/(sha256:[0-9a-f]{64})$/.exec(rest);
+    const blob = blobMatch ? blobs.get(blobMatch[1] ?? '') : undefined;
+    if (blobMatch && blob !== undefined) {
+      const digest = blobMatch[1] ?? '';
+      serve(req, res, digest, blob, digest, 'application/octet-stream', modes.get(digest) ?? defaultMode);
+      return;
+    }
+    sendJson(res, 404, { errors: [{ code: 'BLOB_UNKNOWN', message: 'blob unknown to registry' }] });
+  });
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  // A socket the mirror destroyed mid-answer is not this server's error.
+  server.on('clientError', (_error, socket: Socket) => socket.destroy());
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host: '127.0.0.1', port: 0 }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('fault upstream: no port');
+  const port = address.port;
+
+  let stopping: Promise<void> | undefined;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    repository,
+    tags,
+    blobDigests,
+    configDigest,
+    manifest,
+    setMode: (mode, key) => {
+      if (key === undefined) defaultMode = mode;
+      else modes.set(key, mode);
+    },
+    clearModes: () => {
+      modes.clear();
+      defaultMode = 'ok';
+    },
+    count: (method, path) => requests.filter((request) => request.method === method && path.test(request.path)).length,
+    sentBytes: (key) => sent.get(key) ?? 0,
+    stop: () => {
+      stopping ??= new Promise<void>((resolve) => {
+        for (const timer of timers) clearInterval(timer);
+        timers.clear();
+        server.close(() => resolve());
+        for (const socket of sockets) socket.destroy();
+      });
+      return stopping;
+    },
+  };
+}
+
+// ---- the client side of fault tests ----
+
+export interface RawResponse {
+  status: number;
+  headers: IncomingMessage['headers'];
+  body: Buffer;
+  /** The body ended cleanly with everything the framing promised (Content-Length or final chunk). */
+  complete: boolean;
+  /** Why the transfer failed, if it did (reset, aborted, or our own timeout). */
+  error: Error | undefined;
+}
+
+export interface RawGetOptions {
+  method?: 'GET' | 'HEAD';
+  headers?: Record<string, string>;
+  /** The whole exchange is abandoned (and reported as an error) after this long. Default 30 s. */
+  timeoutMs?: number;
+  /** Called with each body chunk as it arrives. */
+  onChunk?: (chunk: Buffer) => void;
+}
+
+/**
+ * One request over node:http without keep-alive, reporting a body cut short instead of hiding it:
+ * never rejects once headers arrived; rejects if no headers came (connection refused, timeout).
+ */
+export function rawGet(url: string, options: RawGetOptions = {}): Promise<RawResponse> {
+  const timeoutMs = options.timeoutMs ?? 30_000;
+  return new Promise<RawResponse>((resolve, reject) => {
+    const request = httpRequest(url, { method: options.method ?? 'GET', headers: options.headers, agent: false });
+    const timer = setTimeout(() => request.destroy(new Error(`${url}: no complete answer within ${timeoutMs} ms`)), timeoutMs);
+    let answered = false;
+    request.once('error', (error) => {
+      clearTimeout(timer);
+      if (!answered) reject(error);
+    });
+    request.once('response', (response) => {
+      answered = true;
+      const chunks: Buffer[] = [];
+      let failure: Error | undefined;
+      response.on('data', (chunk: Buffer) => {
+        chunks.push(chunk);
+        options.onChunk?.(chunk);
+      });
+      response.once('error', (error) => {
+        failure = error;
+      });
+      request.once('error', (error) => {
+        failure ??= error;
+      });
+      response.once('close', () => {
+        clearTimeout(timer);
+        const complete = response.complete && failure === undefined;
+        resolve({
+          status: response.statusCode ?? 0,
+          headers: response.headers,
+          body: Buffer.concat(chunks),
+          complete,
+          error: complete ? undefined : (failure ?? new Error('response closed before it was complete')),
+        });
+      });
+    });
+    request.end();
+  });
+}
+
+/** Polls check every 50 ms until it returns true; throws naming what after timeoutMs. */
+export async function waitUntil(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() >= deadline) throw new Error(`timed out after ${timeoutMs} ms waiting until ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** Where the fs store keeps a committed blob under a data directory (blobs/sha256/<2 hex>/<hex>). */
+export function committedBlobPath(dataDir: string, digest: string): string {
+  const hex = digest.replace(/^sha256:/, '');
+  return join(dataDir, 'blobs', 'sha256', hex.slice(0, 2), hex);
+}
+
+/** Names in the data directory's tmp/ folder ([] when it does not exist). */
+export async function temporaryFiles(dataDir: string): Promise<string[]> {
+  try {
+    return await readdir(join(dataDir, 'tmp'));
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw error;
+  }
+}
+
+export async function fileExists(file: string): Promise<boolean> {
+  try {
+    await stat(file);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function sha256Of(bytes: Buffer): string {
+  return digestOf(bytes);
+}
