@@ -65,6 +65,7 @@ describe('loadSettings: defaults', () => {
     assert.deepEqual(settings.upstreams, [
       {
         registry: 'docker.io',
+        wireName: 'docker.io',
         url: 'https://registry-1.docker.io',
         credentials: undefined,
         tagFreshnessMs: FIVE_MINUTES,
@@ -131,12 +132,13 @@ upstreams:
       upstreams: [
         {
           registry: 'docker.io',
+          wireName: 'docker.io',
           url: 'https://registry-1.docker.io',
           credentials: { username: 'bob', password: 'secret' },
           tagFreshnessMs: 600_000,
           maxStalenessMs: 86_400_000,
         },
-        { registry: 'ghcr.io', url: 'https://ghcr.io', credentials: undefined, tagFreshnessMs: 60_000, maxStalenessMs: 7_200_000 },
+        { registry: 'ghcr.io', wireName: 'registry', url: 'https://ghcr.io', credentials: undefined, tagFreshnessMs: 60_000, maxStalenessMs: 7_200_000 },
       ],
       timeouts: { connect: 2_000, responseHeaders: 45_000, bodyIdle: 90_000, fill: 3_600_000, shutdownGrace: 500 },
     });

@@ -23,6 +23,8 @@ export interface UpstreamCredentials {
 export interface UpstreamSettings {
   /** The name clients use for the registry (docker.io, ghcr.io …). */
   registry: string;
+  /** How client-facing messages name it: the registry name when configured, never a URL's host alone. */
+  wireName: string;
   url: string;
   credentials: UpstreamCredentials | undefined;
   tagFreshnessMs: number;
@@ -150,6 +152,8 @@ function resolveSettings(config: Config, environment: NodeJS.ProcessEnv): Settin
     }
     return {
       registry: upstream.registry ?? parsed.host,
+      // A name derived from the URL may be an internal address, which clients must not learn.
+      wireName: upstream.registry ?? 'registry',
       url,
       credentials: upstream.credentials && resolveCredentials(upstream.credentials, `upstreams.${index}.credentials`, environment),
       tagFreshnessMs: upstream.tagFreshness ?? config.cache.tagFreshness,

@@ -31,10 +31,7 @@ const MAX_REDIRECTIONS = 5;
 
 export class UpstreamClient {
   readonly registry: string;
-  /**
-   * How client-facing messages name this upstream: its registry name, unless that name was only
-   * derived from the URL's host (e.g. 127.0.0.1:5001), an internal address clients must not learn.
-   */
+  /** How client-facing messages name this upstream (see UpstreamSettings.wireName). */
   readonly wireName: string;
   private readonly origin: string;
   private readonly basePath: string;
@@ -49,7 +46,7 @@ export class UpstreamClient {
   ) {
     this.registry = settings.registry;
     const url = new URL(settings.url);
-    this.wireName = settings.registry === url.host ? 'registry' : settings.registry;
+    this.wireName = settings.wireName;
     this.origin = url.origin;
     this.basePath = url.pathname.replace(/\/+$/, '');
     this.agent = new Agent({
