@@ -9,6 +9,14 @@ import { after, before, describe, it } from 'node:test';
 import { ConfigError, loadSettings, parseListen, parseUpstreamFlag, type ListenAddress, type Settings } from './load.js';
 import type { UpstreamInput } from './schema.js';
 
+const DEFAULT_V1 = {
+  enabled: true,
+  standalone: true,
+  mirroring: undefined,
+  storagePrefix: 'v1',
+  nginxXAccelRedirect: undefined,
+  storageRedirect: false,
+};
 const DEFAULT_TIMEOUTS: Settings['timeouts'] = {
   connect: 10_000,
   responseHeaders: 30_000,
@@ -56,6 +64,7 @@ describe('loadSettings: defaults', () => {
       dataDir: './data',
       logLevel: 'info',
       upstreams: [],
+      v1: DEFAULT_V1,
       timeouts: DEFAULT_TIMEOUTS,
     });
   });
@@ -140,6 +149,7 @@ upstreams:
         },
         { registry: 'ghcr.io', wireName: 'registry', url: 'https://ghcr.io', credentials: undefined, tagFreshnessMs: 60_000, maxStalenessMs: 7_200_000 },
       ],
+      v1: DEFAULT_V1,
       timeouts: { connect: 2_000, responseHeaders: 45_000, bodyIdle: 90_000, fill: 3_600_000, shutdownGrace: 500 },
     });
   });

@@ -31,12 +31,30 @@ export interface UpstreamSettings {
   maxStalenessMs: number;
 }
 
+export interface V1MirroringSettings {
+  source: string;
+  /** Where index routes (repository images, search) go; the source when not set. */
+  sourceIndex: string | undefined;
+  tagsCacheTtlMs: number;
+  credentials: UpstreamCredentials | undefined;
+}
+
+export interface V1Settings {
+  enabled: boolean;
+  standalone: boolean;
+  mirroring: V1MirroringSettings | undefined;
+  storagePrefix: string;
+  nginxXAccelRedirect: string | undefined;
+  storageRedirect: boolean;
+}
+
 export interface Settings {
   listen: ListenAddress;
   dataDir: string;
   logLevel: Config['log']['level'];
   /** The first is the default upstream; empty for a plain registry. */
   upstreams: UpstreamSettings[];
+  v1: V1Settings;
   timeouts: Config['timeouts'];
 }
 
@@ -170,12 +188,30 @@ function resolveSettings(config: Config, environment: NodeJS.ProcessEnv): Settin
     dataDir: config.data,
     logLevel: config.log.level,
     upstreams,
+    v1: resolveV1(config.v1, environment),
     timeouts: config.timeouts,
   };
 }
 
+function resolveV1(v1: Config['v1'], environment: NodeJS.ProcessEnv): V1Settings {
+  const mirroring = v1.mirroring;
+  return {
+    enabled: v1.enabled,
+    standalone: v1.standalone,
+    mirroring: mirroring && {
+      source: mirroring.source.replace(/\/+$/, ''),
+      sourceIndex: mirroring.sourceIndex?.replace(/\/+$/, ''),
+      tagsCacheTtlMs: mirroring.tagsCacheTtl,
+      credentials: mirroring.credentials && resolveCredentials(mirroring.credentials, 'v1.mirroring.credentials', environment),
+    },
+    storagePrefix: v1.storagePrefix,
+    nginxXAccelRedirect: v1.nginxXAccelRedirect,
+    storageRedirect: v1.storageRedirect,
+  };
+}
+
 function resolveCredentials(
-  credentials: NonNullable<NonNullable<Config['upstreams'][number]['credentials']>>,
+  credentials: NonNullable<Config['upstreams'][number]['credentials']>,
   key: string,
   environment: NodeJS.ProcessEnv,
 ): UpstreamCredentials {

@@ -37,6 +37,31 @@ export const upstreamSchema = z
   })
   .strict();
 
+const v1MirroringSchema = z
+  .object({
+    source: z.url({ protocol: /^https?$/ }),
+    sourceIndex: z.url({ protocol: /^https?$/ }).optional(),
+    tagsCacheTtl: duration.default(172_800_000),
+    credentials: credentials.optional(),
+  })
+  .strict();
+
+/** The Docker Registry v1 API, as docker-registry 0.9 served it (see docs/v1.md). */
+const v1Schema = z
+  .object({
+    enabled: z.boolean().default(true),
+    /** Act as its own index (users, tokens, repository images, search), as docker-registry's `standalone`. */
+    standalone: z.boolean().default(true),
+    mirroring: v1MirroringSchema.optional(),
+    /** Where v1 data lives inside the data directory; '' serves a docker-registry 0.9 storage_path in place. */
+    storagePrefix: z.string().regex(/^(?:[a-z0-9_-]+(?:\/[a-z0-9_-]+)*)?$/).default('v1'),
+    /** docker-registry's nginx_x_accel_redirect: a URI prefix nginx maps to the data directory. */
+    nginxXAccelRedirect: z.string().optional(),
+    /** docker-registry's storage_redirect: takes effect with the S3 store; accepted and ignored on fs. */
+    storageRedirect: z.boolean().default(false),
+  })
+  .strict();
+
 // zod 4's .default() skips the transform: defaults are given in milliseconds, the parsed (output) unit.
 export const configSchema = z
   .object({
@@ -48,6 +73,7 @@ export const configSchema = z
       .object({ tagFreshness: duration.default(300_000), maxStaleness: duration.default(7 * 86_400_000) })
       .strict()
       .default({ tagFreshness: 300_000, maxStaleness: 7 * 86_400_000 }),
+    v1: v1Schema.default({ enabled: true, standalone: true, storagePrefix: 'v1', storageRedirect: false }),
     timeouts: z
       .object({
         connect: duration.default(10_000),

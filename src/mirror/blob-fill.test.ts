@@ -11,7 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { digestOf, type Digest } from '../oci/digest.js';
 import { SpoolFile } from '../store/spool-file.js';
-import { BlobFill, FillError, type FillState } from './blob-fill.js';
+import { BlobFill, digestCheck, FillError, type FillState } from './blob-fill.js';
 
 let directory: string;
 let spoolCount = 0;
@@ -57,12 +57,12 @@ async function startFill(options: HarnessOptions): Promise<Harness> {
       })
     : Promise.resolve();
   const fill = new BlobFill(
-    options.digest,
+    digestCheck(options.digest),
     spool,
     { body: source, size: options.size },
     {
-      commit: async (file, digest, size) => {
-        commits.push({ digest, size, bytes: await file.readAt(0, size) });
+      commit: async (file, size) => {
+        commits.push({ digest: options.digest, size, bytes: await file.readAt(0, size) });
         await commitGate;
         if (options.commitError) throw options.commitError;
       },

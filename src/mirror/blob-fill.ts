@@ -1,7 +1,8 @@
-// Single flight for blobs: one upstream GET per missing digest, hashed as it streams into a spool file,
+// Single flight for blobs: one upstream GET per missing object, checked as it streams into a spool file,
 // followed by every client that asks meanwhile (from byte 0, as bytes land), verified, then committed.
-// A reader never sees the last byte of what it asked for before the digest is verified; on failure
+// A reader never sees the last byte of what it asked for before the content is verified; on failure
 // every reader is destroyed, so no client mistakes a short or wrong body for a whole one.
+// What "verified" means is a ContentCheck: a digest for v2 blobs, a size and payload checksum for v1 layers.
 
 import { EventEmitter } from 'node:events';
 import { Readable } from 'node:stream';
@@ -20,9 +21,27 @@ export interface FillSource {
   size: number | undefined;
 }
 
+/** Verifies content as it streams: finish() throws a FillError when it is not what was promised. */
+export interface ContentCheck {
+  update(chunk: Uint8Array): void;
+  finish(size: number): void;
+}
+
+/** The check for content addressed by digest. */
+export function digestCheck(expected: Digest): ContentCheck {
+  const hash = new DigestWriter();
+  return {
+    update: (chunk) => hash.update(chunk),
+    finish: () => {
+      const actual = hash.digest();
+      if (actual !== expected) throw new FillError(`upstream content has digest ${actual}, not ${expected}`);
+    },
+  };
+}
+
 export interface FillHooks {
   /** Makes the verified spool visible in the store and records it; throws to fail the fill. */
-  commit(spool: SpoolFile, digest: Digest, size: number): Promise<void>;
+  commit(spool: SpoolFile, size: number): Promise<void>;
   onBytes(count: number): void;
   /** Called once the fill has committed or failed, before its spool closes: forget the fill here. */
   onSettled(state: FillState, error: Error | undefined): void;
@@ -42,7 +61,7 @@ export class BlobFill {
   readonly done: Promise<FillState>;
 
   constructor(
-    readonly digest: Digest,
+    private readonly check: ContentCheck,
     private readonly spool: SpoolFile,
     private readonly source: FillSource,
     private readonly hooks: FillHooks,
@@ -127,9 +146,8 @@ export class BlobFill {
       this.source.body.destroy(new FillError(`fill did not finish within ${timeoutMs} ms`));
     }, timeoutMs);
     try {
-      const hash = new DigestWriter();
       for await (const chunk of this.source.body) {
-        hash.update(chunk);
+        this.check.update(chunk);
         await this.spool.append(chunk);
         this.written += chunk.length;
         this.hooks.onBytes(chunk.length);
@@ -141,9 +159,8 @@ export class BlobFill {
       if (this.source.size !== undefined && this.written !== this.source.size) {
         throw new FillError(`upstream sent ${this.written} of ${this.source.size} bytes`);
       }
-      const actual = hash.digest();
-      if (actual !== this.digest) throw new FillError(`upstream content has digest ${actual}, not ${this.digest}`);
-      await this.hooks.commit(this.spool, this.digest, this.written);
+      this.check.finish(this.written);
+      await this.hooks.commit(this.spool, this.written);
       this.state = 'committed';
     } catch (error) {
       this.failure = error instanceof Error ? error : new FillError(String(error));

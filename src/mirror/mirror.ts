@@ -21,7 +21,7 @@ import { RegistryError } from '../registry/errors.js';
 import type { LocalRegistry, StoredManifest } from '../registry/local-registry.js';
 import type { ByteRange } from '../store/object-store.js';
 import type { CacheOutcome, Metrics } from '../telemetry/metrics.js';
-import { BlobFill } from './blob-fill.js';
+import { BlobFill, digestCheck } from './blob-fill.js';
 import { headerValue, type UpstreamResponse } from './upstream-client.js';
 import type { Target, Upstream } from './upstream-router.js';
 
@@ -88,7 +88,7 @@ export class Mirror {
     const inProgress = this.fills.get(digest);
     if (method === 'HEAD') return this.headColdBlob(upstream, target, digest, inProgress);
     if (parseRangeSpec(rangeHeader) !== undefined) {
-      if (inProgress !== undefined) return this.rangeFromFill(await inProgress, rangeHeader, 'fill');
+      if (inProgress !== undefined) return this.rangeFromFill(digest, await inProgress, rangeHeader, 'fill');
       return this.passThroughRange(upstream, target, digest, rangeHeader ?? '');
     }
     const joined = inProgress !== undefined;
@@ -134,21 +134,15 @@ export class Mirror {
     return { digest, size: contentLength(response), cache: 'miss' };
   }
 
-  private async rangeFromFill(fill: BlobFill, rangeHeader: string | undefined, cache: CacheOutcome): Promise<BlobAnswer> {
+  private rangeFromFill(digest: Digest, fill: BlobFill, rangeHeader: string | undefined, cache: CacheOutcome): BlobAnswer {
     const size = fill.size;
     if (size === undefined) throw new RegistryError('UPSTREAM_UNAVAILABLE', { message: 'blob size not known yet; retry' });
     const range = resolveRange(rangeHeader, size);
     if (range.kind === 'unsatisfiable') {
       throw new RegistryError('RANGE_INVALID', { headers: { 'content-range': unsatisfiedRange(size) } });
     }
-    if (range.kind === 'none') return { digest: fill.digest, size, body: fill.createReader(), cache };
-    return Promise.resolve({
-      digest: fill.digest,
-      size,
-      range: { start: range.start, end: range.end },
-      body: fill.createReader(range.start, range.end),
-      cache,
-    });
+    if (range.kind === 'none') return { digest, size, body: fill.createReader(), cache };
+    return { digest, size, range: { start: range.start, end: range.end }, body: fill.createReader(range.start, range.end), cache };
   }
 
   /** A Range on a cold blob goes upstream as a Range; an upstream that ignores it starts a fill instead. */
@@ -164,7 +158,7 @@ export class Mirror {
       const fill = this.adoptFill(upstream, digest, response);
       this.fills.set(digest, fill);
       fill.catch(() => this.forgetFill(digest, fill));
-      return this.rangeFromFill(await fill, rangeHeader, 'miss');
+      return this.rangeFromFill(digest, await fill, rangeHeader, 'miss');
     }
     if (response.status === 416) {
       await response.body.dump();
@@ -216,11 +210,11 @@ export class Mirror {
     }
     this.metrics.fillsInProgress.inc();
     const fill: BlobFill = new BlobFill(
-      digest,
+      digestCheck(digest),
       spool,
       { body: response.body, size: contentLength(response) },
       {
-        commit: (file, verified, size) => this.local.commitBlob(file, verified, size),
+        commit: (file, size) => this.local.commitBlob(file, digest, size),
         onBytes: (count) => upstream.client.countBytes('blob', count),
         onSettled: (state, error) => {
           this.metrics.fillsInProgress.dec();
