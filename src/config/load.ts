@@ -25,6 +25,10 @@ export interface UpstreamSettings {
   registry: string;
   /** How client-facing messages name it: the registry name when configured, never a URL's host alone. */
   wireName: string;
+  /** Path prefixes besides the registry name that route to it. */
+  aliases: string[];
+  /** Host names (without port) whose requests route to it. */
+  hosts: string[];
   url: string;
   credentials: UpstreamCredentials | undefined;
   tagFreshnessMs: number;
@@ -172,6 +176,8 @@ function resolveSettings(config: Config, environment: NodeJS.ProcessEnv): Settin
       registry: upstream.registry ?? parsed.host,
       // A name derived from the URL may be an internal address, which clients must not learn.
       wireName: upstream.registry ?? 'registry',
+      aliases: upstream.aliases,
+      hosts: upstream.hosts.map((host) => host.toLowerCase()),
       url,
       credentials: upstream.credentials && resolveCredentials(upstream.credentials, `upstreams.${index}.credentials`, environment),
       tagFreshnessMs: upstream.tagFreshness ?? config.cache.tagFreshness,

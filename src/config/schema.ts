@@ -31,6 +31,10 @@ export const upstreamSchema = z
   .object({
     registry: z.string().min(1).optional(),
     url: z.url({ protocol: /^https?$/ }),
+    /** Short path prefixes that also reach this upstream: /v2/<alias>/<name>/… */
+    aliases: z.array(z.string().regex(/^[a-z0-9][a-z0-9.-]*$/)).default([]),
+    /** Host names (virtual hosts) whose requests go to this upstream, e.g. ghcr.mirror.example. */
+    hosts: z.array(z.string().min(1)).default([]),
     credentials: credentials.optional(),
     tagFreshness: duration.optional(),
     maxStaleness: duration.optional(),

@@ -6,7 +6,7 @@ import { contentRange } from '../oci/range.js';
 import type { Digest } from '../oci/digest.js';
 import { RegistryError } from '../registry/errors.js';
 import type { BlobAnswer, Mirror } from '../mirror/mirror.js';
-import type { UpstreamRouter } from '../mirror/upstream-router.js';
+import type { Target, UpstreamRouter } from '../mirror/upstream-router.js';
 import { parseV2Path, type V2Route } from './v2-path.js';
 import { describeRequest } from './request-context.js';
 
@@ -39,11 +39,11 @@ export function registerV2Routes(app: FastifyInstance, mirror: Mirror, router: U
         return reply.header('content-type', 'application/json').send(head ? undefined : '{}');
       case 'catalog': {
         const page = readPage(query);
-        const names = await mirror.catalog({ ...(page.last === undefined ? {} : { last: page.last }), limit: page.limit + 1 });
+        const names = await mirror.catalog({ ...(page.last === undefined ? {} : { last: page.last }), limit: page.limit + 1 }, router.defaultRegistry);
         return sendPage(reply, head, '/v2/_catalog', { repositories: names.slice(0, page.limit) }, names, page.limit);
       }
       case 'tags': {
-        const target = pickTarget(route.name, query, reply);
+        const target = pickTarget(route.name, query, request, reply);
         const page = readPage(query);
         const list = await mirror.tags(target, route.name, { ...(page.last === undefined ? {} : { last: page.last }), limit: page.limit + 1 }, upstreamQuery(query));
         describeRequest(request, { cache: list.cache, upstream: target.registry });
@@ -52,7 +52,7 @@ export function registerV2Routes(app: FastifyInstance, mirror: Mirror, router: U
         return sendPage(reply, head, `/v2/${route.name}/tags/list`, { name: list.name, tags: list.tags.slice(0, page.limit) }, list.tags, page.limit);
       }
       case 'manifest': {
-        const target = pickTarget(route.name, query, reply);
+        const target = pickTarget(route.name, query, request, reply);
         const answer = await mirror.manifest(target, route.reference, request.headers.accept);
         describeRequest(request, { cache: answer.cache, upstream: target.registry });
         const { manifest } = answer;
@@ -63,7 +63,7 @@ export function registerV2Routes(app: FastifyInstance, mirror: Mirror, router: U
         return reply.send(head ? undefined : manifest.bytes);
       }
       case 'blob': {
-        const target = pickTarget(route.name, query, reply);
+        const target = pickTarget(route.name, query, request, reply);
         const answer = await mirror.blob(target, route.digest, head ? 'HEAD' : 'GET', request.headers.range);
         describeRequest(request, { cache: answer.cache, upstream: target.registry });
         return sendBlob(request, reply, answer);
@@ -74,9 +74,9 @@ export function registerV2Routes(app: FastifyInstance, mirror: Mirror, router: U
     }
   }
 
-  function pickTarget(name: string, query: URLSearchParams, reply: FastifyReply): ReturnType<UpstreamRouter['pick']> {
+  function pickTarget(name: string, query: URLSearchParams, request: FastifyRequest, reply: FastifyReply): Target {
     const namespace = query.get('ns') ?? undefined;
-    const target = router.pick(name, namespace);
+    const target = router.pick(name, { namespace, host: request.headers.host });
     if (namespace !== undefined) reply.header('oci-namespace', namespace);
     return target;
   }

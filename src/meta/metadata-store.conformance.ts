@@ -237,14 +237,14 @@ export function metadataStoreConformance(name: string, makeStore: () => Promise<
     describe('repositories', () => {
       it('are unknown until added', async () => {
         assert.equal(await store.hasRepository(ALPINE_HUB), false);
-        assert.deepEqual(await store.listRepositories({ limit: 100 }), []);
+        assert.deepEqual(await store.listRepositories({ limit: 100 }, 'docker.io'), []);
       });
 
       it('are added idempotently', async () => {
         await store.addRepository(ALPINE_HUB, T0);
         await store.addRepository(ALPINE_HUB, T0 + HOUR);
         assert.equal(await store.hasRepository(ALPINE_HUB), true);
-        assert.deepEqual(await store.listRepositories({ limit: 100 }), ['library/alpine']);
+        assert.deepEqual(await store.listRepositories({ limit: 100 }, 'docker.io'), ['library/alpine']);
       });
 
       it('are kept apart per registry', async () => {
@@ -258,13 +258,24 @@ export function metadataStoreConformance(name: string, makeStore: () => Promise<
         assert.equal(await store.hasRepository({ registry: 'docker.io', name: 'library/alpine/x' }), false);
       });
 
-      // The catalog is a set of names, paged by the last name: one name held for two registries appears once.
-      it('are listed by name, once each, in lexical order', async () => {
+      // The catalog names a default-registry repository bare and any other by its registry prefix.
+      it('are listed in lexical order, prefixed unless of the default registry', async () => {
         await store.addRepository(ALPINE_GHCR, T0);
         await store.addRepository(LOCAL_APP, T0);
         await store.addRepository(ALPINE_HUB, T0);
         await store.addRepository({ registry: 'quay.io', name: 'coreos/etcd' }, T0);
-        assert.deepEqual(await store.listRepositories({ limit: 100 }), ['coreos/etcd', 'library/alpine', 'team/app']);
+        assert.deepEqual(await store.listRepositories({ limit: 100 }, 'docker.io'), [
+          'ghcr.io/library/alpine',
+          'library/alpine',
+          'quay.io/coreos/etcd',
+          'team/app',
+        ]);
+        assert.deepEqual(await store.listRepositories({ limit: 100 }, 'ghcr.io'), [
+          'docker.io/library/alpine',
+          'library/alpine',
+          'quay.io/coreos/etcd',
+          'team/app',
+        ]);
       });
 
       it('page with limit and last', async () => {
@@ -272,21 +283,50 @@ export function metadataStoreConformance(name: string, makeStore: () => Promise<
         for (const [index, repository] of [...names].reverse().entries()) {
           await store.addRepository({ registry: index % 2 === 0 ? 'docker.io' : '', name: repository }, T0);
         }
-        await store.addRepository({ registry: 'ghcr.io', name: 'b' }, T0);
-        assert.deepEqual(await store.listRepositories({ limit: 3 }), names.slice(0, 3));
-        assert.deepEqual(await store.listRepositories({ limit: 3, last: 'b' }), names.slice(3, 6));
-        assert.deepEqual(await store.listRepositories({ limit: 3, last: 'library/busybox' }), ['z']);
-        assert.deepEqual(await store.listRepositories({ limit: 3, last: 'z' }), []);
-        assert.deepEqual(await store.listRepositories({ limit: 100, last: 'a/p' }), names.slice(1));
+        assert.deepEqual(await store.listRepositories({ limit: 3 }, 'docker.io'), names.slice(0, 3));
+        assert.deepEqual(await store.listRepositories({ limit: 3, last: 'b' }, 'docker.io'), names.slice(3, 6));
+        assert.deepEqual(await store.listRepositories({ limit: 3, last: 'library/busybox' }, 'docker.io'), ['z']);
+        assert.deepEqual(await store.listRepositories({ limit: 3, last: 'z' }, 'docker.io'), []);
+        assert.deepEqual(await store.listRepositories({ limit: 100, last: 'a/p' }, 'docker.io'), names.slice(1));
         const seen: string[] = [];
         let last: string | undefined;
         for (;;) {
-          const page = await store.listRepositories(last === undefined ? { limit: 2 } : { limit: 2, last });
+          const page = await store.listRepositories(last === undefined ? { limit: 2 } : { limit: 2, last }, 'docker.io');
           if (page.length === 0) break;
           seen.push(...page);
           last = page[page.length - 1];
         }
         assert.deepEqual(seen, names);
+      });
+    });
+
+    describe('documents', () => {
+      it('are unknown until put', async () => {
+        assert.equal(await store.getDocument('v1/tags/library/busybox'), undefined);
+      });
+
+      it('keep their exact bytes and fetch time', async () => {
+        const body = Buffer.from([0x7b, 0x7d, 0x00, 0xff, 0x0a]);
+        await store.putDocument('v1/tags/library/busybox', body, T0);
+        const found = await store.getDocument('v1/tags/library/busybox');
+        assert.ok(found !== undefined && Buffer.from(found.body).equals(body));
+        assert.equal(found.fetchedAt, T0);
+      });
+
+      it('are replaced by a second put, kept apart by key, and deleted', async () => {
+        await store.putDocument('a', Buffer.from('first'), T0);
+        await store.putDocument('b', Buffer.from('other'), T0);
+        await store.putDocument('a', Buffer.from('second'), T0 + HOUR);
+        assert.deepEqual(await store.getDocument('a'), { body: Buffer.from('second'), fetchedAt: T0 + HOUR });
+        await store.deleteDocument('a');
+        await store.deleteDocument('a');
+        assert.equal(await store.getDocument('a'), undefined);
+        assert.deepEqual(await store.getDocument('b'), { body: Buffer.from('other'), fetchedAt: T0 });
+      });
+
+      it('hold an empty body', async () => {
+        await store.putDocument('empty', Buffer.alloc(0), T0);
+        assert.equal((await store.getDocument('empty'))?.body.length, 0);
       });
     });
   });

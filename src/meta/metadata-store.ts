@@ -28,6 +28,12 @@ export interface TagRecord {
   fetchedAt: number;
 }
 
+export interface CachedDocument {
+  body: Buffer;
+  /** When it was fetched (ms since epoch). */
+  fetchedAt: number;
+}
+
 export interface Page {
   /** Return entries after this one, in lexical order. */
   last?: string;
@@ -52,8 +58,17 @@ export interface MetadataStore {
 
   /** Names repositories the mirror holds content for; idempotent. */
   addRepository(repository: RepositoryRef, now: number): Promise<void>;
-  listRepositories(page: Page): Promise<string[]>;
+  /**
+   * Repository names in lexical order: a repository of `defaultRegistry` by its bare name, any other
+   * as `<registry>/<name>` (the path prefix that routes to it).
+   */
+  listRepositories(page: Page, defaultRegistry: string): Promise<string[]>;
   hasRepository(repository: RepositoryRef): Promise<boolean>;
+
+  /** A cached document (e.g. a mirrored v1 tag list) and when it was fetched; the caller decides freshness. */
+  getDocument(key: string): Promise<CachedDocument | undefined>;
+  putDocument(key: string, body: Buffer, fetchedAt: number): Promise<void>;
+  deleteDocument(key: string): Promise<void>;
 
   close(): Promise<void>;
 }

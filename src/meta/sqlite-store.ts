@@ -3,7 +3,7 @@
 
 import Database from 'better-sqlite3';
 import type { Digest } from '../oci/digest.js';
-import type { BlobRecord, ManifestRecord, MetadataStore, Page, RepositoryRef, TagRecord } from './metadata-store.js';
+import type { BlobRecord, CachedDocument, ManifestRecord, MetadataStore, Page, RepositoryRef, TagRecord } from './metadata-store.js';
 
 /** Access times are written at most this often per blob, so hits stay cheap. */
 const ACCESS_WRITE_INTERVAL_MS = 60_000;
@@ -34,6 +34,11 @@ CREATE TABLE IF NOT EXISTS tags (
   digest TEXT NOT NULL,
   fetched_at INTEGER NOT NULL,
   PRIMARY KEY (registry, repository, tag)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS documents (
+  key TEXT PRIMARY KEY,
+  body BLOB NOT NULL,
+  fetched_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 `;
 
@@ -76,12 +81,17 @@ export class SqliteMetadataStore implements MetadataStore {
       addRepository: this.db.prepare(
         'INSERT INTO repositories (registry, name, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING',
       ),
-      listRepositories: this.db.prepare<[string, number], { name: string }>(
-        'SELECT DISTINCT name FROM repositories WHERE name > ? ORDER BY name LIMIT ?',
+      listRepositories: this.db.prepare<[{ defaultRegistry: string; last: string; limit: number }], { shown: string }>(
+        "SELECT DISTINCT CASE WHEN registry = @defaultRegistry OR registry = '' THEN name ELSE registry || '/' || name END AS shown FROM repositories WHERE shown > @last ORDER BY shown LIMIT @limit",
       ),
       hasRepository: this.db.prepare<[string, string], { found: number }>(
         'SELECT 1 AS found FROM repositories WHERE registry = ? AND name = ?',
       ),
+      getDocument: this.db.prepare<[string], { body: Buffer; fetched_at: number }>('SELECT body, fetched_at FROM documents WHERE key = ?'),
+      putDocument: this.db.prepare(
+        'INSERT INTO documents (key, body, fetched_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET body = excluded.body, fetched_at = excluded.fetched_at',
+      ),
+      deleteDocument: this.db.prepare('DELETE FROM documents WHERE key = ?'),
     };
   }
 
@@ -145,13 +155,28 @@ export class SqliteMetadataStore implements MetadataStore {
     return Promise.resolve();
   }
 
-  listRepositories(page: Page): Promise<string[]> {
-    const rows = this.statements.listRepositories.all(page.last ?? '', page.limit);
-    return Promise.resolve(rows.map((row) => row.name));
+  listRepositories(page: Page, defaultRegistry: string): Promise<string[]> {
+    const rows = this.statements.listRepositories.all({ defaultRegistry, last: page.last ?? '', limit: page.limit });
+    return Promise.resolve(rows.map((row) => row.shown));
   }
 
   hasRepository(repository: RepositoryRef): Promise<boolean> {
     return Promise.resolve(this.statements.hasRepository.get(repository.registry, repository.name) !== undefined);
+  }
+
+  getDocument(key: string): Promise<CachedDocument | undefined> {
+    const row = this.statements.getDocument.get(key);
+    return Promise.resolve(row && { body: row.body, fetchedAt: row.fetched_at });
+  }
+
+  putDocument(key: string, body: Buffer, fetchedAt: number): Promise<void> {
+    this.statements.putDocument.run(key, body, fetchedAt);
+    return Promise.resolve();
+  }
+
+  deleteDocument(key: string): Promise<void> {
+    this.statements.deleteDocument.run(key);
+    return Promise.resolve();
   }
 
   close(): Promise<void> {

@@ -389,7 +389,8 @@ export class Mirror {
         upstream.client.countBytes('tags', bytes.length);
         const body = JSON.parse(bytes.toString('utf8')) as { tags?: unknown };
         const tags = Array.isArray(body.tags) ? body.tags.filter((tag): tag is string => typeof tag === 'string') : [];
-        const link = headerValue(response.headers.link);
+        // The upstream's next-page link names the repository as the upstream knows it; the client wrote it its way.
+        const link = headerValue(response.headers.link)?.replace(`/v2/${target.name}/`, `/v2/${clientName}/`);
         return { name: clientName, tags, ...(link === undefined ? {} : { link }), cache: 'miss' };
       } catch (error) {
         if (!isUpstreamOutage(error) || !(await this.local.hasRepository(repository))) throw error;
@@ -401,8 +402,9 @@ export class Mirror {
     return { name: clientName, tags: await this.local.listTags(repository, page), cache: 'hit' };
   }
 
-  catalog(page: Page): Promise<string[]> {
-    return this.local.listRepositories(page);
+  /** Cached repositories as clients name them: bare for the default upstream, prefixed with the registry otherwise. */
+  catalog(page: Page, defaultRegistry: string): Promise<string[]> {
+    return this.local.listRepositories(page, defaultRegistry);
   }
 }
 

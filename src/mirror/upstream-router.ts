@@ -1,5 +1,6 @@
-// Picks the upstream a request is for: containerd's `?ns=<registry>`, else the default (the first
-// configured). Names on Docker Hub get `library/` as Hub needs.
+// Picks the upstream a request is for, in order: containerd's `?ns=<registry>`, a path prefix naming a
+// registry or an alias (/v2/ghcr.io/owner/img/…), the Host the request was sent to, else the default
+// (the first configured: what dockerd and podman mirrors reach). Docker Hub names get `library/`.
 
 import type { UpstreamSettings } from '../config/load.js';
 import { dockerHubName, isDockerHub } from '../oci/name.js';
@@ -18,33 +19,73 @@ export interface Target {
   registry: string;
   /** The repository name on that registry, normalised (library/ on Docker Hub). */
   name: string;
+  /** The name as the client wrote it (with any path prefix), for what goes back to the client. */
+  clientName: string;
+  /** How the upstream was chosen. */
+  via: 'namespace' | 'prefix' | 'host' | 'default' | 'none';
 }
 
+export interface RequestHints {
+  /** containerd's `ns` query parameter. */
+  namespace?: string | undefined;
+  /** The Host header. */
+  host?: string | undefined;
+}
+
+/** Docker Hub's other names, as clients may write them in a path prefix or `ns`. */
+const DOCKER_HUB_NAMES = ['docker.io', 'index.docker.io', 'registry-1.docker.io'];
+
 export class UpstreamRouter {
-  private readonly byRegistry = new Map<string, Upstream>();
+  private readonly byName = new Map<string, Upstream>();
+  private readonly byHost = new Map<string, Upstream>();
 
   constructor(private readonly upstreams: readonly Upstream[]) {
-    for (const upstream of upstreams) this.byRegistry.set(upstream.settings.registry, upstream);
+    for (const upstream of upstreams) {
+      const { registry, aliases, hosts } = upstream.settings;
+      const names = isDockerHub(registry) ? [registry, ...DOCKER_HUB_NAMES] : [registry];
+      for (const name of [...names, ...aliases]) if (!this.byName.has(name)) this.byName.set(name, upstream);
+      for (const host of hosts) this.byHost.set(host, upstream);
+    }
   }
 
   get all(): readonly Upstream[] {
     return this.upstreams;
   }
 
-  /** The target for a repository name as a client sent it, with containerd's `ns` if any. */
-  pick(name: string, namespace: string | undefined): Target {
-    const upstream = namespace === undefined ? this.upstreams[0] : this.byRegistry.get(namespace) ?? this.aliasOf(namespace);
-    if (namespace !== undefined && upstream === undefined) {
-      throw new RegistryError('NAME_UNKNOWN', { message: `registry ${namespace} is not mirrored here` });
-    }
-    if (upstream === undefined) return { upstream: undefined, registry: '', name };
-    const registry = upstream.settings.registry;
-    return { upstream, registry, name: isDockerHub(registry) ? dockerHubName(name) : name };
+  /** The default upstream's registry name ('' for a plain registry): its repositories need no prefix. */
+  get defaultRegistry(): string {
+    return this.upstreams[0]?.settings.registry ?? '';
   }
 
-  /** Docker Hub answers to several names; containerd sends `docker.io`. */
-  private aliasOf(namespace: string): Upstream | undefined {
-    if (!isDockerHub(namespace)) return undefined;
-    return this.upstreams.find((upstream) => isDockerHub(upstream.settings.registry));
+  /** The target for a repository name as a client sent it. */
+  pick(clientName: string, hints: RequestHints = {}): Target {
+    if (hints.namespace !== undefined) {
+      const upstream = this.byName.get(hints.namespace);
+      if (upstream === undefined) throw new RegistryError('NAME_UNKNOWN', { message: `registry ${hints.namespace} is not mirrored here` });
+      return this.target(upstream, clientName, clientName, 'namespace');
+    }
+    const slash = clientName.indexOf('/');
+    if (slash > 0) {
+      const upstream = this.byName.get(clientName.slice(0, slash));
+      if (upstream !== undefined) return this.target(upstream, clientName.slice(slash + 1), clientName, 'prefix');
+    }
+    const host = hints.host === undefined ? undefined : hostWithoutPort(hints.host);
+    const byHost = host === undefined ? undefined : this.byHost.get(host);
+    if (byHost !== undefined) return this.target(byHost, clientName, clientName, 'host');
+    const fallback = this.upstreams[0];
+    if (fallback === undefined) return { upstream: undefined, registry: '', name: clientName, clientName, via: 'none' };
+    return this.target(fallback, clientName, clientName, 'default');
   }
+
+  private target(upstream: Upstream, name: string, clientName: string, via: Target['via']): Target {
+    const registry = upstream.settings.registry;
+    return { upstream, registry, name: isDockerHub(registry) ? dockerHubName(name) : name, clientName, via };
+  }
+}
+
+function hostWithoutPort(host: string): string {
+  const lower = host.toLowerCase();
+  if (lower.startsWith('[')) return lower.slice(0, lower.indexOf(']') + 1);
+  const colon = lower.lastIndexOf(':');
+  return colon === -1 ? lower : lower.slice(0, colon);
 }

@@ -85,7 +85,7 @@ export class LocalRegistry {
     return this.meta.hasRepository(repository);
   }
 
-  listRepositories(page: Page): Promise<string[]> {
-    return this.meta.listRepositories(page);
+  listRepositories(page: Page, defaultRegistry: string): Promise<string[]> {
+    return this.meta.listRepositories(page, defaultRegistry);
   }
 }
