@@ -10,6 +10,14 @@ PACKAGES=(
   apache2-utils
   openssl
   ca-certificates
+  # Real clients (test/real-clients.test.ts): a private containerd (runc is its runtime), podman (brings
+  # conmon) and dockerd on that containerd (docker.io brings tini and the docker CLI). As root with vfs
+  # storage, no networking and no containers run, nothing more is needed: no uidmap, fuse-overlayfs,
+  # slirp4netns, and no iptables rules.
+  containerd
+  runc
+  podman
+  docker.io
 )
 
 # Commands that must exist afterwards (checked before and after installing).
@@ -18,6 +26,12 @@ COMMANDS=(
   skopeo
   htpasswd
   openssl
+  containerd
+  ctr
+  runc
+  podman
+  dockerd
+  docker
 )
 
 package_installed() {
