@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite runs against (real registries and clients), only when
 # something is missing: `apt-get update` once, then one `apt-get install`. Idempotent; needs root to install.
+# `--bench` adds what the benchmark (bench/run.sh) needs besides.
 set -euo pipefail
 
 # The one list of packages the suite needs; add containerd, podman, docker.io, redis-server, nginx… here.
@@ -18,6 +19,8 @@ PACKAGES=(
   runc
   podman
   docker.io
+  # The X-Accel-Redirect offload in front (test/nginx-offload.test.ts, docs/nginx.md).
+  nginx
 )
 
 # Commands that must exist afterwards (checked before and after installing).
@@ -32,7 +35,14 @@ COMMANDS=(
   podman
   dockerd
   docker
+  nginx
 )
+
+if [ "${1:-}" = "--bench" ]; then
+  # wrk for requests/s and latency; curl for throughput and time to first byte.
+  PACKAGES+=(wrk curl)
+  COMMANDS+=(wrk curl)
+fi
 
 package_installed() {
   dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'

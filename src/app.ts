@@ -13,6 +13,7 @@ import { UpstreamRouter, type Upstream } from './mirror/upstream-router.js';
 import { LocalRegistry } from './registry/local-registry.js';
 import { FsObjectStore } from './store/fs-store.js';
 import { Metrics } from './telemetry/metrics.js';
+import { createV1Mirror } from './v1/mirror.js';
 
 export interface RunningMirror {
   /** host:port actually bound. */
@@ -39,12 +40,24 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
   const metrics = new Metrics();
   const upstreams: Upstream[] = settings.upstreams.map((upstream) => ({
     settings: upstream,
-    client: new UpstreamClient(upstream, settings.timeouts, metrics),
+    client: new UpstreamClient(
+      upstream,
+      settings.timeouts,
+      { failureThreshold: settings.circuit.failureThreshold, backoffBaseMs: settings.circuit.backoffBase, backoffMaxMs: settings.circuit.backoffMax },
+      metrics,
+      logger,
+    ),
   }));
   const router = new UpstreamRouter(upstreams);
   const mirror = new Mirror(new LocalRegistry(store, meta), metrics, settings.timeouts, logger);
+  const v1 = settings.v1.enabled ? createV1Mirror(settings, store, meta, metrics, logger) : undefined;
   let accepting = true;
-  const app = buildServer({ mirror, router, metrics, logger, ready: () => accepting });
+  const status = (): object => ({
+    upstreams: upstreams.map((upstream) => ({ registry: upstream.settings.registry, url: upstream.settings.url, ...upstream.client.status() })),
+  });
+  const v1Routes = v1 && { mirror: v1, standalone: settings.v1.standalone, nginxXAccelRedirect: settings.v1.nginxXAccelRedirect };
+  const v2Routes = { xAccelRedirect: settings.offload.xAccelRedirect };
+  const app = buildServer({ mirror, router, metrics, logger, ready: () => accepting, status, v1: v1Routes, v2: v2Routes });
   await app.listen({ host: settings.listen.host ?? '::', port: settings.listen.port, ipv6Only: false }).catch(async (error: unknown) => {
     if (settings.listen.host !== undefined) throw error;
     // No IPv6 on this host: every IPv4 interface instead.
@@ -68,6 +81,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
         clearTimeout(grace);
       }
       await mirror.abortFills(new Error('shutting down'));
+      await v1?.close(new Error('shutting down'));
       await Promise.all(upstreams.map((upstream) => upstream.client.close()));
       await meta.close();
       logger.info('regmirror stopped');

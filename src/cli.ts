@@ -2,7 +2,8 @@
 // The regmirror command line: `regmirror serve` and its flags, over the one configuration schema.
 
 import { Command } from 'commander';
-import { ConfigError, loadSettings, type ConfigFlags } from './config/load.js';
+import { ConfigError } from './config/config-error.js';
+import { loadSettings, type ConfigFlags } from './config/load.js';
 import { createLogger, startMirror } from './app.js';
 
 const program = new Command();
@@ -11,15 +12,16 @@ program.name('regmirror').description('A verified, single-flight pull-through co
 program
   .command('serve')
   .description('serve the registry API, mirroring the configured upstreams')
-  .option('-c, --config <file>', 'YAML configuration file')
+  .option('-c, --config <file>', 'YAML configuration file: regmirror\'s own, or a docker-registry 0.9 one')
+  .option('--flavor <name>', 'the flavor of a docker-registry configuration file (default $SETTINGS_FLAVOR, else dev)')
   .option('--listen <address>', 'HOST:PORT, :PORT or [IPv6]:PORT to listen on (default :5000)')
   .option('--data <dir>', 'data directory (default ./data)')
   .option('--upstream <[registry=]url>', 'an upstream registry; repeat for several, the first is the default', collect, [])
   .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
   .action(async (flags: ConfigFlags) => {
-    let settings;
+    let loaded;
     try {
-      settings = loadSettings(flags);
+      loaded = loadSettings(flags);
     } catch (error) {
       if (error instanceof ConfigError) {
         process.stderr.write(`regmirror: ${error.message}\n`);
@@ -27,7 +29,9 @@ program
       }
       throw error;
     }
+    const { settings, warnings } = loaded;
     const logger = createLogger(settings.logLevel);
+    for (const warning of warnings) logger.warn(warning);
     const running = await startMirror(settings, logger);
     let signals = 0;
     const stop = (signal: NodeJS.Signals): void => {

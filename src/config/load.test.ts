@@ -6,9 +6,11 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { ConfigError, loadSettings, parseListen, parseUpstreamFlag, type ListenAddress, type Settings } from './load.js';
+import { ConfigError } from './config-error.js';
+import { loadSettings, parseListen, parseUpstreamFlag, type ConfigFlags, type ListenAddress, type Settings } from './load.js';
 import type { UpstreamInput } from './schema.js';
 
+const DEFAULT_CIRCUIT = { failureThreshold: 5, backoffBase: 1_000, backoffMax: 300_000 };
 const DEFAULT_V1 = {
   enabled: true,
   standalone: true,
@@ -45,6 +47,13 @@ async function writeTemporary(text: string, name = `config-${++fileCount}.yaml`)
   return file;
 }
 
+/** loadSettings for regmirror's own configuration, which never warns. */
+function settingsOf(flags: ConfigFlags, environment: NodeJS.ProcessEnv): Settings {
+  const { settings, warnings } = loadSettings(flags, environment);
+  assert.deepEqual(warnings, []);
+  return settings;
+}
+
 /** Asserts that fn throws a ConfigError whose message contains every fragment. */
 function assertConfigError(fn: () => unknown, ...fragments: string[]): void {
   assert.throws(fn, (error: unknown) => {
@@ -59,18 +68,20 @@ function assertConfigError(fn: () => unknown, ...fragments: string[]): void {
 
 describe('loadSettings: defaults', () => {
   it('runs a plain registry on :5000 with ./data', () => {
-    assert.deepEqual(loadSettings({}, {}), {
+    assert.deepEqual(settingsOf({}, {}), {
       listen: { host: undefined, port: 5000 },
       dataDir: './data',
       logLevel: 'info',
       upstreams: [],
       v1: DEFAULT_V1,
+      offload: { xAccelRedirect: undefined },
+      circuit: DEFAULT_CIRCUIT,
       timeouts: DEFAULT_TIMEOUTS,
     });
   });
 
   it('gives an upstream the cache defaults in milliseconds', () => {
-    const settings = loadSettings({ upstream: ['docker.io=https://registry-1.docker.io'] }, {});
+    const settings = settingsOf({ upstream: ['docker.io=https://registry-1.docker.io'] }, {});
     assert.deepEqual(settings.upstreams, [
       {
         registry: 'docker.io',
@@ -87,11 +98,11 @@ describe('loadSettings: defaults', () => {
 
   it('treats an empty file as no file', async () => {
     const file = await writeTemporary('');
-    assert.deepEqual(loadSettings({ config: file }, {}), loadSettings({}, {}));
+    assert.deepEqual(settingsOf({ config: file }, {}), settingsOf({}, {}));
   });
 
   it('ignores empty environment variables', () => {
-    const settings = loadSettings({}, { REGMIRROR_LISTEN: '', REGMIRROR_TIMEOUTS_CONNECT: '', REGMIRROR_UPSTREAMS: '' });
+    const settings = settingsOf({}, { REGMIRROR_LISTEN: '', REGMIRROR_TIMEOUTS_CONNECT: '', REGMIRROR_UPSTREAMS: '' });
     assert.deepEqual(settings.listen, { host: undefined, port: 5000 });
     assert.equal(settings.timeouts.connect, 10_000);
     assert.deepEqual(settings.upstreams, []);
@@ -102,7 +113,7 @@ describe('loadSettings: defaults', () => {
     const saved = process.env[variable];
     process.env[variable] = '127.0.0.1:1234';
     try {
-      assert.deepEqual(loadSettings({}, {}).listen, { host: undefined, port: 5000 });
+      assert.deepEqual(settingsOf({}, {}).listen, { host: undefined, port: 5000 });
     } finally {
       if (saved === undefined) delete process.env[variable];
       else process.env[variable] = saved;
@@ -126,6 +137,8 @@ timeouts:
   bodyIdle: 1.5m
   fill: 1h
   shutdownGrace: 500ms
+offload:
+  xAccelRedirect: /_regmirror_data
 upstreams:
   - registry: docker.io
     url: https://registry-1.docker.io/
@@ -136,7 +149,7 @@ upstreams:
   - url: https://ghcr.io
     maxStaleness: 2h
 `);
-    assert.deepEqual(loadSettings({ config: file }, {}), {
+    assert.deepEqual(settingsOf({ config: file }, {}), {
       listen: { host: '127.0.0.1', port: 8080 },
       dataDir: '/var/lib/regmirror',
       logLevel: 'debug',
@@ -154,6 +167,8 @@ upstreams:
         { registry: 'ghcr.io', wireName: 'registry', aliases: [], hosts: [], url: 'https://ghcr.io', credentials: undefined, tagFreshnessMs: 60_000, maxStalenessMs: 7_200_000 },
       ],
       v1: DEFAULT_V1,
+      offload: { xAccelRedirect: '/_regmirror_data' },
+      circuit: DEFAULT_CIRCUIT,
       timeouts: { connect: 2_000, responseHeaders: 45_000, bodyIdle: 90_000, fill: 3_600_000, shutdownGrace: 500 },
     });
   });
@@ -162,14 +177,14 @@ upstreams:
   // one timeout got the others in seconds read as milliseconds (responseHeaders: 30 ms).
   it('keeps the other defaults of a section that sets one key', async () => {
     const file = await writeTemporary('timeouts:\n  connect: 3s\ncache:\n  maxStaleness: 1d\n');
-    const settings = loadSettings({ config: file, upstream: ['https://quay.io'] }, {});
+    const settings = settingsOf({ config: file, upstream: ['https://quay.io'] }, {});
     assert.deepEqual(settings.timeouts, { ...DEFAULT_TIMEOUTS, connect: 3_000 });
     assert.equal(settings.upstreams[0]?.tagFreshnessMs, FIVE_MINUTES);
     assert.equal(settings.upstreams[0]?.maxStalenessMs, 86_400_000);
   });
 
   it('keeps the other defaults when one timeout comes from the environment', () => {
-    const settings = loadSettings({}, { REGMIRROR_TIMEOUTS_FILL: '10m', REGMIRROR_CACHE_TAG_FRESHNESS: '30s', REGMIRROR_UPSTREAMS: 'https://quay.io' });
+    const settings = settingsOf({}, { REGMIRROR_TIMEOUTS_FILL: '10m', REGMIRROR_CACHE_TAG_FRESHNESS: '30s', REGMIRROR_UPSTREAMS: 'https://quay.io' });
     assert.deepEqual(settings.timeouts, { ...DEFAULT_TIMEOUTS, fill: 600_000 });
     assert.equal(settings.upstreams[0]?.tagFreshnessMs, 30_000);
     assert.equal(settings.upstreams[0]?.maxStalenessMs, SEVEN_DAYS);
@@ -191,7 +206,7 @@ upstreams:
   });
 
   it('environment variables override the file', () => {
-    const settings = loadSettings(
+    const settings = settingsOf(
       { config: file },
       {
         REGMIRROR_LISTEN: ':6000',
@@ -216,7 +231,7 @@ upstreams:
   });
 
   it('every timeout and cache variable lands on its key', () => {
-    const settings = loadSettings(
+    const settings = settingsOf(
       {},
       {
         REGMIRROR_TIMEOUTS_CONNECT: '1s',
@@ -235,7 +250,7 @@ upstreams:
   });
 
   it('flags override the environment and the file', () => {
-    const settings = loadSettings(
+    const settings = settingsOf(
       { config: file, listen: '[::1]:9000', data: '/from/flags', logLevel: 'trace', upstream: ['flag.example=https://mirror.example'] },
       { REGMIRROR_LISTEN: ':6000', REGMIRROR_DATA: '/from/env', REGMIRROR_LOG_LEVEL: 'error', REGMIRROR_UPSTREAMS: 'https://ghcr.io' },
     );
@@ -248,8 +263,16 @@ upstreams:
     );
   });
 
+  it('the offload prefix comes from the file or REGMIRROR_OFFLOAD_X_ACCEL_REDIRECT, without its trailing slash', async () => {
+    const offloading = await writeTemporary('offload:\n  xAccelRedirect: /_regmirror_data/\n');
+    assert.deepEqual(settingsOf({ config: offloading }, {}).offload, { xAccelRedirect: '/_regmirror_data' });
+    assert.deepEqual(settingsOf({ config: offloading }, { REGMIRROR_OFFLOAD_X_ACCEL_REDIRECT: '/from-env' }).offload, { xAccelRedirect: '/from-env' });
+    // '/' maps the whole URI space: redirects become /blobs/….
+    assert.deepEqual(settingsOf({}, { REGMIRROR_OFFLOAD_X_ACCEL_REDIRECT: '/' }).offload, { xAccelRedirect: '' });
+  });
+
   it('an empty --upstream list leaves the upstreams alone', () => {
-    const settings = loadSettings({ config: file, upstream: [] }, {});
+    const settings = settingsOf({ config: file, upstream: [] }, {});
     assert.deepEqual(
       settings.upstreams.map((upstream) => upstream.registry),
       ['file.example'],
@@ -272,7 +295,7 @@ describe('parseUpstreamFlag', () => {
   }
 
   it('names a plain URL by its host, port included, and drops trailing slashes', () => {
-    const settings = loadSettings({ upstream: ['http://registry.local:5001/', 'http://h/p?x=y'] }, {});
+    const settings = settingsOf({ upstream: ['http://registry.local:5001/', 'http://h/p?x=y'] }, {});
     assert.deepEqual(
       settings.upstreams.map((upstream) => [upstream.registry, upstream.url]),
       [
@@ -307,7 +330,7 @@ describe('parseListen', () => {
   }
 
   it('rejects a bad listen address from the environment', () => {
-    assertConfigError(() => loadSettings({}, { REGMIRROR_LISTEN: '5000' }), 'listen', '5000');
+    assertConfigError(() => settingsOf({}, { REGMIRROR_LISTEN: '5000' }), 'listen', '5000');
   });
 });
 
@@ -340,6 +363,8 @@ describe('loadSettings: invalid configuration', () => {
       yaml: 'upstreams:\n  - url: https://a.example\n    credentials: { password: p }\n',
       fragments: ['upstreams.0.credentials.username'],
     },
+    { name: 'an offload prefix that is no URI path', yaml: 'offload:\n  xAccelRedirect: data\n', fragments: ['offload.xAccelRedirect', 'URI path prefix'] },
+    { name: 'an unknown offload key', yaml: 'offload:\n  sendfile: true\n', fragments: ['offload', 'sendfile'] },
     { name: 'YAML that is a list', yaml: '- a\n- b\n', fragments: ['must be a mapping'] },
     { name: 'YAML that is a scalar', yaml: 'hello\n', fragments: ['must be a mapping'] },
     { name: 'YAML that does not parse', yaml: 'listen: [unclosed\n', fragments: ['not valid YAML'] },
@@ -347,44 +372,44 @@ describe('loadSettings: invalid configuration', () => {
   for (const { name, yaml, fragments } of files) {
     it(`reports ${name}`, async () => {
       const file = await writeTemporary(yaml);
-      assertConfigError(() => loadSettings({ config: file }, {}), ...fragments);
+      assertConfigError(() => settingsOf({ config: file }, {}), ...fragments);
     });
   }
 
   it('reports a file it cannot read', () => {
     const missing = path.join(directory, 'missing.yaml');
-    assertConfigError(() => loadSettings({ config: missing }, {}), 'cannot read configuration file', missing);
+    assertConfigError(() => settingsOf({ config: missing }, {}), 'cannot read configuration file', missing);
   });
 
   it('reports a bad duration from the environment under its key', () => {
-    assertConfigError(() => loadSettings({}, { REGMIRROR_TIMEOUTS_CONNECT: 'fast' }), 'timeouts.connect');
+    assertConfigError(() => settingsOf({}, { REGMIRROR_TIMEOUTS_CONNECT: 'fast' }), 'timeouts.connect');
   });
 
   it('reports a bad upstream from the environment under its index', () => {
-    assertConfigError(() => loadSettings({}, { REGMIRROR_UPSTREAMS: 'https://ok.example not-a-url' }), 'upstreams.1.url');
+    assertConfigError(() => settingsOf({}, { REGMIRROR_UPSTREAMS: 'https://ok.example not-a-url' }), 'upstreams.1.url');
   });
 
   it('reports a bad log level from a flag', () => {
-    assertConfigError(() => loadSettings({ logLevel: 'verbose' }, {}), 'log.level');
+    assertConfigError(() => settingsOf({ logLevel: 'verbose' }, {}), 'log.level');
   });
 
   it('reports a registry listed twice', () => {
     assertConfigError(
-      () => loadSettings({ upstream: ['ghcr.io=https://ghcr.io', 'ghcr.io=https://mirror.example'] }, {}),
+      () => settingsOf({ upstream: ['ghcr.io=https://ghcr.io', 'ghcr.io=https://mirror.example'] }, {}),
       'upstreams',
       'ghcr.io is listed twice',
     );
   });
 
   it('reports a registry listed twice when one is named by its URL', () => {
-    assertConfigError(() => loadSettings({ upstream: ['https://ghcr.io', 'ghcr.io=https://mirror.example'] }, {}), 'ghcr.io is listed twice');
+    assertConfigError(() => settingsOf({ upstream: ['https://ghcr.io', 'ghcr.io=https://mirror.example'] }, {}), 'ghcr.io is listed twice');
   });
 });
 
 describe('loadSettings: credentials', () => {
   it('reads the password from the named environment variable', async () => {
     const file = await writeTemporary('upstreams:\n  - url: https://a.example\n    credentials: { username: u, passwordEnv: A_PASSWORD }\n');
-    const settings = loadSettings({ config: file }, { A_PASSWORD: 's3cret' });
+    const settings = settingsOf({ config: file }, { A_PASSWORD: 's3cret' });
     assert.deepEqual(settings.upstreams[0]?.credentials, { username: 'u', password: 's3cret' });
   });
 
@@ -392,32 +417,32 @@ describe('loadSettings: credentials', () => {
     const file = await writeTemporary(
       'upstreams:\n  - url: https://a.example\n  - url: https://b.example\n    credentials: { username: u, passwordEnv: B_PASSWORD }\n',
     );
-    assertConfigError(() => loadSettings({ config: file }, {}), 'upstreams.1.credentials.passwordEnv', 'B_PASSWORD');
+    assertConfigError(() => settingsOf({ config: file }, {}), 'upstreams.1.credentials.passwordEnv', 'B_PASSWORD');
   });
 
   it('reads the password from a file, without its final newline', async () => {
     const secret = await writeTemporary('file-secret\n', 'password.txt');
     const file = await writeTemporary(`upstreams:\n  - url: https://a.example\n    credentials: { username: u, passwordFile: ${JSON.stringify(secret)} }\n`);
-    const settings = loadSettings({ config: file }, {});
+    const settings = settingsOf({ config: file }, {});
     assert.deepEqual(settings.upstreams[0]?.credentials, { username: 'u', password: 'file-secret' });
   });
 
   it('keeps a password file without a final newline whole', async () => {
     const secret = await writeTemporary('p\r\nq', 'password-crlf.txt');
     const file = await writeTemporary(`upstreams:\n  - url: https://a.example\n    credentials: { username: u, passwordFile: ${JSON.stringify(secret)} }\n`);
-    assert.deepEqual(loadSettings({ config: file }, {}).upstreams[0]?.credentials, { username: 'u', password: 'p\r\nq' });
+    assert.deepEqual(settingsOf({ config: file }, {}).upstreams[0]?.credentials, { username: 'u', password: 'p\r\nq' });
   });
 
   it('reports a password file it cannot read, naming the key', async () => {
     const missing = path.join(directory, 'no-such-password');
     const file = await writeTemporary(`upstreams:\n  - url: https://a.example\n    credentials: { username: u, passwordFile: ${JSON.stringify(missing)} }\n`);
-    assertConfigError(() => loadSettings({ config: file }, {}), 'upstreams.0.credentials.passwordFile', missing);
+    assertConfigError(() => settingsOf({ config: file }, {}), 'upstreams.0.credentials.passwordFile', missing);
   });
 
   it('refuses credentials in an upstream URL without repeating them', () => {
     for (const url of ['https://bob:hunter2@registry.example', 'https://hunter2@registry.example']) {
       assert.throws(
-        () => loadSettings({ upstream: [url] }, {}),
+        () => settingsOf({ upstream: [url] }, {}),
         (error: unknown) =>
           error instanceof ConfigError && error.message.includes('upstreams.0.url') && !error.message.includes('hunter2'),
       );
@@ -429,7 +454,7 @@ describe('loadSettings: credentials', () => {
       'upstreams:\n  - url: https://a.example\n    credentials: { username: u, password: hunter2 }\n  - url: https://a.example\n',
     );
     assert.throws(
-      () => loadSettings({ config: file }, {}),
+      () => settingsOf({ config: file }, {}),
       (error: unknown) => error instanceof ConfigError && error.message.includes('listed twice') && !error.message.includes('hunter2'),
     );
   });

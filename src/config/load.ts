@@ -1,13 +1,12 @@
-// Builds the running configuration: the YAML file, then REGMIRROR_* variables, then flags,
-// validated by the one schema and resolved (upstream names, credentials, listen address).
+// Builds the running configuration: the YAML file (regmirror's own, or a docker-registry 0.9 one translated
+// by legacy.ts), then REGMIRROR_* variables, then flags, validated by the one schema and resolved.
 
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
+import { ConfigError } from './config-error.js';
+import { isLegacyDocument, translateLegacyConfig } from './legacy.js';
 import { configSchema, type Config, type UpstreamInput } from './schema.js';
 
-export class ConfigError extends Error {
-  override readonly name = 'ConfigError';
-}
 
 export interface ListenAddress {
   /** undefined: every interface. */
@@ -52,6 +51,11 @@ export interface V1Settings {
   storageRedirect: boolean;
 }
 
+export interface OffloadSettings {
+  /** A URI prefix (no trailing slash) nginx maps to the data directory; undefined: Node sends every blob itself. */
+  xAccelRedirect: string | undefined;
+}
+
 export interface Settings {
   listen: ListenAddress;
   dataDir: string;
@@ -59,6 +63,8 @@ export interface Settings {
   /** The first is the default upstream; empty for a plain registry. */
   upstreams: UpstreamSettings[];
   v1: V1Settings;
+  offload: OffloadSettings;
+  circuit: Config['circuit'];
   timeouts: Config['timeouts'];
 }
 
@@ -68,6 +74,14 @@ export interface ConfigFlags {
   data?: string;
   upstream?: string[];
   logLevel?: string;
+  /** The section of a docker-registry configuration file to use. */
+  flavor?: string;
+}
+
+export interface LoadedSettings {
+  settings: Settings;
+  /** What the configuration asks for that regmirror does not do; the caller logs them. */
+  warnings: string[];
 }
 
 type Layer = Record<string, unknown>;
@@ -79,6 +93,10 @@ const ENVIRONMENT_KEYS: ReadonlyArray<readonly [string, readonly string[]]> = [
   ['REGMIRROR_LOG_LEVEL', ['log', 'level']],
   ['REGMIRROR_CACHE_TAG_FRESHNESS', ['cache', 'tagFreshness']],
   ['REGMIRROR_CACHE_MAX_STALENESS', ['cache', 'maxStaleness']],
+  ['REGMIRROR_OFFLOAD_X_ACCEL_REDIRECT', ['offload', 'xAccelRedirect']],
+  ['REGMIRROR_CIRCUIT_FAILURE_THRESHOLD', ['circuit', 'failureThreshold']],
+  ['REGMIRROR_CIRCUIT_BACKOFF_BASE', ['circuit', 'backoffBase']],
+  ['REGMIRROR_CIRCUIT_BACKOFF_MAX', ['circuit', 'backoffMax']],
   ['REGMIRROR_TIMEOUTS_CONNECT', ['timeouts', 'connect']],
   ['REGMIRROR_TIMEOUTS_RESPONSE_HEADERS', ['timeouts', 'responseHeaders']],
   ['REGMIRROR_TIMEOUTS_BODY_IDLE', ['timeouts', 'bodyIdle']],
@@ -88,8 +106,8 @@ const ENVIRONMENT_KEYS: ReadonlyArray<readonly [string, readonly string[]]> = [
 /** A space- or comma-separated list of `[REGISTRY=]URL`, replacing the file's upstreams. */
 const ENVIRONMENT_UPSTREAMS = 'REGMIRROR_UPSTREAMS';
 
-export function loadSettings(flags: ConfigFlags, environment: NodeJS.ProcessEnv = process.env): Settings {
-  const input = readConfigFile(flags.config);
+export function loadSettings(flags: ConfigFlags, environment: NodeJS.ProcessEnv = process.env): LoadedSettings {
+  const { input, warnings } = readConfigFile(flags, environment);
   for (const [variable, keyPath] of ENVIRONMENT_KEYS) {
     const value = environment[variable];
     if (value !== undefined && value !== '') setPath(input, keyPath, value);
@@ -100,11 +118,15 @@ export function loadSettings(flags: ConfigFlags, environment: NodeJS.ProcessEnv 
   if (flags.data !== undefined) input.data = flags.data;
   if (flags.logLevel !== undefined) setPath(input, ['log', 'level'], flags.logLevel);
   if (flags.upstream !== undefined && flags.upstream.length > 0) input.upstreams = flags.upstream.map(parseUpstreamFlag);
-  return resolveSettings(validate(input), environment);
+  return { settings: resolveSettings(validate(input), environment), warnings };
 }
 
-function readConfigFile(file: string | undefined): Layer {
-  if (file === undefined) return {};
+function readConfigFile(flags: ConfigFlags, environment: NodeJS.ProcessEnv): { input: Layer; warnings: string[] } {
+  const file = flags.config;
+  if (file === undefined) {
+    if (flags.flavor !== undefined) throw new ConfigError('--flavor needs a docker-registry configuration file (--config FILE)');
+    return { input: {}, warnings: [] };
+  }
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -117,11 +139,16 @@ function readConfigFile(file: string | undefined): Layer {
   } catch (error) {
     throw new ConfigError(`configuration file ${file} is not valid YAML: ${(error as Error).message}`, { cause: error });
   }
-  if (document === null || document === undefined) return {};
-  if (typeof document !== 'object' || Array.isArray(document)) {
+  if (document !== null && document !== undefined && (typeof document !== 'object' || Array.isArray(document))) {
     throw new ConfigError(`configuration file ${file} must be a mapping of keys`);
   }
-  return document as Layer;
+  const layer = (document ?? {}) as Layer;
+  if (isLegacyDocument(layer)) {
+    const { input, warnings } = translateLegacyConfig(text, { file, flavor: flags.flavor, environment });
+    return { input, warnings };
+  }
+  if (flags.flavor !== undefined) throw new ConfigError(`--flavor applies to docker-registry configuration files; ${file} is a regmirror one`);
+  return { input: layer, warnings: [] };
 }
 
 function setPath(target: Layer, keyPath: readonly string[], value: unknown): void {
@@ -195,6 +222,8 @@ function resolveSettings(config: Config, environment: NodeJS.ProcessEnv): Settin
     logLevel: config.log.level,
     upstreams,
     v1: resolveV1(config.v1, environment),
+    offload: { xAccelRedirect: config.offload.xAccelRedirect?.replace(/\/+$/, '') },
+    circuit: config.circuit,
     timeouts: config.timeouts,
   };
 }

@@ -77,7 +77,23 @@ export const configSchema = z
       .object({ tagFreshness: duration.default(300_000), maxStaleness: duration.default(7 * 86_400_000) })
       .strict()
       .default({ tagFreshness: 300_000, maxStaleness: 7 * 86_400_000 }),
+    circuit: z
+      .object({
+        failureThreshold: z.coerce.number().int().min(1).default(5),
+        backoffBase: duration.default(1_000),
+        backoffMax: duration.default(300_000),
+      })
+      .strict()
+      .default({ failureThreshold: 5, backoffBase: 1_000, backoffMax: 300_000 }),
     v1: v1Schema.default({ enabled: true, standalone: true, storagePrefix: 'v1', storageRedirect: false }),
+    /** Handing cached content to a web server in front (docs/nginx.md). */
+    offload: z
+      .object({
+        /** A URI prefix nginx maps (an internal location) to the data directory: cached v2 blob GETs answer with X-Accel-Redirect. */
+        xAccelRedirect: z.string().regex(/^\/[^\s?#]*$/, 'expected a URI path prefix such as /_regmirror_data').optional(),
+      })
+      .strict()
+      .default({}),
     timeouts: z
       .object({
         connect: duration.default(10_000),

@@ -8,7 +8,8 @@ import type { UpstreamRouter } from '../mirror/upstream-router.js';
 import { RegistryError } from '../registry/errors.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { describeRequest, factsOf } from './request-context.js';
-import { registerV2Routes } from './v2-routes.js';
+import { registerV1Routes, type V1RouteOptions } from './v1-routes.js';
+import { registerV2Routes, type V2RouteOptions } from './v2-routes.js';
 import { errorHandler, internalError, sendRegistryError, toRegistryError } from './wire-errors.js';
 
 export interface ServerParts {
@@ -18,6 +19,11 @@ export interface ServerParts {
   logger: FastifyBaseLogger;
   /** Whether the process is ready to serve (storage open, not shutting down). */
   ready: () => boolean;
+  /** The operator's view of each upstream (circuit, budget, last error), served at /_regmirror/status. */
+  status: () => object;
+  /** The Docker Registry v1 API, when enabled. */
+  v1?: V1RouteOptions;
+  v2?: V2RouteOptions;
 }
 
 export function buildServer(parts: ServerParts): FastifyInstance {
@@ -36,6 +42,8 @@ export function buildServer(parts: ServerParts): FastifyInstance {
       void sendRegistryError(reply, toRegistryError(error) ?? internalError(), request.method);
     },
   });
+  // The v2 routes read no body: no parser (JSON or text) may run and answer a 400 before the route's 405.
+  app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_request, _payload, done) => {
     done(null);
   });
@@ -86,6 +94,7 @@ export function buildServer(parts: ServerParts): FastifyInstance {
   }
 
   app.get('/healthz', (_request, reply) => reply.send({ status: 'ok' }));
+  app.get('/_regmirror/status', (_request, reply) => reply.send(parts.status()));
   app.get('/readyz', (_request, reply) => {
     const ready = parts.ready();
     return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready' });
@@ -94,6 +103,7 @@ export function buildServer(parts: ServerParts): FastifyInstance {
     reply.header('content-type', parts.metrics.registry.contentType);
     return reply.send(await parts.metrics.registry.metrics());
   });
-  registerV2Routes(app, parts.mirror, parts.router);
+  registerV2Routes(app, parts.mirror, parts.router, parts.v2);
+  if (parts.v1 !== undefined) registerV1Routes(app, parts.v1);
   return app;
 }

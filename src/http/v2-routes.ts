@@ -16,7 +16,17 @@ const MAX_PAGE_SIZE = 10_000;
 
 const ALL_METHODS = ['GET', 'HEAD', 'PUT', 'POST', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 
-export function registerV2Routes(app: FastifyInstance, mirror: Mirror, router: UpstreamRouter): void {
+export interface V2RouteOptions {
+  /**
+   * A URI prefix nginx maps to the data directory (docs/nginx.md): a cached blob's GET, whole or a range,
+   * is answered with X-Accel-Redirect and nginx sends the file. HEAD, 304 and misses (which stream while
+   * they fill) stay here.
+   */
+  xAccelRedirect?: string | undefined;
+}
+
+export function registerV2Routes(app: FastifyInstance, mirror: Mirror, router: UpstreamRouter, options: V2RouteOptions = {}): void {
+  const delivery = options.xAccelRedirect === undefined ? 'stream' : 'key';
   const handler = async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
     reply.header('docker-distribution-api-version', 'registry/2.0');
     const { path, query } = splitUrl(request.raw.url ?? '/');
@@ -64,9 +74,9 @@ export function registerV2Routes(app: FastifyInstance, mirror: Mirror, router: U
       }
       case 'blob': {
         const target = pickTarget(route.name, query, request, reply);
-        const answer = await mirror.blob(target, route.digest, head ? 'HEAD' : 'GET', request.headers.range);
+        const answer = await mirror.blob(target, route.digest, head ? 'HEAD' : 'GET', request.headers.range, delivery);
         describeRequest(request, { cache: answer.cache, upstream: target.registry });
-        return sendBlob(request, reply, answer);
+        return sendBlob(request, reply, answer, options.xAccelRedirect);
       }
       case 'referrers':
         // 404, not 405: the spec's signal for clients to fall back to the referrers tag schema.
@@ -82,12 +92,17 @@ export function registerV2Routes(app: FastifyInstance, mirror: Mirror, router: U
   }
 }
 
-function sendBlob(request: FastifyRequest, reply: FastifyReply, answer: BlobAnswer): FastifyReply {
+function sendBlob(request: FastifyRequest, reply: FastifyReply, answer: BlobAnswer, xAccelRedirect: string | undefined): FastifyReply {
   setContentHeaders(reply, answer.digest);
   reply.header('content-type', 'application/octet-stream').header('accept-ranges', 'bytes');
   if (answer.range === undefined && notModified(request, answer.digest)) {
     answer.body?.destroy();
     return reply.code(304).send();
+  }
+  if (answer.storedKey !== undefined && xAccelRedirect !== undefined) {
+    // nginx sends the file and applies the request's Range itself (already checked satisfiable here);
+    // the length and status it sends are its own, the other headers pass through.
+    return reply.header('x-accel-redirect', `${xAccelRedirect}/${answer.storedKey}`).send('');
   }
   if (answer.range !== undefined) {
     const { start, end } = answer.range;

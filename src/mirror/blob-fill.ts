@@ -47,6 +47,14 @@ export interface FillHooks {
   onSettled(state: FillState, error: Error | undefined): void;
 }
 
+/** Aborts the fills of a single-flight map (at shutdown) and waits until each has settled: nothing partial is committed. */
+export async function abortFills(flights: Iterable<Promise<BlobFill>>, reason: Error): Promise<void> {
+  const settled = await Promise.allSettled([...flights]);
+  const running = settled.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
+  for (const fill of running) fill.abort(reason);
+  await Promise.all(running.map((fill) => fill.done));
+}
+
 export class FillError extends Error {
   override readonly name = 'FillError';
 }

@@ -31,10 +31,15 @@ export interface BlobAnswer {
   size: number | undefined;
   /** Set on a 206. */
   range?: ByteRange;
-  /** Absent for HEAD. */
+  /** Absent for HEAD, and for a hit delivered by key. */
   body?: Readable;
+  /** A hit asked for with delivery 'key': the local object's storage key, for a web server in front to send. */
+  storedKey?: string;
   cache: CacheOutcome;
 }
+
+/** How a GET wants a cached blob: streamed by this process, or named by its storage key (an offload). Misses always stream. */
+export type BlobDelivery = 'stream' | 'key';
 
 export interface ManifestAnswer {
   manifest: StoredManifest;
@@ -77,10 +82,10 @@ export class Mirror {
 
   // ---- blobs ----
 
-  async blob(target: Target, digest: Digest, method: 'GET' | 'HEAD', rangeHeader: string | undefined): Promise<BlobAnswer> {
+  async blob(target: Target, digest: Digest, method: 'GET' | 'HEAD', rangeHeader: string | undefined, delivery: BlobDelivery = 'stream'): Promise<BlobAnswer> {
     const cachedSize = await this.local.statBlob(digest);
     if (cachedSize !== undefined) {
-      const answer = await this.cachedBlob(digest, cachedSize, method, rangeHeader);
+      const answer = await this.cachedBlob(digest, cachedSize, method, rangeHeader, delivery);
       if (answer !== undefined) return answer;
     }
     const upstream = target.upstream;
@@ -105,13 +110,17 @@ export class Mirror {
     await Promise.all(running.map((fill) => fill.done));
   }
 
-  private async cachedBlob(digest: Digest, size: number, method: 'GET' | 'HEAD', rangeHeader: string | undefined): Promise<BlobAnswer | undefined> {
+  private async cachedBlob(digest: Digest, size: number, method: 'GET' | 'HEAD', rangeHeader: string | undefined, delivery: BlobDelivery): Promise<BlobAnswer | undefined> {
     const range = resolveRange(rangeHeader, size);
     if (range.kind === 'unsatisfiable') {
       throw new RegistryError('RANGE_INVALID', { headers: { 'content-range': unsatisfiedRange(size) } });
     }
     const byteRange = range.kind === 'range' ? { start: range.start, end: range.end } : undefined;
     if (method === 'HEAD') return { digest, size, range: byteRange, cache: 'hit' };
+    if (delivery === 'key') {
+      const storedKey = await this.local.locateBlob(digest);
+      return storedKey === undefined ? undefined : { digest, size, range: byteRange, storedKey, cache: 'hit' };
+    }
     if (size === 0) return { digest, size, cache: 'hit', body: undefined };
     const body = await this.local.openBlob(digest, byteRange);
     if (body === undefined) return undefined;
@@ -412,9 +421,9 @@ function repositoryOf(target: Target): RepositoryRef {
   return { registry: target.registry, name: target.name };
 }
 
-/** Failures that stale content may cover: the upstream is unreachable, failing or rate-limiting. */
+/** Failures that stale content may cover: the upstream is unreachable, failing, rate-limiting, or its circuit is open. */
 function isUpstreamOutage(error: unknown): boolean {
-  return error instanceof RegistryError && (error.code === 'UPSTREAM_UNAVAILABLE' || error.code === 'TOOMANYREQUESTS');
+  return error instanceof RegistryError && (error.code === 'UPSTREAM_UNAVAILABLE' || error.code === 'TOOMANYREQUESTS' || error.code === 'UNAVAILABLE');
 }
 
 function contentLength(response: UpstreamResponse): number | undefined {

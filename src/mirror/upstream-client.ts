@@ -7,6 +7,7 @@ import type { Settings, UpstreamSettings } from '../config/load.js';
 import { RegistryError, type ErrorCodeName } from '../registry/errors.js';
 import type { Metrics, UpstreamRequestKind } from '../telemetry/metrics.js';
 import { TokenError, UpstreamAuth } from './upstream-auth.js';
+import { UpstreamBudget, type BudgetPolicy, type BudgetSnapshot } from './upstream-budget.js';
 
 export interface UpstreamRequest {
   method: 'GET' | 'HEAD';
@@ -38,30 +39,54 @@ export class UpstreamClient {
   private readonly agent: Agent;
   private readonly dispatcher: Dispatcher;
   private readonly auth: UpstreamAuth;
+  private readonly budget: UpstreamBudget;
 
   constructor(
     settings: UpstreamSettings,
     timeouts: Settings['timeouts'],
+    policy: BudgetPolicy,
     private readonly metrics: Metrics,
+    log: CircuitLogger,
   ) {
     this.registry = settings.registry;
     const url = new URL(settings.url);
     this.wireName = settings.wireName;
     this.origin = url.origin;
     this.basePath = url.pathname.replace(/\/+$/, '');
-    this.agent = new Agent({
-      connect: { timeout: timeouts.connect },
-      headersTimeout: timeouts.responseHeaders,
-      bodyTimeout: timeouts.bodyIdle,
-      keepAliveTimeout: 30_000,
-      connections: 64,
-    });
-    this.dispatcher = this.agent.compose(interceptors.redirect({ maxRedirections: MAX_REDIRECTIONS }));
+    ({ agent: this.agent, dispatcher: this.dispatcher } = upstreamDispatcher(timeouts));
     this.auth = new UpstreamAuth(settings.credentials, (tokenUrl, headers) => this.fetchToken(tokenUrl, headers));
+    const upstream = this.registry;
+    this.budget = new UpstreamBudget(this.wireName, policy, {
+      opened: (reason, waitMs, cause) => {
+        metrics.circuitOpen.set({ upstream }, 1);
+        metrics.circuitOpenings.inc({ upstream, reason });
+        log.warn({ upstream, reason, waitMs, cause }, 'upstream circuit opened');
+      },
+      closed: () => {
+        metrics.circuitOpen.set({ upstream }, 0);
+        log.info({ upstream }, 'upstream circuit closed');
+      },
+    });
+    metrics.circuitOpen.set({ upstream }, 0);
+  }
+
+  /** Budget, circuit and last error, for /_regmirror/status. */
+  status(): BudgetSnapshot {
+    return this.budget.snapshot();
   }
 
   /** Sends a request, answering one authentication challenge. Throws RegistryError when unreachable. */
   async send(request: UpstreamRequest): Promise<UpstreamResponse> {
+    const admission = this.budget.admit();
+    try {
+      return await this.sendAuthenticated(request);
+    } catch (error) {
+      if (admission === 'probe') this.budget.abandonProbe(error as Error);
+      throw error;
+    }
+  }
+
+  private async sendAuthenticated(request: UpstreamRequest): Promise<UpstreamResponse> {
     const scope = `repository:${request.repository}:pull`;
     let authorization = await this.authorizationFor(scope);
     let response = await this.dispatch(request, authorization);
@@ -134,10 +159,16 @@ export class UpstreamClient {
         signal: request.signal,
       });
       this.metrics.upstreamRequests.inc({ ...labels, status: String(response.statusCode) });
+      this.budget.recordResponse(response.statusCode, response.headers);
+      const remaining = this.budget.snapshot().rateLimit.remaining;
+      if (remaining !== undefined) this.metrics.rateLimitRemaining.set({ upstream: this.registry }, remaining);
       return response;
     } catch (error) {
       this.metrics.upstreamRequests.inc({ ...labels, status: '0' });
-      throw this.unreachable(error);
+      const failure = this.unreachable(error);
+      // An abort at shutdown says nothing about the upstream.
+      if (request.signal?.aborted !== true) this.budget.recordFailure(failure);
+      throw failure;
     }
   }
 
@@ -154,12 +185,32 @@ export class UpstreamClient {
   }
 }
 
+export interface CircuitLogger {
+  warn(fields: object, message: string): void;
+  info(fields: object, message: string): void;
+}
+
+/**
+ * The pool every client of a remote registry uses (v2 upstreams, the v1 source): keep-alive, the configured
+ * timeouts, and redirects followed (to a CDN, Authorization dropped across origins, Range kept).
+ */
+export function upstreamDispatcher(timeouts: Settings['timeouts']): { agent: Agent; dispatcher: Dispatcher } {
+  const agent = new Agent({
+    connect: { timeout: timeouts.connect },
+    headersTimeout: timeouts.responseHeaders,
+    bodyTimeout: timeouts.bodyIdle,
+    keepAliveTimeout: 30_000,
+    connections: 64,
+  });
+  return { agent, dispatcher: agent.compose(interceptors.redirect({ maxRedirections: MAX_REDIRECTIONS })) };
+}
+
 export function headerValue(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
 }
 
-/** A reason fit for a client: the kind of failure, never an address. */
-function describeFailure(error: unknown): string {
+/** A reason fit for a client: the kind of failure, never an address. Also used by the v1 source client. */
+export function describeFailure(error: unknown): string {
   const code = (error as { code?: unknown } | undefined)?.code;
   switch (code) {
     case 'UND_ERR_CONNECT_TIMEOUT':

@@ -38,6 +38,17 @@ export class LocalRegistry {
     return body;
   }
 
+  /** The storage key of a cached blob, for a web server in front to send; undefined (and the record dropped) when its content has gone missing. */
+  async locateBlob(digest: Digest): Promise<string | undefined> {
+    const key = contentKey(digest);
+    if ((await this.store.stat(key)) === undefined) {
+      await this.meta.deleteBlob(digest);
+      return undefined;
+    }
+    await this.meta.touchBlob(digest, this.now());
+    return key;
+  }
+
   async commitBlob(spool: SpoolFile, digest: Digest, size: number): Promise<void> {
     await this.store.commitSpool(spool, contentKey(digest));
     await this.meta.putBlob(digest, size, this.now());

@@ -82,6 +82,26 @@ export class FsObjectStore implements ObjectStore {
     await rm(this.filePath(key), { force: true });
   }
 
+  async list(prefix: string): Promise<string[]> {
+    const keys: string[] = [];
+    const walk = async (folder: string): Promise<void> => {
+      let entries;
+      try {
+        entries = await readdir(this.filePath(folder), { withFileTypes: true });
+      } catch (error) {
+        if (isNotFound(error) || (error as NodeJS.ErrnoException).code === 'ENOTDIR') return;
+        throw error;
+      }
+      for (const entry of entries) {
+        const key = `${folder}/${entry.name}`;
+        if (entry.isDirectory()) await walk(key);
+        else if (entry.isFile()) keys.push(key);
+      }
+    };
+    await walk(prefix.replace(/\/+$/, ''));
+    return keys.sort();
+  }
+
   async removeStaleTemporaries(): Promise<number> {
     const names = await readdir(this.temporaryDir);
     await Promise.all(names.map((name) => rm(path.join(this.temporaryDir, name), { force: true, recursive: true })));

@@ -1,4 +1,5 @@
-// The one place that names storage keys: content by digest, spread over 256 folders.
+// The one place that names storage keys: content by digest, spread over 256 folders; and the v1 API's
+// files, laid out exactly as docker-registry 0.9's local storage so an old storage_path is served in place.
 // No other code builds a storage key or path by hand.
 
 import { digestHex, type Digest } from '../oci/digest.js';
@@ -10,3 +11,74 @@ export function contentKey(digest: Digest): string {
 
 /** Folder of temporaries, on the same filesystem as content so commit is a rename. */
 export const TEMPORARY_FOLDER = 'tmp';
+
+/** The files docker-registry 0.9 keeps per image under images/<id>/. */
+export type V1ImageFile = 'json' | 'layer' | 'ancestry' | '_checksum' | '_inprogress' | '_files';
+
+/** A v1 repository: `library` for one-component names. */
+export interface V1RepositoryName {
+  namespace: string;
+  repository: string;
+}
+
+/**
+ * The v1 keys under a prefix of the data directory ('' for a docker-registry 0.9 storage_path itself).
+ * Ids, names and tags must have passed the v1 grammar (src/v1/grammar.ts): they never hold '/' or '..'.
+ */
+export class V1Layout {
+  private readonly root: string;
+
+  constructor(prefix: string) {
+    this.root = prefix === '' ? '' : `${prefix}/`;
+  }
+
+  imageKey(id: string, file: V1ImageFile): string {
+    return `${this.root}images/${id}/${file}`;
+  }
+
+  /** The folder that holds every repository's files. */
+  get repositoriesFolder(): string {
+    return `${this.root}repositories`;
+  }
+
+  repositoryFolder(name: V1RepositoryName): string {
+    return `${this.repositoriesFolder}/${name.namespace}/${name.repository}`;
+  }
+
+  tagKey(name: V1RepositoryName, tag: string): string {
+    return `${this.repositoryFolder(name)}/tag_${tag}`;
+  }
+
+  /** A tag's name from a key listed under repositoryFolder, or undefined for other files. */
+  tagOfKey(name: V1RepositoryName, key: string): string | undefined {
+    const prefix = `${this.repositoryFolder(name)}/tag_`;
+    if (!key.startsWith(prefix)) return undefined;
+    const tag = key.slice(prefix.length);
+    return tag.includes('/') ? undefined : tag;
+  }
+
+  /** The repository a key listed under repositoriesFolder belongs to. */
+  repositoryOfKey(key: string): V1RepositoryName | undefined {
+    const prefix = `${this.repositoriesFolder}/`;
+    if (!key.startsWith(prefix)) return undefined;
+    const [namespace, repository, file] = key.slice(prefix.length).split('/');
+    if (namespace === undefined || repository === undefined || file === undefined) return undefined;
+    return { namespace, repository };
+  }
+
+  tagJsonKey(name: V1RepositoryName, tag: string): string {
+    return `${this.repositoryFolder(name)}/tag${tag}_json`;
+  }
+
+  repositoryJsonKey(name: V1RepositoryName): string {
+    return `${this.repositoryFolder(name)}/json`;
+  }
+
+  indexImagesKey(name: V1RepositoryName): string {
+    return `${this.repositoryFolder(name)}/_index_images`;
+  }
+
+  privateFlagKey(name: V1RepositoryName): string {
+    return `${this.repositoryFolder(name)}/_private`;
+  }
+}

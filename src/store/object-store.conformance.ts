@@ -295,6 +295,34 @@ export function objectStoreConformance(name: string, makeStore: () => Promise<Ob
       });
     });
 
+    describe('list', () => {
+      it('finds nothing under a folder that holds nothing', async () => {
+        assert.deepEqual(await store.list('v1/repositories'), []);
+      });
+
+      it('lists every key below a folder at any depth, in lexical order, and nothing beside it', async () => {
+        const keys = ['v1/repositories/library/b/tag_latest', 'v1/repositories/library/a/json', 'v1/repositories/team/app/tag_v1', 'v1/repositories/library/a/tag_1.0'];
+        for (const key of keys) await store.putBytes(key, Buffer.from(key));
+        await store.putBytes('v1/repositories-other/x/y', Buffer.from('beside'));
+        await store.putBytes('v1/images/0123456789abcdef/json', Buffer.from('{}'));
+        assert.deepEqual(await store.list('v1/repositories'), [...keys].sort());
+        assert.deepEqual(await store.list('v1/repositories/library/a'), ['v1/repositories/library/a/json', 'v1/repositories/library/a/tag_1.0']);
+        assert.deepEqual(await store.list('v1/repositories/library/a/json'), [], 'an object is not a folder');
+      });
+
+      it('no longer lists deleted keys, nor spools before their commit', async () => {
+        await store.putBytes('v1/images/a/json', Buffer.from('{}'));
+        await store.putBytes('v1/images/a/ancestry', Buffer.from('[]'));
+        await store.delete('v1/images/a/json');
+        const spool = await store.createSpool();
+        await spool.append(Buffer.from('layer'));
+        assert.deepEqual(await store.list('v1/images'), ['v1/images/a/ancestry']);
+        await store.commitSpool(spool, 'v1/images/a/layer');
+        await spool.close();
+        assert.deepEqual(await store.list('v1/images'), ['v1/images/a/ancestry', 'v1/images/a/layer']);
+      });
+    });
+
     describe('removeStaleTemporaries', () => {
       it('finds nothing in a new store', async () => {
         assert.equal(await store.removeStaleTemporaries(), 0);

@@ -27,6 +27,8 @@ export interface ObjectStore {
   /** Makes a verified spool visible under key, in one atomic step. The spool's handle stays readable. */
   commitSpool(spool: SpoolFile, key: string): Promise<void>;
   delete(key: string): Promise<void>;
+  /** Every key stored below the folder `prefix` (at any depth), in lexical order; [] when there is none. */
+  list(prefix: string): Promise<string[]>;
   /** Removes temporaries left by a crash. Returns how many it removed. */
   removeStaleTemporaries(): Promise<number>;
 }

@@ -6,7 +6,7 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 /** How a response was produced; also logged per request. */
 export type CacheOutcome = 'hit' | 'miss' | 'fill' | 'stale' | 'revalidated' | 'pass' | 'none';
 
-export type UpstreamRequestKind = 'manifest' | 'blob' | 'tags' | 'token' | 'ping';
+export type UpstreamRequestKind = 'manifest' | 'blob' | 'tags' | 'token' | 'ping' | 'v1-index' | 'v1-image' | 'v1-layer' | 'v1-tags' | 'v1-search';
 
 export class Metrics {
   readonly registry = new Registry();
@@ -49,6 +49,27 @@ export class Metrics {
   readonly fillsInProgress = new Gauge({
     name: 'regmirror_fills_in_progress',
     help: 'Blob fills running now.',
+    registers: [this.registry],
+  });
+
+  readonly circuitOpen = new Gauge({
+    name: 'regmirror_upstream_circuit_open',
+    help: 'Whether the circuit of an upstream is open (1) or half-open (0.5): requests that need it fail fast.',
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+  });
+
+  readonly circuitOpenings = new Counter({
+    name: 'regmirror_upstream_circuit_openings_total',
+    help: 'Times the circuit of an upstream opened, by reason (rate-limited, failing).',
+    labelNames: ['upstream', 'reason'] as const,
+    registers: [this.registry],
+  });
+
+  readonly rateLimitRemaining = new Gauge({
+    name: 'regmirror_upstream_ratelimit_remaining',
+    help: 'The last RateLimit-Remaining an upstream announced.',
+    labelNames: ['upstream'] as const,
     registers: [this.registry],
   });
 

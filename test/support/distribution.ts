@@ -81,7 +81,7 @@ export function parseAccessLine(line: string): AccessLogEntry | undefined {
   };
 }
 
-function distributionConfig(port: number, rootDir: string, opts: DistributionOptions): Record<string, unknown> {
+export function distributionConfig(port: number, rootDir: string, opts: DistributionOptions): Record<string, unknown> {
   const config: Record<string, unknown> = {
     version: '0.1',
     log: { level: 'info', formatter: 'text', accesslog: { disabled: false } },

@@ -30,7 +30,7 @@
 
 import { createHash } from 'node:crypto';
 import { readdir, stat } from 'node:fs/promises';
-import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 
@@ -119,7 +119,6 @@ export async function startFaultUpstream(options: FaultUpstreamOptions): Promise
   const modes = new Map<string, FaultMode>();
   const requests: Array<{ method: string; path: string }> = [];
   const sent = new Map<string, number>();
-  const sockets = new Set<Socket>();
   const timers = new Set<NodeJS.Timeout>();
 
   const countSent = (key: string, bytes: number): void => {
@@ -263,25 +262,9 @@ export async function startFaultUpstream(options: FaultUpstreamOptions): Promise
     }
     sendJson(res, 404, { errors: [{ code: 'BLOB_UNKNOWN', message: 'blob unknown to registry' }] });
   });
-  server.on('connection', (socket: Socket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-  });
-  // A socket the mirror destroyed mid-answer is not this server's error.
-  server.on('clientError', (_error, socket: Socket) => socket.destroy());
+  const listening = await serveOnLoopback(server);
+  const port = listening.port;
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ host: '127.0.0.1', port: 0 }, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const address = server.address();
-  if (address === null || typeof address === 'string') throw new Error('fault upstream: no port');
-  const port = address.port;
-
-  let stopping: Promise<void> | undefined;
   return {
     url: `http://127.0.0.1:${port}`,
     port,
@@ -301,15 +284,42 @@ export async function startFaultUpstream(options: FaultUpstreamOptions): Promise
     count: (method, path) => requests.filter((request) => request.method === method && path.test(request.path)).length,
     sentBytes: (key) => sent.get(key) ?? 0,
     stop: () => {
-      stopping ??= new Promise<void>((resolve) => {
-        for (const timer of timers) clearInterval(timer);
-        timers.clear();
-        server.close(() => resolve());
-        for (const socket of sockets) socket.destroy();
-      });
-      return stopping;
+      for (const timer of timers) clearInterval(timer);
+      timers.clear();
+      return listening.stop();
     },
   };
+}
+
+/**
+ * Listens on a free 127.0.0.1 port; stop() closes the server and destroys every open socket (hanging ones
+ * too). Sockets a client destroyed mid-answer are not the server's error.
+ */
+export async function serveOnLoopback(server: Server): Promise<{ port: number; stop(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  server.on('connection', (socket: Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  server.on('clientError', (_error, socket: Socket) => socket.destroy());
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host: '127.0.0.1', port: 0 }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('test server: no port');
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => {
+    stopping ??= new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      for (const socket of sockets) socket.destroy();
+    });
+    return stopping;
+  };
+  return { port: address.port, stop };
 }
 
 // ---- the client side of fault tests ----

@@ -1,6 +1,7 @@
 // Long-running child processes for tests: spawn with captured output lines, wait for a line,
 // stop with SIGTERM then SIGKILL, and kill whatever is left when the test process exits.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 
 export interface ManagedProcess {
@@ -20,6 +21,8 @@ export interface ManagedProcess {
 export interface StartProcessOptions {
   cwd?: string;
   env?: NodeJS.ProcessEnv;
+  /** Append stdout and stderr to this file instead of keeping them: lines() stays empty and waitForLine never matches. For chatty servers under load (bench/). */
+  logFile?: string;
 }
 
 const running = new Set<ChildProcess>();
@@ -69,12 +72,19 @@ function withTimeout<T>(promise: Promise<T>, timeoutMs: number): Promise<T | 'ti
 
 export function startProcess(command: string, args: string[], opts: StartProcessOptions = {}): ManagedProcess {
   installExitHooks();
-  const child = spawn(command, args, {
-    cwd: opts.cwd,
-    env: opts.env ?? process.env,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    detached: true,
-  });
+  const logFd = opts.logFile === undefined ? undefined : openSync(opts.logFile, 'a');
+  let child: ChildProcess;
+  try {
+    child = spawn(command, args, {
+      cwd: opts.cwd,
+      env: opts.env ?? process.env,
+      stdio: logFd === undefined ? ['ignore', 'pipe', 'pipe'] : ['ignore', logFd, logFd],
+      detached: true,
+    });
+  } finally {
+    // The child holds its own copy.
+    if (logFd !== undefined) closeSync(logFd);
+  }
   running.add(child);
 
   const captured: string[] = [];
@@ -83,8 +93,8 @@ export function startProcess(command: string, args: string[], opts: StartProcess
     captured.push(line);
     for (const waiter of lineWaiters) waiter(line);
   };
-  createInterface({ input: child.stdout }).on('line', onLine);
-  createInterface({ input: child.stderr }).on('line', onLine);
+  if (child.stdout !== null) createInterface({ input: child.stdout }).on('line', onLine);
+  if (child.stderr !== null) createInterface({ input: child.stderr }).on('line', onLine);
 
   let hasExited = false;
   const exited = new Promise<number | null>((resolve) => {

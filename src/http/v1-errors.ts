@@ -1,0 +1,43 @@
+// The one place that writes v1 errors on the wire: docker-registry's `{"error": "..."}` with its status and
+// its no-cache headers. Unknown errors become a bare 500: no stack, no paths, no addresses.
+
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { V1Error } from '../v1/errors.js';
+import { pythonJson } from '../v1/grammar.js';
+
+/** docker-registry's toolkit.response headers for answers that must not be cached. */
+export const NO_CACHE_HEADERS = { 'cache-control': 'no-cache', expires: '-1', pragma: 'no-cache' } as const;
+
+/** What fastify itself rejects (bad content types, bad URLs) in the v1 shape. */
+export function toV1Error(error: unknown): V1Error | undefined {
+  if (error instanceof V1Error) return error;
+  const status = (error as Partial<FastifyError> | undefined)?.statusCode;
+  if (typeof status !== 'number' || status < 400 || status >= 500) return undefined;
+  if (status === 413) return new V1Error('BODY_TOO_LARGE');
+  if (status === 405) return new V1Error('METHOD_NOT_ALLOWED');
+  if (status === 404) return new V1Error('NOT_FOUND');
+  return new V1Error('BAD_REQUEST');
+}
+
+export function sendV1Error(reply: FastifyReply, error: V1Error): FastifyReply {
+  for (const header of ['content-length', 'content-range', 'x-docker-size', 'x-docker-checksum-payload', 'last-modified', 'accept-ranges']) {
+    reply.removeHeader(header);
+  }
+  reply.code(error.status).headers(NO_CACHE_HEADERS).headers(error.headers).header('content-type', 'application/json');
+  return reply.send(Buffer.from(pythonJson({ error: error.message })));
+}
+
+export function v1ErrorHandler(this: unknown, error: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply | undefined {
+  if (reply.raw.headersSent) {
+    // A layer cut short (a failed fill): the client must see a broken transfer, not a short body.
+    reply.raw.destroy();
+    return undefined;
+  }
+  const v1Error = toV1Error(error);
+  if (v1Error !== undefined) {
+    if (v1Error.status >= 500) request.log.warn({ err: v1Error.message }, 'v1 request failed');
+    return sendV1Error(reply, v1Error);
+  }
+  request.log.error({ err: error }, 'unexpected error');
+  return sendV1Error(reply, new V1Error('INTERNAL'));
+}

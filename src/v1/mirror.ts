@@ -1,0 +1,403 @@
+// The v1 content service: the local v1 registry first, the source on a miss — layers through verified single-flight
+// fills, json/ancestry/repository json cached for good, tags and image lists for a TTL (stale on failure).
+
+import { setMaxListeners } from 'node:events';
+import type { Readable } from 'node:stream';
+import type { MetadataStore } from '../meta/metadata-store.js';
+import { abortFills, BlobFill, type ContentCheck, type FillSource, type FillState } from '../mirror/blob-fill.js';
+import type { Logger } from '../mirror/mirror.js';
+import { headerValue, type UpstreamResponse } from '../mirror/upstream-client.js';
+import { parseRangeSpec, resolveRange, unsatisfiedRange } from '../oci/range.js';
+import type { Settings } from '../config/load.js';
+import { V1Layout, type V1RepositoryName } from '../store/layout.js';
+import type { ByteRange, ObjectStore } from '../store/object-store.js';
+import type { SpoolFile } from '../store/spool-file.js';
+import type { CacheOutcome, Metrics } from '../telemetry/metrics.js';
+import { isSourceOutage, V1Error, type V1ErrorCodeName } from './errors.js';
+import {
+  DEFAULT_REPOSITORY_JSON,
+  mergeSearchResults,
+  parseAncestry,
+  parseChecksumHeader,
+  parseIndexImages,
+  parseImageJson,
+  parseJson,
+  parseSearchAnswer,
+  parseTagList,
+  repositoryPath,
+  type SearchAnswer,
+} from './grammar.js';
+import { layerCheck } from './layer-check.js';
+import { V1Registry } from './registry.js';
+import { SOURCE_NAME, V1SourceClient } from './source-client.js';
+
+/** Image json, ancestry, repository json, tag lists, image lists and search answers are small. */
+const MAX_DOCUMENT_BYTES = 8 * 1024 * 1024;
+
+/** What a request tells the mirror about its client, for the source: never credentials. */
+export interface SourceContext {
+  /** The repository the client's (mirror-issued) token names: it picks the source token for image requests. */
+  repository?: string;
+  /** Allow-listed client headers (see forwardedHeaders). */
+  headers?: Record<string, string>;
+}
+
+export interface ImageJsonAnswer {
+  bytes: Buffer;
+  /** X-Docker-Size: the layer's size, when known. */
+  size: number | undefined;
+  checksums: string[];
+  cache: CacheOutcome;
+}
+
+export interface LayerAnswer {
+  /** Undefined only while a source that announced no size is being streamed. */
+  size: number | undefined;
+  /** Set on a 206. */
+  range?: ByteRange;
+  body: Readable | undefined;
+  cache: CacheOutcome;
+}
+
+export interface Answer<T> {
+  value: T;
+  cache: CacheOutcome;
+}
+
+export interface V1MirrorOptions {
+  tagsCacheTtlMs: number;
+  fillTimeoutMs: number;
+}
+
+export class V1Mirror {
+  /** Layer fills in progress, by image id: the single flight. */
+  private readonly fills = new Map<string, Promise<BlobFill>>();
+  /** Document fetches in progress, by cache key: concurrent misses share one source request. */
+  private readonly flights = new Map<string, Promise<unknown>>();
+  private readonly shutdown = new AbortController();
+
+  constructor(
+    readonly local: V1Registry,
+    private readonly source: V1SourceClient | undefined,
+    private readonly meta: MetadataStore,
+    private readonly metrics: Metrics,
+    private readonly options: V1MirrorOptions,
+    private readonly log: Logger,
+    private readonly now: () => number = Date.now,
+  ) {
+    setMaxListeners(0, this.shutdown.signal);
+  }
+
+  get mirroring(): boolean {
+    return this.source !== undefined;
+  }
+
+  // ---- images ----
+
+  async imageJson(id: string, context: SourceContext): Promise<ImageJsonAnswer> {
+    const stored = await this.local.imageJson(id);
+    if (stored !== undefined) {
+      const size = stored.layerSize ?? (await this.announcedSize(id));
+      return { bytes: stored.bytes, size, checksums: stored.checksums, cache: 'hit' };
+    }
+    const source = this.requireSource('IMAGE_NOT_FOUND');
+    return this.flight(`json:${id}`, async () => ({ ...(await this.fetchImageJson(source, id, context)), cache: 'miss' as const }));
+  }
+
+  async ancestry(id: string, context: SourceContext): Promise<Answer<Buffer>> {
+    const stored = await this.local.ancestry(id);
+    if (stored !== undefined) return { value: stored, cache: 'hit' };
+    const source = this.requireSource('IMAGE_NOT_FOUND');
+    return this.flight(`ancestry:${id}`, async () => {
+      const bytes = await this.fetchDocument(source, { target: 'registry', path: `/v1/images/${id}/ancestry`, kind: 'v1-image', ...context }, 'IMAGE_NOT_FOUND');
+      if (parseAncestry(bytes, id) === undefined) throw invalidFromSource('ancestry');
+      await this.local.storeAncestry(id, bytes);
+      return { value: bytes, cache: 'miss' as const };
+    });
+  }
+
+  /** Whether the image is here, complete: only then is a conditional GET answered 304. */
+  async hasImage(id: string): Promise<boolean> {
+    return (await this.local.imageState(id)) === 'complete';
+  }
+
+  async layer(id: string, rangeHeader: string | undefined, context: SourceContext): Promise<LayerAnswer> {
+    const size = await this.local.layerSize(id);
+    if (size !== undefined) return this.storedLayer(id, size, rangeHeader);
+    const source = this.requireSource('IMAGE_NOT_FOUND');
+    const inProgress = this.fills.get(id);
+    const fill = await (inProgress ?? this.startFill(source, id, context));
+    const cache = inProgress === undefined ? 'miss' : 'fill';
+    // A source that announced no size: a whole layer streams chunked, a range waits for the verified layer.
+    if (parseRangeSpec(rangeHeader) === undefined) return { size: fill.size, body: fill.createReader(), cache };
+    if (fill.size === undefined) return this.afterFill(id, fill, rangeHeader);
+    const range = resolveRange(rangeHeader, fill.size);
+    if (range.kind === 'unsatisfiable') throw unsatisfiable(fill.size);
+    if (range.kind === 'none') return { size: fill.size, body: fill.createReader(), cache };
+    return { size: fill.size, range: { start: range.start, end: range.end }, body: fill.createReader(range.start, range.end), cache };
+  }
+
+  /** Stops (at shutdown): fills in progress are aborted, nothing partial is committed. */
+  async close(reason: Error): Promise<void> {
+    this.shutdown.abort(reason);
+    await abortFills(this.fills.values(), reason);
+    await this.source?.close();
+  }
+
+  private async storedLayer(id: string, size: number, rangeHeader: string | undefined): Promise<LayerAnswer> {
+    const range = resolveRange(rangeHeader, size);
+    if (range.kind === 'unsatisfiable') throw unsatisfiable(size);
+    const byteRange = range.kind === 'range' ? { start: range.start, end: range.end } : undefined;
+    // A 0-byte layer is served (docker-registry answered 416).
+    const body = size === 0 ? undefined : await this.local.openLayer(id, byteRange);
+    if (size !== 0 && body === undefined) throw new V1Error('IMAGE_NOT_FOUND');
+    return { size, ...(byteRange === undefined ? {} : { range: byteRange }), body, cache: 'hit' };
+  }
+
+  /** A range of a layer whose source announced no size: answered from the verified layer. */
+  private async afterFill(id: string, fill: BlobFill, rangeHeader: string | undefined): Promise<LayerAnswer> {
+    if ((await fill.done) !== 'committed') throw new V1Error('SOURCE_UNAVAILABLE', { message: 'source registry sent an unusable layer' });
+    const size = fill.size ?? 0;
+    return { ...(await this.storedLayer(id, size, rangeHeader)), cache: 'miss' };
+  }
+
+  private startFill(source: V1SourceClient, id: string, context: SourceContext): Promise<BlobFill> {
+    const flight = (async () => {
+      // The json first: the layer is verified against the checksum and size the source sent with it.
+      const json = await this.imageJson(id, context);
+      const promise = { json: json.bytes, size: json.size, checksums: json.checksums };
+      const spool = await this.local.store.createSpool();
+      try {
+        const response = await source.send({ target: 'registry', path: `/v1/images/${id}/layer`, kind: 'v1-layer', ...context, signal: this.shutdown.signal });
+        if (response.status !== 200) throw await this.sourceError(source, response, 'IMAGE_NOT_FOUND');
+        const length = contentLength(response);
+        if (length !== undefined && promise.size !== undefined && length !== promise.size) {
+          response.body.destroy();
+          throw new V1Error('SOURCE_UNAVAILABLE', { message: `source registry sent a layer of ${length} bytes, not the ${promise.size} it announced` });
+        }
+        return this.newFill(source, id, spool, { body: response.body, size: length ?? promise.size }, layerCheck(promise));
+      } catch (error) {
+        await spool.discard();
+        throw error;
+      }
+    })();
+    this.fills.set(id, flight);
+    flight.catch(() => {
+      if (this.fills.get(id) === flight) this.fills.delete(id);
+    });
+    return flight;
+  }
+
+  /** A fill registered under the image id (by startFill) until it settles. */
+  private newFill(source: V1SourceClient, id: string, spool: SpoolFile, body: FillSource, check: ContentCheck): BlobFill {
+    const flight = this.fills.get(id);
+    this.metrics.fillsInProgress.inc();
+    return new BlobFill(
+      check,
+      spool,
+      body,
+      {
+        commit: async (file) => {
+          await this.local.commitLayer(id, file);
+          // The layer's own size answers X-Docker-Size from now on.
+          await this.meta.deleteDocument(sizeKey(id));
+        },
+        onBytes: (count) => source.countBytes('v1-layer', count),
+        onSettled: (state: FillState, error) => {
+          this.metrics.fillsInProgress.dec();
+          this.metrics.fills.inc({ upstream: SOURCE_NAME, outcome: state });
+          if (this.fills.get(id) === flight) this.fills.delete(id);
+          if (state === 'failed') this.log.warn({ upstream: SOURCE_NAME, image: id, err: error?.message }, 'v1 layer fill failed');
+        },
+      },
+      this.options.fillTimeoutMs,
+    );
+  }
+
+  private async fetchImageJson(source: V1SourceClient, id: string, context: SourceContext): Promise<Omit<ImageJsonAnswer, 'cache'>> {
+    const response = await source.send({ target: 'registry', path: `/v1/images/${id}/json`, kind: 'v1-image', ...context });
+    if (response.status !== 200) throw await this.sourceError(source, response, 'IMAGE_NOT_FOUND');
+    const bytes = await source.readDocument(response, 'v1-image', MAX_DOCUMENT_BYTES);
+    try {
+      parseImageJson(bytes, id);
+    } catch {
+      throw invalidFromSource('image json');
+    }
+    const sizeText = headerValue(response.headers['x-docker-size']);
+    const size = sizeText !== undefined && /^\d{1,15}$/.test(sizeText) ? Number(sizeText) : undefined;
+    // docker-registry 0.9 sent X-Docker-Payload-Checksum; the documented name is X-Docker-Checksum-Payload.
+    const checksums = parseChecksumHeader(response.headers['x-docker-checksum-payload'] ?? response.headers['x-docker-payload-checksum']);
+    if (size !== undefined) await this.meta.putDocument(sizeKey(id), Buffer.from(String(size)), this.now());
+    await this.local.storeImageJson(id, bytes, checksums);
+    return { bytes, size, checksums };
+  }
+
+  /** The layer size the source announced with the image json, kept until the layer is here. */
+  private async announcedSize(id: string): Promise<number | undefined> {
+    const document = await this.meta.getDocument(sizeKey(id));
+    const text = document?.body.toString('utf8');
+    return text !== undefined && /^\d{1,15}$/.test(text) ? Number(text) : undefined;
+  }
+
+  // ---- repositories ----
+
+  async tags(name: V1RepositoryName, context: SourceContext): Promise<Answer<Record<string, string>>> {
+    const stored = await this.local.tags(name);
+    if (stored !== undefined) return { value: stored, cache: 'hit' };
+    this.requireSource('REPOSITORY_NOT_FOUND');
+    const { body, cache } = await this.mirroredTags(name, context);
+    return { value: parseTagList(body) ?? {}, cache };
+  }
+
+  /** A tag: local, else from the source's tag list of the repository (cached for the TTL). */
+  async tag(name: V1RepositoryName, tag: string, context: SourceContext): Promise<Answer<string>> {
+    const stored = await this.local.tag(name, tag);
+    if (stored !== undefined) return { value: stored, cache: 'hit' };
+    this.requireSource('TAG_NOT_FOUND');
+    const { body, cache } = await this.mirroredTags(name, context).catch((error: unknown) => {
+      throw error instanceof V1Error && error.code === 'REPOSITORY_NOT_FOUND' ? new V1Error('TAG_NOT_FOUND') : error;
+    });
+    const id = parseTagList(body)?.[tag];
+    if (id === undefined) throw new V1Error('TAG_NOT_FOUND');
+    return { value: id, cache };
+  }
+
+  private mirroredTags(name: V1RepositoryName, context: SourceContext): Promise<{ body: Buffer; cache: CacheOutcome }> {
+    const repository = repositoryPath(name);
+    return this.cachedDocument(`v1/tags/${repository}`, async (source) => {
+      const bytes = await this.fetchDocument(source, { target: 'registry', path: `/v1/repositories/${repository}/tags`, kind: 'v1-tags', ...context, repository }, 'REPOSITORY_NOT_FOUND');
+      if (parseTagList(bytes) === undefined) throw invalidFromSource('tag list');
+      return bytes;
+    });
+  }
+
+  /** The repository json: local, else the source's (stored once fetched), else docker-registry's default. */
+  async repositoryJson(name: V1RepositoryName, context: SourceContext): Promise<Answer<unknown>> {
+    const stored = await this.local.repositoryJson(name);
+    const parsed = stored === undefined ? undefined : parseJson(stored);
+    if (parsed?.ok === true) return { value: parsed.value, cache: 'hit' };
+    const source = this.source;
+    if (source === undefined) return { value: DEFAULT_REPOSITORY_JSON, cache: 'none' };
+    const repository = repositoryPath(name);
+    return this.flight(`repository-json:${repository}`, async () => {
+      try {
+        const bytes = await this.fetchDocument(source, { target: 'registry', path: `/v1/repositories/${repository}/json`, kind: 'v1-tags', ...context, repository }, 'NOT_FOUND');
+        const value = parseJson(bytes);
+        if (!value.ok || typeof value.value !== 'object' || value.value === null) throw invalidFromSource('repository json');
+        await this.local.storeRepositoryJson(name, bytes);
+        return { value: value.value, cache: 'miss' as const };
+      } catch (error) {
+        if (error instanceof V1Error && error.code === 'NOT_FOUND') return { value: DEFAULT_REPOSITORY_JSON, cache: 'none' as const };
+        throw error;
+      }
+    });
+  }
+
+  /** The index's image list of a repository: local (pushed here), else the source index's, cached for the TTL. */
+  async indexImages(name: V1RepositoryName, context: SourceContext): Promise<Answer<Buffer>> {
+    const stored = await this.local.indexImages(name);
+    if (stored !== undefined) return { value: stored, cache: 'hit' };
+    this.requireSource('INDEX_IMAGES_NOT_FOUND');
+    const repository = repositoryPath(name);
+    const { body, cache } = await this.cachedDocument(`v1/images/${repository}`, async (source) => {
+      const bytes = await this.fetchDocument(source, { target: 'index', path: `/v1/repositories/${repository}/images`, kind: 'v1-index', ...context, repository }, 'INDEX_IMAGES_NOT_FOUND');
+      if (parseIndexImages(bytes) === undefined) throw invalidFromSource('image list');
+      return bytes;
+    });
+    return { value: body, cache };
+  }
+
+  /** Local repositories matching the term, merged with the source index's answer when mirroring. */
+  async search(term: string, context: SourceContext): Promise<Answer<SearchAnswer>> {
+    const local = await this.local.search(term);
+    let results = local;
+    let cache: CacheOutcome = 'hit';
+    if (this.source !== undefined) {
+      try {
+        const bytes = await this.fetchDocument(this.source, { target: 'index', path: `/v1/search?q=${encodeURIComponent(term)}`, kind: 'v1-search', ...context }, 'NOT_FOUND');
+        const found = parseSearchAnswer(bytes);
+        if (found === undefined) throw invalidFromSource('search answer');
+        results = mergeSearchResults(local, found);
+        cache = 'miss';
+      } catch (error) {
+        // Local results are still an answer.
+        this.log.warn({ upstream: SOURCE_NAME, err: (error as Error).message }, 'v1 search: source not merged');
+        cache = 'stale';
+      }
+    }
+    return { value: { query: term, num_results: results.length, results }, cache };
+  }
+
+  // ---- shared ----
+
+  private requireSource(notFound: V1ErrorCodeName): V1SourceClient {
+    if (this.source === undefined) throw new V1Error(notFound);
+    return this.source;
+  }
+
+  /** A document cached in the metadata store for the tags TTL; served stale when the source fails. */
+  private async cachedDocument(key: string, fetch: (source: V1SourceClient) => Promise<Buffer>): Promise<{ body: Buffer; cache: CacheOutcome }> {
+    const source = this.requireSource('NOT_FOUND');
+    const cached = await this.meta.getDocument(key);
+    if (cached !== undefined && this.now() - cached.fetchedAt < this.options.tagsCacheTtlMs) return { body: Buffer.from(cached.body), cache: 'hit' };
+    return this.flight(key, async () => {
+      try {
+        const body = await fetch(source);
+        await this.meta.putDocument(key, body, this.now());
+        return { body, cache: 'miss' as const };
+      } catch (error) {
+        if (cached !== undefined && isSourceOutage(error)) {
+          this.log.warn({ upstream: SOURCE_NAME, document: key, err: (error as Error).message }, 'v1: serving stale document');
+          return { body: Buffer.from(cached.body), cache: 'stale' as const };
+        }
+        if (error instanceof V1Error && error.status === 404) await this.meta.deleteDocument(key);
+        throw error;
+      }
+    });
+  }
+
+  /** GETs a small document; a 404 becomes `notFound`, any other failure a 502. */
+  private async fetchDocument(source: V1SourceClient, request: Parameters<V1SourceClient['send']>[0], notFound: V1ErrorCodeName): Promise<Buffer> {
+    const response = await source.send(request);
+    if (response.status !== 200) throw await this.sourceError(source, response, notFound);
+    return source.readDocument(response, request.kind, MAX_DOCUMENT_BYTES);
+  }
+
+  private async sourceError(source: V1SourceClient, response: UpstreamResponse, notFound: V1ErrorCodeName): Promise<V1Error> {
+    await response.body.dump().catch(() => undefined);
+    return response.status === 404 ? new V1Error(notFound) : source.errorFor(response);
+  }
+
+  private flight<T>(key: string, work: () => Promise<T>): Promise<T> {
+    const pending = this.flights.get(key) as Promise<T> | undefined;
+    if (pending !== undefined) return pending;
+    const flight = work().finally(() => this.flights.delete(key));
+    this.flights.set(key, flight);
+    return flight;
+  }
+}
+
+/** The v1 service for the settings: a plain v1 registry, or a mirror of `v1.mirroring.source`. */
+export function createV1Mirror(settings: Settings, store: ObjectStore, meta: MetadataStore, metrics: Metrics, log: Logger): V1Mirror {
+  const mirroring = settings.v1.mirroring;
+  const source = mirroring && new V1SourceClient(mirroring, settings.timeouts, metrics);
+  const options = { tagsCacheTtlMs: mirroring?.tagsCacheTtlMs ?? 0, fillTimeoutMs: settings.timeouts.fill };
+  return new V1Mirror(new V1Registry(store, new V1Layout(settings.v1.storagePrefix)), source, meta, metrics, options, log);
+}
+
+function sizeKey(id: string): string {
+  return `v1/image-size/${id}`;
+}
+
+function invalidFromSource(what: string): V1Error {
+  return new V1Error('SOURCE_UNAVAILABLE', { message: `source registry sent an invalid ${what}` });
+}
+
+function unsatisfiable(size: number): V1Error {
+  return new V1Error('RANGE_NOT_SATISFIABLE', { headers: { 'content-range': unsatisfiedRange(size) } });
+}
+
+function contentLength(response: UpstreamResponse): number | undefined {
+  const text = headerValue(response.headers['content-length']);
+  return text !== undefined && /^\d{1,15}$/.test(text) ? Number(text) : undefined;
+}
