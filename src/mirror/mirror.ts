@@ -92,13 +92,17 @@ export class Mirror {
     if (upstream === undefined) throw new RegistryError('BLOB_UNKNOWN', { detail: { digest } });
     const inProgress = this.fills.get(digest);
     if (method === 'HEAD') return this.headColdBlob(upstream, target, digest, inProgress);
-    if (parseRangeSpec(rangeHeader) !== undefined) {
-      if (inProgress !== undefined) return this.rangeFromFill(digest, await inProgress, rangeHeader, 'fill');
-      return this.passThroughRange(upstream, target, digest, rangeHeader ?? '');
+    if (inProgress !== undefined) {
+      // The fill may have settled while we waited for it: then its spool is no longer ours to read.
+      const fill = await inProgress;
+      if (fill.status === 'committed') return this.blob(target, digest, method, rangeHeader, delivery);
+      if (fill.status === 'failed') throw upstream.client.unreachable(fill.error);
+      if (parseRangeSpec(rangeHeader) !== undefined) return this.rangeFromFill(digest, fill, rangeHeader, 'fill');
+      return { digest, size: fill.size, body: fill.createReader(), cache: 'fill' };
     }
-    const joined = inProgress !== undefined;
-    const fill = await (inProgress ?? this.startFill(upstream, target, digest));
-    return { digest, size: fill.size, body: fill.createReader(), cache: joined ? 'fill' : 'miss' };
+    if (parseRangeSpec(rangeHeader) !== undefined) return this.passThroughRange(upstream, target, digest, rangeHeader ?? '');
+    const fill = await this.startFill(upstream, target, digest);
+    return { digest, size: fill.size, body: fill.createReader(), cache: 'miss' };
   }
 
   /** Aborts every fill in progress (shutdown): nothing partial is committed. */
