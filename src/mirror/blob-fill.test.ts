@@ -3,6 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { access, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -11,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { digestOf, type Digest } from '../oci/digest.js';
 import { SpoolFile } from '../store/spool-file.js';
-import { BlobFill, digestCheck, FillError, type FillState } from './blob-fill.js';
+import { BlobFill, digestCheck, FillError, MAX_UNWRITTEN_BYTES, type FillState } from './blob-fill.js';
 
 let directory: string;
 let spoolCount = 0;
@@ -113,6 +114,14 @@ async function until(condition: () => boolean, what: string, timeoutMs = 5_000):
 /** Writes bytes into the source in chunks, as a socket would deliver them. */
 function feed(source: PassThrough, bytes: Buffer, chunkSize = 64 * 1024): void {
   for (let offset = 0; offset < bytes.length; offset += chunkSize) source.write(bytes.subarray(offset, offset + chunkSize));
+}
+
+/** Writes bytes in chunks, each once the one before was taken: the pace of a socket. Ends early if the source is destroyed. */
+async function feedPaced(source: PassThrough, bytes: Buffer, chunkSize = 64 * 1024): Promise<void> {
+  const closed = new Promise<void>((resolve) => source.once('close', resolve));
+  for (let offset = 0; offset < bytes.length && !source.destroyed; offset += chunkSize) {
+    if (!source.write(bytes.subarray(offset, offset + chunkSize))) await Promise.race([once(source, 'drain'), closed]);
+  }
 }
 
 async function exists(file: string): Promise<boolean> {
@@ -301,6 +310,48 @@ describe('BlobFill', () => {
     harness.source.end(content);
     await assertFailure(harness, [reader], /disk full/);
     assert.equal(reader.received(), 999);
+  });
+
+  it('fails every reader when writing the spool fails, and stops reading the source', async () => {
+    const content = randomBytes(8 * 1024 * 1024);
+    const harness = await startFill({ digest: digestOf(content), size: content.length });
+    const append = harness.spool.appendAll.bind(harness.spool);
+    let writes = 0;
+    harness.spool.appendAll = async (chunks) => {
+      if (++writes > 1) throw new Error('ENOSPC: no space left on device');
+      await append(chunks);
+    };
+    const reader = watch(harness.fill.createReader());
+    const feeding = feedPaced(harness.source, content);
+    await assertFailure(harness, [reader], /ENOSPC/);
+    await feeding;
+    assert.ok(harness.bytesCounted() < content.length, 'the fill stopped reading');
+    assert.ok(reader.received() < content.length);
+  });
+
+  it('stops reading the source while the disk is behind, then catches up', async () => {
+    const content = randomBytes(8 * 1024 * 1024);
+    const harness = await startFill({ digest: digestOf(content), size: content.length });
+    const append = harness.spool.appendAll.bind(harness.spool);
+    let openGate = (): void => undefined;
+    const gate = new Promise<void>((resolve) => {
+      openGate = resolve;
+    });
+    harness.spool.appendAll = async (chunks) => {
+      await gate;
+      await append(chunks);
+    };
+    const reader = watch(harness.fill.createReader());
+    const feeding = feedPaced(harness.source, content).then(() => harness.source.end());
+    await until(() => harness.bytesCounted() >= MAX_UNWRITTEN_BYTES, 'the fill to take its fill of bytes ahead of the disk');
+    await sleep(50);
+    // At most MAX_UNWRITTEN_BYTES wait for the disk, plus the chunk that crossed the line and the one being written.
+    assert.ok(harness.bytesCounted() <= MAX_UNWRITTEN_BYTES + 2 * 64 * 1024, `the fill took ${harness.bytesCounted()} bytes ahead of the disk`);
+    assert.equal(reader.received(), 0);
+    openGate();
+    await feeding;
+    assert.equal(await harness.fill.done, 'committed');
+    assert.ok((await reader.result).equals(content));
   });
 
   it('fails when aborted, committing nothing', async () => {

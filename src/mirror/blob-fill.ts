@@ -11,6 +11,11 @@ import type { SpoolFile } from '../store/spool-file.js';
 
 /** Reads from the spool in chunks of at most this size. */
 const READ_CHUNK_BYTES = 1024 * 1024;
+/**
+ * Upstream bytes received but not yet in the spool, at most: past this the fill stops reading until the disk
+ * catches up. 4 MiB filled about 15% faster than 1 MiB here, and took 15–35 MiB more with 8 clients (bench/).
+ */
+export const MAX_UNWRITTEN_BYTES = 1024 * 1024;
 
 export type FillState = 'filling' | 'committed' | 'failed';
 
@@ -153,17 +158,28 @@ export class BlobFill {
     const timer = setTimeout(() => {
       this.source.body.destroy(new FillError(`fill did not finish within ${timeoutMs} ms`));
     }, timeoutMs);
+    // The disk write of one batch overlaps the network read and hashing of the next (readers see bytes once written).
+    const writer = new WriteBehind(this.spool, {
+      written: (bytes) => {
+        this.written += bytes;
+        this.events.emit('progress');
+      },
+      // Stop reading at once: the loop may be waiting for the upstream's next chunk.
+      failed: (error) => this.source.body.destroy(error),
+    });
     try {
+      let received = 0;
       for await (const chunk of this.source.body) {
         this.check.update(chunk);
-        await this.spool.append(chunk);
-        this.written += chunk.length;
+        received += chunk.length;
         this.hooks.onBytes(chunk.length);
-        if (this.source.size !== undefined && this.written > this.source.size) {
+        if (this.source.size !== undefined && received > this.source.size) {
           throw new FillError(`upstream sent more than the ${this.source.size} bytes it announced`);
         }
-        this.events.emit('progress');
+        writer.push(chunk);
+        if (writer.backlog >= MAX_UNWRITTEN_BYTES) await writer.drained();
       }
+      await writer.drained();
       if (this.source.size !== undefined && this.written !== this.source.size) {
         throw new FillError(`upstream sent ${this.written} of ${this.source.size} bytes`);
       }
@@ -174,6 +190,8 @@ export class BlobFill {
       this.failure = error instanceof Error ? error : new FillError(String(error));
       this.state = 'failed';
       this.source.body.destroy();
+      // A write still running must end before the spool goes.
+      await writer.drained().catch(() => undefined);
       await this.spool.discard().catch(() => undefined);
     } finally {
       clearTimeout(timer);
@@ -191,5 +209,61 @@ export class BlobFill {
 
   private async closeSpoolIfIdle(): Promise<void> {
     if (this.state !== 'filling' && this.readers === 0) await this.spool.close();
+  }
+}
+
+/** Appends chunks to a spool one write at a time, each write taking every chunk that arrived meanwhile. */
+class WriteBehind {
+  private queue: Uint8Array[] = [];
+  private queuedBytes = 0;
+  private flushing: Promise<void> | undefined;
+  private failure: Error | undefined;
+
+  constructor(
+    private readonly spool: SpoolFile,
+    private readonly on: { written(bytes: number): void; failed(error: Error): void },
+  ) {}
+
+  /** Bytes pushed and not written yet. */
+  get backlog(): number {
+    return this.queuedBytes;
+  }
+
+  /** Queues a chunk; throws the error of an earlier write that failed. */
+  push(chunk: Uint8Array): void {
+    if (this.failure !== undefined) throw this.failure;
+    this.queue.push(chunk);
+    this.queuedBytes += chunk.length;
+    this.flushing ??= this.flush();
+  }
+
+  /** Resolves once everything pushed is written; rejects with the first write error. */
+  async drained(): Promise<void> {
+    while (this.flushing !== undefined) await this.flushing;
+    if (this.failure !== undefined) throw this.failure;
+  }
+
+  /**
+   * Never rejects: a failure is kept for push() and drained(). Started only with chunks queued and no failure,
+   * so it always awaits a write before its finally clears `flushing` (a push meanwhile joins this flush).
+   */
+  private async flush(): Promise<void> {
+    try {
+      while (this.queue.length > 0 && this.failure === undefined) {
+        const batch = this.queue;
+        const bytes = this.queuedBytes;
+        this.queue = [];
+        this.queuedBytes = 0;
+        await this.spool.appendAll(batch);
+        this.on.written(bytes);
+      }
+    } catch (error) {
+      this.failure = error instanceof Error ? error : new Error(String(error));
+      this.queue = [];
+      this.queuedBytes = 0;
+      this.on.failed(this.failure);
+    } finally {
+      this.flushing = undefined;
+    }
   }
 }

@@ -234,6 +234,19 @@ export function objectStoreConformance(name: string, makeStore: () => Promise<Ob
         }
       });
 
+      it('append several chunks in one call, in order, empty ones included', async () => {
+        const spool = await store.createSpool();
+        try {
+          await spool.append(Buffer.from('a '));
+          await spool.appendAll([Buffer.from('quick '), Buffer.alloc(0), Buffer.from('brown '), Buffer.from('fox')]);
+          await spool.appendAll([]);
+          assert.equal(spool.size, 17);
+          assert.equal((await spool.readAt(0, 100)).toString(), 'a quick brown fox');
+        } finally {
+          await spool.discard();
+        }
+      });
+
       it('commit an empty object', async () => {
         const { bytes, key } = content(0);
         const spool = await store.createSpool();

@@ -30,6 +30,17 @@ export class SpoolFile {
     }
   }
 
+  /** Appends the chunks in order, in as few writes as the system allows (one writev, usually). */
+  async appendAll(chunks: readonly Uint8Array[]): Promise<void> {
+    let rest = chunks.filter((chunk) => chunk.length > 0);
+    while (rest.length > 0) {
+      const { bytesWritten } = await this.handle.writev(rest, this.appendAt);
+      if (bytesWritten <= 0) throw new Error('a spool write made no progress');
+      this.appendAt += bytesWritten;
+      rest = withoutLeadingBytes(rest, bytesWritten);
+    }
+  }
+
   /** Reads up to length bytes at position; fewer at the end of what is written. */
   async readAt(position: number, length: number): Promise<Buffer> {
     const buffer = Buffer.allocUnsafe(length);
@@ -52,4 +63,19 @@ export class SpoolFile {
     await this.close();
     await rm(this.path, { force: true });
   }
+}
+
+/** The chunks after their first count bytes (a partial write). */
+function withoutLeadingBytes(chunks: readonly Uint8Array[], count: number): Uint8Array[] {
+  let skip = count;
+  const rest: Uint8Array[] = [];
+  for (const chunk of chunks) {
+    if (skip >= chunk.length) {
+      skip -= chunk.length;
+      continue;
+    }
+    rest.push(skip > 0 ? chunk.subarray(skip) : chunk);
+    skip = 0;
+  }
+  return rest;
 }

@@ -47,10 +47,10 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 }
 
 /**
- * Polls url until any HTTP response with status < 500 arrives. Rejects after timeoutMs with the last
- * error, or as soon as signal aborts (e.g. because the server process died).
+ * Polls url (every intervalMs, default 100) until any HTTP response with status < 500 arrives. Rejects after
+ * timeoutMs with the last error, or as soon as signal aborts (e.g. because the server process died).
  */
-export async function waitForHttp(url: string, timeoutMs = 15_000, opts: { signal?: AbortSignal } = {}): Promise<void> {
+export async function waitForHttp(url: string, timeoutMs = 15_000, opts: { signal?: AbortSignal; intervalMs?: number } = {}): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let lastProblem = 'no attempt made';
   for (;;) {
@@ -64,6 +64,6 @@ export async function waitForHttp(url: string, timeoutMs = 15_000, opts: { signa
     } catch (err) {
       lastProblem = err instanceof Error ? err.message : String(err);
     }
-    await sleep(Math.min(100, Math.max(0, deadline - Date.now())), opts.signal);
+    await sleep(Math.min(opts.intervalMs ?? 100, Math.max(0, deadline - Date.now())), opts.signal);
   }
 }

@@ -1,0 +1,121 @@
+// regmirror against distribution 2.8.2 (the peer) on this machine, in one run: starts the upstream with
+// the benchmark images, runs each measure alternating the peer and regmirror, prints the table and writes
+// bench/results/<date>.json. Usage: see bench/README.md.
+
+import { mkdir, writeFile } from 'node:fs/promises';
+import { access } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { requireCommand, runCommand } from '../test/support/commands.js';
+import { makeTempDir, removeDir } from '../test/support/temp.js';
+import type { BenchContext } from './lib/context.js';
+import { FULL_SIZES, QUICK_SIZES, startUpstream } from './lib/images.js';
+import { progress, progressDone } from './lib/progress.js';
+import { markdownTable, type Row } from './lib/report.js';
+import { coldMeasures } from './measures/cold.js';
+import { metadataMeasures } from './measures/metadata.js';
+import { warmMeasures } from './measures/warm.js';
+
+const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
+const GROUPS = { warm: warmMeasures, cold: coldMeasures, metadata: metadataMeasures } as const;
+type Group = keyof typeof GROUPS;
+
+const USAGE = `npm run bench -- [--quick] [--runs N] [--only warm,cold,metadata] [--note TEXT] [--cpu-prof]
+  --quick      layers of 1, 5 and 50 MiB instead of 1, 50 and 500 MiB; 2 runs; short wrk runs
+  --runs N     runs per measure (default 5; at least 5 for figures worth quoting)
+  --only LIST  some of the groups: warm (cached content), cold (fresh caches), metadata (at scale)
+  --note TEXT  kept in the results file (e.g. "machine shared with test suites")
+  --cpu-prof   regmirror writes V8 CPU profiles into bench/results/profiles/<date>/`;
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      runs: { type: 'string' },
+      only: { type: 'string' },
+      note: { type: 'string' },
+      'cpu-prof': { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    console.log(USAGE);
+    return;
+  }
+  const quick = values.quick;
+  const runs = values.runs === undefined ? (quick ? 2 : 5) : Number(values.runs);
+  if (!Number.isInteger(runs) || runs < 1 || runs > 50) throw new Error(`--runs: expected 1 to 50, got ${values.runs ?? ''}`);
+  const groups = (values.only?.split(',') ?? Object.keys(GROUPS)).map((name) => name.trim());
+  for (const name of groups) if (!(name in GROUPS)) throw new Error(`--only: unknown group ${name}; one of ${Object.keys(GROUPS).join(', ')}`);
+
+  for (const command of ['docker-registry', 'skopeo', 'nginx', 'wrk', 'ab', 'curl']) await requireCommand(command);
+  await access(path.join(BENCH_DIR, '..', 'dist', 'cli.js')).catch((error: unknown) => {
+    throw new Error('dist/cli.js is missing: npm run build (bench/run.sh does)', { cause: error });
+  });
+
+  const date = new Date().toISOString().replace(/:/g, '-').replace(/\.\d+Z$/, 'Z');
+  const resultsDir = path.join(BENCH_DIR, 'results');
+  const profileDir = path.join(resultsDir, 'profiles', date);
+  if (values['cpu-prof']) await mkdir(profileDir, { recursive: true });
+  const loadBefore = os.loadavg();
+  const scratch = await makeTempDir('regmirror-bench-');
+  const { upstream, images } = await startUpstream(path.join(BENCH_DIR, '.cache'), quick ? QUICK_SIZES : FULL_SIZES, progress);
+  const ctx: BenchContext = {
+    quick,
+    runs,
+    upstream,
+    images,
+    scratch,
+    regmirrorNodeArgs: values['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
+    wrkSeconds: quick ? 2 : 10,
+    say: progress,
+  };
+  const rows: Row[] = [];
+  const startedAt = Date.now();
+  try {
+    for (const group of groups as Group[]) rows.push(...(await GROUPS[group](ctx)));
+  } finally {
+    progressDone();
+    await upstream.destroy();
+    await removeDir(scratch);
+  }
+
+  const table = markdownTable(rows);
+  console.log(`\n${table}\n`);
+  const results = {
+    date,
+    quick,
+    runs,
+    groups,
+    note: values.note,
+    durationS: Math.round((Date.now() - startedAt) / 1000),
+    machine: {
+      cpus: os.cpus().length,
+      cpuModel: os.cpus()[0]?.model,
+      memoryBytes: os.totalmem(),
+      loadAverageBefore: loadBefore,
+      loadAverageAfter: os.loadavg(),
+      node: process.version,
+      distribution: (await runCommand('docker-registry', ['--version'])).stdout.trim(),
+      nginx: (await runCommand('nginx', ['-v'])).stderr.trim(),
+    },
+    images: { sizes: images.sizes, appPullBytes: images.app.pullBytes, concurrentPullBytes: images.concurrent.pullBytes },
+    table,
+    rows,
+  };
+  await mkdir(resultsDir, { recursive: true });
+  const file = path.join(resultsDir, `${date}${quick ? '-quick' : ''}.json`);
+  await writeFile(file, `${JSON.stringify(results, null, 2)}\n`);
+  console.log(`results: ${path.relative(process.cwd(), file)}`);
+  const missed = rows.filter((row) => row.met === false);
+  console.log(missed.length === 0 ? 'every target met' : `targets not met: ${missed.map((row) => row.id).join(', ')}`);
+}
+
+main().catch((error: unknown) => {
+  progressDone();
+  console.error(error instanceof Error ? (error.stack ?? error.message) : error);
+  process.exitCode = 1;
+});
