@@ -2,6 +2,7 @@
 // its no-cache headers. Unknown errors become a bare 500: no stack, no paths, no addresses.
 
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { FillError } from '../mirror/blob-fill.js';
 import { V1Error } from '../v1/errors.js';
 import { pythonJson } from '../v1/grammar.js';
 
@@ -11,6 +12,8 @@ export const NO_CACHE_HEADERS = { 'cache-control': 'no-cache', expires: '-1', pr
 /** What fastify itself rejects (bad content types, bad URLs) in the v1 shape. */
 export function toV1Error(error: unknown): V1Error | undefined {
   if (error instanceof V1Error) return error;
+  // A layer fill that failed before this response sent its first byte.
+  if (error instanceof FillError) return new V1Error('SOURCE_UNAVAILABLE', { message: 'the transfer from the source registry failed; retry' });
   const status = (error as Partial<FastifyError> | undefined)?.statusCode;
   if (typeof status !== 'number' || status < 400 || status >= 500) return undefined;
   if (status === 413) return new V1Error('BODY_TOO_LARGE');

@@ -2,6 +2,7 @@
 // registered for the code. Unknown errors become a bare 500 INTERNAL: no stack, no paths, no addresses.
 
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { FillError } from '../mirror/blob-fill.js';
 import { ErrorCode, RegistryError } from '../registry/errors.js';
 
 export function wireBody(error: RegistryError): string {
@@ -13,6 +14,8 @@ export function wireBody(error: RegistryError): string {
 /** Maps what fastify itself rejects (bad bodies, bad URLs) to registry errors. */
 export function toRegistryError(error: unknown): RegistryError | undefined {
   if (error instanceof RegistryError) return error;
+  // A fill that failed before this response sent its first byte.
+  if (error instanceof FillError) return new RegistryError('UPSTREAM_UNAVAILABLE', { message: 'the upstream transfer failed; retry' });
   const fastifyError = error as Partial<FastifyError> | undefined;
   const status = fastifyError?.statusCode;
   if (typeof status === 'number' && status >= 400 && status < 500) {

@@ -135,7 +135,8 @@ export class BlobFill {
           return;
         }
         if (this.state === 'failed') {
-          reader.destroy(this.failure ?? new FillError('fill failed'));
+          // One error type for every cause (cut, lie, timeout, shutdown): the HTTP layer answers it as the upstream's fault.
+          reader.destroy(new FillError('the upstream transfer failed', { cause: this.failure }));
           return;
         }
         // Until verified, hold back the newest byte and the last byte this reader asked for.

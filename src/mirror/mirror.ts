@@ -168,6 +168,11 @@ export class Mirror {
       headers: { range: rangeHeader },
     });
     if (response.status === 200) {
+      if (this.fills.has(digest)) {
+        // Another request started a fill meanwhile: one upstream fetch per blob, so follow that one.
+        response.body.destroy();
+        return this.blob(target, digest, 'GET', rangeHeader);
+      }
       const fill = this.adoptFill(upstream, digest, response);
       this.fills.set(digest, fill);
       fill.catch(() => this.forgetFill(digest, fill));
@@ -183,9 +188,11 @@ export class Mirror {
       throw upstream.client.errorFor(response, 'BLOB_UNKNOWN');
     }
     const parsed = parseContentRange(headerValue(response.headers['content-range']));
-    if (parsed === undefined) {
+    // The bytes are passed through unverified, so at least they must be the ones asked for.
+    const asked = parsed?.size === undefined ? undefined : resolveRange(rangeHeader, parsed.size);
+    if (parsed === undefined || (asked !== undefined && (asked.kind !== 'range' || asked.start !== parsed.start || asked.end !== parsed.end))) {
       response.body.destroy();
-      throw new RegistryError('UPSTREAM_UNAVAILABLE', { message: `upstream ${upstream.client.wireName} sent a malformed Content-Range` });
+      throw new RegistryError('UPSTREAM_UNAVAILABLE', { message: `upstream ${upstream.client.wireName} sent a Content-Range other than the one asked for` });
     }
     response.body.on('data', (chunk: Buffer) => upstream.client.countBytes('blob', chunk.length));
     return { digest, size: parsed.size, range: { start: parsed.start, end: parsed.end }, body: response.body, cache: 'pass' };

@@ -102,4 +102,13 @@ describe('UpstreamBudget', () => {
     assert.deepEqual(events, ['opened rate-limited 1000']);
     rejects(budget, 'TOOMANYREQUESTS', '1');
   });
+
+  it('does not stretch the window for failures of requests already in flight when it opened', () => {
+    const { budget, events } = harness(2);
+    for (let i = 0; i < 30; i += 1) budget.recordFailure(new Error('timed out'));
+    assert.deepEqual(events, ['opened failing 1000'], 'one opening, at the base wait');
+    budget.recordResponse(429, { 'retry-after': '60' });
+    assert.deepEqual(events, ['opened failing 1000']);
+    rejects(budget, 'UNAVAILABLE', '1');
+  });
 });

@@ -110,6 +110,9 @@ export class UpstreamBudget {
     this.consecutiveFailures += 1;
     const wasProbe = this.probing;
     this.probing = false;
+    // Requests already in flight when the circuit opened report their failures too: they must not extend
+    // the window or count as further openings (only a failed probe re-opens).
+    if (this.circuit !== 'closed' && !wasProbe) return;
     if (reason === 'rate-limited' || wasProbe || this.consecutiveFailures >= this.policy.failureThreshold) {
       this.open(reason, waitMs ?? this.backoff(), message);
     }

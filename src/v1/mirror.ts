@@ -25,6 +25,7 @@ import {
   parseSearchAnswer,
   parseTagList,
   repositoryPath,
+  verifiableChecksums,
   type SearchAnswer,
 } from './grammar.js';
 import { layerCheck } from './layer-check.js';
@@ -171,6 +172,11 @@ export class V1Mirror {
         const response = await source.send({ target: 'registry', path: `/v1/images/${id}/layer`, kind: 'v1-layer', ...context, signal: this.shutdown.signal });
         if (response.status !== 200) throw await this.sourceError(source, response, 'IMAGE_NOT_FOUND');
         const length = contentLength(response);
+        if (length === undefined && promise.size === undefined && verifiableChecksums(promise.checksums).length === 0) {
+          // Nothing to check the bytes against: a body cut short would be committed as the layer.
+          response.body.destroy();
+          throw new V1Error('SOURCE_UNAVAILABLE', { message: 'source registry sent a layer with no size and no payload checksum: it cannot be verified' });
+        }
         if (length !== undefined && promise.size !== undefined && length !== promise.size) {
           response.body.destroy();
           throw new V1Error('SOURCE_UNAVAILABLE', { message: `source registry sent a layer of ${length} bytes, not the ${promise.size} it announced` });
@@ -257,7 +263,9 @@ export class V1Mirror {
     const { body, cache } = await this.mirroredTags(name, context).catch((error: unknown) => {
       throw error instanceof V1Error && error.code === 'REPOSITORY_NOT_FOUND' ? new V1Error('TAG_NOT_FOUND') : error;
     });
-    const id = parseTagList(body)?.[tag];
+    const tags = parseTagList(body);
+    // Own properties only: a tag named `constructor` must not find Object.prototype's.
+    const id = tags !== undefined && Object.hasOwn(tags, tag) ? tags[tag] : undefined;
     if (id === undefined) throw new V1Error('TAG_NOT_FOUND');
     return { value: id, cache };
   }
