@@ -21,8 +21,8 @@ import { RegistryError } from '../registry/errors.js';
 import type { LocalRegistry, StoredManifest } from '../registry/local-registry.js';
 import type { ByteRange } from '../store/object-store.js';
 import type { CacheOutcome, Metrics } from '../telemetry/metrics.js';
-import { BlobFill, digestCheck } from './blob-fill.js';
-import { headerValue, type UpstreamResponse } from './upstream-client.js';
+import { abortFills, BlobFill, digestCheck } from './blob-fill.js';
+import { headerValue, type UpstreamRequest, type UpstreamResponse } from './upstream-client.js';
 import type { Target, Upstream } from './upstream-router.js';
 
 export interface BlobAnswer {
@@ -108,10 +108,7 @@ export class Mirror {
   /** Aborts every fill in progress (shutdown): nothing partial is committed. */
   async abortFills(reason: Error): Promise<void> {
     this.shutdown.abort(reason);
-    const fills = await Promise.allSettled([...this.fills.values()]);
-    const running = fills.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
-    for (const fill of running) fill.abort(reason);
-    await Promise.all(running.map((fill) => fill.done));
+    await abortFills(this.fills.values(), reason);
   }
 
   private async cachedBlob(digest: Digest, size: number, method: 'GET' | 'HEAD', rangeHeader: string | undefined, delivery: BlobDelivery): Promise<BlobAnswer | undefined> {
@@ -136,12 +133,7 @@ export class Mirror {
       const fill = await inProgress;
       if (fill.size !== undefined) return { digest, size: fill.size, cache: 'fill' };
     }
-    const response = await upstream.client.send({
-      method: 'HEAD',
-      path: `/v2/${target.name}/blobs/${digest}`,
-      repository: target.name,
-      kind: 'blob',
-    });
+    const response = await upstream.client.send(blobRequest(target, digest, 'HEAD'));
     await response.body.dump();
     if (response.status !== 200) throw upstream.client.errorFor(response, 'BLOB_UNKNOWN');
     return { digest, size: contentLength(response), cache: 'miss' };
@@ -160,13 +152,7 @@ export class Mirror {
 
   /** A Range on a cold blob goes upstream as a Range; an upstream that ignores it starts a fill instead. */
   private async passThroughRange(upstream: Upstream, target: Target, digest: Digest, rangeHeader: string): Promise<BlobAnswer> {
-    const response = await upstream.client.send({
-      method: 'GET',
-      path: `/v2/${target.name}/blobs/${digest}`,
-      repository: target.name,
-      kind: 'blob',
-      headers: { range: rangeHeader },
-    });
+    const response = await upstream.client.send({ ...blobRequest(target, digest, 'GET'), headers: { range: rangeHeader } });
     if (response.status === 200) {
       if (this.fills.has(digest)) {
         // Another request started a fill meanwhile: one upstream fetch per blob, so follow that one.
@@ -200,13 +186,7 @@ export class Mirror {
 
   private startFill(upstream: Upstream, target: Target, digest: Digest): Promise<BlobFill> {
     const flight = (async () => {
-      const response = await upstream.client.send({
-        method: 'GET',
-        path: `/v2/${target.name}/blobs/${digest}`,
-        repository: target.name,
-        kind: 'blob',
-        signal: this.shutdown.signal,
-      });
+      const response = await upstream.client.send({ ...blobRequest(target, digest, 'GET'), signal: this.shutdown.signal });
       if (response.status !== 200) {
         await response.body.dump();
         throw upstream.client.errorFor(response, 'BLOB_UNKNOWN');
@@ -325,13 +305,7 @@ export class Mirror {
 
   /** A stale tag: HEAD costs Docker Hub no pull; GET only when the tag moved. */
   private async revalidateTag(upstream: Upstream, target: Target, tag: string, stored: StoredManifest): Promise<ManifestAnswer> {
-    const response = await upstream.client.send({
-      method: 'HEAD',
-      path: `/v2/${target.name}/manifests/${tag}`,
-      repository: target.name,
-      kind: 'manifest',
-      headers: { accept: UPSTREAM_MANIFEST_ACCEPT },
-    });
+    const response = await upstream.client.send(manifestRequest(target, tag, 'HEAD'));
     await response.body.dump();
     if (response.status !== 200) throw upstream.client.errorFor(response, 'MANIFEST_UNKNOWN');
     const current = headerValue(response.headers['docker-content-digest']);
@@ -351,13 +325,7 @@ export class Mirror {
   /** GETs a manifest, verifies its digest (against the one asked for, and the upstream's header), stores it. */
   private async fetchManifest(upstream: Upstream, target: Target, reference: string, expected: Digest | undefined): Promise<StoredManifest> {
     const client = upstream.client;
-    const response = await client.send({
-      method: 'GET',
-      path: `/v2/${target.name}/manifests/${reference}`,
-      repository: target.name,
-      kind: 'manifest',
-      headers: { accept: UPSTREAM_MANIFEST_ACCEPT },
-    });
+    const response = await client.send(manifestRequest(target, reference, 'GET'));
     if (response.status !== 200) {
       await response.body.dump();
       throw client.errorFor(response, 'MANIFEST_UNKNOWN');
@@ -426,6 +394,15 @@ export class Mirror {
   catalog(page: Page, defaultRegistry: string): Promise<string[]> {
     return this.local.listRepositories(page, defaultRegistry);
   }
+}
+
+function blobRequest(target: Target, digest: Digest, method: 'GET' | 'HEAD'): UpstreamRequest {
+  return { method, path: `/v2/${target.name}/blobs/${digest}`, repository: target.name, kind: 'blob' };
+}
+
+/** Asks with every manifest type, so a tag resolves as the upstream has it. */
+function manifestRequest(target: Target, reference: string, method: 'GET' | 'HEAD'): UpstreamRequest {
+  return { method, path: `/v2/${target.name}/manifests/${reference}`, repository: target.name, kind: 'manifest', headers: { accept: UPSTREAM_MANIFEST_ACCEPT } };
 }
 
 function repositoryOf(target: Target): RepositoryRef {
