@@ -6,11 +6,9 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type { ByteRange, ObjectStat, ObjectStore } from './object-store.js';
+import { FileRangeStream } from './file-range-stream.js';
 import { SpoolFile } from './spool-file.js';
 import { TEMPORARY_FOLDER } from './layout.js';
-
-/** 1 MiB reads serve 2–3× faster than the 64 KiB default. */
-const READ_CHUNK_BYTES = 1024 * 1024;
 
 export class FsObjectStore implements ObjectStore {
   private readonly temporaryDir: string;
@@ -46,7 +44,7 @@ export class FsObjectStore implements ObjectStore {
       if (isNotFound(error)) return undefined;
       throw error;
     }
-    return handle.createReadStream({ start: range?.start, end: range?.end, highWaterMark: READ_CHUNK_BYTES });
+    return new FileRangeStream(handle, range?.start, range?.end);
   }
 
   async readBytes(key: string): Promise<Buffer | undefined> {
