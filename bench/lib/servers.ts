@@ -7,6 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { distributionConfig } from '../../test/support/distribution.js';
 import { freePort, waitForHttp } from '../../test/support/ports.js';
+import { REGMIRROR_NODE_FLAGS } from '../../test/support/regmirror.js';
 import { startProcess, type ManagedProcess } from '../../test/support/processes.js';
 import { makeTempDir, removeDir } from '../../test/support/temp.js';
 
@@ -71,7 +72,7 @@ export async function startRegmirror(options: RegmirrorOptions = {}): Promise<Be
   const dir = await makeTempDir('regmirror-bench-mirror-');
   const port = await freePort();
   const dataDir = options.dataDir ?? path.join(dir, 'data');
-  const args = [...(options.nodeArgs ?? []), CLI, 'serve', '--listen', `127.0.0.1:${port}`, '--data', dataDir];
+  const args = [...REGMIRROR_NODE_FLAGS, ...(options.nodeArgs ?? []), CLI, 'serve', '--listen', `127.0.0.1:${port}`, '--data', dataDir];
   if (options.upstreamUrl !== undefined) args.push('--upstream', options.upstreamUrl);
   const server = await launch('regmirror', process.execPath, args, { dir, port, probe: '/healthz', env: options.env });
   return { ...server, dataDir };

@@ -10,6 +10,8 @@ import { makeTempDir, removeDir } from './temp.js';
 
 const SETTLE_MARKER = 'regmirror-test-settle';
 const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'cli.js');
+/** How regmirror is meant to run (README, `npm start`, the cli's shebang): a small young generation, see docs/operations.md. */
+export const REGMIRROR_NODE_FLAGS = ['--max-semi-space-size=1'];
 
 export interface RegmirrorOptions {
   /** `--upstream` values, `[REGISTRY=]URL`. */
@@ -60,7 +62,7 @@ export async function startRegmirror(options: RegmirrorOptions = {}): Promise<Re
   const port = options.port ?? (await freePort());
   const ownData = options.dataDir === undefined;
   const dataDir = options.dataDir ?? (await makeTempDir('regmirror-data-'));
-  const args = [CLI, 'serve', '--listen', `127.0.0.1:${port}`, '--data', dataDir];
+  const args = [...REGMIRROR_NODE_FLAGS, CLI, 'serve', '--listen', `127.0.0.1:${port}`, '--data', dataDir];
   for (const upstream of options.upstreams ?? []) args.push('--upstream', upstream);
   if (options.configFile !== undefined) args.push('--config', options.configFile);
   args.push(...(options.extraArgs ?? []));
