@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Dispatcher } from 'undici';
-import { parseChallenge, TokenError, UpstreamAuth, type Challenge } from './upstream-auth.js';
+import { parseChallenge, RealmRefusedError, TokenError, UpstreamAuth, type Challenge } from './upstream-auth.js';
 
 const HUB_CHALLENGE = 'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull"';
 const ALPINE = 'repository:library/alpine:pull';
@@ -116,7 +116,7 @@ function hubAuth(
   clock = new Clock(),
   credentials?: { username: string; password: string },
 ): UpstreamAuth {
-  const auth = new UpstreamAuth(credentials, service.fetch, clock.now);
+  const auth = new UpstreamAuth(credentials, 'registry-1.docker.io', service.fetch, clock.now);
   assert.equal(auth.acceptChallenge(HUB_CHALLENGE, ALPINE, undefined), true);
   return auth;
 }
@@ -124,7 +124,7 @@ function hubAuth(
 describe('UpstreamAuth', () => {
   it('sends nothing before the upstream has asked', async () => {
     const service = new FakeTokenService();
-    const auth = new UpstreamAuth(undefined, service.fetch);
+    const auth = new UpstreamAuth(undefined, 'registry-1.docker.io', service.fetch);
     assert.equal(await auth.authorization(ALPINE), undefined);
     assert.equal(service.calls.length, 0);
   });
@@ -155,6 +155,36 @@ describe('UpstreamAuth', () => {
     const auth = hubAuth(service, new Clock(), { username: 'bob', password: 'p:ss' });
     await auth.authorization(ALPINE);
     assert.equal(service.calls[0]?.headers.authorization, `Basic ${Buffer.from('bob:p:ss').toString('base64')}`);
+  });
+
+  it('sends credentials to a plain-http realm only on the host of the upstream', async () => {
+    const credentials = { username: 'bob', password: 'secret' };
+    const challengeAt = (realm: string): string => `Bearer realm="${realm}",service="registry"`;
+    const sameHost = new FakeTokenService();
+    const local = new UpstreamAuth(credentials, 'registry.internal', sameHost.fetch);
+    assert.equal(local.acceptChallenge(challengeAt('http://registry.internal:5001/token'), ALPINE, undefined), true);
+    await local.authorization(ALPINE);
+    assert.equal(sameHost.calls[0]?.headers.authorization, `Basic ${Buffer.from('bob:secret').toString('base64')}`);
+
+    const elsewhere = new FakeTokenService();
+    const misled = new UpstreamAuth(credentials, 'registry.internal', elsewhere.fetch);
+    assert.equal(misled.acceptChallenge(challengeAt('http://collector.example/token'), ALPINE, undefined), true);
+    await assert.rejects(misled.authorization(ALPINE), (error: unknown) => error instanceof RealmRefusedError && /plain http/.test(error.message));
+    assert.equal(elsewhere.calls.length, 0, 'nothing was sent to the foreign realm');
+
+    // Without credentials there is nothing to leak: an anonymous token from anywhere is fine.
+    const anonymous = new UpstreamAuth(undefined, 'registry.internal', elsewhere.fetch);
+    assert.equal(anonymous.acceptChallenge(challengeAt('http://collector.example/token'), ALPINE, undefined), true);
+    assert.equal(await anonymous.authorization(ALPINE), `Bearer token-1-${ALPINE}`);
+    assert.equal(elsewhere.calls[0]?.headers.authorization, undefined);
+  });
+
+  it('refuses a realm that is not an http(s) URL', async () => {
+    const service = new FakeTokenService();
+    const auth = new UpstreamAuth(undefined, 'registry.internal', service.fetch);
+    assert.equal(auth.acceptChallenge('Bearer realm="file:///etc/passwd"', ALPINE, undefined), true);
+    await assert.rejects(auth.authorization(ALPINE), RealmRefusedError);
+    assert.equal(service.calls.length, 0);
   });
 
   it('caches a token per scope until shortly before it expires', async () => {
@@ -247,7 +277,7 @@ describe('UpstreamAuth', () => {
 
   it('answers a first challenge after an anonymous request with a retry', async () => {
     const service = new FakeTokenService();
-    const auth = new UpstreamAuth(undefined, service.fetch);
+    const auth = new UpstreamAuth(undefined, 'registry-1.docker.io', service.fetch);
     assert.equal(auth.acceptChallenge(HUB_CHALLENGE, ALPINE, undefined), true);
     assert.equal(await auth.authorization(ALPINE), `Bearer token-1-${ALPINE}`);
   });
@@ -264,7 +294,7 @@ describe('UpstreamAuth', () => {
 
   it('refuses to retry a Bearer challenge without a realm, or no challenge at all', async () => {
     const service = new FakeTokenService();
-    const auth = new UpstreamAuth(undefined, service.fetch);
+    const auth = new UpstreamAuth(undefined, 'registry-1.docker.io', service.fetch);
     assert.equal(auth.acceptChallenge('Bearer service="s"', ALPINE, undefined), false);
     assert.equal(auth.acceptChallenge(undefined, ALPINE, undefined), false);
     assert.equal(auth.acceptChallenge('Negotiate', ALPINE, undefined), false);
@@ -273,7 +303,7 @@ describe('UpstreamAuth', () => {
 
   it('uses Basic credentials directly when the upstream asks for Basic', async () => {
     const service = new FakeTokenService();
-    const auth = new UpstreamAuth({ username: 'alice', password: 'pw' }, service.fetch);
+    const auth = new UpstreamAuth({ username: 'alice', password: 'pw' }, 'registry-1.docker.io', service.fetch);
     assert.equal(auth.acceptChallenge('Basic realm="r"', ALPINE, undefined), true);
     const basic = `Basic ${Buffer.from('alice:pw').toString('base64')}`;
     assert.equal(await auth.authorization(ALPINE), basic);
@@ -284,7 +314,7 @@ describe('UpstreamAuth', () => {
 
   it('cannot answer Basic without credentials', async () => {
     const service = new FakeTokenService();
-    const auth = new UpstreamAuth(undefined, service.fetch);
+    const auth = new UpstreamAuth(undefined, 'registry-1.docker.io', service.fetch);
     assert.equal(auth.acceptChallenge('Basic realm="r"', ALPINE, undefined), false);
     assert.equal(await auth.authorization(ALPINE), undefined);
   });

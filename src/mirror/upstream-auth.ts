@@ -1,6 +1,7 @@
 // Authentication to one upstream: the Bearer token challenge flow (tokens cached per scope until they
 // expire, one token request in flight per scope) and Basic credentials. Credentials go only to the
-// upstream and to the token realm it names.
+// upstream and to the token realm it names, and to a realm only over https or on the upstream's own host:
+// an upstream reached over plain http (or someone in its path) cannot send them elsewhere in clear text.
 
 import type { Dispatcher } from 'undici';
 import type { UpstreamCredentials } from '../config/load.js';
@@ -42,6 +43,8 @@ export class UpstreamAuth {
 
   constructor(
     private readonly credentials: UpstreamCredentials | undefined,
+    /** The upstream's host name: a plain-http token realm gets the credentials only on this host. */
+    private readonly upstreamHost: string,
     private readonly fetchToken: (url: URL, headers: Record<string, string>) => Promise<Dispatcher.ResponseData>,
     private readonly now: () => number = Date.now,
   ) {}
@@ -106,11 +109,17 @@ export class UpstreamAuth {
 
   private async requestToken(challenge: Challenge, scope: string): Promise<CachedToken> {
     const url = new URL(challenge.params.realm ?? '');
+    if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new RealmRefusedError('names a token realm that is not an http(s) URL');
     if (challenge.params.service) url.searchParams.set('service', challenge.params.service);
     url.searchParams.set('scope', scope);
     const headers: Record<string, string> = { accept: 'application/json' };
     const basic = this.basic();
-    if (basic !== undefined) headers.authorization = basic;
+    if (basic !== undefined) {
+      if (url.protocol === 'http:' && url.hostname !== this.upstreamHost) {
+        throw new RealmRefusedError('names a token realm over plain http on another host; the configured credentials are not sent there');
+      }
+      headers.authorization = basic;
+    }
     const response = await this.fetchToken(url, headers);
     if (response.statusCode !== 200) {
       await response.body.dump();
@@ -127,11 +136,19 @@ export class UpstreamAuth {
 }
 
 export class TokenError extends Error {
-  override readonly name = 'TokenError';
+  override readonly name: string = 'TokenError';
   constructor(
     message: string,
     readonly status: number,
   ) {
     super(message);
+  }
+}
+
+/** A token realm regmirror will not ask (the message completes "upstream X …" for the client). */
+export class RealmRefusedError extends TokenError {
+  override readonly name = 'RealmRefusedError';
+  constructor(message: string) {
+    super(message, 502);
   }
 }

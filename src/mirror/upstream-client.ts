@@ -6,7 +6,7 @@ import { Agent, interceptors, type Dispatcher } from 'undici';
 import type { Settings, UpstreamSettings } from '../config/load.js';
 import { RegistryError, type ErrorCodeName } from '../registry/errors.js';
 import type { Metrics, UpstreamRequestKind } from '../telemetry/metrics.js';
-import { TokenError, UpstreamAuth } from './upstream-auth.js';
+import { RealmRefusedError, TokenError, UpstreamAuth } from './upstream-auth.js';
 import { UpstreamBudget, type BudgetPolicy, type BudgetSnapshot } from './upstream-budget.js';
 
 export interface UpstreamRequest {
@@ -54,7 +54,7 @@ export class UpstreamClient {
     this.origin = url.origin;
     this.basePath = url.pathname.replace(/\/+$/, '');
     ({ agent: this.agent, dispatcher: this.dispatcher } = upstreamDispatcher(timeouts));
-    this.auth = new UpstreamAuth(settings.credentials, (tokenUrl, headers) => this.fetchToken(tokenUrl, headers));
+    this.auth = new UpstreamAuth(settings.credentials, url.hostname, (tokenUrl, headers) => this.fetchToken(tokenUrl, headers));
     const upstream = this.registry;
     this.budget = new UpstreamBudget(this.wireName, policy, {
       opened: (reason, waitMs, cause) => {
@@ -139,6 +139,9 @@ export class UpstreamClient {
     try {
       return await this.auth.authorization(scope);
     } catch (error) {
+      if (error instanceof RealmRefusedError) {
+        throw new RegistryError('UPSTREAM_UNAVAILABLE', { message: `upstream ${this.wireName} ${error.message}`, cause: error });
+      }
       if (error instanceof TokenError && (error.status === 401 || error.status === 403)) {
         throw new RegistryError('DENIED', { message: `upstream ${this.wireName} refused the configured credentials`, cause: error });
       }
