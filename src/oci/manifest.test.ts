@@ -234,6 +234,11 @@ describe('acceptedMediaTypes', () => {
       expected: [MediaType.dockerManifest, MediaType.dockerManifestList, MediaType.ociIndex],
     },
     { name: '*/* in the second header', accept: [MediaType.dockerManifest, '*/*'], expected: undefined },
+    { name: 'q=0 refuses a type', accept: `${MediaType.ociIndex};q=0, ${MediaType.ociManifest};q=0.5`, expected: [MediaType.ociManifest] },
+    { name: 'q=0.000 with spaces refuses too', accept: `${MediaType.ociIndex} ; Q = 0.000, ${MediaType.ociManifest}`, expected: [MediaType.ociManifest] },
+    { name: '*/*;q=0 is not "anything"', accept: `${MediaType.dockerManifest}, */*;q=0`, expected: [MediaType.dockerManifest] },
+    { name: 'everything refused: nothing', accept: `${MediaType.ociIndex};q=0`, expected: [] },
+    { name: 'a type range is kept', accept: 'application/*;q=0.8', expected: ['application/*'] },
   ];
   for (const { name, accept, expected } of cases) {
     it(name, () => {
@@ -249,6 +254,14 @@ describe('acceptedMediaTypes', () => {
     assert.equal(accepts(accepted, MediaType.dockerManifest), true);
     assert.equal(accepts(accepted, MediaType.ociIndex), false);
     assert.equal(accepts(accepted, MediaType.ociManifest), false);
+  });
+
+  it('accepts() takes every subtype of a type/* range', () => {
+    const accepted = acceptedMediaTypes('application/*');
+    assert.equal(accepts(accepted, MediaType.ociIndex), true);
+    assert.equal(accepts(accepted, MediaType.dockerManifest), true);
+    assert.equal(accepts(accepted, 'text/plain'), false);
+    assert.equal(accepts(acceptedMediaTypes(`${MediaType.ociIndex};q=0`), MediaType.ociIndex), false);
   });
 });
 

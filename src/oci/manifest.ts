@@ -96,16 +96,23 @@ function readDescriptor(entry: unknown): ChildManifest | undefined {
 /** The media types a client's Accept header names; `undefined` when it accepts anything. */
 export function acceptedMediaTypes(accept: string | string[] | undefined): Set<string> | undefined {
   if (accept === undefined) return undefined;
-  const values = (Array.isArray(accept) ? accept : [accept])
-    .flatMap((header) => header.split(','))
-    .map((entry) => entry.split(';')[0]?.trim().toLowerCase() ?? '')
-    .filter((entry) => entry !== '');
-  if (values.length === 0 || values.includes('*/*')) return undefined;
+  const entries = (Array.isArray(accept) ? accept : [accept]).flatMap((header) => header.split(',')).filter((entry) => entry.trim() !== '');
+  if (entries.length === 0) return undefined;
+  // `q=0` means "not this one" (RFC 9110 §12.4.2); other weights do not matter: the upstream's own type is served when accepted.
+  const values = entries
+    .map((entry) => entry.split(';'))
+    .filter(([, ...params]) => !params.some((param) => /^\s*q\s*=\s*0(\.0*)?\s*$/i.test(param)))
+    .map(([type]) => type?.trim().toLowerCase() ?? '')
+    .filter((type) => type !== '');
+  if (values.includes('*/*')) return undefined;
   return new Set(values);
 }
 
+/** Whether a media type is accepted: named, or matched by a `type/*` range. */
 export function accepts(accepted: Set<string> | undefined, mediaType: string): boolean {
-  return accepted === undefined || accepted.has(mediaType);
+  if (accepted === undefined || accepted.has(mediaType)) return true;
+  const slash = mediaType.indexOf('/');
+  return slash > 0 && accepted.has(`${mediaType.slice(0, slash)}/*`);
 }
 
 /** The child distribution serves to a client that cannot read indexes: linux/amd64. */
