@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=1
+#!/usr/bin/env -S node --max-semi-space-size=3
 // The regmirror command line: `regmirror serve` and its flags, over the one configuration schema.
 
 import { Command } from 'commander';

@@ -11,7 +11,7 @@ import { makeTempDir, removeDir } from './temp.js';
 const SETTLE_MARKER = 'regmirror-test-settle';
 const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist', 'cli.js');
 /** How regmirror is meant to run (README, `npm start`, the cli's shebang): a small young generation, see docs/operations.md. */
-export const REGMIRROR_NODE_FLAGS = ['--max-semi-space-size=1'];
+export const REGMIRROR_NODE_FLAGS = ['--max-semi-space-size=3'];
 
 export interface RegmirrorOptions {
   /** `--upstream` values, `[REGISTRY=]URL`. */
