@@ -55,7 +55,7 @@ export async function warmMeasures(ctx: BenchContext): Promise<Row[]> {
 function staticBlock(port: number, dataDir: string): string {
   return `server {
     listen 127.0.0.1:${port};
-    location /blobs/ { root ${dataDir}; sendfile on; }
+    location /blobs/ { root ${dataDir}; sendfile off; output_buffers 2 1m; }
     location = /healthz { return 200; }
 }`;
 }
