@@ -198,6 +198,14 @@ describe('BlobFill', () => {
     assert.ok(spoolBytes >= twoThirds - MEMORY_WINDOW_BYTES, `only ${spoolBytes} bytes came from the spool`);
   });
 
+  it('refuses a new reader once it has committed with none left (its spool is closed)', async () => {
+    const content = randomBytes(1000);
+    const harness = await startFill({ digest: digestOf(content), size: content.length });
+    harness.source.end(content);
+    assert.equal(await harness.fill.done, 'committed');
+    assert.throws(() => harness.fill.createReader(), /closed its spool/);
+  });
+
   it('holds back the newest byte while the source is still sending', async () => {
     const content = randomBytes(1000);
     const harness = await startFill({ digest: digestOf(content), size: content.length });

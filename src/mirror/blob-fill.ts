@@ -80,6 +80,7 @@ export class BlobFill {
   private written = 0;
   private readonly window = new ChunkWindow();
   private readers = 0;
+  private spoolClosed = false;
   private readonly events = new EventEmitter();
   /** Settles when the fill is committed or has failed; never rejects. */
   readonly done: Promise<FillState>;
@@ -111,6 +112,9 @@ export class BlobFill {
 
   /** A stream of bytes start..end (inclusive; end undefined: to the end), following the fill. */
   createReader(start = 0, end?: number): Readable {
+    // Committed with no reader left, the spool is closed: the blob is read from the store instead.
+    // (A reader of a failed fill fails at once, below.)
+    if (this.spoolClosed && this.state === 'committed') throw new Error('this fill has committed and closed its spool');
     this.readers += 1;
     let position = start;
     let pumping = false;
@@ -225,7 +229,9 @@ export class BlobFill {
   }
 
   private async closeSpoolIfIdle(): Promise<void> {
-    if (this.state !== 'filling' && this.readers === 0) await this.spool.close();
+    if (this.state === 'filling' || this.readers > 0) return;
+    this.spoolClosed = true;
+    await this.spool.close();
   }
 }
 
