@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { createServer, get, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { Socket, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -33,17 +33,19 @@ async function streamOf(start?: number, end?: number): Promise<FileRangeStream> 
   return new FileRangeStream(await open(file, 'r'), start, end);
 }
 
-/** A destination that copies each chunk and calls back only after a delay: a slow client. */
-function slowDestination(delayMs: number): { destination: Writable; received: () => Buffer } {
+/** A destination that copies each chunk and calls back only after a delay; it notes whose memory each chunk was. */
+function slowDestination(delayMs: number): { destination: Writable; received: () => Buffer; memory: () => { size: number; count: number } } {
   const copies: Buffer[] = [];
+  const memory = new Set<ArrayBufferLike>();
   const destination = new Writable({
     highWaterMark: 1,
     write(chunk: Buffer, _encoding, callback) {
       copies.push(Buffer.from(chunk));
+      memory.add(chunk.buffer);
       setTimeout(callback, delayMs);
     },
   });
-  return { destination, received: () => Buffer.concat(copies) };
+  return { destination, received: () => Buffer.concat(copies), memory: () => ({ size: memory.size, count: copies.length }) };
 }
 
 async function listen(handler: Parameters<typeof createServer>[1]): Promise<{ server: Server; url: string }> {
@@ -77,17 +79,50 @@ describe('FileRangeStream', () => {
     }
   });
 
-  it('piped, sends the same bytes to a slow destination: no buffer is refilled before its write called back', async () => {
+  it('piped elsewhere (not a response or socket), is a plain stream: fresh buffers, the same bytes', async () => {
     for (const [start, end] of [
       [undefined, undefined],
       [FILE_CHUNK_BYTES - 3, FILE_CHUNK_BYTES * 2 + 3],
     ] as const) {
       const source = await streamOf(start, end);
-      const { destination, received } = slowDestination(5);
+      const { destination, received, memory } = slowDestination(2);
       const closed = once(source, 'close');
       await pipeline(source, destination);
       await closed;
       assert.ok(received().equals(content.subarray(start ?? 0, end === undefined ? undefined : end + 1)), `range ${start}-${end}`);
+      assert.equal(memory().size, memory().count, 'every chunk had memory of its own');
+    }
+  });
+
+  it('piped as an HTTP response to a slow client, sends every byte: no buffer is refilled before the socket took it', async () => {
+    const { server, url } = await listen((request, response) => {
+      const [start, end] = (request.url ?? '/').slice(1).split('-').map(Number);
+      void streamOf(start, end).then((source) => {
+        source.pipe(response);
+      });
+    });
+    try {
+      for (const [start, end] of [
+        [0, content.length - 1],
+        [FILE_CHUNK_BYTES - 3, FILE_CHUNK_BYTES * 2 + 3],
+      ] as const) {
+        const body = await new Promise<Buffer>((resolve, reject) => {
+          get(`${url}${start}-${end}`, (response) => {
+            const chunks: Buffer[] = [];
+            response.on('data', (chunk: Buffer) => {
+              chunks.push(chunk);
+              // Read slowly: the server's writes wait on a full socket.
+              response.pause();
+              setTimeout(() => response.resume(), 1);
+            });
+            response.on('end', () => resolve(Buffer.concat(chunks)));
+            response.on('error', reject);
+          }).on('error', reject);
+        });
+        assert.ok(body.equals(content.subarray(start, end + 1)), `range ${start}-${end}`);
+      }
+    } finally {
+      server.close();
     }
   });
 
@@ -150,7 +185,9 @@ describe('FileRangeStream', () => {
   it('is read once: piping a stream already being read is refused', async () => {
     const source = await streamOf();
     source.on('data', () => undefined);
-    assert.throws(() => source.pipe(slowDestination(0).destination), /read once/);
+    const socket = new Socket();
+    assert.throws(() => source.pipe(socket), /read once/);
+    socket.destroy();
     source.destroy();
     await once(source, 'close');
   });

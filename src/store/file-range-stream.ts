@@ -1,13 +1,22 @@
 // A byte range of an open file as a Readable. Read as any stream, each chunk is a fresh buffer. Piped
-// (how the HTTP server sends a stream), it reads into two buffers of its own and reuses each once the
-// destination has taken its bytes: serving many large blobs at once then allocates nothing per chunk,
-// so memory stays flat instead of waiting for the garbage collector to free a buffer per megabyte sent.
+// into an HTTP response or a socket (how the HTTP server sends a stream), it reads into two buffers of its
+// own and reuses each once the socket has taken its bytes: serving many large blobs at once then allocates
+// nothing per chunk, so memory stays flat instead of waiting for the garbage collector to free a buffer per
+// megabyte sent.
+//
+// The piped path differs from Readable.pipe in what a response needs only: one destination, no 'data'
+// events, and the destination is ended after this stream's 'end'. Piped anywhere else (a Transform that
+// passes chunks on by reference calls back before the socket is done with them), it is a plain Readable.
 
 import type { FileHandle } from 'node:fs/promises';
+import { ServerResponse } from 'node:http';
+import { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 
 /** 1 MiB reads serve 2–3× faster than Node's 64 KiB default; the piped path reuses two such buffers. */
 export const FILE_CHUNK_BYTES = 1024 * 1024;
+
+type Destination = ServerResponse | Socket;
 
 export class FileRangeStream extends Readable {
   private position: number;
@@ -18,7 +27,7 @@ export class FileRangeStream extends Readable {
   constructor(
     private readonly handle: FileHandle,
     start = 0,
-    private readonly end = Number.POSITIVE_INFINITY,
+    private end = Number.POSITIVE_INFINITY,
   ) {
     super({ highWaterMark: FILE_CHUNK_BYTES });
     this.position = start;
@@ -52,17 +61,23 @@ export class FileRangeStream extends Readable {
   }
 
   /**
-   * Writes the bytes to destination from two reused buffers, a buffer refilled only after the destination
-   * has called back for its previous write (for a socket: the kernel has the bytes). Ends the destination
-   * unless `end: false`, then ends this stream ('end', then 'close'). A destination that fails stops it.
+   * Into a response or socket: writes the bytes from two reused buffers, a buffer refilled only after the
+   * destination called back for its previous write (the kernel has the bytes), then ends this stream and,
+   * unless `end: false`, the destination. A destination that fails or closes first stops and closes it.
    */
   override pipe<T extends NodeJS.WritableStream>(destination: T, options?: { end?: boolean }): T {
+    if (!(destination instanceof ServerResponse || destination instanceof Socket)) return super.pipe(destination, options);
     if (this.piped || this.readableFlowing !== null) throw new Error('a FileRangeStream is read once: piped, or as a stream');
     this.piped = true;
     this.pause();
-    this.sendTo(destination as unknown as NodeJS.WritableStream & { destroyed?: boolean }).then(
+    // A response whose connection is gone may never call back its last write: its 'close' stops us.
+    destination.once('close', () => {
+      if (!this.readableEnded) this.destroy();
+    });
+    this.sendTo(destination).then(
       () => {
-        if (options?.end !== false) destination.end();
+        if (this.destroyed) return;
+        if (options?.end !== false) this.once('end', () => destination.end());
         this.push(null);
         this.resume();
       },
@@ -74,18 +89,24 @@ export class FileRangeStream extends Readable {
     return destination;
   }
 
-  private async sendTo(destination: NodeJS.WritableStream & { destroyed?: boolean }): Promise<void> {
+  private async sendTo(destination: Destination): Promise<void> {
+    if (this.end === Number.POSITIVE_INFINITY) this.end = (await this.handle.stat()).size - 1;
+    // A small blob gets buffers of its own size, and one when one read takes it all.
+    const size = Math.max(1, this.remaining(FILE_CHUNK_BYTES));
     const slots: [Slot, Slot] = [newSlot(), newSlot()];
     for (let turn = 0; ; turn ^= 1) {
       const slot = turn === 0 ? slots[0] : slots[1];
       // This buffer's previous bytes must be written before it is refilled.
       await slot.written;
-      if (this.destroyed || destination.destroyed === true) throw new DestinationError();
-      const length = this.remaining(slot.buffer.length);
-      const { bytesRead } = length === 0 ? { bytesRead: 0 } : await this.handle.read(slot.buffer, 0, length, this.position);
+      if (this.destroyed || destination.destroyed) throw new DestinationError();
+      const length = this.remaining(size);
+      if (length === 0) break;
+      slot.buffer ??= Buffer.allocUnsafe(size);
+      const buffer = slot.buffer;
+      const { bytesRead } = await this.handle.read(buffer, 0, length, this.position);
       if (bytesRead === 0) break;
       this.position += bytesRead;
-      const chunk = bytesRead === slot.buffer.length ? slot.buffer : slot.buffer.subarray(0, bytesRead);
+      const chunk = bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead);
       slot.written = new Promise<void>((resolve, reject) => {
         destination.write(chunk, (error?: Error | null) => (error ? reject(new DestinationError(undefined, { cause: error })) : resolve()));
       });
@@ -100,14 +121,14 @@ export class FileRangeStream extends Readable {
   }
 }
 
-/** A buffer and the write of its last bytes. */
+/** A buffer (allocated on first use) and the write of its last bytes. */
 interface Slot {
-  buffer: Buffer;
+  buffer?: Buffer;
   written: Promise<void>;
 }
 
 function newSlot(): Slot {
-  return { buffer: Buffer.allocUnsafe(FILE_CHUNK_BYTES), written: Promise.resolve() };
+  return { written: Promise.resolve() };
 }
 
 class DestinationError extends Error {}
