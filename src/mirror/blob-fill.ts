@@ -3,7 +3,8 @@
 // A reader never sees the last byte of what it asked for before the content is verified; on failure
 // every reader is destroyed, so no client mistakes a short or wrong body for a whole one.
 // Readers that keep up are handed the upstream's own chunks from a window of the newest bytes in memory
-// (shared, not copied: eight clients cost one copy); a reader that falls behind the window reads the spool.
+// (shared, not copied: eight clients cost one copy; nothing may write into a chunk it is handed); a reader
+// that falls behind the window reads the spool. With no reader, only what is not on disk yet is kept.
 // What "verified" means is a ContentCheck: a digest for v2 blobs, a size and payload checksum for v1 layers.
 
 import { EventEmitter } from 'node:events';
@@ -142,6 +143,7 @@ export class BlobFill {
     const pump = async (): Promise<void> => {
       try {
         for (;;) {
+          if (reader.destroyed) return;
           const last = end ?? (this.state === 'committed' ? this.written - 1 : Number.POSITIVE_INFINITY);
           if (position > last) {
             reader.push(null);
@@ -156,8 +158,10 @@ export class BlobFill {
           // Until verified, hold back the newest byte and the last byte this reader asked for.
           const limit = this.state === 'committed' ? Math.min(this.written, last + 1) : Math.min(this.received - 1, last);
           if (position < limit) {
-            const chunk = this.window.slice(position, limit) ?? (await this.spool.readAt(position, Math.min(READ_CHUNK_BYTES, limit - position)));
-            if (chunk.length === 0) throw new FillError('spool shorter than written');
+            // Bytes before the window are on disk; a spool read stops where the window begins (never past `written`).
+            const onDisk = Math.min(limit, this.window.start ?? this.written);
+            const chunk = this.window.slice(position, limit) ?? (await this.spool.readAt(position, Math.min(READ_CHUNK_BYTES, onDisk - position)));
+            if (chunk.length === 0) throw new FillError('the spool is shorter than what was written to it');
             position += chunk.length;
             if (!reader.push(chunk)) return;
             continue;
@@ -180,7 +184,8 @@ export class BlobFill {
     const writer = new WriteBehind(this.spool, {
       written: (bytes) => {
         this.written += bytes;
-        this.window.forgetBefore(this.written, MEMORY_WINDOW_BYTES);
+        // With no reader, only what is not on disk yet stays in memory.
+        this.window.forgetBefore(this.written, this.readers > 0 ? MEMORY_WINDOW_BYTES : 0);
       },
       // Stop reading at once: the loop may be waiting for the upstream's next chunk.
       failed: (error) => this.source.body.destroy(error),
@@ -239,6 +244,11 @@ export class BlobFill {
 class ChunkWindow {
   private chunks: Array<{ start: number; bytes: Uint8Array }> = [];
   private bytes = 0;
+
+  /** The position of the oldest byte held, or undefined when none is. */
+  get start(): number | undefined {
+    return this.chunks[0]?.start;
+  }
 
   append(start: number, bytes: Uint8Array): void {
     this.chunks.push({ start, bytes });

@@ -128,6 +128,8 @@ export class V1Mirror {
     const source = this.requireSource('IMAGE_NOT_FOUND');
     const inProgress = this.fills.get(id);
     const fill = await (inProgress ?? this.startFill(source, id, context));
+    // A fill joined may have committed while we waited for it: its spool is then no longer ours to read.
+    if (inProgress !== undefined && fill.status === 'committed') return this.layer(id, rangeHeader, context);
     const cache = inProgress === undefined ? 'miss' : 'fill';
     // A source that announced no size: a whole layer streams chunked, a range waits for the verified layer.
     if (parseRangeSpec(rangeHeader) === undefined) return { size: fill.size, body: fill.createReader(), cache };
