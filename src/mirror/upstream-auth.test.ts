@@ -8,6 +8,7 @@ import { parseChallenge, RealmRefusedError, TokenError, UpstreamAuth, type Chall
 
 const HUB_CHALLENGE = 'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull"';
 const ALPINE = 'repository:library/alpine:pull';
+const HUB = new URL('https://registry-1.docker.io');
 const BUSYBOX = 'repository:library/busybox:pull';
 
 describe('parseChallenge', () => {
@@ -116,7 +117,7 @@ function hubAuth(
   clock = new Clock(),
   credentials?: { username: string; password: string },
 ): UpstreamAuth {
-  const auth = new UpstreamAuth(credentials, 'registry-1.docker.io', service.fetch, clock.now);
+  const auth = new UpstreamAuth(credentials, HUB, service.fetch, clock.now);
   assert.equal(auth.acceptChallenge(HUB_CHALLENGE, ALPINE, undefined), true);
   return auth;
 }
@@ -124,7 +125,7 @@ function hubAuth(
 describe('UpstreamAuth', () => {
   it('sends nothing before the upstream has asked', async () => {
     const service = new FakeTokenService();
-    const auth = new UpstreamAuth(undefined, 'registry-1.docker.io', service.fetch);
+    const auth = new UpstreamAuth(undefined, HUB, service.fetch);
     assert.equal(await auth.authorization(ALPINE), undefined);
     assert.equal(service.calls.length, 0);
   });
@@ -157,31 +158,45 @@ describe('UpstreamAuth', () => {
     assert.equal(service.calls[0]?.headers.authorization, `Basic ${Buffer.from('bob:p:ss').toString('base64')}`);
   });
 
-  it('sends credentials to a plain-http realm only on the host of the upstream', async () => {
+  it('sends credentials to a plain-http realm only from a plain-http upstream on the same host', async () => {
     const credentials = { username: 'bob', password: 'secret' };
     const challengeAt = (realm: string): string => `Bearer realm="${realm}",service="registry"`;
-    const sameHost = new FakeTokenService();
-    const local = new UpstreamAuth(credentials, 'registry.internal', sameHost.fetch);
-    assert.equal(local.acceptChallenge(challengeAt('http://registry.internal:5001/token'), ALPINE, undefined), true);
-    await local.authorization(ALPINE);
-    assert.equal(sameHost.calls[0]?.headers.authorization, `Basic ${Buffer.from('bob:secret').toString('base64')}`);
+    const attempt = (upstream: string, realm: string, withCredentials = true): { service: FakeTokenService; result: Promise<string | undefined> } => {
+      const service = new FakeTokenService();
+      const auth = new UpstreamAuth(withCredentials ? credentials : undefined, new URL(upstream), service.fetch);
+      assert.equal(auth.acceptChallenge(challengeAt(realm), ALPINE, undefined), true);
+      const result = auth.authorization(ALPINE);
+      result.catch(() => undefined);
+      return { service, result };
+    };
+    const basic = `Basic ${Buffer.from('bob:secret').toString('base64')}`;
 
-    const elsewhere = new FakeTokenService();
-    const misled = new UpstreamAuth(credentials, 'registry.internal', elsewhere.fetch);
-    assert.equal(misled.acceptChallenge(challengeAt('http://collector.example/token'), ALPINE, undefined), true);
-    await assert.rejects(misled.authorization(ALPINE), (error: unknown) => error instanceof RealmRefusedError && /plain http/.test(error.message));
-    assert.equal(elsewhere.calls.length, 0, 'nothing was sent to the foreign realm');
+    const sideBySide = attempt('http://registry.internal:5000', 'http://registry.internal:5001/token');
+    await sideBySide.result;
+    assert.equal(sideBySide.service.calls[0]?.headers.authorization, basic);
+
+    const httpsRealm = attempt('http://registry.internal:5000', 'https://auth.example/token');
+    await httpsRealm.result;
+    assert.equal(httpsRealm.service.calls[0]?.headers.authorization, basic);
+
+    for (const [upstream, realm] of [
+      ['http://registry.internal:5000', 'http://collector.example/token'],
+      ['https://registry.internal', 'http://registry.internal/token'],
+    ] as const) {
+      const refused = attempt(upstream, realm);
+      await assert.rejects(refused.result, (error: unknown) => error instanceof RealmRefusedError && /plain-http/.test(error.message), `${upstream} → ${realm}`);
+      assert.equal(refused.service.calls.length, 0, `nothing was sent to ${realm}`);
+    }
 
     // Without credentials there is nothing to leak: an anonymous token from anywhere is fine.
-    const anonymous = new UpstreamAuth(undefined, 'registry.internal', elsewhere.fetch);
-    assert.equal(anonymous.acceptChallenge(challengeAt('http://collector.example/token'), ALPINE, undefined), true);
-    assert.equal(await anonymous.authorization(ALPINE), `Bearer token-1-${ALPINE}`);
-    assert.equal(elsewhere.calls[0]?.headers.authorization, undefined);
+    const anonymous = attempt('https://registry.internal', 'http://collector.example/token', false);
+    assert.equal(await anonymous.result, `Bearer token-1-${ALPINE}`);
+    assert.equal(anonymous.service.calls[0]?.headers.authorization, undefined);
   });
 
   it('refuses a realm that is not an http(s) URL', async () => {
     const service = new FakeTokenService();
-    const auth = new UpstreamAuth(undefined, 'registry.internal', service.fetch);
+    const auth = new UpstreamAuth(undefined, HUB, service.fetch);
     assert.equal(auth.acceptChallenge('Bearer realm="file:///etc/passwd"', ALPINE, undefined), true);
     await assert.rejects(auth.authorization(ALPINE), RealmRefusedError);
     assert.equal(service.calls.length, 0);
@@ -277,7 +292,7 @@ describe('UpstreamAuth', () => {
 
   it('answers a first challenge after an anonymous request with a retry', async () => {
     const service = new FakeTokenService();
-    const auth = new UpstreamAuth(undefined, 'registry-1.docker.io', service.fetch);
+    const auth = new UpstreamAuth(undefined, HUB, service.fetch);
     assert.equal(auth.acceptChallenge(HUB_CHALLENGE, ALPINE, undefined), true);
     assert.equal(await auth.authorization(ALPINE), `Bearer token-1-${ALPINE}`);
   });
@@ -294,7 +309,7 @@ describe('UpstreamAuth', () => {
 
   it('refuses to retry a Bearer challenge without a realm, or no challenge at all', async () => {
     const service = new FakeTokenService();
-    const auth = new UpstreamAuth(undefined, 'registry-1.docker.io', service.fetch);
+    const auth = new UpstreamAuth(undefined, HUB, service.fetch);
     assert.equal(auth.acceptChallenge('Bearer service="s"', ALPINE, undefined), false);
     assert.equal(auth.acceptChallenge(undefined, ALPINE, undefined), false);
     assert.equal(auth.acceptChallenge('Negotiate', ALPINE, undefined), false);
@@ -303,7 +318,7 @@ describe('UpstreamAuth', () => {
 
   it('uses Basic credentials directly when the upstream asks for Basic', async () => {
     const service = new FakeTokenService();
-    const auth = new UpstreamAuth({ username: 'alice', password: 'pw' }, 'registry-1.docker.io', service.fetch);
+    const auth = new UpstreamAuth({ username: 'alice', password: 'pw' }, HUB, service.fetch);
     assert.equal(auth.acceptChallenge('Basic realm="r"', ALPINE, undefined), true);
     const basic = `Basic ${Buffer.from('alice:pw').toString('base64')}`;
     assert.equal(await auth.authorization(ALPINE), basic);
@@ -314,7 +329,7 @@ describe('UpstreamAuth', () => {
 
   it('cannot answer Basic without credentials', async () => {
     const service = new FakeTokenService();
-    const auth = new UpstreamAuth(undefined, 'registry-1.docker.io', service.fetch);
+    const auth = new UpstreamAuth(undefined, HUB, service.fetch);
     assert.equal(auth.acceptChallenge('Basic realm="r"', ALPINE, undefined), false);
     assert.equal(await auth.authorization(ALPINE), undefined);
   });

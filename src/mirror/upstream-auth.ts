@@ -1,7 +1,9 @@
 // Authentication to one upstream: the Bearer token challenge flow (tokens cached per scope until they
 // expire, one token request in flight per scope) and Basic credentials. Credentials go only to the
-// upstream and to the token realm it names, and to a realm only over https or on the upstream's own host:
-// an upstream reached over plain http (or someone in its path) cannot send them elsewhere in clear text.
+// upstream and to the token realm it names, and to a realm over plain http only when the upstream itself is
+// plain http on the same host name (a registry and its token service side by side): an upstream cannot send
+// them to another host in clear text, nor downgrade an https upstream's to http. (Credentials configured for
+// a plain-http upstream travel in clear text to it anyway: that is the operator's choice.)
 
 import type { Dispatcher } from 'undici';
 import type { UpstreamCredentials } from '../config/load.js';
@@ -43,8 +45,8 @@ export class UpstreamAuth {
 
   constructor(
     private readonly credentials: UpstreamCredentials | undefined,
-    /** The upstream's host name: a plain-http token realm gets the credentials only on this host. */
-    private readonly upstreamHost: string,
+    /** The upstream's URL: a plain-http token realm gets the credentials only from a plain-http upstream on the same host name. */
+    private readonly upstream: URL,
     private readonly fetchToken: (url: URL, headers: Record<string, string>) => Promise<Dispatcher.ResponseData>,
     private readonly now: () => number = Date.now,
   ) {}
@@ -115,8 +117,8 @@ export class UpstreamAuth {
     const headers: Record<string, string> = { accept: 'application/json' };
     const basic = this.basic();
     if (basic !== undefined) {
-      if (url.protocol === 'http:' && url.hostname !== this.upstreamHost) {
-        throw new RealmRefusedError('names a token realm over plain http on another host; the configured credentials are not sent there');
+      if (url.protocol === 'http:' && (this.upstream.protocol !== 'http:' || url.hostname !== this.upstream.hostname)) {
+        throw new RealmRefusedError('names a plain-http token realm on another host or behind an https upstream; the configured credentials are not sent there');
       }
       headers.authorization = basic;
     }

@@ -54,7 +54,7 @@ export class UpstreamClient {
     this.origin = url.origin;
     this.basePath = url.pathname.replace(/\/+$/, '');
     ({ agent: this.agent, dispatcher: this.dispatcher } = upstreamDispatcher(timeouts));
-    this.auth = new UpstreamAuth(settings.credentials, url.hostname, (tokenUrl, headers) => this.fetchToken(tokenUrl, headers));
+    this.auth = new UpstreamAuth(settings.credentials, url, (tokenUrl, headers) => this.fetchToken(tokenUrl, headers));
     const upstream = this.registry;
     this.budget = new UpstreamBudget(this.wireName, policy, {
       opened: (reason, waitMs, cause) => {
