@@ -12,7 +12,7 @@ describe('BoundedCache', () => {
     cache.set('a', 'xyz');
     assert.equal(cache.get('a'), 'xyz');
     assert.equal(cache.get('b'), undefined);
-    assert.equal(cache.size, 3);
+    assert.equal(cache.totalSize, 3);
   });
 
   it('drops the least recently used entries once over its size, a get counting as a use', () => {
@@ -24,14 +24,14 @@ describe('BoundedCache', () => {
     cache.set('d', 'dd');
     assert.equal(cache.get('b'), undefined, 'b was the least recently used');
     assert.deepEqual(['a', 'c', 'd'].map((key) => cache.get(key)), ['aa', 'cc', 'dd']);
-    assert.equal(cache.size, 6);
+    assert.equal(cache.totalSize, 6);
   });
 
   it('replaces a value under the same key without counting it twice', () => {
     const cache = cacheOf(6);
     cache.set('a', 'aaaa');
     cache.set('a', 'aa');
-    assert.equal(cache.size, 2);
+    assert.equal(cache.totalSize, 2);
     assert.equal(cache.get('a'), 'aa');
   });
 
@@ -49,6 +49,6 @@ describe('BoundedCache', () => {
     cache.delete('a');
     cache.delete('never-set');
     assert.equal(cache.get('a'), undefined);
-    assert.equal(cache.size, 0);
+    assert.equal(cache.totalSize, 0);
   });
 });

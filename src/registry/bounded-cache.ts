@@ -10,7 +10,8 @@ export class BoundedCache<K, V> {
     private readonly sizeOf: (value: V) => number,
   ) {}
 
-  get size(): number {
+  /** The sum of the sizes of the values kept. */
+  get totalSize(): number {
     return this.total;
   }
 

@@ -22,7 +22,8 @@ export interface StoredManifest {
 }
 
 export class LocalRegistry {
-  private readonly manifests = new BoundedCache<Digest, StoredManifest>(MANIFEST_MEMORY_BYTES, (manifest) => manifest.bytes.length);
+  // Counted by the memory a manifest keeps alive: a small Buffer may be a slice of a shared 8 KiB pool.
+  private readonly manifests = new BoundedCache<Digest, StoredManifest>(MANIFEST_MEMORY_BYTES, (manifest) => manifest.bytes.buffer.byteLength);
 
   constructor(
     readonly store: ObjectStore,
@@ -43,7 +44,12 @@ export class LocalRegistry {
       await this.meta.deleteBlob(digest);
       return undefined;
     }
-    await this.meta.touchBlob(digest, this.now());
+    try {
+      await this.meta.touchBlob(digest, this.now());
+    } catch (error) {
+      body.destroy();
+      throw error;
+    }
     return body;
   }
 
