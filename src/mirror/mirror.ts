@@ -7,6 +7,7 @@ import type { Readable } from 'node:stream';
 import { digestOf, isDigest, type Digest } from '../oci/digest.js';
 import {
   acceptedMediaTypes,
+  type AcceptedTypes,
   accepts,
   defaultPlatformChild,
   isIndexMediaType,
@@ -243,7 +244,7 @@ export class Mirror {
   }
 
   /** Serves the stored type if the client takes it; for an index it cannot read, its linux/amd64 child. */
-  private async negotiate(target: Target, answer: ManifestAnswer, accepted: Set<string> | undefined): Promise<ManifestAnswer> {
+  private async negotiate(target: Target, answer: ManifestAnswer, accepted: AcceptedTypes | undefined): Promise<ManifestAnswer> {
     const { manifest } = answer;
     if (accepts(accepted, manifest.mediaType)) return answer;
     if (isIndexMediaType(manifest.mediaType)) {

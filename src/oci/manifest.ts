@@ -93,26 +93,42 @@ function readDescriptor(entry: unknown): ChildManifest | undefined {
   return child;
 }
 
-/** The media types a client's Accept header names; `undefined` when it accepts anything. */
-export function acceptedMediaTypes(accept: string | string[] | undefined): Set<string> | undefined {
+/** What a client's Accept header allows: types and `type/*` ranges it names, those it refuses (`q=0`), or anything. */
+export interface AcceptedTypes {
+  named: ReadonlySet<string>;
+  refused: ReadonlySet<string>;
+  /** `*` / `*` with a weight above 0. */
+  anything: boolean;
+}
+
+/** Reads a client's Accept header(s); `undefined` when there is none (anything goes). */
+export function acceptedMediaTypes(accept: string | string[] | undefined): AcceptedTypes | undefined {
   if (accept === undefined) return undefined;
   const entries = (Array.isArray(accept) ? accept : [accept]).flatMap((header) => header.split(',')).filter((entry) => entry.trim() !== '');
   if (entries.length === 0) return undefined;
-  // `q=0` means "not this one" (RFC 9110 §12.4.2); other weights do not matter: the upstream's own type is served when accepted.
-  const values = entries
-    .map((entry) => entry.split(';'))
-    .filter(([, ...params]) => !params.some((param) => /^\s*q\s*=\s*0(\.0*)?\s*$/i.test(param)))
-    .map(([type]) => type?.trim().toLowerCase() ?? '')
-    .filter((type) => type !== '');
-  if (values.includes('*/*')) return undefined;
-  return new Set(values);
+  const named = new Set<string>();
+  const refused = new Set<string>();
+  for (const entry of entries) {
+    const [type = '', ...params] = entry.split(';');
+    const mediaType = type.trim().toLowerCase();
+    if (mediaType === '') continue;
+    // `q=0` means "not this one" (RFC 9110 §12.4.2); other weights do not matter: the upstream's own type is served when accepted.
+    const zeroWeight = params.some((param) => /^\s*q\s*=\s*0(\.0*)?\s*$/i.test(param));
+    (zeroWeight ? refused : named).add(mediaType);
+  }
+  return { named, refused, anything: named.has('*/*') };
 }
 
-/** Whether a media type is accepted: named, or matched by a `type/*` range. */
-export function accepts(accepted: Set<string> | undefined, mediaType: string): boolean {
-  if (accepted === undefined || accepted.has(mediaType)) return true;
+/** Whether a media type is accepted; the most specific entry decides (a type over its `type/*` range over `*` / `*`). */
+export function accepts(accepted: AcceptedTypes | undefined, mediaType: string): boolean {
+  if (accepted === undefined) return true;
+  if (accepted.refused.has(mediaType)) return false;
+  if (accepted.named.has(mediaType)) return true;
   const slash = mediaType.indexOf('/');
-  return slash > 0 && accepted.has(`${mediaType.slice(0, slash)}/*`);
+  const range = slash > 0 ? `${mediaType.slice(0, slash)}/*` : undefined;
+  if (range !== undefined && accepted.refused.has(range)) return false;
+  if (range !== undefined && accepted.named.has(range)) return true;
+  return accepted.anything;
 }
 
 /** The child distribution serves to a client that cannot read indexes: linux/amd64. */
