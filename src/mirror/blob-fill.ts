@@ -60,12 +60,36 @@ export interface FillHooks {
   onSettled(state: FillState, error: Error | undefined): void;
 }
 
-/** Aborts the fills of a single-flight map (at shutdown) and waits until each has settled: nothing partial is committed. */
-export async function abortFills(flights: Iterable<Promise<BlobFill>>, reason: Error): Promise<void> {
-  const settled = await Promise.allSettled([...flights]);
-  const running = settled.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
-  for (const fill of running) fill.abort(reason);
-  await Promise.all(running.map((fill) => fill.done));
+/**
+ * The single flight: fills in progress by key (a digest, a v1 image id). A flight is registered while the
+ * upstream is asked and kept until its fill settles; one that fails to start is forgotten at once.
+ */
+export class FillFlights<K> {
+  private readonly flights = new Map<K, Promise<BlobFill>>();
+
+  get(key: K): Promise<BlobFill> | undefined {
+    return this.flights.get(key);
+  }
+
+  /** Registers a starting fill under key; returns it. */
+  add(key: K, flight: Promise<BlobFill>): Promise<BlobFill> {
+    this.flights.set(key, flight);
+    flight.catch(() => this.forget(key, flight));
+    return flight;
+  }
+
+  /** Forgets key's flight if it is still this one (a newer flight under the same key stays). */
+  forget(key: K, flight: Promise<BlobFill> | undefined): void {
+    if (flight !== undefined && this.flights.get(key) === flight) this.flights.delete(key);
+  }
+
+  /** Aborts every fill in progress (at shutdown) and waits until each has settled: nothing partial is committed. */
+  async abortAll(reason: Error): Promise<void> {
+    const settled = await Promise.allSettled([...this.flights.values()]);
+    const running = settled.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
+    for (const fill of running) fill.abort(reason);
+    await Promise.all(running.map((fill) => fill.done));
+  }
 }
 
 export class FillError extends Error {
@@ -158,16 +182,12 @@ export class BlobFill {
           // Until verified, hold back the newest byte and the last byte this reader asked for.
           const limit = this.state === 'committed' ? Math.min(this.written, last + 1) : Math.min(this.received - 1, last);
           if (position < limit) {
-            // Bytes before the window are on disk; a spool read stops where the window begins (never past `written`).
-            const onDisk = Math.min(limit, this.window.start ?? this.written);
-            const chunk = this.window.slice(position, limit) ?? (await this.spool.readAt(position, Math.min(READ_CHUNK_BYTES, onDisk - position)));
-            if (chunk.length === 0) throw new FillError('the spool is shorter than what was written to it');
+            const chunk = this.window.slice(position, limit) ?? (await this.readSpool(position, limit));
             position += chunk.length;
             if (!reader.push(chunk)) return;
             continue;
           }
           await new Promise<void>((resolve) => this.events.once('progress', resolve));
-          if (reader.destroyed) return;
         }
       } finally {
         pumping = false;
@@ -226,6 +246,14 @@ export class BlobFill {
       await this.closeSpoolIfIdle();
     }
     return this.state;
+  }
+
+  /** Bytes from position (before the window: on disk) up to limit or where the window begins, never past `written`. */
+  private async readSpool(position: number, limit: number): Promise<Buffer> {
+    const onDisk = Math.min(limit, this.window.start ?? this.written);
+    const chunk = await this.spool.readAt(position, Math.min(READ_CHUNK_BYTES, onDisk - position));
+    if (chunk.length === 0) throw new FillError('the spool is shorter than what was written to it');
+    return chunk;
   }
 
   /** Why the fill failed, for the log. */

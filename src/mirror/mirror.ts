@@ -22,7 +22,7 @@ import { RegistryError } from '../registry/errors.js';
 import type { LocalRegistry, StoredManifest } from '../registry/local-registry.js';
 import type { ByteRange } from '../store/object-store.js';
 import type { CacheOutcome, Metrics } from '../telemetry/metrics.js';
-import { abortFills, BlobFill, digestCheck } from './blob-fill.js';
+import { BlobFill, digestCheck, FillFlights } from './blob-fill.js';
 import { headerValue, type UpstreamRequest, type UpstreamResponse } from './upstream-client.js';
 import type { Target, Upstream } from './upstream-router.js';
 
@@ -61,10 +61,8 @@ export interface Logger {
 }
 
 export class Mirror {
-  /** Blob fills in progress, by digest: the single flight. Set while the upstream is asked, kept until the fill settles. */
-  private readonly fills = new Map<Digest, Promise<BlobFill>>();
-  /** The fill each entry of `fills` resolved to, so a settled fill forgets only its own entry. */
-  private readonly fillOf = new WeakMap<Promise<BlobFill>, BlobFill>();
+  /** Blob fills in progress, by digest: the single flight. */
+  private readonly fills = new FillFlights<Digest>();
   /** Manifest fetches and tag revalidations in progress, by registry/name:reference. */
   private readonly manifestFlights = new Map<string, Promise<ManifestAnswer>>();
   /** Aborted at shutdown: a fill still waiting for upstream headers must not hold the stop until they time out. */
@@ -109,7 +107,7 @@ export class Mirror {
   /** Aborts every fill in progress (shutdown): nothing partial is committed. */
   async abortFills(reason: Error): Promise<void> {
     this.shutdown.abort(reason);
-    await abortFills(this.fills.values(), reason);
+    await this.fills.abortAll(reason);
   }
 
   private async cachedBlob(digest: Digest, size: number, method: 'GET' | 'HEAD', rangeHeader: string | undefined, delivery: BlobDelivery): Promise<BlobAnswer | undefined> {
@@ -155,15 +153,13 @@ export class Mirror {
   private async passThroughRange(upstream: Upstream, target: Target, digest: Digest, rangeHeader: string): Promise<BlobAnswer> {
     const response = await upstream.client.send({ ...blobRequest(target, digest, 'GET'), headers: { range: rangeHeader } });
     if (response.status === 200) {
-      if (this.fills.has(digest)) {
+      if (this.fills.get(digest) !== undefined) {
         // Another request started a fill meanwhile: one upstream fetch per blob, so follow that one.
         response.body.destroy();
         return this.blob(target, digest, 'GET', rangeHeader);
       }
-      const fill = this.adoptFill(upstream, digest, response);
-      this.fills.set(digest, fill);
-      fill.catch(() => this.forgetFill(digest, fill));
-      return this.rangeFromFill(digest, await fill, rangeHeader, 'miss');
+      const fill = await this.fills.add(digest, this.adoptFill(upstream, digest, response));
+      return this.rangeFromFill(digest, fill, rangeHeader, 'miss');
     }
     if (response.status === 416) {
       await response.body.dump();
@@ -194,9 +190,7 @@ export class Mirror {
       }
       return this.adoptFill(upstream, digest, response);
     })();
-    this.fills.set(digest, flight);
-    flight.catch(() => this.forgetFill(digest, flight));
-    return flight;
+    return this.fills.add(digest, flight);
   }
 
   /** Turns an upstream 200 into a fill, registered under the digest until it settles. */
@@ -209,8 +203,10 @@ export class Mirror {
       response.body.destroy();
       throw error;
     }
+    // Registered under the digest (by the caller) before the spool was created: the flight to forget when this fill settles.
+    const flight = this.fills.get(digest);
     this.metrics.fillsInProgress.inc();
-    const fill: BlobFill = new BlobFill(
+    return new BlobFill(
       digestCheck(digest),
       spool,
       { body: response.body, size: contentLength(response) },
@@ -220,20 +216,12 @@ export class Mirror {
         onSettled: (state, error) => {
           this.metrics.fillsInProgress.dec();
           this.metrics.fills.inc({ upstream: registry, outcome: state });
-          const flight = this.fills.get(digest);
-          if (flight !== undefined && this.fillOf.get(flight) === fill) this.fills.delete(digest);
+          this.fills.forget(digest, flight);
           if (state === 'failed') this.log.warn({ upstream: registry, digest, err: error?.message }, 'blob fill failed');
         },
       },
       this.timeouts.fill,
     );
-    const flight = this.fills.get(digest);
-    if (flight !== undefined) this.fillOf.set(flight, fill);
-    return fill;
-  }
-
-  private forgetFill(digest: Digest, flight: Promise<BlobFill>): void {
-    if (this.fills.get(digest) === flight) this.fills.delete(digest);
   }
 
   // ---- manifests ----

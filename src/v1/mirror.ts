@@ -4,7 +4,7 @@
 import { setMaxListeners } from 'node:events';
 import type { Readable } from 'node:stream';
 import type { MetadataStore } from '../meta/metadata-store.js';
-import { abortFills, BlobFill, type ContentCheck, type FillSource, type FillState } from '../mirror/blob-fill.js';
+import { BlobFill, FillFlights, type ContentCheck, type FillSource, type FillState } from '../mirror/blob-fill.js';
 import type { Logger } from '../mirror/mirror.js';
 import { headerValue, type UpstreamResponse } from '../mirror/upstream-client.js';
 import { parseRangeSpec, resolveRange, unsatisfiedRange } from '../oci/range.js';
@@ -72,7 +72,7 @@ export interface V1MirrorOptions {
 
 export class V1Mirror {
   /** Layer fills in progress, by image id: the single flight. */
-  private readonly fills = new Map<string, Promise<BlobFill>>();
+  private readonly fills = new FillFlights<string>();
   /** Document fetches in progress, by cache key: concurrent misses share one source request. */
   private readonly flights = new Map<string, Promise<unknown>>();
   private readonly shutdown = new AbortController();
@@ -143,7 +143,7 @@ export class V1Mirror {
   /** Stops (at shutdown): fills in progress are aborted, nothing partial is committed. */
   async close(reason: Error): Promise<void> {
     this.shutdown.abort(reason);
-    await abortFills(this.fills.values(), reason);
+    await this.fills.abortAll(reason);
     await this.source?.close();
   }
 
@@ -189,11 +189,7 @@ export class V1Mirror {
         throw error;
       }
     })();
-    this.fills.set(id, flight);
-    flight.catch(() => {
-      if (this.fills.get(id) === flight) this.fills.delete(id);
-    });
-    return flight;
+    return this.fills.add(id, flight);
   }
 
   /** A fill registered under the image id (by startFill) until it settles. */
@@ -214,7 +210,7 @@ export class V1Mirror {
         onSettled: (state: FillState, error) => {
           this.metrics.fillsInProgress.dec();
           this.metrics.fills.inc({ upstream: SOURCE_NAME, outcome: state });
-          if (this.fills.get(id) === flight) this.fills.delete(id);
+          this.fills.forget(id, flight);
           if (state === 'failed') this.log.warn({ upstream: SOURCE_NAME, image: id, err: error?.message }, 'v1 layer fill failed');
         },
       },
