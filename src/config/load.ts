@@ -240,7 +240,7 @@ function resolveV1(v1: Config['v1'], environment: NodeJS.ProcessEnv): V1Settings
       credentials: mirroring.credentials && resolveCredentials(mirroring.credentials, 'v1.mirroring.credentials', environment),
     },
     storagePrefix: v1.storagePrefix,
-    nginxXAccelRedirect: v1.nginxXAccelRedirect,
+    nginxXAccelRedirect: v1.nginxXAccelRedirect?.replace(/\/+$/, ''),
     storageRedirect: v1.storageRedirect,
   };
 }

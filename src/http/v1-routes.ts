@@ -28,7 +28,7 @@ export interface V1RouteOptions {
   mirror: V1Mirror;
   /** Serve the index routes (users, image lists, tokens), as docker-registry's `standalone`. */
   standalone: boolean;
-  /** nginx_x_accel_redirect: a URI prefix nginx maps to the data directory. */
+  /** nginx_x_accel_redirect: a URI prefix nginx maps to the data directory (no trailing slash). */
   nginxXAccelRedirect: string | undefined;
 }
 
@@ -189,7 +189,7 @@ export function registerV1Routes(app: FastifyInstance, options: V1RouteOptions):
     if (accel !== undefined && (await mirror.local.layerSize(id)) !== undefined) {
       describeRequest(request, { cache: 'hit' });
       const key = mirror.local.layout.imageKey(id, 'layer');
-      return reply.header('x-accel-redirect', `${accel.replace(/\/+$/, '')}/${key}`).send('');
+      return reply.header('x-accel-redirect', `${accel}/${key}`).send('');
     }
     const answer = note(request, await mirror.layer(id, request.headers.range, context));
     if (answer.range !== undefined) {

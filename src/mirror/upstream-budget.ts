@@ -94,6 +94,11 @@ export class UpstreamBudget {
     if (this.probing) this.fail(error.message, 'failing', undefined);
   }
 
+  /** The upstream's RateLimit-Remaining, as last reported. */
+  get rateLimitRemaining(): number | undefined {
+    return this.rateLimit.remaining;
+  }
+
   snapshot(): BudgetSnapshot {
     return {
       circuit: this.circuit,

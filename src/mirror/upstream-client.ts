@@ -163,7 +163,7 @@ export class UpstreamClient {
       });
       this.metrics.upstreamRequests.inc({ ...labels, status: String(response.statusCode) });
       this.budget.recordResponse(response.statusCode, response.headers);
-      const remaining = this.budget.snapshot().rateLimit.remaining;
+      const remaining = this.budget.rateLimitRemaining;
       if (remaining !== undefined) this.metrics.rateLimitRemaining.set({ upstream: this.registry }, remaining);
       return response;
     } catch (error) {
