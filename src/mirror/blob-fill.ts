@@ -56,40 +56,16 @@ export interface FillHooks {
   /** Makes the verified spool visible in the store and records it; throws to fail the fill. */
   commit(spool: SpoolFile, size: number): Promise<void>;
   onBytes(count: number): void;
-  /** Called once the fill has committed or failed, before its spool closes: forget the fill here. */
+  /** Called once the fill has committed or failed, before its spool closes. */
   onSettled(state: FillState, error: Error | undefined): void;
 }
 
-/**
- * The single flight: fills in progress by key (a digest, a v1 image id). A flight is registered while the
- * upstream is asked and kept until its fill settles; one that fails to start is forgotten at once.
- */
-export class FillFlights<K> {
-  private readonly flights = new Map<K, Promise<BlobFill>>();
-
-  get(key: K): Promise<BlobFill> | undefined {
-    return this.flights.get(key);
-  }
-
-  /** Registers a starting fill under key; returns it. */
-  add(key: K, flight: Promise<BlobFill>): Promise<BlobFill> {
-    this.flights.set(key, flight);
-    flight.catch(() => this.forget(key, flight));
-    return flight;
-  }
-
-  /** Forgets key's flight if it is still this one (a newer flight under the same key stays). */
-  forget(key: K, flight: Promise<BlobFill> | undefined): void {
-    if (flight !== undefined && this.flights.get(key) === flight) this.flights.delete(key);
-  }
-
-  /** Aborts every fill in progress (at shutdown) and waits until each has settled: nothing partial is committed. */
-  async abortAll(reason: Error): Promise<void> {
-    const settled = await Promise.allSettled([...this.flights.values()]);
-    const running = settled.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
-    for (const fill of running) fill.abort(reason);
-    await Promise.all(running.map((fill) => fill.done));
-  }
+/** Aborts the fills (at shutdown) and waits until each has settled: nothing partial is committed. */
+export async function abortFills(flights: readonly Promise<BlobFill>[], reason: Error): Promise<void> {
+  const settled = await Promise.allSettled(flights);
+  const running = settled.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
+  for (const fill of running) fill.abort(reason);
+  await Promise.all(running.map((fill) => fill.done));
 }
 
 export class FillError extends Error {

@@ -22,7 +22,8 @@ import { RegistryError } from '../registry/errors.js';
 import type { LocalRegistry, StoredManifest } from '../registry/local-registry.js';
 import type { ByteRange } from '../store/object-store.js';
 import type { CacheOutcome, Metrics } from '../telemetry/metrics.js';
-import { BlobFill, digestCheck, FillFlights } from './blob-fill.js';
+import { SingleFlight } from '../flight/single-flight.js';
+import { abortFills, BlobFill, digestCheck } from './blob-fill.js';
 import { headerValue, type UpstreamRequest, type UpstreamResponse } from './upstream-client.js';
 import type { Target, Upstream } from './upstream-router.js';
 
@@ -61,10 +62,10 @@ export interface Logger {
 }
 
 export class Mirror {
-  /** Blob fills in progress, by digest: the single flight. */
-  private readonly fills = new FillFlights<Digest>();
+  /** Blob fills in progress, by digest: the single flight. A fill stays registered until it settles. */
+  private readonly fills = new SingleFlight<Digest, BlobFill>();
   /** Manifest fetches and tag revalidations in progress, by registry/name:reference. */
-  private readonly manifestFlights = new Map<string, Promise<ManifestAnswer>>();
+  private readonly manifestFlights = new SingleFlight<string, ManifestAnswer>();
   /** Aborted at shutdown: a fill still waiting for upstream headers must not hold the stop until they time out. */
   private readonly shutdown = new AbortController();
 
@@ -107,7 +108,7 @@ export class Mirror {
   /** Aborts every fill in progress (shutdown): nothing partial is committed. */
   async abortFills(reason: Error): Promise<void> {
     this.shutdown.abort(reason);
-    await this.fills.abortAll(reason);
+    await abortFills(this.fills.running(), reason);
   }
 
   private async cachedBlob(digest: Digest, size: number, method: 'GET' | 'HEAD', rangeHeader: string | undefined, delivery: BlobDelivery): Promise<BlobAnswer | undefined> {
@@ -158,7 +159,7 @@ export class Mirror {
         response.body.destroy();
         return this.blob(target, digest, 'GET', rangeHeader);
       }
-      const fill = await this.fills.add(digest, this.adoptFill(upstream, digest, response));
+      const fill = await this.runFill(digest, () => this.adoptFill(upstream, digest, response));
       return this.rangeFromFill(digest, fill, rangeHeader, 'miss');
     }
     if (response.status === 416) {
@@ -182,18 +183,22 @@ export class Mirror {
   }
 
   private startFill(upstream: Upstream, target: Target, digest: Digest): Promise<BlobFill> {
-    const flight = (async () => {
+    return this.runFill(digest, async () => {
       const response = await upstream.client.send({ ...blobRequest(target, digest, 'GET'), signal: this.shutdown.signal });
       if (response.status !== 200) {
         await response.body.dump();
         throw upstream.client.errorFor(response, 'BLOB_UNKNOWN');
       }
       return this.adoptFill(upstream, digest, response);
-    })();
-    return this.fills.add(digest, flight);
+    });
   }
 
-  /** Turns an upstream 200 into a fill, registered under the digest until it settles. */
+  /** A fill registered under its digest from the upstream request until the fill settles. */
+  private runFill(digest: Digest, start: () => Promise<BlobFill>): Promise<BlobFill> {
+    return this.fills.run(digest, start, (fill) => fill.done);
+  }
+
+  /** Turns an upstream 200 into a fill. */
   private async adoptFill(upstream: Upstream, digest: Digest, response: UpstreamResponse): Promise<BlobFill> {
     const registry = upstream.settings.registry;
     let spool;
@@ -203,8 +208,6 @@ export class Mirror {
       response.body.destroy();
       throw error;
     }
-    // Registered under the digest (by the caller) before the spool was created: the flight to forget when this fill settles.
-    const flight = this.fills.get(digest);
     this.metrics.fillsInProgress.inc();
     return new BlobFill(
       digestCheck(digest),
@@ -216,7 +219,6 @@ export class Mirror {
         onSettled: (state, error) => {
           this.metrics.fillsInProgress.dec();
           this.metrics.fills.inc({ upstream: registry, outcome: state });
-          this.fills.forget(digest, flight);
           if (state === 'failed') this.log.warn({ upstream: registry, digest, err: error?.message }, 'blob fill failed');
         },
       },
@@ -254,7 +256,7 @@ export class Mirror {
     if (stored !== undefined) return { manifest: stored, cache: 'hit' };
     const upstream = target.upstream;
     if (upstream === undefined) throw new RegistryError('MANIFEST_UNKNOWN', { detail: { digest } });
-    return this.singleFlight(`${target.registry}/${target.name}@${digest}`, async () => {
+    return this.manifestFlights.run(`${target.registry}/${target.name}@${digest}`, async () => {
       const manifest = await this.fetchManifest(upstream, target, digest, digest);
       await this.local.addRepository(repositoryOf(target));
       return { manifest, cache: 'miss' };
@@ -272,7 +274,7 @@ export class Mirror {
     }
     const age = record === undefined ? Number.POSITIVE_INFINITY : this.now() - record.fetchedAt;
     if (stored !== undefined && age < upstream.settings.tagFreshnessMs) return { manifest: stored, cache: 'hit' };
-    return this.singleFlight(`${target.registry}/${target.name}:${tag}`, async () => {
+    return this.manifestFlights.run(`${target.registry}/${target.name}:${tag}`, async () => {
       try {
         return stored === undefined ? await this.fetchTag(upstream, target, tag) : await this.revalidateTag(upstream, target, tag, stored);
       } catch (error) {
@@ -335,14 +337,6 @@ export class Mirror {
     const manifest = { digest, mediaType: parsed.mediaType, bytes };
     await this.local.putManifest(manifest);
     return manifest;
-  }
-
-  private singleFlight(key: string, work: () => Promise<ManifestAnswer>): Promise<ManifestAnswer> {
-    const pending = this.manifestFlights.get(key);
-    if (pending !== undefined) return pending;
-    const flight = work().finally(() => this.manifestFlights.delete(key));
-    this.manifestFlights.set(key, flight);
-    return flight;
   }
 
   // ---- listings ----

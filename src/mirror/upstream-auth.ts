@@ -7,6 +7,7 @@
 
 import type { Dispatcher } from 'undici';
 import type { UpstreamCredentials } from '../config/load.js';
+import { SingleFlight } from '../flight/single-flight.js';
 
 export interface Challenge {
   scheme: 'bearer' | 'basic';
@@ -41,7 +42,7 @@ export class UpstreamAuth {
   /** What the upstream asked for last time, so later requests authenticate without a 401 round trip. */
   private learned: Challenge | undefined;
   private readonly tokens = new Map<string, CachedToken>();
-  private readonly pendingTokens = new Map<string, Promise<CachedToken>>();
+  private readonly tokenRequests = new SingleFlight<string, CachedToken>();
 
   constructor(
     private readonly credentials: UpstreamCredentials | undefined,
@@ -97,16 +98,11 @@ export class UpstreamAuth {
     const key = this.tokenKey(challenge, scope);
     const cached = this.tokens.get(key);
     if (cached !== undefined && cached.expiresAt > this.now()) return cached;
-    const pending = this.pendingTokens.get(key);
-    if (pending !== undefined) return pending;
-    const request = this.requestToken(challenge, scope)
-      .then((token) => {
-        this.tokens.set(key, token);
-        return token;
-      })
-      .finally(() => this.pendingTokens.delete(key));
-    this.pendingTokens.set(key, request);
-    return request;
+    return this.tokenRequests.run(key, async () => {
+      const token = await this.requestToken(challenge, scope);
+      this.tokens.set(key, token);
+      return token;
+    });
   }
 
   private async requestToken(challenge: Challenge, scope: string): Promise<CachedToken> {

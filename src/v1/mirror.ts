@@ -4,7 +4,8 @@
 import { setMaxListeners } from 'node:events';
 import type { Readable } from 'node:stream';
 import type { MetadataStore } from '../meta/metadata-store.js';
-import { BlobFill, FillFlights, type ContentCheck, type FillSource, type FillState } from '../mirror/blob-fill.js';
+import { abortFills, BlobFill, type ContentCheck, type FillSource, type FillState } from '../mirror/blob-fill.js';
+import { SingleFlight } from '../flight/single-flight.js';
 import type { Logger } from '../mirror/mirror.js';
 import { headerValue, type UpstreamResponse } from '../mirror/upstream-client.js';
 import { parseRangeSpec, resolveRange, unsatisfiedRange } from '../oci/range.js';
@@ -72,9 +73,9 @@ export interface V1MirrorOptions {
 
 export class V1Mirror {
   /** Layer fills in progress, by image id: the single flight. */
-  private readonly fills = new FillFlights<string>();
+  private readonly fills = new SingleFlight<string, BlobFill>();
   /** Document fetches in progress, by cache key: concurrent misses share one source request. */
-  private readonly flights = new Map<string, Promise<unknown>>();
+  private readonly flights = new SingleFlight<string, unknown>();
   private readonly shutdown = new AbortController();
 
   constructor(
@@ -143,7 +144,7 @@ export class V1Mirror {
   /** Stops (at shutdown): fills in progress are aborted, nothing partial is committed. */
   async close(reason: Error): Promise<void> {
     this.shutdown.abort(reason);
-    await this.fills.abortAll(reason);
+    await abortFills(this.fills.running(), reason);
     await this.source?.close();
   }
 
@@ -165,7 +166,7 @@ export class V1Mirror {
   }
 
   private startFill(source: V1SourceClient, id: string, context: SourceContext): Promise<BlobFill> {
-    const flight = (async () => {
+    const start = async (): Promise<BlobFill> => {
       // The json first: the layer is verified against the checksum and size the source sent with it.
       const json = await this.imageJson(id, context);
       const promise = { json: json.bytes, size: json.size, checksums: json.checksums };
@@ -188,13 +189,12 @@ export class V1Mirror {
         await spool.discard();
         throw error;
       }
-    })();
-    return this.fills.add(id, flight);
+    };
+    return this.fills.run(id, start, (fill) => fill.done);
   }
 
-  /** A fill registered under the image id (by startFill) until it settles. */
+  /** A fill, registered under the image id (by startFill) until it settles. */
   private newFill(source: V1SourceClient, id: string, spool: SpoolFile, body: FillSource, check: ContentCheck): BlobFill {
-    const flight = this.fills.get(id);
     this.metrics.fillsInProgress.inc();
     return new BlobFill(
       check,
@@ -210,7 +210,6 @@ export class V1Mirror {
         onSettled: (state: FillState, error) => {
           this.metrics.fillsInProgress.dec();
           this.metrics.fills.inc({ upstream: SOURCE_NAME, outcome: state });
-          this.fills.forget(id, flight);
           if (state === 'failed') this.log.warn({ upstream: SOURCE_NAME, image: id, err: error?.message }, 'v1 layer fill failed');
         },
       },
@@ -374,12 +373,9 @@ export class V1Mirror {
     return response.status === 404 ? new V1Error(notFound) : source.errorFor(response);
   }
 
+  /** Concurrent misses of one document share one source request. */
   private flight<T>(key: string, work: () => Promise<T>): Promise<T> {
-    const pending = this.flights.get(key) as Promise<T> | undefined;
-    if (pending !== undefined) return pending;
-    const flight = work().finally(() => this.flights.delete(key));
-    this.flights.set(key, flight);
-    return flight;
+    return this.flights.run(key, work) as Promise<T>;
   }
 }
 

@@ -6,6 +6,7 @@ import type { Settings, V1MirroringSettings } from '../config/load.js';
 import { describeFailure, headerValue, upstreamDispatcher, type UpstreamResponse } from '../mirror/upstream-client.js';
 import type { Metrics, UpstreamRequestKind } from '../telemetry/metrics.js';
 import { V1Error } from './errors.js';
+import { SingleFlight } from '../flight/single-flight.js';
 
 /** How the source appears in metrics and the access log. */
 export const SOURCE_NAME = 'v1-source';
@@ -44,7 +45,7 @@ export class V1SourceClient {
   /** Source tokens (`signature=…,repository="…",access=read`) by repository, from the index's X-Docker-Token. */
   private readonly tokens = new Map<string, string>();
   private latestToken: string | undefined;
-  private readonly pendingTokens = new Map<string, Promise<string | undefined>>();
+  private readonly tokenRenewals = new SingleFlight<string, string | undefined>();
 
   constructor(
     private readonly settings: V1MirroringSettings,
@@ -130,17 +131,13 @@ export class V1SourceClient {
 
   /** Asks the index for a new token for the repository (one request however many wait); undefined when none comes. */
   private renewToken(repository: string, refused: string | undefined): Promise<string | undefined> {
-    const pending = this.pendingTokens.get(repository);
-    if (pending !== undefined) return pending;
-    if (this.tokens.get(repository) === refused) this.tokens.delete(repository);
-    const renewal = (async () => {
+    return this.tokenRenewals.run(repository, async () => {
+      if (this.tokens.get(repository) === refused) this.tokens.delete(repository);
       const response = await this.send({ target: 'index', path: `/v1/repositories/${repository}/images`, kind: 'v1-index', repository });
       await response.body.dump();
       const token = this.tokens.get(repository);
       return response.status === 200 && token !== refused ? token : undefined;
-    })().finally(() => this.pendingTokens.delete(repository));
-    this.pendingTokens.set(repository, renewal);
-    return renewal;
+    });
   }
 
   private async dispatch(request: SourceRequest, authorization: string | undefined): Promise<UpstreamResponse> {
