@@ -4,20 +4,29 @@
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
-import type { Settings } from './config/load.js';
-import { buildServer } from './http/server.js';
+import type { ListenAddress, Settings } from './config/load.js';
+import { buildAdminServer, buildServer } from './http/server.js';
 import { SqliteMetadataStore } from './meta/sqlite-store.js';
 import { Mirror } from './mirror/mirror.js';
 import { UpstreamClient } from './mirror/upstream-client.js';
 import { UpstreamRouter, type Upstream } from './mirror/upstream-router.js';
 import { LocalRegistry } from './registry/local-registry.js';
+import { V1Layout } from './store/layout.js';
+import type { ObjectStore } from './store/object-store.js';
 import { FsObjectStore } from './store/fs-store.js';
 import { Metrics } from './telemetry/metrics.js';
-import { createV1Mirror } from './v1/mirror.js';
+import type { FetchTimeouts } from './upstream/fetcher.js';
+import { V1Mirror } from './v1/mirror.js';
+import { V1Registry } from './v1/registry.js';
+import { V1SourceClient } from './v1/source-client.js';
+import type { MetadataStore } from './meta/metadata-store.js';
+import type { FastifyInstance } from 'fastify';
 
 export interface RunningMirror {
   /** host:port actually bound. */
   address: { host: string; port: number };
+  /** Where /metrics and /_regmirror/* are served, when admin.listen is set. */
+  adminAddress?: { host: string; port: number };
   close(): Promise<void>;
 }
 
@@ -38,34 +47,45 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
   if (removed > 0) logger.info({ removed }, 'removed temporaries left by an earlier run');
   const meta = new SqliteMetadataStore(path.join(dataDir, 'metadata.sqlite'));
   const metrics = new Metrics();
+  const fetchTimeouts = fetchTimeoutsOf(settings.timeouts);
   const upstreams: Upstream[] = settings.upstreams.map((upstream) => ({
     settings: upstream,
     client: new UpstreamClient(
       upstream,
-      settings.timeouts,
+      fetchTimeouts,
       { failureThreshold: settings.circuit.failureThreshold, backoffBaseMs: settings.circuit.backoffBase, backoffMaxMs: settings.circuit.backoffMax },
       metrics,
       logger,
     ),
   }));
   const router = new UpstreamRouter(upstreams);
-  const mirror = new Mirror(new LocalRegistry(store, meta), metrics, settings.timeouts, logger);
+  const mirror = new Mirror(new LocalRegistry(store, meta), metrics, { fillTimeoutMs: settings.timeouts.fill, notFoundTtlMs: settings.notFoundTtlMs }, logger);
   const v1 = settings.v1.enabled ? createV1Mirror(settings, store, meta, metrics, logger) : undefined;
   let accepting = true;
+  // Registry names only: an upstream's URL may be an internal address.
   const status = (): object => ({
-    upstreams: upstreams.map((upstream) => ({ registry: upstream.settings.registry, url: upstream.settings.url, ...upstream.client.status() })),
+    upstreams: upstreams.map((upstream) => ({ registry: upstream.settings.registry, ...upstream.client.status() })),
   });
   const v1Routes = v1 && { mirror: v1, standalone: settings.v1.standalone, nginxXAccelRedirect: settings.v1.nginxXAccelRedirect };
   const v2Routes = { xAccelRedirect: settings.offload.xAccelRedirect };
-  const app = buildServer({ mirror, router, metrics, logger, ready: () => accepting, status, v1: v1Routes, v2: v2Routes });
-  await app.listen({ host: settings.listen.host ?? '::', port: settings.listen.port, ipv6Only: false }).catch(async (error: unknown) => {
-    if (settings.listen.host !== undefined) throw error;
-    // No IPv6 on this host: every IPv4 interface instead.
-    await app.listen({ host: '0.0.0.0', port: settings.listen.port });
+  const ready = (): boolean => accepting;
+  const adminListen = settings.adminListen;
+  const app = buildServer({
+    mirror,
+    router,
+    metrics,
+    logger,
+    ready,
+    status,
+    adminRoutes: adminListen === undefined,
+    clientIdleMs: settings.timeouts.clientIdle,
+    v1: v1Routes,
+    v2: v2Routes,
   });
-  const bound = app.server.address();
-  const address = typeof bound === 'object' && bound !== null ? { host: bound.address, port: bound.port } : { host: '', port: settings.listen.port };
-  logger.info({ address, dataDir, upstreams: settings.upstreams.map((u) => ({ registry: u.registry, url: u.url })) }, 'regmirror listening');
+  const address = await listen(app, settings.listen);
+  const admin = adminListen === undefined ? undefined : buildAdminServer({ metrics, logger, ready, status });
+  const adminAddress = admin === undefined || adminListen === undefined ? undefined : await listen(admin, adminListen);
+  logger.info({ address, adminAddress, dataDir, upstreams: settings.upstreams.map((u) => ({ registry: u.registry, url: u.url })) }, 'regmirror listening');
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
@@ -80,6 +100,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
       } finally {
         clearTimeout(grace);
       }
+      await admin?.close();
       await mirror.abortFills(new Error('shutting down'));
       await v1?.close(new Error('shutting down'));
       await Promise.all(upstreams.map((upstream) => upstream.client.close()));
@@ -88,5 +109,35 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
     })();
     return closing;
   };
-  return { address, close };
+  return { address, ...(adminAddress === undefined ? {} : { adminAddress }), close };
+}
+
+async function listen(app: FastifyInstance, where: ListenAddress): Promise<{ host: string; port: number }> {
+  await app.listen({ host: where.host ?? '::', port: where.port, ipv6Only: false }).catch(async (error: unknown) => {
+    if (where.host !== undefined) throw error;
+    // No IPv6 on this host: every IPv4 interface instead.
+    await app.listen({ host: '0.0.0.0', port: where.port });
+  });
+  const bound = app.server.address();
+  return typeof bound === 'object' && bound !== null ? { host: bound.address, port: bound.port } : { host: '', port: where.port };
+}
+
+function fetchTimeoutsOf(timeouts: Settings['timeouts']): FetchTimeouts {
+  return { connectMs: timeouts.connect, responseHeadersMs: timeouts.responseHeaders, bodyIdleMs: timeouts.bodyIdle, documentMs: timeouts.manifest };
+}
+
+/**
+ * The v1 service for the settings: a plain v1 registry (writable), or, on an instance that mirrors (a v1 source,
+ * or any v2 upstream), a read-only one that mirrors `v1.mirroring.source` when it is set.
+ */
+function createV1Mirror(settings: Settings, store: ObjectStore, meta: MetadataStore, metrics: Metrics, log: Logger): V1Mirror {
+  const mirroring = settings.v1.mirroring;
+  const source = mirroring && new V1SourceClient(mirroring, fetchTimeoutsOf(settings.timeouts), metrics);
+  const options = {
+    tagsCacheTtlMs: mirroring?.tagsCacheTtlMs ?? 0,
+    fillTimeoutMs: settings.timeouts.fill,
+    readOnly: mirroring !== undefined || settings.upstreams.length > 0,
+    maxLayerBytes: settings.limits.uploadSize,
+  };
+  return new V1Mirror(new V1Registry(store, new V1Layout(settings.v1.storagePrefix)), source, meta, metrics, options, log);
 }

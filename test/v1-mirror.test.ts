@@ -19,10 +19,24 @@ const MiB = 1024 * KiB;
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Starts a regmirror whose configuration file holds the given YAML `v1:` section. */
-async function startV1Mirror(configDir: string, name: string, v1Yaml: string): Promise<Regmirror> {
+async function startV1Mirror(configDir: string, name: string, v1Yaml: string, dataDir?: string): Promise<Regmirror> {
   const configFile = path.join(configDir, `${name}.yaml`);
   await writeFile(configFile, `log:\n  level: info\nv1:\n${v1Yaml}`);
-  return startRegmirror({ configFile });
+  return startRegmirror({ configFile, ...(dataDir === undefined ? {} : { dataDir }) });
+}
+
+/**
+ * A data directory holding repositories of its own, pushed while it was a plain registry: a mirror refuses
+ * pushes, so this is how a mirror comes to have local repositories (a registry turned into a mirror).
+ */
+async function pushedBeforeMirroring(dataDir: string, pushes: Array<[name: string, tag: string, images: V1Image[]]>): Promise<void> {
+  const plain = await startRegmirror({ dataDir });
+  try {
+    const pusher = new V1Client(plain.url);
+    for (const [name, tag, images] of pushes) await pusher.push(name, tag, images);
+  } finally {
+    await plain.destroy();
+  }
 }
 
 function layerFile(mirror: Regmirror, id: string): string {
@@ -149,10 +163,46 @@ describe('v1 mirror of a regmirror', { timeout: 180_000 }, () => {
   });
 
   it('searches its own repositories merged with the source\'s', async () => {
-    await new V1Client(mirror.url).push('local/only', 'v1', chain.slice(0, 1));
-    const found = JSON.parse((await v1Request(`${mirror.url}/v1/search?q=`)).body.toString()) as { num_results: number; results: Array<{ name: string }> };
-    assert.deepEqual(found.results.map((result) => result.name), ['local/only', 'team/app', 'team/big', 'team/ranged']);
-    assert.equal(found.num_results, 4);
+    const dataDir = await makeTempDir('regmirror-v1-local-');
+    await pushedBeforeMirroring(dataDir, [['local/only', 'v1', makeV1Chain('local-search', [{ size: 1000, seed: 36 }])]]);
+    const turned = await startV1Mirror(configDir, 'turned', `  mirroring:\n    source: ${source.url}\n`, dataDir);
+    try {
+      const found = JSON.parse((await v1Request(`${turned.url}/v1/search?q=`)).body.toString()) as { num_results: number; results: Array<{ name: string }> };
+      assert.deepEqual(found.results.map((result) => result.name), ['local/only', 'team/app', 'team/big', 'team/ranged']);
+      assert.equal(found.num_results, 4);
+    } finally {
+      await turned.destroy();
+      await removeDir(dataDir);
+    }
+  });
+
+  it('refuses every write: nothing a client pushes can shadow or poison what the source serves', async () => {
+    const [poison] = makeV1Chain('poison', [{ size: 1000, seed: 37 }]) as [V1Image];
+    const refusals: Array<[method: string, path: string, body: string | Buffer]> = [
+      ['PUT', `/v1/images/${poison.id}/json`, poison.json],
+      // An image id the source has, pushed before anyone pulled it through the mirror.
+      ['PUT', `/v1/images/${ranged.id}/json`, ranged.json],
+      ['PUT', `/v1/images/${ranged.id}/layer`, poison.layer],
+      ['PUT', `/v1/images/${ranged.id}/checksum`, ''],
+      ['PUT', '/v1/repositories/team/app/tags/latest', JSON.stringify(poison.id)],
+      ['DELETE', '/v1/repositories/team/app/tags/latest', ''],
+      ['DELETE', '/v1/repositories/team/app/', ''],
+      ['PUT', '/v1/repositories/team/app/', '[]'],
+      ['PUT', '/v1/repositories/team/app/images', '[]'],
+      ['DELETE', '/v1/repositories/team/app/images', ''],
+      ['PUT', '/v1/repositories/team/app/properties', '{"access": "private"}'],
+    ];
+    for (const [method, requestPath, body] of refusals) {
+      const response = await v1Request(`${mirror.url}${requestPath}`, { method, body: Buffer.from(body), headers: { 'x-docker-checksum-payload': 'sha256:0' } });
+      assert.equal(response.status, 405, `${method} ${requestPath}`);
+      assert.deepEqual(JSON.parse(response.body.toString()), { error: 'This registry is a mirror: pushes, tags and deletes are refused' }, `${method} ${requestPath}`);
+    }
+    // What the source serves is what clients get.
+    const json = await v1Request(`${mirror.url}/v1/images/${ranged.id}/json`);
+    assert.ok(json.body.equals(ranged.json));
+    const tag = await v1Request(`${mirror.url}/v1/repositories/team/app/tags/latest`);
+    assert.equal(JSON.parse(tag.body.toString()), direct.tags.latest);
+    assert.equal(await fileExists(path.join(mirror.dataDir, 'v1', 'images', poison.id)), false, 'nothing of the push was kept');
   });
 
   it('is started as well from the seed document\'s docker-registry configuration, serving the same pull', async () => {
@@ -321,6 +371,7 @@ describe('v1 mirror of a fake source: credentials, tokens, faults', { timeout: 1
 
 describe('v1 mirror with a separate source index', { timeout: 120_000 }, () => {
   let configDir: string;
+  let dataDir: string;
   let registry: FakeV1Source;
   let index: FakeV1Source;
   let mirror: Regmirror;
@@ -339,14 +390,17 @@ describe('v1 mirror with a separate source index', { timeout: 120_000 }, () => {
         { name: 'library/busybox', description: 'busybox' },
       ],
     });
+    dataDir = await makeTempDir('regmirror-v1-index-data-');
+    await pushedBeforeMirroring(dataDir, [
+      ['team/app', 'latest', makeV1Chain('local-app', [{ size: 1000, seed: 52 }])],
+      ['local/only', 'latest', makeV1Chain('local-only', [{ size: 1000, seed: 53 }])],
+    ]);
     mirror = await startV1Mirror(
       configDir,
       'indexed',
       `  nginxXAccelRedirect: /_v1data\n  mirroring:\n    source: ${registry.url}\n    sourceIndex: ${index.url}\n    tagsCacheTtl: 1s\n`,
+      dataDir,
     );
-    const pusher = new V1Client(mirror.url);
-    await pusher.push('team/app', 'latest', makeV1Chain('local-app', [{ size: 1000, seed: 52 }]));
-    await pusher.push('local/only', 'latest', makeV1Chain('local-only', [{ size: 1000, seed: 53 }]));
   });
 
   after(async () => {
@@ -354,6 +408,7 @@ describe('v1 mirror with a separate source index', { timeout: 120_000 }, () => {
     await registry?.stop();
     await index?.stop();
     if (configDir !== undefined) await removeDir(configDir);
+    if (dataDir !== undefined) await removeDir(dataDir);
   });
 
   it('merges the index\'s search results into its own: same names replaced, others appended', async () => {

@@ -317,6 +317,7 @@ describe('mapped keys', () => {
       sourceIndex: 'https://index.docker.io',
       tagsCacheTtlMs: 3_600_000,
       credentials: undefined,
+      trustedHosts: [],
     });
     assert.deepEqual(settings.upstreams, [], 'the v2 side does not mirror the v1 source');
     assert.deepEqual(warnings, []);
@@ -515,7 +516,7 @@ describe('the seed configuration', () => {
     assert.deepEqual(settings.v1, {
       enabled: true,
       standalone: true,
-      mirroring: { source: 'https://your_private_registry_domain', sourceIndex: undefined, tagsCacheTtlMs: 172_800_000, credentials: undefined },
+      mirroring: { source: 'https://your_private_registry_domain', sourceIndex: undefined, tagsCacheTtlMs: 172_800_000, credentials: undefined, trustedHosts: [] },
       storagePrefix: '',
       nginxXAccelRedirect: undefined,
       storageRedirect: false,
@@ -601,7 +602,7 @@ prod:
       CACHE_REDIS_HOST: 'redis',
     });
     assert.deepEqual([settings.dataDir, settings.logLevel], ['/srv/registry', 'warn']);
-    assert.deepEqual(settings.v1.mirroring, { source: 'https://registry-1.docker.io', sourceIndex: undefined, tagsCacheTtlMs: 600_000, credentials: undefined });
+    assert.deepEqual(settings.v1.mirroring, { source: 'https://registry-1.docker.io', sourceIndex: undefined, tagsCacheTtlMs: 600_000, credentials: undefined, trustedHosts: [] });
     assert.deepEqual(
       warnings.map((warning) => warning.split(' ')[0]),
       ['issue', 'cache'],

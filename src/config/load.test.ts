@@ -23,9 +23,12 @@ const DEFAULT_TIMEOUTS: Settings['timeouts'] = {
   connect: 10_000,
   responseHeaders: 30_000,
   bodyIdle: 60_000,
+  manifest: 30_000,
   fill: 1_800_000,
+  clientIdle: 60_000,
   shutdownGrace: 30_000,
 };
+const DEFAULT_LIMITS = { uploadSize: 10 * 1024 ** 3, sendBuffers: 64 * 1024 ** 2 };
 const FIVE_MINUTES = 300_000;
 const SEVEN_DAYS = 7 * 86_400_000;
 
@@ -77,6 +80,9 @@ describe('loadSettings: defaults', () => {
       offload: { xAccelRedirect: undefined },
       circuit: DEFAULT_CIRCUIT,
       timeouts: DEFAULT_TIMEOUTS,
+      limits: DEFAULT_LIMITS,
+      notFoundTtlMs: 30_000,
+      adminListen: undefined,
     });
   });
 
@@ -90,6 +96,7 @@ describe('loadSettings: defaults', () => {
         hosts: [],
         url: 'https://registry-1.docker.io',
         credentials: undefined,
+        trustedHosts: [],
         tagFreshnessMs: FIVE_MINUTES,
         maxStalenessMs: SEVEN_DAYS,
       },
@@ -131,12 +138,20 @@ log:
 cache:
   tagFreshness: 1m
   maxStaleness: 1d
+  notFoundTtl: 10s
 timeouts:
   connect: 2s
   responseHeaders: 45
   bodyIdle: 1.5m
+  manifest: 20s
   fill: 1h
+  clientIdle: 2m
   shutdownGrace: 500ms
+limits:
+  uploadSize: 2GiB
+  sendBuffers: 16MiB
+admin:
+  listen: 127.0.0.1:9090
 offload:
   xAccelRedirect: /_regmirror_data
 upstreams:
@@ -161,15 +176,19 @@ upstreams:
           hosts: [],
           url: 'https://registry-1.docker.io',
           credentials: { username: 'bob', password: 'secret' },
+          trustedHosts: [],
           tagFreshnessMs: 600_000,
           maxStalenessMs: 86_400_000,
         },
-        { registry: 'ghcr.io', wireName: 'registry', aliases: [], hosts: [], url: 'https://ghcr.io', credentials: undefined, tagFreshnessMs: 60_000, maxStalenessMs: 7_200_000 },
+        { registry: 'ghcr.io', wireName: 'registry', aliases: [], hosts: [], url: 'https://ghcr.io', credentials: undefined, trustedHosts: [], tagFreshnessMs: 60_000, maxStalenessMs: 7_200_000 },
       ],
       v1: DEFAULT_V1,
       offload: { xAccelRedirect: '/_regmirror_data' },
       circuit: DEFAULT_CIRCUIT,
-      timeouts: { connect: 2_000, responseHeaders: 45_000, bodyIdle: 90_000, fill: 3_600_000, shutdownGrace: 500 },
+      timeouts: { connect: 2_000, responseHeaders: 45_000, bodyIdle: 90_000, manifest: 20_000, fill: 3_600_000, clientIdle: 120_000, shutdownGrace: 500 },
+      limits: { uploadSize: 2 * 1024 ** 3, sendBuffers: 16 * 1024 ** 2 },
+      notFoundTtlMs: 10_000,
+      adminListen: { host: '127.0.0.1', port: 9090 },
     });
   });
 
@@ -239,12 +258,21 @@ upstreams:
         REGMIRROR_TIMEOUTS_BODY_IDLE: '3s',
         REGMIRROR_TIMEOUTS_FILL: '4s',
         REGMIRROR_TIMEOUTS_SHUTDOWN_GRACE: '5s',
+        REGMIRROR_TIMEOUTS_MANIFEST: '8s',
+        REGMIRROR_TIMEOUTS_CLIENT_IDLE: '9s',
         REGMIRROR_CACHE_TAG_FRESHNESS: '6s',
         REGMIRROR_CACHE_MAX_STALENESS: '7s',
+        REGMIRROR_CACHE_NOT_FOUND_TTL: '10s',
+        REGMIRROR_LIMITS_UPLOAD_SIZE: '1MiB',
+        REGMIRROR_LIMITS_SEND_BUFFERS: '2MiB',
+        REGMIRROR_ADMIN_LISTEN: '127.0.0.1:9091',
         REGMIRROR_UPSTREAMS: 'https://ghcr.io',
       },
     );
-    assert.deepEqual(settings.timeouts, { connect: 1_000, responseHeaders: 2_000, bodyIdle: 3_000, fill: 4_000, shutdownGrace: 5_000 });
+    assert.deepEqual(settings.timeouts, { connect: 1_000, responseHeaders: 2_000, bodyIdle: 3_000, manifest: 8_000, fill: 4_000, clientIdle: 9_000, shutdownGrace: 5_000 });
+    assert.equal(settings.notFoundTtlMs, 10_000);
+    assert.deepEqual(settings.limits, { uploadSize: 1024 * 1024, sendBuffers: 2 * 1024 * 1024 });
+    assert.deepEqual(settings.adminListen, { host: '127.0.0.1', port: 9091 });
     assert.equal(settings.upstreams[0]?.tagFreshnessMs, 6_000);
     assert.equal(settings.upstreams[0]?.maxStalenessMs, 7_000);
   });
@@ -365,6 +393,11 @@ describe('loadSettings: invalid configuration', () => {
     },
     { name: 'an offload prefix that is no URI path', yaml: 'offload:\n  xAccelRedirect: data\n', fragments: ['offload.xAccelRedirect', 'URI path prefix'] },
     { name: 'an unknown offload key', yaml: 'offload:\n  sendfile: true\n', fragments: ['offload', 'sendfile'] },
+    { name: 'a bad size', yaml: 'limits:\n  uploadSize: huge\n', fragments: ['limits.uploadSize', 'not a size: huge'] },
+    { name: 'a negative size', yaml: 'limits:\n  sendBuffers: -1\n', fragments: ['limits.sendBuffers'] },
+    { name: 'a bad admin listen address', yaml: 'admin:\n  listen: nowhere\n', fragments: ['admin.listen'] },
+    { name: 'a trusted host that is not a host name', yaml: 'upstreams:\n  - url: https://a.example\n    trustedHosts: ["blobs.internal/x"]\n', fragments: ['upstreams.0.trustedHosts.0'] },
+    { name: 'a bad manifest deadline', yaml: 'timeouts:\n  manifest: forever\n', fragments: ['timeouts.manifest'] },
     { name: 'YAML that is a list', yaml: '- a\n- b\n', fragments: ['must be a mapping'] },
     { name: 'YAML that is a scalar', yaml: 'hello\n', fragments: ['must be a mapping'] },
     { name: 'YAML that does not parse', yaml: 'listen: [unclosed\n', fragments: ['not valid YAML'] },

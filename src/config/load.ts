@@ -6,7 +6,9 @@ import { parse as parseYaml } from 'yaml';
 import { ConfigError } from './config-error.js';
 import { isLegacyDocument, translateLegacyConfig } from './legacy.js';
 import { configSchema, type Config, type UpstreamInput } from './schema.js';
-
+import type { UpstreamSettings } from '../mirror/upstream-router.js';
+import type { Credentials } from '../upstream/credentials.js';
+import type { V1SourceOptions } from '../v1/source-client.js';
 
 export interface ListenAddress {
   /** undefined: every interface. */
@@ -14,32 +16,8 @@ export interface ListenAddress {
   port: number;
 }
 
-export interface UpstreamCredentials {
-  username: string;
-  password: string;
-}
-
-export interface UpstreamSettings {
-  /** The name clients use for the registry (docker.io, ghcr.io …). */
-  registry: string;
-  /** How client-facing messages name it: the registry name when configured, never a URL's host alone. */
-  wireName: string;
-  /** Path prefixes besides the registry name that route to it. */
-  aliases: string[];
-  /** Host names (without port) whose requests route to it. */
-  hosts: string[];
-  url: string;
-  credentials: UpstreamCredentials | undefined;
-  tagFreshnessMs: number;
-  maxStalenessMs: number;
-}
-
-export interface V1MirroringSettings {
-  source: string;
-  /** Where index routes (repository images, search) go; the source when not set. */
-  sourceIndex: string | undefined;
+export interface V1MirroringSettings extends V1SourceOptions {
   tagsCacheTtlMs: number;
-  credentials: UpstreamCredentials | undefined;
 }
 
 export interface V1Settings {
@@ -66,6 +44,11 @@ export interface Settings {
   offload: OffloadSettings;
   circuit: Config['circuit'];
   timeouts: Config['timeouts'];
+  limits: Config['limits'];
+  /** How long an upstream's "not found" is remembered. */
+  notFoundTtlMs: number;
+  /** Where /metrics and /_regmirror/* are served instead of the registry's listener; undefined: on it. */
+  adminListen: ListenAddress | undefined;
 }
 
 export interface ConfigFlags {
@@ -93,6 +76,10 @@ const ENVIRONMENT_KEYS: ReadonlyArray<readonly [string, readonly string[]]> = [
   ['REGMIRROR_LOG_LEVEL', ['log', 'level']],
   ['REGMIRROR_CACHE_TAG_FRESHNESS', ['cache', 'tagFreshness']],
   ['REGMIRROR_CACHE_MAX_STALENESS', ['cache', 'maxStaleness']],
+  ['REGMIRROR_CACHE_NOT_FOUND_TTL', ['cache', 'notFoundTtl']],
+  ['REGMIRROR_LIMITS_UPLOAD_SIZE', ['limits', 'uploadSize']],
+  ['REGMIRROR_LIMITS_SEND_BUFFERS', ['limits', 'sendBuffers']],
+  ['REGMIRROR_ADMIN_LISTEN', ['admin', 'listen']],
   ['REGMIRROR_OFFLOAD_X_ACCEL_REDIRECT', ['offload', 'xAccelRedirect']],
   ['REGMIRROR_CIRCUIT_FAILURE_THRESHOLD', ['circuit', 'failureThreshold']],
   ['REGMIRROR_CIRCUIT_BACKOFF_BASE', ['circuit', 'backoffBase']],
@@ -100,7 +87,9 @@ const ENVIRONMENT_KEYS: ReadonlyArray<readonly [string, readonly string[]]> = [
   ['REGMIRROR_TIMEOUTS_CONNECT', ['timeouts', 'connect']],
   ['REGMIRROR_TIMEOUTS_RESPONSE_HEADERS', ['timeouts', 'responseHeaders']],
   ['REGMIRROR_TIMEOUTS_BODY_IDLE', ['timeouts', 'bodyIdle']],
+  ['REGMIRROR_TIMEOUTS_MANIFEST', ['timeouts', 'manifest']],
   ['REGMIRROR_TIMEOUTS_FILL', ['timeouts', 'fill']],
+  ['REGMIRROR_TIMEOUTS_CLIENT_IDLE', ['timeouts', 'clientIdle']],
   ['REGMIRROR_TIMEOUTS_SHUTDOWN_GRACE', ['timeouts', 'shutdownGrace']],
 ];
 /** A space- or comma-separated list of `[REGISTRY=]URL`, replacing the file's upstreams. */
@@ -181,11 +170,11 @@ function validate(input: Layer): Config {
   throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
 }
 
-export function parseListen(text: string): ListenAddress {
+export function parseListen(text: string, key = 'listen'): ListenAddress {
   const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(text.trim());
   const port = Number(match?.[3]);
   if (!match || !Number.isInteger(port) || port > 65535) {
-    throw new ConfigError(`invalid configuration: listen: expected HOST:PORT, :PORT or [IPv6]:PORT, got ${text}`);
+    throw new ConfigError(`invalid configuration: ${key}: expected HOST:PORT, :PORT or [IPv6]:PORT, got ${text}`);
   }
   const host = match[1] ?? match[2];
   return { host: host === '' ? undefined : host, port };
@@ -207,6 +196,7 @@ function resolveSettings(config: Config, environment: NodeJS.ProcessEnv): Settin
       hosts: upstream.hosts.map((host) => host.toLowerCase()),
       url,
       credentials: upstream.credentials && resolveCredentials(upstream.credentials, `upstreams.${index}.credentials`, environment),
+      trustedHosts: upstream.trustedHosts,
       tagFreshnessMs: upstream.tagFreshness ?? config.cache.tagFreshness,
       maxStalenessMs: upstream.maxStaleness ?? config.cache.maxStaleness,
     };
@@ -225,6 +215,9 @@ function resolveSettings(config: Config, environment: NodeJS.ProcessEnv): Settin
     offload: { xAccelRedirect: config.offload.xAccelRedirect?.replace(/\/+$/, '') },
     circuit: config.circuit,
     timeouts: config.timeouts,
+    limits: config.limits,
+    notFoundTtlMs: config.cache.notFoundTtl,
+    adminListen: config.admin.listen === undefined ? undefined : parseListen(config.admin.listen, 'admin.listen'),
   };
 }
 
@@ -238,6 +231,7 @@ function resolveV1(v1: Config['v1'], environment: NodeJS.ProcessEnv): V1Settings
       sourceIndex: mirroring.sourceIndex?.replace(/\/+$/, ''),
       tagsCacheTtlMs: mirroring.tagsCacheTtl,
       credentials: mirroring.credentials && resolveCredentials(mirroring.credentials, 'v1.mirroring.credentials', environment),
+      trustedHosts: mirroring.trustedHosts,
     },
     storagePrefix: v1.storagePrefix,
     nginxXAccelRedirect: v1.nginxXAccelRedirect?.replace(/\/+$/, ''),
@@ -249,7 +243,7 @@ function resolveCredentials(
   credentials: NonNullable<Config['upstreams'][number]['credentials']>,
   key: string,
   environment: NodeJS.ProcessEnv,
-): UpstreamCredentials {
+): Credentials {
   if (credentials.password !== undefined) return { username: credentials.username, password: credentials.password };
   if (credentials.passwordEnv !== undefined) {
     const password = environment[credentials.passwordEnv];

@@ -3,6 +3,7 @@
 
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
+import { parseSize } from './size.js';
 
 const duration = z
   .union([z.string(), z.number()])
@@ -14,6 +15,20 @@ const duration = z
     }
     return ms;
   });
+
+const size = z
+  .union([z.string(), z.number()])
+  .transform((value, context) => {
+    const bytes = parseSize(value);
+    if (bytes === undefined) {
+      context.addIssue({ code: 'custom', message: `not a size: ${String(value)} (use e.g. 512KiB, 10MiB, 10GiB)` });
+      return z.NEVER;
+    }
+    return bytes;
+  });
+
+/** Host names (or addresses) on an internal network that an upstream may redirect the mirror to or name as its token realm. */
+const trustedHosts = z.array(z.string().regex(/^[A-Za-z0-9.:_[\]-]+$/, 'expected a host name or an IP address, without a port')).default([]);
 
 const credentials = z
   .object({
@@ -36,6 +51,7 @@ export const upstreamSchema = z
     /** Host names (virtual hosts) whose requests go to this upstream, e.g. ghcr.mirror.example. */
     hosts: z.array(z.string().min(1)).default([]),
     credentials: credentials.optional(),
+    trustedHosts,
     tagFreshness: duration.optional(),
     maxStaleness: duration.optional(),
   })
@@ -47,6 +63,7 @@ const v1MirroringSchema = z
     sourceIndex: z.url({ protocol: /^https?$/ }).optional(),
     tagsCacheTtl: duration.default(172_800_000),
     credentials: credentials.optional(),
+    trustedHosts,
   })
   .strict();
 
@@ -74,9 +91,9 @@ export const configSchema = z
     log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).strict().default({ level: 'info' }),
     upstreams: z.array(upstreamSchema).default([]),
     cache: z
-      .object({ tagFreshness: duration.default(300_000), maxStaleness: duration.default(7 * 86_400_000) })
+      .object({ tagFreshness: duration.default(300_000), maxStaleness: duration.default(7 * 86_400_000), notFoundTtl: duration.default(30_000) })
       .strict()
-      .default({ tagFreshness: 300_000, maxStaleness: 7 * 86_400_000 }),
+      .default({ tagFreshness: 300_000, maxStaleness: 7 * 86_400_000, notFoundTtl: 30_000 }),
     circuit: z
       .object({
         failureThreshold: z.coerce.number().int().min(1).default(5),
@@ -94,16 +111,25 @@ export const configSchema = z
       })
       .strict()
       .default({}),
+    /** Bounds on what a client may make the mirror do. */
+    limits: z
+      .object({ uploadSize: size.default(10 * 1024 ** 3), sendBuffers: size.default(64 * 1024 ** 2) })
+      .strict()
+      .default({ uploadSize: 10 * 1024 ** 3, sendBuffers: 64 * 1024 ** 2 }),
+    /** A listener of its own for /metrics and /_regmirror/* (then not served on the registry's listener). */
+    admin: z.object({ listen: z.string().optional() }).strict().default({}),
     timeouts: z
       .object({
         connect: duration.default(10_000),
         responseHeaders: duration.default(30_000),
         bodyIdle: duration.default(60_000),
+        manifest: duration.default(30_000),
         fill: duration.default(1_800_000),
+        clientIdle: duration.default(60_000),
         shutdownGrace: duration.default(30_000),
       })
       .strict()
-      .default({ connect: 10_000, responseHeaders: 30_000, bodyIdle: 60_000, fill: 1_800_000, shutdownGrace: 30_000 }),
+      .default({ connect: 10_000, responseHeaders: 30_000, bodyIdle: 60_000, manifest: 30_000, fill: 1_800_000, clientIdle: 60_000, shutdownGrace: 30_000 }),
   })
   .strict();
 

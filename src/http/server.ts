@@ -21,6 +21,10 @@ export interface ServerParts {
   ready: () => boolean;
   /** The operator's view of each upstream (circuit, budget, last error), served at /_regmirror/status. */
   status: () => object;
+  /** Serve /metrics and /_regmirror/* here too (false when they have a listener of their own). */
+  adminRoutes: boolean;
+  /** A client that sends or takes no bytes for this long is dropped (its upload's temporary removed). */
+  clientIdleMs: number;
   /** The Docker Registry v1 API, when enabled. */
   v1?: V1RouteOptions;
   v2?: V2RouteOptions;
@@ -31,7 +35,9 @@ export function buildServer(parts: ServerParts): FastifyInstance {
     loggerInstance: parts.logger,
     logController: new LogController({ disableRequestLogging: true }),
     exposeHeadRoutes: false,
+    // No limit on a whole request (multi-GB pulls and pushes); a connection idle for clientIdleMs is dropped instead.
     requestTimeout: 0,
+    connectionTimeout: parts.clientIdleMs,
     routerOptions: { maxParamLength: 8192 },
     return503OnClosing: true,
     forceCloseConnections: 'idle',
@@ -57,6 +63,9 @@ export function buildServer(parts: ServerParts): FastifyInstance {
   // so fastify skips onResponse: 'close' logs it then, once, marked aborted.
   const logged = new WeakSet<FastifyRequest>();
   app.addHook('onRequest', (request, reply, done) => {
+    // Never more (nor fewer) body bytes than the Content-Length sent: extra bytes would be read by the client as
+    // the next response on its keep-alive connection. Node then fails the write and the connection is cut.
+    reply.raw.strictContentLength = true;
     reply.raw.once('close', () => logAccess(request, reply));
     done();
   });
@@ -93,17 +102,33 @@ export function buildServer(parts: ServerParts): FastifyInstance {
     );
   }
 
+  registerHealthRoutes(app, parts);
+  if (parts.adminRoutes) registerAdminRoutes(app, parts);
+  registerV2Routes(app, parts.mirror, parts.router, parts.v2);
+  if (parts.v1 !== undefined) registerV1Routes(app, parts.v1);
+  return app;
+}
+
+/** The listener of its own for /metrics and /_regmirror/* (admin.listen), with the health checks beside them. */
+export function buildAdminServer(parts: Pick<ServerParts, 'metrics' | 'logger' | 'ready' | 'status'>): FastifyInstance {
+  const app = Fastify({ loggerInstance: parts.logger, logController: new LogController({ disableRequestLogging: true }), forceCloseConnections: true });
+  registerHealthRoutes(app, parts);
+  registerAdminRoutes(app, parts);
+  return app;
+}
+
+function registerHealthRoutes(app: FastifyInstance, parts: Pick<ServerParts, 'ready'>): void {
   app.get('/healthz', (_request, reply) => reply.send({ status: 'ok' }));
-  app.get('/_regmirror/status', (_request, reply) => reply.send(parts.status()));
   app.get('/readyz', (_request, reply) => {
     const ready = parts.ready();
     return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready' });
   });
+}
+
+function registerAdminRoutes(app: FastifyInstance, parts: Pick<ServerParts, 'metrics' | 'status'>): void {
+  app.get('/_regmirror/status', (_request, reply) => reply.send(parts.status()));
   app.get('/metrics', async (_request, reply) => {
     reply.header('content-type', parts.metrics.registry.contentType);
     return reply.send(await parts.metrics.registry.metrics());
   });
-  registerV2Routes(app, parts.mirror, parts.router, parts.v2);
-  if (parts.v1 !== undefined) registerV1Routes(app, parts.v1);
-  return app;
 }

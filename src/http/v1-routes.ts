@@ -78,15 +78,15 @@ export function registerV1Routes(app: FastifyInstance, options: V1RouteOptions):
           case 'GET':
             return sendJson(reply, 200, pythonJson(noted(await mirror.tag(route.name, route.tag, context)).value));
           case 'PUT':
-            await mirror.local.putTag(route.name, route.tag, await readJsonBody(request.raw), request.headers['user-agent'] ?? '');
+            await mirror.putTag(route.name, route.tag, await readJsonBody(request.raw), request.headers['user-agent'] ?? '');
             return sendJson(reply, 200, 'true');
           default:
-            await mirror.local.deleteTag(route.name, route.tag);
+            await mirror.deleteTag(route.name, route.tag);
             return sendJson(reply, 200, 'true');
         }
       case 'tag-json': {
         allow(method, ['GET']);
-        const stored = await mirror.local.tagJson(route.name, route.tag);
+        const stored = await mirror.tagJson(route.name, route.tag);
         const parsed = stored === undefined ? undefined : parseJson(stored);
         return sendJson(reply, 200, pythonJson(parsed?.ok === true ? parsed.value : DEFAULT_REPOSITORY_JSON));
       }
@@ -95,16 +95,16 @@ export function registerV1Routes(app: FastifyInstance, options: V1RouteOptions):
         return sendJson(reply, 200, pythonJson(noted(await mirror.repositoryJson(route.name, context)).value));
       case 'properties':
         if (allow(method, ['GET', 'PUT']) === 'PUT') {
-          await mirror.local.setAccess(route.name, await readJsonBody(request.raw));
+          await mirror.setAccess(route.name, await readJsonBody(request.raw));
           return sendJson(reply, 200, 'true');
         }
-        return sendJson(reply, 200, pythonJson({ access: (await mirror.local.isPrivate(route.name)) ? 'private' : 'public' }));
+        return sendJson(reply, 200, pythonJson({ access: (await mirror.isPrivate(route.name)) ? 'private' : 'public' }));
       case 'repository':
         // DELETE belongs to the registry; PUT to the index.
         if (method === 'DELETE') return deleteRepository(route.name, reply);
         requireStandalone();
         allow(method, ['PUT']);
-        await mirror.local.putIndexImages(route.name, await readJsonBody(request.raw));
+        await mirror.putIndexImages(route.name, await readJsonBody(request.raw));
         return sendJson(indexHeaders(request, reply, route.name, 'write'), 200, '""');
       case 'index-images':
         requireStandalone();
@@ -114,10 +114,10 @@ export function registerV1Routes(app: FastifyInstance, options: V1RouteOptions):
             return sendJson(indexHeaders(request, reply, route.name, 'read'), 200, answer.value);
           }
           case 'PUT':
-            await mirror.local.putIndexImages(route.name, await readJsonBody(request.raw));
+            await mirror.putIndexImages(route.name, await readJsonBody(request.raw));
             return indexHeaders(request, reply, route.name, 'write').code(204).send();
           default:
-            // docker-registry kept the list until the repository itself was deleted.
+            mirror.deleteIndexImages();
             return indexHeaders(request, reply, route.name, 'delete').code(204).send();
         }
       case 'auth':
@@ -151,15 +151,15 @@ export function registerV1Routes(app: FastifyInstance, options: V1RouteOptions):
     const method = request.method;
     if (route.resource === 'checksum') {
       allow(method, ['PUT']);
-      await mirror.local.putImageChecksum(id, request.headers['x-docker-checksum-payload'] as string | undefined);
+      await mirror.putImageChecksum(id, request.headers['x-docker-checksum-payload'] as string | undefined);
       return sendJson(reply, 200, 'true');
     }
     if (method === 'PUT' && route.resource === 'json') {
-      await mirror.local.putImageJson(id, await readJsonBody(request.raw));
+      await mirror.putImageJson(id, await readJsonBody(request.raw));
       return sendJson(reply, 200, 'true');
     }
     if (method === 'PUT' && route.resource === 'layer') {
-      await mirror.local.putImageLayer(id, request.raw);
+      await mirror.putImageLayer(id, request.raw, declaredLength(request.raw));
       return sendJson(reply, 200, 'true');
     }
     allow(method, ['GET']);
@@ -186,9 +186,9 @@ export function registerV1Routes(app: FastifyInstance, options: V1RouteOptions):
     reply.header('content-type', 'application/octet-stream').header('accept-ranges', 'bytes');
     const accel = options.nginxXAccelRedirect;
     // Offload to nginx only what is here: a miss streams from the fill like any other.
-    if (accel !== undefined && (await mirror.local.layerSize(id)) !== undefined) {
+    const key = accel === undefined ? undefined : await mirror.storedLayerKey(id);
+    if (key !== undefined) {
       describeRequest(request, { cache: 'hit' });
-      const key = mirror.local.layout.imageKey(id, 'layer');
       return reply.header('x-accel-redirect', `${accel}/${key}`).send('');
     }
     const answer = note(request, await mirror.layer(id, request.headers.range, context));
@@ -202,7 +202,7 @@ export function registerV1Routes(app: FastifyInstance, options: V1RouteOptions):
   }
 
   async function deleteRepository(name: V1RepositoryName, reply: FastifyReply): Promise<FastifyReply> {
-    await mirror.local.deleteRepository(name);
+    await mirror.deleteRepository(name);
     return sendJson(reply, 200, 'true');
   }
 
@@ -274,10 +274,16 @@ function kindOf(route: V1Route): string {
   return route.kind === 'image' ? `v1-${route.resource}` : `v1-${route.kind}`;
 }
 
+/** The Content-Length a request announced, when it is a plain number. */
+function declaredLength(body: IncomingMessage): number | undefined {
+  const text = body.headers['content-length'];
+  return text !== undefined && /^\d{1,15}$/.test(text) ? Number(text) : undefined;
+}
+
 /** Reads a JSON request body whole, refusing more than MAX_JSON_BODY_BYTES. */
 async function readJsonBody(body: IncomingMessage): Promise<Buffer> {
-  const declared = Number(body.headers['content-length']);
-  if (Number.isFinite(declared) && declared > MAX_JSON_BODY_BYTES) throw new V1Error('BODY_TOO_LARGE');
+  const declared = declaredLength(body);
+  if (declared !== undefined && declared > MAX_JSON_BODY_BYTES) throw new V1Error('BODY_TOO_LARGE');
   const chunks: Buffer[] = [];
   let total = 0;
   for await (const chunk of body) {

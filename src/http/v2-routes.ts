@@ -50,16 +50,21 @@ export function registerV2Routes(app: FastifyInstance, mirror: Mirror, router: U
       case 'catalog': {
         const page = readPage(query);
         const names = await mirror.catalog({ ...(page.last === undefined ? {} : { last: page.last }), limit: page.limit + 1 }, router.defaultRegistry);
-        return sendPage(reply, head, '/v2/_catalog', { repositories: names.slice(0, page.limit) }, names, page.limit);
+        return sendPage(reply, head, '/v2/_catalog', { repositories: names.slice(0, page.limit) }, names, page.limit, undefined);
       }
       case 'tags': {
         const target = pickTarget(route.name, query, request, reply);
         const page = readPage(query);
         const list = await mirror.tags(target, route.name, { ...(page.last === undefined ? {} : { last: page.last }), limit: page.limit + 1 }, upstreamQuery(query));
         describeRequest(request, { cache: list.cache, upstream: target.registry });
-        if (list.link !== undefined) reply.header('link', list.link);
-        if (list.cache === 'miss') return sendJson(reply, head, { name: list.name, tags: list.tags });
-        return sendPage(reply, head, `/v2/${route.name}/tags/list`, { name: list.name, tags: list.tags.slice(0, page.limit) }, list.tags, page.limit);
+        const path = `/v2/${route.name}/tags/list`;
+        const ns = query.get('ns') ?? undefined;
+        if (list.cache === 'miss') {
+          // The upstream paged it: its next page, as a link to this mirror (never the upstream's own URL).
+          if (list.next !== undefined) reply.header('link', nextLink(path, list.next.n ?? page.limit, list.next.last, ns));
+          return sendJson(reply, head, { name: list.name, tags: list.tags });
+        }
+        return sendPage(reply, head, path, { name: list.name, tags: list.tags.slice(0, page.limit) }, list.tags, page.limit, ns);
       }
       case 'manifest': {
         const target = pickTarget(route.name, query, request, reply);
@@ -163,10 +168,14 @@ function sendJson(reply: FastifyReply, head: boolean, body: object): FastifyRepl
 }
 
 /** A page of a listing; `fetched` holds one entry more than the page when there is a next page. */
-function sendPage(reply: FastifyReply, head: boolean, path: string, body: Record<string, unknown>, fetched: string[], limit: number): FastifyReply {
-  if (fetched.length > limit && limit > 0) {
-    const last = fetched[limit - 1] ?? '';
-    reply.header('link', `<${path}?n=${limit}&last=${encodeURIComponent(last)}>; rel="next"`);
-  }
+function sendPage(reply: FastifyReply, head: boolean, path: string, body: Record<string, unknown>, fetched: string[], limit: number, ns: string | undefined): FastifyReply {
+  if (fetched.length > limit && limit > 0) reply.header('link', nextLink(path, limit, fetched[limit - 1] ?? '', ns));
   return sendJson(reply, head, body);
+}
+
+/** `Link: <path?n=…&last=…>; rel="next"`, relative to this mirror, keeping containerd's `ns`. */
+function nextLink(path: string, n: number, last: string, ns: string | undefined): string {
+  const query = new URLSearchParams({ n: String(n), last });
+  if (ns !== undefined) query.set('ns', ns);
+  return `<${path}?${query.toString()}>; rel="next"`;
 }

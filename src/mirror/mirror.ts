@@ -3,7 +3,7 @@
 // fresh for a TTL, revalidated with HEAD, and served stale when the upstream fails.
 
 import { setMaxListeners } from 'node:events';
-import type { Readable } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
 import { digestOf, isDigest, type Digest } from '../oci/digest.js';
 import {
   acceptedMediaTypes,
@@ -16,15 +16,17 @@ import {
   UPSTREAM_MANIFEST_ACCEPT,
 } from '../oci/manifest.js';
 import { parseRangeSpec, resolveRange, unsatisfiedRange } from '../oci/range.js';
-import type { Settings } from '../config/load.js';
 import type { Page, RepositoryRef } from '../meta/metadata-store.js';
 import { RegistryError } from '../registry/errors.js';
 import type { LocalRegistry, StoredManifest } from '../registry/local-registry.js';
 import type { ByteRange } from '../store/object-store.js';
 import type { CacheOutcome, Metrics } from '../telemetry/metrics.js';
 import { SingleFlight } from '../flight/single-flight.js';
+import { contentLength, headerValue, type UpstreamResponse } from '../upstream/fetcher.js';
 import { abortFills, BlobFill, digestCheck } from './blob-fill.js';
-import { headerValue, type UpstreamRequest, type UpstreamResponse } from './upstream-client.js';
+import { exactLength } from './exact-length.js';
+import { NotFoundCache } from './not-found-cache.js';
+import type { UpstreamRequest } from './upstream-client.js';
 import type { Target, Upstream } from './upstream-router.js';
 
 export interface BlobAnswer {
@@ -51,9 +53,16 @@ export interface ManifestAnswer {
 export interface TagList {
   name: string;
   tags: string[];
-  /** The upstream's Link header, or ours when listing from the cache. */
-  link?: string;
+  /** Where the next page starts, when the upstream said there is one (its own link is never passed on). */
+  next?: { last: string; n: number | undefined };
   cache: CacheOutcome;
+}
+
+export interface MirrorOptions {
+  /** The longest a whole blob fill may take. */
+  fillTimeoutMs: number;
+  /** How long an upstream's "not found" is remembered (0: not at all). */
+  notFoundTtlMs: number;
 }
 
 export interface Logger {
@@ -68,16 +77,18 @@ export class Mirror {
   private readonly manifestFlights = new SingleFlight<string, ManifestAnswer>();
   /** Aborted at shutdown: a fill still waiting for upstream headers must not hold the stop until they time out. */
   private readonly shutdown = new AbortController();
+  private readonly notFound: NotFoundCache;
 
   constructor(
     private readonly local: LocalRegistry,
     private readonly metrics: Metrics,
-    private readonly timeouts: Settings['timeouts'],
+    private readonly options: MirrorOptions,
     private readonly log: Logger,
     private readonly now: () => number = Date.now,
   ) {
     // Every fill's upstream request listens on this one signal while it runs.
     setMaxListeners(0, this.shutdown.signal);
+    this.notFound = new NotFoundCache(options.notFoundTtlMs, now);
   }
 
   // ---- blobs ----
@@ -91,15 +102,19 @@ export class Mirror {
     const upstream = target.upstream;
     if (upstream === undefined) throw new RegistryError('BLOB_UNKNOWN', { detail: { digest } });
     const inProgress = this.fills.get(digest);
+    if (inProgress === undefined) return this.notFound.guard(`${target.registry}/${target.name}@blob:${digest}`, () => this.coldBlob(upstream, target, digest, method, rangeHeader));
     if (method === 'HEAD') return this.headColdBlob(upstream, target, digest, inProgress);
-    if (inProgress !== undefined) {
-      // The fill may have settled while we waited for it: then its spool is no longer ours to read.
-      const fill = await inProgress;
-      if (fill.status === 'committed') return this.blob(target, digest, method, rangeHeader, delivery);
-      if (fill.status === 'failed') throw upstream.client.unreachable(fill.error);
-      if (parseRangeSpec(rangeHeader) !== undefined) return this.rangeFromFill(digest, fill, rangeHeader, 'fill');
-      return { digest, size: fill.size, body: fill.createReader(), cache: 'fill' };
-    }
+    // The fill may have settled while we waited for it: then its spool is no longer ours to read.
+    const fill = await inProgress;
+    if (fill.status === 'committed') return this.blob(target, digest, method, rangeHeader, delivery);
+    if (fill.status === 'failed') throw upstream.client.unreachable(fill.error);
+    if (parseRangeSpec(rangeHeader) !== undefined) return this.rangeFromFill(digest, fill, rangeHeader, 'fill');
+    return { digest, size: fill.size, body: fill.createReader(), cache: 'fill' };
+  }
+
+  /** A blob neither cached nor being filled: asked of the upstream. */
+  private async coldBlob(upstream: Upstream, target: Target, digest: Digest, method: 'GET' | 'HEAD', rangeHeader: string | undefined): Promise<BlobAnswer> {
+    if (method === 'HEAD') return this.headColdBlob(upstream, target, digest, undefined);
     if (parseRangeSpec(rangeHeader) !== undefined) return this.passThroughRange(upstream, target, digest, rangeHeader ?? '');
     const fill = await this.startFill(upstream, target, digest);
     return { digest, size: fill.size, body: fill.createReader(), cache: 'miss' };
@@ -136,7 +151,7 @@ export class Mirror {
     const response = await upstream.client.send(blobRequest(target, digest, 'HEAD'));
     await response.body.dump();
     if (response.status !== 200) throw upstream.client.errorFor(response, 'BLOB_UNKNOWN');
-    return { digest, size: contentLength(response), cache: 'miss' };
+    return { digest, size: contentLength(response.headers), cache: 'miss' };
   }
 
   private rangeFromFill(digest: Digest, fill: BlobFill, rangeHeader: string | undefined, cache: CacheOutcome): BlobAnswer {
@@ -178,8 +193,16 @@ export class Mirror {
       response.body.destroy();
       throw new RegistryError('UPSTREAM_UNAVAILABLE', { message: `upstream ${upstream.client.wireName} sent a Content-Range other than the one asked for` });
     }
+    const length = parsed.end - parsed.start + 1;
+    const announced = contentLength(response.headers);
+    if (announced !== undefined && announced !== length) {
+      response.body.destroy();
+      throw new RegistryError('UPSTREAM_UNAVAILABLE', { message: `upstream ${upstream.client.wireName} sent a Content-Length that does not match its Content-Range` });
+    }
     response.body.on('data', (chunk: Buffer) => upstream.client.countBytes('blob', chunk.length));
-    return { digest, size: parsed.size, range: { start: parsed.start, end: parsed.end }, body: response.body, cache: 'pass' };
+    // Exactly the announced bytes reach the client, or its connection is cut.
+    const body = pipeline(response.body, exactLength(length), () => undefined);
+    return { digest, size: parsed.size, range: { start: parsed.start, end: parsed.end }, body, cache: 'pass' };
   }
 
   private startFill(upstream: Upstream, target: Target, digest: Digest): Promise<BlobFill> {
@@ -203,7 +226,7 @@ export class Mirror {
     const registry = upstream.settings.registry;
     let spool;
     try {
-      spool = await this.local.store.createSpool();
+      spool = await this.local.createSpool();
     } catch (error) {
       response.body.destroy();
       throw error;
@@ -212,7 +235,7 @@ export class Mirror {
     return new BlobFill(
       digestCheck(digest),
       spool,
-      { body: response.body, size: contentLength(response) },
+      { body: response.body, size: contentLength(response.headers) },
       {
         commit: (file, size) => this.local.commitBlob(file, digest, size),
         onBytes: (count) => upstream.client.countBytes('blob', count),
@@ -222,7 +245,7 @@ export class Mirror {
           if (state === 'failed') this.log.warn({ upstream: registry, digest, err: error?.message }, 'blob fill failed');
         },
       },
-      this.timeouts.fill,
+      this.options.fillTimeoutMs,
     );
   }
 
@@ -256,11 +279,14 @@ export class Mirror {
     if (stored !== undefined) return { manifest: stored, cache: 'hit' };
     const upstream = target.upstream;
     if (upstream === undefined) throw new RegistryError('MANIFEST_UNKNOWN', { detail: { digest } });
-    return this.manifestFlights.run(`${target.registry}/${target.name}@${digest}`, async () => {
-      const manifest = await this.fetchManifest(upstream, target, digest, digest);
-      await this.local.addRepository(repositoryOf(target));
-      return { manifest, cache: 'miss' };
-    });
+    const key = `${target.registry}/${target.name}@${digest}`;
+    return this.manifestFlights.run(key, () =>
+      this.notFound.guard(key, async () => {
+        const manifest = await this.fetchManifest(upstream, target, digest, digest);
+        await this.local.addRepository(repositoryOf(target));
+        return { manifest, cache: 'miss' as const };
+      }),
+    );
   }
 
   private async manifestByTag(target: Target, tag: string): Promise<ManifestAnswer> {
@@ -274,18 +300,21 @@ export class Mirror {
     }
     const age = record === undefined ? Number.POSITIVE_INFINITY : this.now() - record.fetchedAt;
     if (stored !== undefined && age < upstream.settings.tagFreshnessMs) return { manifest: stored, cache: 'hit' };
-    return this.manifestFlights.run(`${target.registry}/${target.name}:${tag}`, async () => {
-      try {
-        return stored === undefined ? await this.fetchTag(upstream, target, tag) : await this.revalidateTag(upstream, target, tag, stored);
-      } catch (error) {
-        if (stored !== undefined && isUpstreamOutage(error) && age <= upstream.settings.maxStalenessMs) {
-          this.log.warn({ upstream: upstream.settings.registry, repository: target.name, tag, err: (error as Error).message }, 'serving stale tag');
-          return { manifest: stored, cache: 'stale' };
+    const key = `${target.registry}/${target.name}:${tag}`;
+    return this.manifestFlights.run(key, () =>
+      this.notFound.guard(key, async () => {
+        try {
+          return stored === undefined ? await this.fetchTag(upstream, target, tag) : await this.revalidateTag(upstream, target, tag, stored);
+        } catch (error) {
+          if (stored !== undefined && isUpstreamOutage(error) && age <= upstream.settings.maxStalenessMs) {
+            this.log.warn({ upstream: upstream.settings.registry, repository: target.name, tag, err: (error as Error).message }, 'serving stale tag');
+            return { manifest: stored, cache: 'stale' as const };
+          }
+          if (error instanceof RegistryError && error.code === 'MANIFEST_UNKNOWN') await this.local.deleteTag(repository, tag);
+          throw error;
         }
-        if (error instanceof RegistryError && error.code === 'MANIFEST_UNKNOWN') await this.local.deleteTag(repository, tag);
-        throw error;
-      }
-    });
+      }),
+    );
   }
 
   private async fetchTag(upstream: Upstream, target: Target, tag: string): Promise<ManifestAnswer> {
@@ -321,10 +350,7 @@ export class Mirror {
       await response.body.dump();
       throw client.errorFor(response, 'MANIFEST_UNKNOWN');
     }
-    const bytes = await readLimited(response.body, MAX_MANIFEST_BYTES).catch((error: unknown) => {
-      throw client.unreachable(error);
-    });
-    client.countBytes('manifest', bytes.length);
+    const bytes = await client.readBody(response, 'manifest', MAX_MANIFEST_BYTES);
     const digest = digestOf(bytes);
     const announced = headerValue(response.headers['docker-content-digest']);
     if ((expected !== undefined && digest !== expected) || (announced !== undefined && announced !== digest)) {
@@ -346,23 +372,7 @@ export class Mirror {
     const upstream = target.upstream;
     if (upstream !== undefined) {
       try {
-        const response = await upstream.client.send({
-          method: 'GET',
-          path: `/v2/${target.name}/tags/list${query}`,
-          repository: target.name,
-          kind: 'tags',
-        });
-        if (response.status !== 200) {
-          await response.body.dump();
-          throw upstream.client.errorFor(response, 'NAME_UNKNOWN');
-        }
-        const bytes = await readLimited(response.body, MAX_MANIFEST_BYTES);
-        upstream.client.countBytes('tags', bytes.length);
-        const body = JSON.parse(bytes.toString('utf8')) as { tags?: unknown };
-        const tags = Array.isArray(body.tags) ? body.tags.filter((tag): tag is string => typeof tag === 'string') : [];
-        // The upstream's next-page link names the repository as the upstream knows it; the client wrote it its way.
-        const link = headerValue(response.headers.link)?.replace(`/v2/${target.name}/`, `/v2/${clientName}/`);
-        return { name: clientName, tags, ...(link === undefined ? {} : { link }), cache: 'miss' };
+        return await this.notFound.guard(`${target.registry}/${target.name}/tags${query}`, () => this.upstreamTags(upstream, target, clientName, query));
       } catch (error) {
         if (!isUpstreamOutage(error) || !(await this.local.hasRepository(repository))) throw error;
         const tags = await this.local.listTags(repository, page);
@@ -371,6 +381,19 @@ export class Mirror {
     }
     if (!(await this.local.hasRepository(repository))) throw new RegistryError('NAME_UNKNOWN', { detail: { name: clientName } });
     return { name: clientName, tags: await this.local.listTags(repository, page), cache: 'hit' };
+  }
+
+  private async upstreamTags(upstream: Upstream, target: Target, clientName: string, query: string): Promise<TagList> {
+    const client = upstream.client;
+    const response = await client.send({ method: 'GET', path: `/v2/${target.name}/tags/list${query}`, repository: target.name, kind: 'tags', document: true });
+    if (response.status !== 200) {
+      await response.body.dump();
+      throw client.errorFor(response, 'NAME_UNKNOWN');
+    }
+    const tags = parseTagList(await client.readBody(response, 'tags', MAX_MANIFEST_BYTES));
+    if (tags === undefined) throw new RegistryError('UPSTREAM_UNAVAILABLE', { message: `upstream ${client.wireName} sent a tag list that is not valid` });
+    const next = nextPage(headerValue(response.headers.link));
+    return { name: clientName, tags, ...(next === undefined ? {} : { next }), cache: 'miss' };
   }
 
   /** Cached repositories as clients name them: bare for the default upstream, prefixed with the registry otherwise. */
@@ -383,24 +406,52 @@ function blobRequest(target: Target, digest: Digest, method: 'GET' | 'HEAD'): Up
   return { method, path: `/v2/${target.name}/blobs/${digest}`, repository: target.name, kind: 'blob' };
 }
 
-/** Asks with every manifest type, so a tag resolves as the upstream has it. */
+/** Asks with every manifest type, so a tag resolves as the upstream has it; bounded by the document deadline. */
 function manifestRequest(target: Target, reference: string, method: 'GET' | 'HEAD'): UpstreamRequest {
-  return { method, path: `/v2/${target.name}/manifests/${reference}`, repository: target.name, kind: 'manifest', headers: { accept: UPSTREAM_MANIFEST_ACCEPT } };
+  return { method, path: `/v2/${target.name}/manifests/${reference}`, repository: target.name, kind: 'manifest', headers: { accept: UPSTREAM_MANIFEST_ACCEPT }, document: true };
 }
 
 function repositoryOf(target: Target): RepositoryRef {
   return { registry: target.registry, name: target.name };
 }
 
-/** Failures that stale content may cover: the upstream is unreachable, failing, rate-limiting, or its circuit is open. */
+/** Failures that stale content may cover: the upstream is unreachable, slow, failing, rate-limiting, or its circuit is open. */
 function isUpstreamOutage(error: unknown): boolean {
-  return error instanceof RegistryError && (error.code === 'UPSTREAM_UNAVAILABLE' || error.code === 'TOOMANYREQUESTS' || error.code === 'UNAVAILABLE');
+  return (
+    error instanceof RegistryError &&
+    (error.code === 'UPSTREAM_UNAVAILABLE' || error.code === 'UPSTREAM_TIMEOUT' || error.code === 'TOOMANYREQUESTS' || error.code === 'UNAVAILABLE')
+  );
 }
 
-function contentLength(response: UpstreamResponse): number | undefined {
-  const text = headerValue(response.headers['content-length']);
-  if (text === undefined || !/^\d+$/.test(text)) return undefined;
-  return Number(text);
+/** A tag list's tags; undefined when the bytes are not one (`{"tags": [..strings..] | null}`). */
+function parseTagList(bytes: Buffer): string[] | undefined {
+  let body: unknown;
+  try {
+    body = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  if (typeof body !== 'object' || body === null) return undefined;
+  const tags = (body as { tags?: unknown }).tags;
+  if (tags === null || tags === undefined) return [];
+  if (!Array.isArray(tags) || !tags.every((tag) => typeof tag === 'string')) return undefined;
+  return tags;
+}
+
+/** The page an upstream's `Link: <…?n=…&last=…>; rel="next"` points at; only its n and last are kept. */
+function nextPage(link: string | undefined): TagList['next'] {
+  const match = /^\s*<([^>]*)>\s*;\s*rel="?next"?/i.exec(link ?? '');
+  if (!match) return undefined;
+  let query: URLSearchParams;
+  try {
+    query = new URL(match[1] ?? '', 'http://upstream.invalid').searchParams;
+  } catch {
+    return undefined;
+  }
+  const last = query.get('last');
+  const n = query.get('n');
+  if (last === null) return undefined;
+  return { last, n: n !== null && /^\d{1,6}$/.test(n) ? Number(n) : undefined };
 }
 
 function parseContentRange(text: string | undefined): { start: number; end: number; size: number | undefined } | undefined {
@@ -412,18 +463,4 @@ function parseContentRange(text: string | undefined): { start: number; end: numb
 function totalFromContentRange(text: string | undefined): number | undefined {
   const match = /^bytes \*\/(\d+)$/.exec(text?.trim() ?? '');
   return match ? Number(match[1]) : undefined;
-}
-
-async function readLimited(body: AsyncIterable<Uint8Array> & { destroy(error?: Error): void }, limit: number): Promise<Buffer> {
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for await (const chunk of body) {
-    total += chunk.length;
-    if (total > limit) {
-      body.destroy();
-      throw new RegistryError('UPSTREAM_UNAVAILABLE', { message: `upstream response larger than ${limit} bytes` });
-    }
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks);
 }

@@ -3,8 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { Dispatcher } from 'undici';
-import { parseChallenge, RealmRefusedError, TokenError, UpstreamAuth, type Challenge } from './upstream-auth.js';
+import { parseChallenge, RealmRefusedError, TokenError, UpstreamAuth, type Challenge, type TokenAnswer } from './upstream-auth.js';
 
 const HUB_CHALLENGE = 'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull"';
 const ALPINE = 'repository:library/alpine:pull';
@@ -63,7 +62,6 @@ interface TokenCall {
 /** A fake token service: answers each request with the next queued answer, recording what it was asked. */
 class FakeTokenService {
   readonly calls: TokenCall[] = [];
-  dumped = 0;
   private issued = 0;
   /** When set, requests wait for release() before answering. */
   private gate: Promise<void> | undefined;
@@ -85,24 +83,15 @@ class FakeTokenService {
     this.gate = undefined;
   }
 
-  readonly fetch = async (url: URL, headers: Record<string, string>): Promise<Dispatcher.ResponseData> => {
+  readonly fetch = async (url: URL, headers: Record<string, string>): Promise<TokenAnswer> => {
     const call = { url, headers };
     this.calls.push(call);
     if (this.gate !== undefined) await this.gate;
     this.issued += 1;
     const document = this.body(call, this.issued);
-    const response = {
-      statusCode: this.status,
-      headers: { 'content-type': 'application/json' },
-      body: {
-        json: () => Promise.resolve(document),
-        dump: () => {
-          this.dumped += 1;
-          return Promise.resolve();
-        },
-      },
-    };
-    return response as unknown as Dispatcher.ResponseData;
+    // The client reads the body of a success only (within its size cap); other answers come back empty.
+    if (this.status !== 200) return { status: this.status, body: Buffer.alloc(0) };
+    return { status: this.status, body: Buffer.from(typeof document === 'string' ? document : JSON.stringify(document)) };
   };
 }
 
@@ -164,8 +153,11 @@ describe('UpstreamAuth', () => {
     const attempt = (upstream: string, realm: string, withCredentials = true): { service: FakeTokenService; result: Promise<string | undefined> } => {
       const service = new FakeTokenService();
       const auth = new UpstreamAuth(withCredentials ? credentials : undefined, new URL(upstream), service.fetch);
-      assert.equal(auth.acceptChallenge(challengeAt(realm), ALPINE, undefined), true);
-      const result = auth.authorization(ALPINE);
+      // A refused realm throws from acceptChallenge; a good one is asked for a token.
+      const result = (async () => {
+        assert.equal(auth.acceptChallenge(challengeAt(realm), ALPINE, undefined), true);
+        return auth.authorization(ALPINE);
+      })();
       result.catch(() => undefined);
       return { service, result };
     };
@@ -194,12 +186,36 @@ describe('UpstreamAuth', () => {
     assert.equal(anonymous.service.calls[0]?.headers.authorization, undefined);
   });
 
-  it('refuses a realm that is not an http(s) URL', async () => {
+  it('refuses a realm that is not an http(s) URL, and does not keep it', async () => {
+    for (const realm of ['file:///etc/passwd', 'not a url', 'gopher://auth.example/']) {
+      const service = new FakeTokenService();
+      const auth = new UpstreamAuth(undefined, HUB, service.fetch);
+      assert.throws(() => auth.acceptChallenge(`Bearer realm="${realm}"`, ALPINE, undefined), RealmRefusedError, realm);
+      // Not learned: the next request goes without, and meets the upstream's challenge afresh.
+      assert.equal(await auth.authorization(ALPINE), undefined);
+      assert.equal(service.calls.length, 0);
+    }
+  });
+
+  it('does not keep a challenge whose realm failed: a later good challenge replaces it', async () => {
     const service = new FakeTokenService();
     const auth = new UpstreamAuth(undefined, HUB, service.fetch);
-    assert.equal(auth.acceptChallenge('Bearer realm="file:///etc/passwd"', ALPINE, undefined), true);
-    await assert.rejects(auth.authorization(ALPINE), RealmRefusedError);
-    assert.equal(service.calls.length, 0);
+    assert.equal(auth.acceptChallenge('Bearer realm="https://broken.example/token"', ALPINE, undefined), true);
+    service.status = 502;
+    await assert.rejects(auth.authorization(ALPINE), TokenError);
+    assert.equal(await auth.authorization(BUSYBOX), undefined, 'the failed realm is forgotten for every repository');
+    service.status = 200;
+    assert.equal(auth.acceptChallenge(HUB_CHALLENGE, BUSYBOX, undefined), true);
+    assert.match((await auth.authorization(BUSYBOX)) ?? '', /^Bearer token-/);
+  });
+
+  it('throws TokenError 502 for a token answer that is not a JSON object', async () => {
+    for (const body of ['not json', '"a string"', 'null', '[1]']) {
+      const service = new FakeTokenService();
+      service.body = () => body;
+      const auth = hubAuth(service);
+      await assert.rejects(auth.authorization(ALPINE), (error: unknown) => error instanceof TokenError && error.status === 502, body);
+    }
   });
 
   it('caches a token per scope until shortly before it expires', async () => {
@@ -334,7 +350,7 @@ describe('UpstreamAuth', () => {
     assert.equal(await auth.authorization(ALPINE), undefined);
   });
 
-  it('throws TokenError with the status when the token service refuses, and tries again next time', async () => {
+  it('throws TokenError with the status when the token service refuses, and tries again at the next challenge', async () => {
     const service = new FakeTokenService();
     const auth = hubAuth(service, new Clock(), { username: 'bob', password: 'wrong' });
     service.status = 401;
@@ -343,8 +359,8 @@ describe('UpstreamAuth', () => {
       assert.equal(error.status, 401);
       return true;
     });
-    assert.equal(service.dumped, 1);
     service.status = 200;
+    assert.equal(auth.acceptChallenge(HUB_CHALLENGE, ALPINE, undefined), true);
     assert.match((await auth.authorization(ALPINE)) ?? '', /^Bearer token-/);
     assert.equal(service.calls.length, 2);
   });

@@ -5,9 +5,8 @@
 // them to another host in clear text, nor downgrade an https upstream's to http. (Credentials configured for
 // a plain-http upstream travel in clear text to it anyway: that is the operator's choice.)
 
-import type { Dispatcher } from 'undici';
-import type { UpstreamCredentials } from '../config/load.js';
 import { SingleFlight } from '../flight/single-flight.js';
+import { basicAuthorization, type Credentials } from '../upstream/credentials.js';
 
 export interface Challenge {
   scheme: 'bearer' | 'basic';
@@ -34,6 +33,15 @@ interface CachedToken {
   expiresAt: number;
 }
 
+/** A token service's answer, read by the caller with its deadline and size cap. */
+export interface TokenAnswer {
+  status: number;
+  body: Buffer;
+}
+
+/** Asks a token realm (already checked by the caller's address policy when it connects). */
+export type TokenFetch = (url: URL, headers: Record<string, string>) => Promise<TokenAnswer>;
+
 /** Tokens are used until shortly before they expire (5 s, or a quarter of a shorter lifetime), so one in flight never lapses mid-request. */
 const EXPIRY_MARGIN_MS = 5_000;
 const DEFAULT_TOKEN_LIFETIME_S = 60;
@@ -45,10 +53,10 @@ export class UpstreamAuth {
   private readonly tokenRequests = new SingleFlight<string, CachedToken>();
 
   constructor(
-    private readonly credentials: UpstreamCredentials | undefined,
+    private readonly credentials: Credentials | undefined,
     /** The upstream's URL: a plain-http token realm gets the credentials only from a plain-http upstream on the same host name. */
     private readonly upstream: URL,
-    private readonly fetchToken: (url: URL, headers: Record<string, string>) => Promise<Dispatcher.ResponseData>,
+    private readonly fetchToken: TokenFetch,
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -57,13 +65,20 @@ export class UpstreamAuth {
     const challenge = this.learned;
     if (challenge === undefined) return undefined;
     if (challenge.scheme === 'basic') return this.basic();
-    const token = await this.token(challenge, scope);
-    return `Bearer ${token.token}`;
+    try {
+      const token = await this.token(challenge, scope);
+      return `Bearer ${token.token}`;
+    } catch (error) {
+      // A realm that does not work is not kept: the next request meets the upstream's challenge afresh.
+      if (this.learned === challenge) this.learned = undefined;
+      throw error;
+    }
   }
 
   /**
    * Learns from a 401. Returns true when a retry may succeed (a new scheme or a token not yet tried),
-   * false when the upstream refused what we already sent.
+   * false when the upstream refused what we already sent. Throws RealmRefusedError for a challenge that cannot
+   * be answered (a realm that is not an http(s) URL, or where the credentials may not go), which is not learned.
    */
   acceptChallenge(header: string | undefined, scope: string, sentAuthorization: string | undefined): boolean {
     const challenge = parseChallenge(header);
@@ -73,6 +88,7 @@ export class UpstreamAuth {
       return this.credentials !== undefined && sentAuthorization !== this.basic();
     }
     if (challenge.params.realm === undefined) return false;
+    this.checkRealm(challenge.params.realm);
     this.learned = { scheme: 'bearer', params: { realm: challenge.params.realm, service: challenge.params.service ?? '' } };
     const key = this.tokenKey(this.learned, scope);
     const cached = this.tokens.get(key);
@@ -85,9 +101,21 @@ export class UpstreamAuth {
   }
 
   private basic(): string | undefined {
-    if (this.credentials === undefined) return undefined;
-    const pair = `${this.credentials.username}:${this.credentials.password}`;
-    return `Basic ${Buffer.from(pair).toString('base64')}`;
+    return this.credentials === undefined ? undefined : basicAuthorization(this.credentials);
+  }
+
+  /** Throws RealmRefusedError for a realm regmirror will not ask. */
+  private checkRealm(realm: string): void {
+    let url: URL;
+    try {
+      url = new URL(realm);
+    } catch {
+      throw new RealmRefusedError('names a token realm that is not a URL');
+    }
+    if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new RealmRefusedError('names a token realm that is not an http(s) URL');
+    if (this.credentials !== undefined && url.protocol === 'http:' && (this.upstream.protocol !== 'http:' || url.hostname !== this.upstream.hostname)) {
+      throw new RealmRefusedError('names a plain-http token realm on another host or behind an https upstream; the configured credentials are not sent there');
+    }
   }
 
   private tokenKey(challenge: Challenge, scope: string): string {
@@ -107,23 +135,14 @@ export class UpstreamAuth {
 
   private async requestToken(challenge: Challenge, scope: string): Promise<CachedToken> {
     const url = new URL(challenge.params.realm ?? '');
-    if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new RealmRefusedError('names a token realm that is not an http(s) URL');
     if (challenge.params.service) url.searchParams.set('service', challenge.params.service);
     url.searchParams.set('scope', scope);
     const headers: Record<string, string> = { accept: 'application/json' };
     const basic = this.basic();
-    if (basic !== undefined) {
-      if (url.protocol === 'http:' && (this.upstream.protocol !== 'http:' || url.hostname !== this.upstream.hostname)) {
-        throw new RealmRefusedError('names a plain-http token realm on another host or behind an https upstream; the configured credentials are not sent there');
-      }
-      headers.authorization = basic;
-    }
+    if (basic !== undefined) headers.authorization = basic;
     const response = await this.fetchToken(url, headers);
-    if (response.statusCode !== 200) {
-      await response.body.dump();
-      throw new TokenError(`token service answered ${response.statusCode}`, response.statusCode);
-    }
-    const body = (await response.body.json()) as { token?: unknown; access_token?: unknown; expires_in?: unknown };
+    if (response.status !== 200) throw new TokenError(`token service answered ${response.status}`, response.status);
+    const body = parseTokenAnswer(response.body);
     const token = typeof body.token === 'string' ? body.token : typeof body.access_token === 'string' ? body.access_token : undefined;
     if (token === undefined || token === '') throw new TokenError('token service sent no token', 502);
     const lifetime = typeof body.expires_in === 'number' && body.expires_in > 0 ? body.expires_in : DEFAULT_TOKEN_LIFETIME_S;
@@ -131,6 +150,17 @@ export class UpstreamAuth {
     const margin = Math.min(EXPIRY_MARGIN_MS, (lifetime * 1000) / 4);
     return { token, expiresAt: this.now() + lifetime * 1000 - margin };
   }
+}
+
+function parseTokenAnswer(bytes: Buffer): { token?: unknown; access_token?: unknown; expires_in?: unknown } {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    throw new TokenError('token service sent an answer that is not JSON', 502);
+  }
+  if (typeof parsed !== 'object' || parsed === null) throw new TokenError('token service sent an answer that is not a JSON object', 502);
+  return parsed;
 }
 
 export class TokenError extends Error {

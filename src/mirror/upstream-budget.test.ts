@@ -57,6 +57,17 @@ describe('UpstreamBudget', () => {
     assert.equal(budget.snapshot().circuit, 'closed');
   });
 
+  it('caps a Retry-After at backoffMax: one 429 cannot close an upstream for years', () => {
+    for (const retryAfter of ['99999999', new Date(Date.UTC(2099, 0, 1)).toUTCString()]) {
+      const { budget, events, advance } = harness();
+      budget.recordResponse(429, { 'retry-after': retryAfter });
+      assert.deepEqual(events, ['opened rate-limited 8000'], retryAfter);
+      rejects(budget, 'TOOMANYREQUESTS', '8');
+      advance(8_000);
+      assert.equal(budget.admit(), 'probe', 'one probe once backoffMax has passed');
+    }
+  });
+
   it('backs off exponentially when a 429 says nothing, and after a failed probe', () => {
     const { budget, events, advance } = harness();
     budget.recordResponse(429, {});

@@ -73,7 +73,8 @@ export class UpstreamBudget {
     this.readRateLimit(headers);
     if (status === 429) {
       const retryAfterMs = parseRetryAfter(first(headers['retry-after']), this.now());
-      this.fail(`answered 429`, 'rate-limited', retryAfterMs);
+      // However long the upstream asks, the circuit waits at most backoffMax: then one probe asks again.
+      this.fail(`answered 429`, 'rate-limited', retryAfterMs === undefined ? undefined : Math.min(retryAfterMs, this.policy.backoffMaxMs));
       return;
     }
     if (status >= 500) {

@@ -1,12 +1,13 @@
-// The one HTTP client for an upstream registry: keep-alive pool, timeouts, redirects (registry → CDN,
-// Authorization dropped across origins), authentication, metrics, and upstream failures turned into
-// clear wire errors that never name an internal address.
+// The v2 client of one upstream registry: the shared fetch path (src/upstream/fetcher.ts) plus what is v2's own —
+// the Bearer/Basic challenge flow, the upstream's budget and circuit, and upstream failures as wire errors that
+// never name an internal address.
 
-import { Agent, interceptors, type Dispatcher } from 'undici';
-import type { Settings, UpstreamSettings } from '../config/load.js';
 import { RegistryError, type ErrorCodeName } from '../registry/errors.js';
 import type { Metrics, UpstreamRequestKind } from '../telemetry/metrics.js';
-import { RealmRefusedError, TokenError, UpstreamAuth } from './upstream-auth.js';
+import type { Credentials } from '../upstream/credentials.js';
+import { failureOf } from '../upstream/failure.js';
+import { headerValue, UpstreamFetcher, type FetchTimeouts, type UpstreamResponse } from '../upstream/fetcher.js';
+import { RealmRefusedError, TokenError, UpstreamAuth, type TokenAnswer } from './upstream-auth.js';
 import { UpstreamBudget, type BudgetPolicy, type BudgetSnapshot } from './upstream-budget.js';
 
 export interface UpstreamRequest {
@@ -18,43 +19,39 @@ export interface UpstreamRequest {
   kind: UpstreamRequestKind;
   headers?: Record<string, string>;
   signal?: AbortSignal;
+  /** A document (manifest, tag list): the whole exchange is bounded by the document deadline. */
+  document?: boolean;
 }
 
-export interface UpstreamResponse {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: Dispatcher.ResponseData['body'];
+export interface UpstreamClientOptions {
+  /** The registry name, for metrics and logs. */
+  registry: string;
+  /** How client-facing messages name this upstream. */
+  wireName: string;
+  url: string;
+  credentials: Credentials | undefined;
+  trustedHosts: readonly string[];
 }
 
 /** Used when an upstream rate-limits without saying for how long. */
 const DEFAULT_RETRY_AFTER_S = 60;
-const MAX_REDIRECTIONS = 5;
+/** A token service's answer is a few KiB at most. */
+export const MAX_TOKEN_ANSWER_BYTES = 1024 * 1024;
 
 export class UpstreamClient {
   readonly registry: string;
-  /** How client-facing messages name this upstream (see UpstreamSettings.wireName). */
   readonly wireName: string;
-  private readonly origin: string;
-  private readonly basePath: string;
-  private readonly agent: Agent;
-  private readonly dispatcher: Dispatcher;
+  private readonly fetcher: UpstreamFetcher;
   private readonly auth: UpstreamAuth;
   private readonly budget: UpstreamBudget;
+  private readonly retryAfterMaxS: number;
 
-  constructor(
-    settings: UpstreamSettings,
-    timeouts: Settings['timeouts'],
-    policy: BudgetPolicy,
-    private readonly metrics: Metrics,
-    log: CircuitLogger,
-  ) {
-    this.registry = settings.registry;
-    const url = new URL(settings.url);
-    this.wireName = settings.wireName;
-    this.origin = url.origin;
-    this.basePath = url.pathname.replace(/\/+$/, '');
-    ({ agent: this.agent, dispatcher: this.dispatcher } = upstreamDispatcher(timeouts));
-    this.auth = new UpstreamAuth(settings.credentials, url, (tokenUrl, headers) => this.fetchToken(tokenUrl, headers));
+  constructor(options: UpstreamClientOptions, timeouts: FetchTimeouts, policy: BudgetPolicy, metrics: Metrics, log: CircuitLogger) {
+    this.registry = options.registry;
+    this.wireName = options.wireName;
+    this.retryAfterMaxS = Math.max(1, Math.ceil(policy.backoffMaxMs / 1000));
+    this.fetcher = new UpstreamFetcher({ label: options.registry, url: options.url, timeouts, trustedHosts: options.trustedHosts, metrics });
+    this.auth = new UpstreamAuth(options.credentials, new URL(options.url), (url, headers) => this.fetchToken(url, headers));
     const upstream = this.registry;
     this.budget = new UpstreamBudget(this.wireName, policy, {
       opened: (reason, waitMs, cause) => {
@@ -75,7 +72,7 @@ export class UpstreamClient {
     return this.budget.snapshot();
   }
 
-  /** Sends a request, answering one authentication challenge. Throws RegistryError when unreachable. */
+  /** Sends a request, answering one authentication challenge. Throws RegistryError when there is no answer. */
   async send(request: UpstreamRequest): Promise<UpstreamResponse> {
     const admission = this.budget.admit();
     try {
@@ -86,27 +83,21 @@ export class UpstreamClient {
     }
   }
 
-  private async sendAuthenticated(request: UpstreamRequest): Promise<UpstreamResponse> {
-    const scope = `repository:${request.repository}:pull`;
-    let authorization = await this.authorizationFor(scope);
-    let response = await this.dispatch(request, authorization);
-    if (response.statusCode === 401) {
-      const retry = this.auth.acceptChallenge(headerValue(response.headers['www-authenticate']), scope, authorization);
-      if (retry) {
-        await response.body.dump();
-        authorization = await this.authorizationFor(scope);
-        response = await this.dispatch(request, authorization);
-      }
+  /** Reads a document's body whole (at most limit bytes, within its deadline). Throws RegistryError. */
+  async readBody(response: UpstreamResponse, kind: UpstreamRequestKind, limit: number): Promise<Buffer> {
+    try {
+      return await this.fetcher.readBody(response, kind, limit);
+    } catch (error) {
+      throw this.unreachable(error);
     }
-    return { status: response.statusCode, headers: response.headers, body: response.body };
   }
 
   countBytes(kind: UpstreamRequestKind, bytes: number): void {
-    this.metrics.upstreamBytes.inc({ upstream: this.registry, kind }, bytes);
+    this.fetcher.countBytes(kind, bytes);
   }
 
   async close(): Promise<void> {
-    await this.agent.close();
+    await this.fetcher.close();
   }
 
   /** The wire error for an upstream status that is not a success. */
@@ -114,10 +105,12 @@ export class UpstreamClient {
     const status = response.status;
     if (status === 404) return new RegistryError(notFound, { detail: { upstream: this.wireName } });
     if (status === 429) {
-      const retryAfter = headerValue(response.headers['retry-after']) ?? String(DEFAULT_RETRY_AFTER_S);
+      // Passed on to the client, but never longer than the circuit itself would wait.
+      const asked = Number(headerValue(response.headers['retry-after']) ?? Number.NaN);
+      const retryAfter = Number.isFinite(asked) && asked >= 0 ? Math.min(asked, this.retryAfterMaxS) : Math.min(DEFAULT_RETRY_AFTER_S, this.retryAfterMaxS);
       return new RegistryError('TOOMANYREQUESTS', {
         message: `upstream ${this.wireName} is rate-limiting requests`,
-        headers: { 'retry-after': retryAfter },
+        headers: { 'retry-after': String(retryAfter) },
       });
     }
     if (status === 401 || status === 403) {
@@ -128,110 +121,83 @@ export class UpstreamClient {
     });
   }
 
-  /** The wire error for a request that got no usable answer at all. */
+  /** The wire error for a request that got no usable answer at all: 504 when a deadline passed, else 502. */
   unreachable(cause: unknown): RegistryError {
     if (cause instanceof RegistryError) return cause;
-    const reason = describeFailure(cause);
-    return new RegistryError('UPSTREAM_UNAVAILABLE', { message: `upstream ${this.wireName} ${reason}`, cause });
+    const failure = failureOf(cause);
+    const code = failure.kind === 'timeout' ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE';
+    return new RegistryError(code, { message: `upstream ${this.wireName} ${failure.reason}`, cause });
+  }
+
+  private async sendAuthenticated(request: UpstreamRequest): Promise<UpstreamResponse> {
+    const scope = `repository:${request.repository}:pull`;
+    let authorization = await this.authorizationFor(scope);
+    let response = await this.dispatch(request, authorization);
+    if (response.status === 401) {
+      let retry: boolean;
+      try {
+        retry = this.auth.acceptChallenge(headerValue(response.headers['www-authenticate']), scope, authorization);
+      } catch (error) {
+        await response.body.dump();
+        throw this.authError(error);
+      }
+      if (retry) {
+        await response.body.dump();
+        authorization = await this.authorizationFor(scope);
+        response = await this.dispatch(request, authorization);
+      }
+    }
+    return response;
   }
 
   private async authorizationFor(scope: string): Promise<string | undefined> {
     try {
       return await this.auth.authorization(scope);
     } catch (error) {
-      if (error instanceof RealmRefusedError) {
-        throw new RegistryError('UPSTREAM_UNAVAILABLE', { message: `upstream ${this.wireName} ${error.message}`, cause: error });
-      }
-      if (error instanceof TokenError && (error.status === 401 || error.status === 403)) {
-        throw new RegistryError('DENIED', { message: `upstream ${this.wireName} refused the configured credentials`, cause: error });
-      }
-      throw this.unreachable(error);
+      throw this.authError(error);
     }
   }
 
-  private async dispatch(request: UpstreamRequest, authorization: string | undefined): Promise<Dispatcher.ResponseData> {
-    const headers: Record<string, string> = { 'user-agent': 'regmirror', ...request.headers };
+  private authError(error: unknown): RegistryError {
+    if (error instanceof RealmRefusedError) {
+      return new RegistryError('UPSTREAM_UNAVAILABLE', { message: `upstream ${this.wireName} ${error.message}`, cause: error });
+    }
+    if (error instanceof TokenError && (error.status === 401 || error.status === 403)) {
+      return new RegistryError('DENIED', { message: `upstream ${this.wireName} refused the configured credentials`, cause: error });
+    }
+    if (error instanceof TokenError) {
+      return new RegistryError('UPSTREAM_UNAVAILABLE', { message: `upstream ${this.wireName}'s ${error.message}`, cause: error });
+    }
+    return this.unreachable(error);
+  }
+
+  private async dispatch(request: UpstreamRequest, authorization: string | undefined): Promise<UpstreamResponse> {
+    const headers: Record<string, string> = { ...request.headers };
     if (authorization !== undefined) headers.authorization = authorization;
-    const labels = { upstream: this.registry, kind: request.kind, method: request.method };
     try {
-      const response = await this.dispatcher.request({
-        origin: this.origin,
-        path: this.basePath + request.path,
-        method: request.method,
-        headers,
-        signal: request.signal,
-      });
-      this.metrics.upstreamRequests.inc({ ...labels, status: String(response.statusCode) });
-      this.budget.recordResponse(response.statusCode, response.headers);
-      const remaining = this.budget.rateLimitRemaining;
-      if (remaining !== undefined) this.metrics.rateLimitRemaining.set({ upstream: this.registry }, remaining);
+      const response = await this.fetcher.send({ ...request, headers });
+      this.budget.recordResponse(response.status, response.headers);
       return response;
     } catch (error) {
-      this.metrics.upstreamRequests.inc({ ...labels, status: '0' });
       const failure = this.unreachable(error);
       // An abort at shutdown says nothing about the upstream.
-      if (request.signal?.aborted !== true) this.budget.recordFailure(failure);
+      if (failureOf(error).kind !== 'aborted') this.budget.recordFailure(failure);
       throw failure;
     }
   }
 
-  private async fetchToken(url: URL, headers: Record<string, string>): Promise<Dispatcher.ResponseData> {
-    const labels = { upstream: this.registry, kind: 'token' as const, method: 'GET' };
-    try {
-      const response = await this.dispatcher.request({ origin: url.origin, path: url.pathname + url.search, method: 'GET', headers });
-      this.metrics.upstreamRequests.inc({ ...labels, status: String(response.statusCode) });
-      return response;
-    } catch (error) {
-      this.metrics.upstreamRequests.inc({ ...labels, status: '0' });
-      throw this.unreachable(error);
+  /** A token realm's answer: the status, and the body when it is a success (within the deadline and size cap). */
+  private async fetchToken(url: URL, headers: Record<string, string>): Promise<TokenAnswer> {
+    const response = await this.fetcher.send({ method: 'GET', path: url, kind: 'token', headers, document: true });
+    if (response.status !== 200) {
+      await response.body.dump();
+      return { status: response.status, body: Buffer.alloc(0) };
     }
+    return { status: 200, body: await this.fetcher.readBody(response, 'token', MAX_TOKEN_ANSWER_BYTES) };
   }
 }
 
 export interface CircuitLogger {
   warn(fields: object, message: string): void;
   info(fields: object, message: string): void;
-}
-
-/**
- * The pool every client of a remote registry uses (v2 upstreams, the v1 source): keep-alive, the configured
- * timeouts, and redirects followed (to a CDN, Authorization dropped across origins, Range kept).
- */
-export function upstreamDispatcher(timeouts: Settings['timeouts']): { agent: Agent; dispatcher: Dispatcher } {
-  const agent = new Agent({
-    connect: { timeout: timeouts.connect },
-    headersTimeout: timeouts.responseHeaders,
-    bodyTimeout: timeouts.bodyIdle,
-    keepAliveTimeout: 30_000,
-    connections: 64,
-  });
-  return { agent, dispatcher: agent.compose(interceptors.redirect({ maxRedirections: MAX_REDIRECTIONS })) };
-}
-
-export function headerValue(value: string | string[] | undefined): string | undefined {
-  return Array.isArray(value) ? value[0] : value;
-}
-
-/** A reason fit for a client: the kind of failure, never an address. Also used by the v1 source client. */
-export function describeFailure(error: unknown): string {
-  const code = (error as { code?: unknown } | undefined)?.code;
-  switch (code) {
-    case 'UND_ERR_CONNECT_TIMEOUT':
-      return 'did not accept a connection in time';
-    case 'UND_ERR_HEADERS_TIMEOUT':
-      return 'did not answer in time';
-    case 'UND_ERR_BODY_TIMEOUT':
-      return 'stopped sending data';
-    case 'ECONNREFUSED':
-    case 'ENOTFOUND':
-    case 'EAI_AGAIN':
-    case 'EHOSTUNREACH':
-    case 'ENETUNREACH':
-      return 'is unreachable';
-    case 'UND_ERR_SOCKET':
-    case 'ECONNRESET':
-      return 'closed the connection';
-    default:
-      return 'failed';
-  }
 }

@@ -2,10 +2,9 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { UpstreamSettings } from '../config/load.js';
 import { RegistryError } from '../registry/errors.js';
 import type { UpstreamClient } from './upstream-client.js';
-import { UpstreamRouter, type Upstream } from './upstream-router.js';
+import { UpstreamRouter, type Upstream, type UpstreamSettings } from './upstream-router.js';
 
 function upstream(registry: string, extra: Partial<UpstreamSettings> = {}): Upstream {
   const settings: UpstreamSettings = {
@@ -15,6 +14,7 @@ function upstream(registry: string, extra: Partial<UpstreamSettings> = {}): Upst
     aliases: [],
     hosts: [],
     credentials: undefined,
+    trustedHosts: [],
     tagFreshnessMs: 1,
     maxStalenessMs: 1,
     ...extra,

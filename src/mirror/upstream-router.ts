@@ -2,10 +2,19 @@
 // registry or an alias (/v2/ghcr.io/owner/img/…), the Host the request was sent to, else the default
 // (the first configured: what dockerd and podman mirrors reach). Docker Hub names get `library/`.
 
-import type { UpstreamSettings } from '../config/load.js';
 import { dockerHubName, isDockerHub } from '../oci/name.js';
 import { RegistryError } from '../registry/errors.js';
-import type { UpstreamClient } from './upstream-client.js';
+import type { UpstreamClient, UpstreamClientOptions } from './upstream-client.js';
+
+/** One upstream as configured: how clients reach it, how to talk to it, how long its tags stay fresh. */
+export interface UpstreamSettings extends UpstreamClientOptions {
+  /** Path prefixes besides the registry name that route to it. */
+  aliases: string[];
+  /** Host names (without port, lower case) whose requests route to it. */
+  hosts: string[];
+  tagFreshnessMs: number;
+  maxStalenessMs: number;
+}
 
 export interface Upstream {
   settings: UpstreamSettings;

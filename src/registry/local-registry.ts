@@ -64,6 +64,11 @@ export class LocalRegistry {
     return key;
   }
 
+  /** A temporary file for a blob that streams in; commitBlob makes it visible. */
+  createSpool(): Promise<SpoolFile> {
+    return this.store.createSpool();
+  }
+
   async commitBlob(spool: SpoolFile, digest: Digest, size: number): Promise<void> {
     await this.store.commitSpool(spool, contentKey(digest));
     await this.meta.putBlob(digest, size, this.now());

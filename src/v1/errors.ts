@@ -27,6 +27,7 @@ export const V1ErrorCode = {
   BAD_REQUEST: { status: 400, message: 'Bad request' },
   NOT_FOUND: { status: 404, message: 'Not found' },
   METHOD_NOT_ALLOWED: { status: 405, message: 'Method not allowed' },
+  READ_ONLY: { status: 405, message: 'This registry is a mirror: pushes, tags and deletes are refused' },
   SOURCE_UNAVAILABLE: { status: 502, message: 'Source registry unavailable' },
   UNAVAILABLE: { status: 503, message: 'Service unavailable' },
   INTERNAL: { status: 500, message: 'Internal error' },
@@ -52,4 +53,9 @@ export class V1Error extends Error {
 /** Source failures that cached content may cover: the source is unreachable or failing. */
 export function isSourceOutage(error: unknown): boolean {
   return error instanceof V1Error && error.code === 'SOURCE_UNAVAILABLE';
+}
+
+/** A pushed layer larger than the registry takes (limits.uploadSize). */
+export function layerTooLarge(limit: number): V1Error {
+  return new V1Error('BODY_TOO_LARGE', { message: `Layer larger than the ${limit} bytes this registry takes` });
 }

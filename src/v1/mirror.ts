@@ -7,14 +7,13 @@ import type { MetadataStore } from '../meta/metadata-store.js';
 import { abortFills, BlobFill, type ContentCheck, type FillSource, type FillState } from '../mirror/blob-fill.js';
 import { SingleFlight } from '../flight/single-flight.js';
 import type { Logger } from '../mirror/mirror.js';
-import { headerValue, type UpstreamResponse } from '../mirror/upstream-client.js';
 import { parseRangeSpec, resolveRange, unsatisfiedRange } from '../oci/range.js';
-import type { Settings } from '../config/load.js';
-import { V1Layout, type V1RepositoryName } from '../store/layout.js';
-import type { ByteRange, ObjectStore } from '../store/object-store.js';
+import type { V1RepositoryName } from '../store/layout.js';
+import type { ByteRange } from '../store/object-store.js';
 import type { SpoolFile } from '../store/spool-file.js';
+import { contentLength, headerValue, type UpstreamResponse } from '../upstream/fetcher.js';
 import type { CacheOutcome, Metrics } from '../telemetry/metrics.js';
-import { isSourceOutage, V1Error, type V1ErrorCodeName } from './errors.js';
+import { isSourceOutage, layerTooLarge, V1Error, type V1ErrorCodeName } from './errors.js';
 import {
   DEFAULT_REPOSITORY_JSON,
   mergeSearchResults,
@@ -31,7 +30,7 @@ import {
 } from './grammar.js';
 import { layerCheck } from './layer-check.js';
 import { V1Registry } from './registry.js';
-import { SOURCE_NAME, V1SourceClient } from './source-client.js';
+import { SOURCE_NAME, type SourceRequest, type V1SourceClient } from './source-client.js';
 
 /** Image json, ancestry, repository json, tag lists, image lists and search answers are small. */
 const MAX_DOCUMENT_BYTES = 8 * 1024 * 1024;
@@ -69,6 +68,13 @@ export interface Answer<T> {
 export interface V1MirrorOptions {
   tagsCacheTtlMs: number;
   fillTimeoutMs: number;
+  /**
+   * Refuse every write (push, tag, delete): this instance mirrors (a v1 source, or any v2 upstream), and what
+   * it mirrors must not be shadowed or poisoned by a client.
+   */
+  readOnly: boolean;
+  /** The largest layer a push may send, in bytes. */
+  maxLayerBytes: number;
 }
 
 export class V1Mirror {
@@ -79,7 +85,7 @@ export class V1Mirror {
   private readonly shutdown = new AbortController();
 
   constructor(
-    readonly local: V1Registry,
+    private readonly local: V1Registry,
     private readonly source: V1SourceClient | undefined,
     private readonly meta: MetadataStore,
     private readonly metrics: Metrics,
@@ -92,6 +98,73 @@ export class V1Mirror {
 
   get mirroring(): boolean {
     return this.source !== undefined;
+  }
+
+  // ---- pushes, tags and deletes: a plain registry's (refused when this instance mirrors) ----
+
+  async putImageJson(id: string, body: Buffer): Promise<void> {
+    this.requireWritable();
+    await this.local.putImageJson(id, body);
+  }
+
+  /** A layer push; more than maxLayerBytes (announced or sent) is refused and nothing is kept. */
+  async putImageLayer(id: string, body: AsyncIterable<Uint8Array>, announcedBytes: number | undefined): Promise<void> {
+    this.requireWritable();
+    if (announcedBytes !== undefined && announcedBytes > this.options.maxLayerBytes) throw layerTooLarge(this.options.maxLayerBytes);
+    await this.local.putImageLayer(id, body, this.options.maxLayerBytes);
+  }
+
+  async putImageChecksum(id: string, header: string | undefined): Promise<void> {
+    this.requireWritable();
+    await this.local.putImageChecksum(id, header);
+  }
+
+  async putTag(name: V1RepositoryName, tag: string, body: Buffer, userAgent: string): Promise<void> {
+    this.requireWritable();
+    await this.local.putTag(name, tag, body, userAgent);
+  }
+
+  async deleteTag(name: V1RepositoryName, tag: string): Promise<void> {
+    this.requireWritable();
+    await this.local.deleteTag(name, tag);
+  }
+
+  async deleteRepository(name: V1RepositoryName): Promise<void> {
+    this.requireWritable();
+    await this.local.deleteRepository(name);
+  }
+
+  async setAccess(name: V1RepositoryName, body: Buffer): Promise<void> {
+    this.requireWritable();
+    await this.local.setAccess(name, body);
+  }
+
+  /** The index's PUT of a repository's image list (a push); an empty body is a no-op as in docker-registry. */
+  async putIndexImages(name: V1RepositoryName, body: Buffer): Promise<void> {
+    this.requireWritable();
+    await this.local.putIndexImages(name, body);
+  }
+
+  /** The index's DELETE of a repository's image list: docker-registry kept the list until the repository was deleted. */
+  deleteIndexImages(): void {
+    this.requireWritable();
+  }
+
+  isPrivate(name: V1RepositoryName): Promise<boolean> {
+    return this.local.isPrivate(name);
+  }
+
+  tagJson(name: V1RepositoryName, tag: string): Promise<Buffer | undefined> {
+    return this.local.tagJson(name, tag);
+  }
+
+  /** The storage key of a layer that is here (for a web server in front to send); undefined when it is not. */
+  async storedLayerKey(id: string): Promise<string | undefined> {
+    return (await this.local.layerSize(id)) === undefined ? undefined : this.local.layerKey(id);
+  }
+
+  private requireWritable(): void {
+    if (this.options.readOnly) throw new V1Error('READ_ONLY');
   }
 
   // ---- images ----
@@ -170,11 +243,11 @@ export class V1Mirror {
       // The json first: the layer is verified against the checksum and size the source sent with it.
       const json = await this.imageJson(id, context);
       const promise = { json: json.bytes, size: json.size, checksums: json.checksums };
-      const spool = await this.local.store.createSpool();
+      const spool = await this.local.createSpool();
       try {
         const response = await source.send({ target: 'registry', path: `/v1/images/${id}/layer`, kind: 'v1-layer', ...context, signal: this.shutdown.signal });
         if (response.status !== 200) throw await this.sourceError(source, response, 'IMAGE_NOT_FOUND');
-        const length = contentLength(response);
+        const length = contentLength(response.headers);
         if (length === undefined && promise.size === undefined && verifiableChecksums(promise.checksums).length === 0) {
           // Nothing to check the bytes against: a body cut short would be committed as the layer.
           response.body.destroy();
@@ -218,7 +291,7 @@ export class V1Mirror {
   }
 
   private async fetchImageJson(source: V1SourceClient, id: string, context: SourceContext): Promise<Omit<ImageJsonAnswer, 'cache'>> {
-    const response = await source.send({ target: 'registry', path: `/v1/images/${id}/json`, kind: 'v1-image', ...context });
+    const response = await source.send({ target: 'registry', path: `/v1/images/${id}/json`, kind: 'v1-image', ...context, document: true });
     if (response.status !== 200) throw await this.sourceError(source, response, 'IMAGE_NOT_FOUND');
     const bytes = await source.readDocument(response, 'v1-image', MAX_DOCUMENT_BYTES);
     try {
@@ -325,7 +398,8 @@ export class V1Mirror {
         results = mergeSearchResults(local, found);
         cache = 'miss';
       } catch (error) {
-        // Local results are still an answer.
+        // A source that is down, or has no search, leaves the local results as the answer; anything else is a fault.
+        if (!isSourceOutage(error) && !(error instanceof V1Error && error.code === 'NOT_FOUND')) throw error;
         this.log.warn({ upstream: SOURCE_NAME, err: (error as Error).message }, 'v1 search: source not merged');
         cache = 'stale';
       }
@@ -362,8 +436,8 @@ export class V1Mirror {
   }
 
   /** GETs a small document; a 404 becomes `notFound`, any other failure a 502. */
-  private async fetchDocument(source: V1SourceClient, request: Parameters<V1SourceClient['send']>[0], notFound: V1ErrorCodeName): Promise<Buffer> {
-    const response = await source.send(request);
+  private async fetchDocument(source: V1SourceClient, request: SourceRequest, notFound: V1ErrorCodeName): Promise<Buffer> {
+    const response = await source.send({ ...request, document: true });
     if (response.status !== 200) throw await this.sourceError(source, response, notFound);
     return source.readDocument(response, request.kind, MAX_DOCUMENT_BYTES);
   }
@@ -379,14 +453,6 @@ export class V1Mirror {
   }
 }
 
-/** The v1 service for the settings: a plain v1 registry, or a mirror of `v1.mirroring.source`. */
-export function createV1Mirror(settings: Settings, store: ObjectStore, meta: MetadataStore, metrics: Metrics, log: Logger): V1Mirror {
-  const mirroring = settings.v1.mirroring;
-  const source = mirroring && new V1SourceClient(mirroring, settings.timeouts, metrics);
-  const options = { tagsCacheTtlMs: mirroring?.tagsCacheTtlMs ?? 0, fillTimeoutMs: settings.timeouts.fill };
-  return new V1Mirror(new V1Registry(store, new V1Layout(settings.v1.storagePrefix)), source, meta, metrics, options, log);
-}
-
 function sizeKey(id: string): string {
   return `v1/image-size/${id}`;
 }
@@ -399,7 +465,3 @@ function unsatisfiable(size: number): V1Error {
   return new V1Error('RANGE_NOT_SATISFIABLE', { headers: { 'content-range': unsatisfiedRange(size) } });
 }
 
-function contentLength(response: UpstreamResponse): number | undefined {
-  const text = headerValue(response.headers['content-length']);
-  return text !== undefined && /^\d{1,15}$/.test(text) ? Number(text) : undefined;
-}

@@ -5,7 +5,7 @@ import type { Readable } from 'node:stream';
 import type { ByteRange, ObjectStore } from '../store/object-store.js';
 import type { V1Layout, V1RepositoryName } from '../store/layout.js';
 import type { SpoolFile } from '../store/spool-file.js';
-import { V1Error } from './errors.js';
+import { layerTooLarge, V1Error } from './errors.js';
 import {
   checksumsFile,
   isImageId,
@@ -36,8 +36,8 @@ export interface StoredImageJson {
 
 export class V1Registry {
   constructor(
-    readonly store: ObjectStore,
-    readonly layout: V1Layout,
+    private readonly store: ObjectStore,
+    private readonly layout: V1Layout,
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -66,6 +66,16 @@ export class V1Registry {
   async layerSize(id: string): Promise<number | undefined> {
     await this.requireCompletion(id);
     return (await this.store.stat(this.layout.imageKey(id, 'layer')))?.size;
+  }
+
+  /** The storage key of an image's layer (for a web server in front to send it). */
+  layerKey(id: string): string {
+    return this.layout.imageKey(id, 'layer');
+  }
+
+  /** A temporary file for a layer that streams in; commitLayer makes it visible. */
+  createSpool(): Promise<SpoolFile> {
+    return this.store.createSpool();
   }
 
   openLayer(id: string, range?: ByteRange): Promise<Readable | undefined> {
@@ -100,8 +110,8 @@ export class V1Registry {
     await this.store.putBytes(this.layout.imageKey(id, 'ancestry'), Buffer.from(pythonJson(ancestry)));
   }
 
-  /** Step 2: the layer, spooled and made visible whole; its payload checksum is recorded for step 3. */
-  async putImageLayer(id: string, body: AsyncIterable<Uint8Array>): Promise<void> {
+  /** Step 2: the layer, spooled and made visible whole; its payload checksum is recorded for step 3. More than maxBytes is refused. */
+  async putImageLayer(id: string, body: AsyncIterable<Uint8Array>, maxBytes: number): Promise<void> {
     const json = await this.store.readBytes(this.layout.imageKey(id, 'json'));
     if (json === undefined) throw new V1Error('IMAGE_NOT_FOUND');
     // Only an image being pushed takes a layer: not a complete one, nor one whose json a mirror cached.
@@ -110,6 +120,7 @@ export class V1Registry {
     const spool = await this.store.createSpool();
     try {
       for await (const chunk of body) {
+        if (spool.size + chunk.length > maxBytes) throw layerTooLarge(maxBytes);
         checksum.update(chunk);
         await spool.append(chunk);
       }

@@ -1,18 +1,28 @@
 // The one HTTP client for a v1 mirror's source registry and index: its own authentication (Basic, then the
 // v1 token flow), timeouts, metrics, and failures as 502s naming no address; no client credential goes out.
 
-import type { Agent, Dispatcher } from 'undici';
-import type { Settings, V1MirroringSettings } from '../config/load.js';
-import { describeFailure, headerValue, upstreamDispatcher, type UpstreamResponse } from '../mirror/upstream-client.js';
-import type { Metrics, UpstreamRequestKind } from '../telemetry/metrics.js';
-import { V1Error } from './errors.js';
 import { SingleFlight } from '../flight/single-flight.js';
+import type { Metrics, UpstreamRequestKind } from '../telemetry/metrics.js';
+import { basicAuthorization, type Credentials } from '../upstream/credentials.js';
+import { failureOf } from '../upstream/failure.js';
+import { headerValue, UpstreamFetcher, type FetchTimeouts, type UpstreamResponse } from '../upstream/fetcher.js';
+import { V1Error } from './errors.js';
 
 /** How the source appears in metrics and the access log. */
 export const SOURCE_NAME = 'v1-source';
 
 /** The only client request headers that may reach the source; never Authorization or Cookie. */
 const FORWARDED_HEADERS = ['user-agent', 'accept'] as const;
+
+export interface V1SourceOptions {
+  /** The source registry's URL. */
+  source: string;
+  /** Where index routes (repository images, search) go; the source when not set. */
+  sourceIndex: string | undefined;
+  credentials: Credentials | undefined;
+  /** Hosts on an internal network the source may redirect the mirror to, besides its own and its index's. */
+  trustedHosts: readonly string[];
+}
 
 export interface SourceRequest {
   /** Index routes (a repository's images, search) go to sourceIndex when it is set. */
@@ -25,6 +35,8 @@ export interface SourceRequest {
   /** Headers from the client, already filtered by forwardedHeaders. */
   headers?: Record<string, string>;
   signal?: AbortSignal;
+  /** A document (json, tag list, image list): the whole exchange is bounded by the document deadline. */
+  document?: boolean;
 }
 
 /** The allow-listed subset of a client's headers. */
@@ -38,24 +50,26 @@ export function forwardedHeaders(client: Record<string, string | string[] | unde
 }
 
 export class V1SourceClient {
-  private readonly registry: URL;
   private readonly index: URL;
-  private readonly agent: Agent;
-  private readonly dispatcher: Dispatcher;
+  private readonly fetcher: UpstreamFetcher;
   /** Source tokens (`signature=…,repository="…",access=read`) by repository, from the index's X-Docker-Token. */
   private readonly tokens = new Map<string, string>();
   private latestToken: string | undefined;
   private readonly tokenRenewals = new SingleFlight<string, string | undefined>();
 
   constructor(
-    private readonly settings: V1MirroringSettings,
-    timeouts: Settings['timeouts'],
-    private readonly metrics: Metrics,
+    private readonly settings: V1SourceOptions,
+    timeouts: FetchTimeouts,
+    metrics: Metrics,
   ) {
-    this.registry = new URL(settings.source);
     this.index = new URL(settings.sourceIndex ?? settings.source);
-    // Redirects to another origin (a CDN for layers) drop the Authorization header.
-    ({ agent: this.agent, dispatcher: this.dispatcher } = upstreamDispatcher(timeouts));
+    this.fetcher = new UpstreamFetcher({
+      label: SOURCE_NAME,
+      url: settings.source,
+      timeouts,
+      trustedHosts: [this.index.hostname, ...settings.trustedHosts],
+      metrics,
+    });
   }
 
   /**
@@ -75,7 +89,7 @@ export class V1SourceClient {
   }
 
   countBytes(kind: UpstreamRequestKind, bytes: number): void {
-    this.metrics.upstreamBytes.inc({ upstream: SOURCE_NAME, kind }, bytes);
+    this.fetcher.countBytes(kind, bytes);
   }
 
   /** The error for a source status that is neither a success nor a 404: the source failed, not the client. */
@@ -85,29 +99,20 @@ export class V1SourceClient {
 
   unreachable(cause: unknown): V1Error {
     if (cause instanceof V1Error) return cause;
-    return new V1Error('SOURCE_UNAVAILABLE', { message: `source registry ${describeFailure(cause)}`, cause });
+    return new V1Error('SOURCE_UNAVAILABLE', { message: `source registry ${failureOf(cause).reason}`, cause });
   }
 
-  /** Reads a small document whole; a larger one, or a body that breaks off, is the source's failure. */
+  /** Reads a small document whole; a larger one, or a body that breaks off or runs past its deadline, is the source's failure. */
   async readDocument(response: UpstreamResponse, kind: UpstreamRequestKind, limit: number): Promise<Buffer> {
-    const chunks: Buffer[] = [];
-    let total = 0;
     try {
-      for await (const chunk of response.body) {
-        total += (chunk as Buffer).length;
-        if (total > limit) throw new V1Error('SOURCE_UNAVAILABLE', { message: `source registry sent more than ${limit} bytes` });
-        chunks.push(chunk as Buffer);
-      }
+      return await this.fetcher.readBody(response, kind, limit);
     } catch (error) {
-      response.body.destroy();
       throw this.unreachable(error);
     }
-    this.countBytes(kind, total);
-    return Buffer.concat(chunks);
   }
 
   async close(): Promise<void> {
-    await this.agent.close();
+    await this.fetcher.close();
   }
 
   private tokenFor(repository: string | undefined): string | undefined {
@@ -115,9 +120,7 @@ export class V1SourceClient {
   }
 
   private basic(): string | undefined {
-    const credentials = this.settings.credentials;
-    if (credentials === undefined) return undefined;
-    return `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}`;
+    return this.settings.credentials === undefined ? undefined : basicAuthorization(this.settings.credentials);
   }
 
   private learnToken(response: UpstreamResponse, repository: string | undefined): void {
@@ -141,23 +144,14 @@ export class V1SourceClient {
   }
 
   private async dispatch(request: SourceRequest, authorization: string | undefined): Promise<UpstreamResponse> {
-    const base = request.target === 'index' ? this.index : this.registry;
-    const headers: Record<string, string> = { 'user-agent': 'regmirror', ...request.headers };
+    const headers: Record<string, string> = { ...request.headers };
     if (authorization !== undefined) headers.authorization = authorization;
     if (request.target === 'index') headers['x-docker-token'] = 'true';
-    const labels = { upstream: SOURCE_NAME, kind: request.kind, method: 'GET' };
+    // Index routes may live on another host (sourceIndex): they are asked by absolute URL.
+    const path = request.target === 'index' ? new URL(this.index.pathname.replace(/\/+$/, '') + request.path, this.index.origin) : request.path;
     try {
-      const response = await this.dispatcher.request({
-        origin: base.origin,
-        path: base.pathname.replace(/\/+$/, '') + request.path,
-        method: 'GET',
-        headers,
-        signal: request.signal,
-      });
-      this.metrics.upstreamRequests.inc({ ...labels, status: String(response.statusCode) });
-      return { status: response.statusCode, headers: response.headers, body: response.body };
+      return await this.fetcher.send({ method: 'GET', path, kind: request.kind, headers, ...(request.signal === undefined ? {} : { signal: request.signal }), ...(request.document === true ? { document: true } : {}) });
     } catch (error) {
-      this.metrics.upstreamRequests.inc({ ...labels, status: '0' });
       throw this.unreachable(error);
     }
   }

@@ -1,0 +1,32 @@
+// Tests for sizes in configuration.
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { parseSize } from './size.js';
+
+describe('parseSize', () => {
+  const cases: [string | number, number | undefined][] = [
+    [0, 0],
+    [1024, 1024],
+    ['1024', 1024],
+    ['10MiB', 10 * 1024 * 1024],
+    ['10 MiB', 10 * 1024 * 1024],
+    ['10GiB', 10 * 1024 ** 3],
+    ['1.5KiB', 1536],
+    ['200gib', 200 * 1024 ** 3],
+    ['5MB', 5_000_000],
+    ['7b', 7],
+    [-1, undefined],
+    [1.5, undefined],
+    ['', undefined],
+    ['MiB', undefined],
+    ['10XB', undefined],
+    ['10 MiB extra', undefined],
+    ['99999999999TiB', undefined],
+  ];
+  for (const [input, expected] of cases) {
+    it(`${JSON.stringify(input)} → ${String(expected)}`, () => {
+      assert.equal(parseSize(input), expected);
+    });
+  }
+});
