@@ -10,6 +10,7 @@ import { SqliteMetadataStore } from './meta/sqlite-store.js';
 import { Mirror } from './mirror/mirror.js';
 import { UpstreamClient } from './mirror/upstream-client.js';
 import { UpstreamRouter, type Upstream } from './mirror/upstream-router.js';
+import { BufferBudget } from './memory/buffer-budget.js';
 import { LocalRegistry } from './registry/local-registry.js';
 import { V1Layout } from './store/layout.js';
 import type { ObjectStore } from './store/object-store.js';
@@ -41,12 +42,13 @@ export function createLogger(level: Settings['logLevel']): Logger {
 export async function startMirror(settings: Settings, logger: Logger = createLogger(settings.logLevel)): Promise<RunningMirror> {
   const dataDir = path.resolve(settings.dataDir);
   await mkdir(dataDir, { recursive: true });
-  const store = new FsObjectStore(dataDir);
+  const budget = new BufferBudget(settings.limits.sendBuffers);
+  const store = new FsObjectStore(dataDir, budget);
   await store.init();
   const removed = await store.removeStaleTemporaries();
   if (removed > 0) logger.info({ removed }, 'removed temporaries left by an earlier run');
   const meta = new SqliteMetadataStore(path.join(dataDir, 'metadata.sqlite'));
-  const metrics = new Metrics();
+  const metrics = new Metrics({ sendBufferBytes: () => budget.used });
   const fetchTimeouts = fetchTimeoutsOf(settings.timeouts);
   const upstreams: Upstream[] = settings.upstreams.map((upstream) => ({
     settings: upstream,
@@ -59,8 +61,8 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
     ),
   }));
   const router = new UpstreamRouter(upstreams);
-  const mirror = new Mirror(new LocalRegistry(store, meta), metrics, { fillTimeoutMs: settings.timeouts.fill, notFoundTtlMs: settings.notFoundTtlMs }, logger);
-  const v1 = settings.v1.enabled ? createV1Mirror(settings, store, meta, metrics, logger) : undefined;
+  const mirror = new Mirror(new LocalRegistry(store, meta), metrics, { fillTimeoutMs: settings.timeouts.fill, notFoundTtlMs: settings.notFoundTtlMs, budget }, logger);
+  const v1 = settings.v1.enabled ? createV1Mirror(settings, store, meta, metrics, budget, logger) : undefined;
   let accepting = true;
   // Registry names only: an upstream's URL may be an internal address.
   const status = (): object => ({
@@ -130,7 +132,7 @@ function fetchTimeoutsOf(timeouts: Settings['timeouts']): FetchTimeouts {
  * The v1 service for the settings: a plain v1 registry (writable), or, on an instance that mirrors (a v1 source,
  * or any v2 upstream), a read-only one that mirrors `v1.mirroring.source` when it is set.
  */
-function createV1Mirror(settings: Settings, store: ObjectStore, meta: MetadataStore, metrics: Metrics, log: Logger): V1Mirror {
+function createV1Mirror(settings: Settings, store: ObjectStore, meta: MetadataStore, metrics: Metrics, budget: BufferBudget, log: Logger): V1Mirror {
   const mirroring = settings.v1.mirroring;
   const source = mirroring && new V1SourceClient(mirroring, fetchTimeoutsOf(settings.timeouts), metrics);
   const options = {
@@ -138,6 +140,7 @@ function createV1Mirror(settings: Settings, store: ObjectStore, meta: MetadataSt
     fillTimeoutMs: settings.timeouts.fill,
     readOnly: mirroring !== undefined || settings.upstreams.length > 0,
     maxLayerBytes: settings.limits.uploadSize,
+    budget,
   };
   return new V1Mirror(new V1Registry(store, new V1Layout(settings.v1.storagePrefix)), source, meta, metrics, options, log);
 }

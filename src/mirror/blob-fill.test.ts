@@ -1,6 +1,7 @@
 // Tests for BlobFill: one source streamed into a real spool file and followed by several readers,
 // the last byte held back until the digest is verified and committed, and every failure cutting readers.
 
+import { BufferBudget, SMALL_BUFFER_BYTES, unlimitedBudget } from '../memory/buffer-budget.js';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
@@ -43,6 +44,7 @@ interface HarnessOptions {
   timeoutMs?: number;
   holdCommit?: boolean;
   commitError?: Error;
+  budget?: BufferBudget;
 }
 
 async function startFill(options: HarnessOptions): Promise<Harness> {
@@ -74,7 +76,7 @@ async function startFill(options: HarnessOptions): Promise<Harness> {
         settled.push({ state, error });
       },
     },
-    options.timeoutMs ?? 30_000,
+    { timeoutMs: options.timeoutMs ?? 30_000, budget: options.budget ?? unlimitedBudget() },
   );
   return { fill, source, spool, commits, settled, bytesCounted: () => counted, releaseCommit: () => releaseCommit() };
 }
@@ -196,6 +198,25 @@ describe('BlobFill', () => {
     assert.ok((await lateResult.result).equals(content));
     const spoolBytes = fromSpool.reduce((sum, chunk) => sum + chunk.length, 0);
     assert.ok(spoolBytes >= twoThirds - MEMORY_WINDOW_BYTES, `only ${spoolBytes} bytes came from the spool`);
+  });
+
+  it('within the send budget, keeps its window for readers; past it, small reader queues and no window: same bytes', async () => {
+    const content = randomBytes(MEMORY_WINDOW_BYTES * 2 + 12345);
+    for (const limit of [Number.MAX_SAFE_INTEGER, 0]) {
+      const budget = new BufferBudget(limit);
+      const harness = await startFill({ digest: digestOf(content), size: content.length, budget });
+      const stalled = harness.fill.createReader();
+      const reading = watch(harness.fill.createReader());
+      assert.equal(budget.used, limit === 0 ? 2 * SMALL_BUFFER_BYTES : MEMORY_WINDOW_BYTES + 2 * 1024 * 1024, `reserved at limit ${limit}`);
+      assert.equal(stalled.readableHighWaterMark, limit === 0 ? SMALL_BUFFER_BYTES : 1024 * 1024);
+      await feedPaced(harness.source, content);
+      harness.source.end();
+      assert.equal(await harness.fill.done, 'committed');
+      assert.ok((await reading.result).equals(content), `the reader that kept up got every byte (limit ${limit})`);
+      // The reader that never read resumes from the spool, whatever its window was.
+      assert.ok((await watch(stalled).result).equals(content), `the stalled reader, resumed, got every byte (limit ${limit})`);
+      await until(() => budget.used === 0, 'every reservation given back');
+    }
   });
 
   it('refuses a new reader once it has committed with none left (its spool is closed)', async () => {

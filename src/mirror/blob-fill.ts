@@ -9,10 +9,11 @@
 
 import { EventEmitter } from 'node:events';
 import { Readable } from 'node:stream';
+import { SMALL_BUFFER_BYTES, type BufferBudget, type Reservation } from '../memory/buffer-budget.js';
 import { DigestWriter, type Digest } from '../oci/digest.js';
 import type { SpoolFile } from '../store/spool-file.js';
 
-/** Reads from the spool in chunks of at most this size. */
+/** A reader's queue, and its reads from the spool, while the send budget lasts (past it: SMALL_BUFFER_BYTES). */
 const READ_CHUNK_BYTES = 1024 * 1024;
 /**
  * The newest bytes received, at least, kept in memory for readers that keep up (besides those not yet
@@ -26,6 +27,16 @@ export const MEMORY_WINDOW_BYTES = 4 * 1024 * 1024;
 export const MAX_UNWRITTEN_BYTES = 1024 * 1024;
 
 export type FillState = 'filling' | 'committed' | 'failed';
+
+export interface FillOptions {
+  /** The longest the whole fill may take. */
+  timeoutMs: number;
+  /**
+   * The process's send buffers: the window readers share and each reader's queue come from it, so readers that
+   * stopped reading cost little once it is spent (they read the spool when they resume).
+   */
+  budget: BufferBudget;
+}
 
 export interface FillSource {
   /** The upstream body. */
@@ -80,6 +91,8 @@ export class BlobFill {
   /** Bytes in the spool. */
   private written = 0;
   private readonly window = new ChunkWindow();
+  /** The window's share of the send budget, held while the fill has readers. */
+  private windowReservation: Reservation | undefined;
   private readers = 0;
   private spoolClosed = false;
   private readonly events = new EventEmitter();
@@ -91,10 +104,10 @@ export class BlobFill {
     private readonly spool: SpoolFile,
     private readonly source: FillSource,
     private readonly hooks: FillHooks,
-    timeoutMs: number,
+    private readonly options: FillOptions,
   ) {
     this.events.setMaxListeners(0);
-    this.done = this.run(timeoutMs);
+    this.done = this.run(options.timeoutMs);
   }
 
   /** The announced size, or the verified one once committed. */
@@ -117,17 +130,21 @@ export class BlobFill {
     // (A reader of a failed fill fails at once, below.)
     if (this.spoolClosed && this.state === 'committed') throw new Error('this fill has committed and closed its spool');
     this.readers += 1;
+    if (this.readers === 1 && this.state === 'filling') this.windowReservation = this.options.budget.reserve(MEMORY_WINDOW_BYTES, 0);
+    const queue = this.options.budget.reserve(READ_CHUNK_BYTES, SMALL_BUFFER_BYTES);
     let position = start;
     let pumping = false;
     let released = false;
     const release = (): void => {
       if (released) return;
       released = true;
+      queue.release();
       this.readers -= 1;
+      if (this.readers === 0) this.releaseWindow();
       void this.closeSpoolIfIdle();
     };
     const reader: Readable = new Readable({
-      highWaterMark: READ_CHUNK_BYTES,
+      highWaterMark: queue.bytes,
       read: () => {
         if (pumping) return;
         pumping = true;
@@ -158,7 +175,7 @@ export class BlobFill {
           // Until verified, hold back the newest byte and the last byte this reader asked for.
           const limit = this.state === 'committed' ? Math.min(this.written, last + 1) : Math.min(this.received - 1, last);
           if (position < limit) {
-            const chunk = this.window.slice(position, limit) ?? (await this.readSpool(position, limit));
+            const chunk = this.window.slice(position, Math.min(limit, position + queue.bytes)) ?? (await this.readSpool(position, Math.min(limit, position + queue.bytes)));
             position += chunk.length;
             if (!reader.push(chunk)) return;
             continue;
@@ -181,7 +198,7 @@ export class BlobFill {
       written: (bytes) => {
         this.written += bytes;
         // With no reader, only what is not on disk yet stays in memory.
-        this.window.forgetBefore(this.written, this.readers > 0 ? MEMORY_WINDOW_BYTES : 0);
+        this.window.forgetBefore(this.written, this.windowReservation?.bytes ?? 0);
       },
       // Stop reading at once: the loop may be waiting for the upstream's next chunk.
       failed: (error) => this.source.body.destroy(error),
@@ -217,6 +234,7 @@ export class BlobFill {
       await this.spool.discard().catch(() => undefined);
     } finally {
       clearTimeout(timer);
+      this.releaseWindow();
       this.hooks.onSettled(this.state, this.failure);
       this.events.emit('progress');
       await this.closeSpoolIfIdle();
@@ -235,6 +253,12 @@ export class BlobFill {
   /** Why the fill failed, for the log. */
   get error(): Error | undefined {
     return this.failure;
+  }
+
+  /** Once nothing follows the fill live, its window is no longer memory readers need. */
+  private releaseWindow(): void {
+    this.windowReservation?.release();
+    this.windowReservation = undefined;
   }
 
   private async closeSpoolIfIdle(): Promise<void> {

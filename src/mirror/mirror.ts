@@ -22,6 +22,7 @@ import type { LocalRegistry, StoredManifest } from '../registry/local-registry.j
 import type { ByteRange } from '../store/object-store.js';
 import type { CacheOutcome, Metrics } from '../telemetry/metrics.js';
 import { SingleFlight } from '../flight/single-flight.js';
+import type { BufferBudget } from '../memory/buffer-budget.js';
 import { contentLength, headerValue, type UpstreamResponse } from '../upstream/fetcher.js';
 import { abortFills, BlobFill, digestCheck } from './blob-fill.js';
 import { exactLength } from './exact-length.js';
@@ -61,6 +62,8 @@ export interface TagList {
 export interface MirrorOptions {
   /** The longest a whole blob fill may take. */
   fillTimeoutMs: number;
+  /** The process's send buffers, which fills and their readers draw from. */
+  budget: BufferBudget;
   /** How long an upstream's "not found" is remembered (0: not at all). */
   notFoundTtlMs: number;
 }
@@ -245,7 +248,7 @@ export class Mirror {
           if (state === 'failed') this.log.warn({ upstream: registry, digest, err: error?.message }, 'blob fill failed');
         },
       },
-      this.options.fillTimeoutMs,
+      { timeoutMs: this.options.fillTimeoutMs, budget: this.options.budget },
     );
   }
 

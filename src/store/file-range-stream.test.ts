@@ -1,6 +1,7 @@
 // Tests for FileRangeStream: the same bytes whether read as a stream or piped from its two reused buffers,
 // a buffer never refilled before the destination has called back for it, and the file closed on every path.
 
+import { BufferBudget, SMALL_BUFFER_BYTES } from '../memory/buffer-budget.js';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
@@ -29,8 +30,8 @@ after(async () => {
   await rm(directory, { recursive: true, force: true });
 });
 
-async function streamOf(start?: number, end?: number): Promise<FileRangeStream> {
-  return new FileRangeStream(await open(file, 'r'), start, end);
+async function streamOf(start?: number, end?: number, budget?: BufferBudget): Promise<FileRangeStream> {
+  return new FileRangeStream(await open(file, 'r'), start, end, budget);
 }
 
 /** A destination that copies each chunk and calls back only after a delay; it notes whose memory each chunk was. */
@@ -121,6 +122,36 @@ describe('FileRangeStream', () => {
         });
         assert.ok(body.equals(content.subarray(start, end + 1)), `range ${start}-${end}`);
       }
+    } finally {
+      server.close();
+    }
+  });
+
+  it('piped past the send budget, sends every byte from small buffers, and gives its reservation back', async () => {
+    const budget = new BufferBudget(0);
+    const sources: FileRangeStream[] = [];
+    const { server, url } = await listen((_request, response) => {
+      void streamOf(undefined, undefined, budget).then((source) => {
+        sources.push(source);
+        response.setHeader('content-length', String(content.length));
+        source.pipe(response);
+      });
+    });
+    try {
+      const chunks: Buffer[] = [];
+      await new Promise<void>((resolve, reject) => {
+        get(url, (response) => {
+          response.on('data', (chunk: Buffer) => {
+            chunks.push(chunk);
+            if (budget.used > 0) assert.equal(budget.used, 2 * SMALL_BUFFER_BYTES, 'two small buffers while sending');
+          });
+          response.on('end', resolve);
+          response.on('error', reject);
+        }).on('error', reject);
+      });
+      assert.ok(Buffer.concat(chunks).equals(content));
+      await Promise.all(sources.map(async (source) => (source.closed ? undefined : once(source, 'close'))));
+      assert.equal(budget.used, 0);
     } finally {
       server.close();
     }

@@ -12,6 +12,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { ServerResponse } from 'node:http';
 import { Socket } from 'node:net';
 import { Readable } from 'node:stream';
+import { SMALL_BUFFER_BYTES, unlimitedBudget, type BufferBudget, type Reservation } from '../memory/buffer-budget.js';
 
 /** 1 MiB reads serve 2–3× faster than Node's 64 KiB default; the piped path reuses two such buffers. */
 export const FILE_CHUNK_BYTES = 1024 * 1024;
@@ -22,12 +23,18 @@ export class FileRangeStream extends Readable {
   private position: number;
   /** True once pipe() has taken over: the Readable side then only reports the end. */
   private piped = false;
+  /** The piped path's two buffers, from the process's send budget. */
+  private reservation: Reservation | undefined;
 
-  /** Bytes start..end (inclusive; end undefined: to the end of the file) of handle, which this stream closes. */
+  /**
+   * Bytes start..end (inclusive; end undefined: to the end of the file) of handle, which this stream closes. The
+   * piped path's buffers come from budget: 1 MiB each while it lasts, small ones past it.
+   */
   constructor(
     private readonly handle: FileHandle,
     start = 0,
     private end = Number.POSITIVE_INFINITY,
+    private readonly budget: BufferBudget = unlimitedBudget(),
   ) {
     super({ highWaterMark: FILE_CHUNK_BYTES });
     this.position = start;
@@ -53,6 +60,7 @@ export class FileRangeStream extends Readable {
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.reservation?.release();
     // FileHandle.close waits for a read still running.
     this.handle.close().then(
       () => callback(error),
@@ -91,8 +99,10 @@ export class FileRangeStream extends Readable {
 
   private async sendTo(destination: Destination): Promise<void> {
     if (this.end === Number.POSITIVE_INFINITY) this.end = (await this.handle.stat()).size - 1;
-    // A small blob gets buffers of its own size, and one when one read takes it all.
-    const size = Math.max(1, this.remaining(FILE_CHUNK_BYTES));
+    // A small blob gets buffers of its own size; past the budget, small ones.
+    const wanted = Math.max(1, this.remaining(FILE_CHUNK_BYTES));
+    this.reservation = this.budget.reserve(2 * wanted, 2 * Math.min(wanted, SMALL_BUFFER_BYTES));
+    const size = this.reservation.bytes / 2;
     const slots: [Slot, Slot] = [newSlot(), newSlot()];
     for (let turn = 0; ; turn ^= 1) {
       const slot = turn === 0 ? slots[0] : slots[1];

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type { ByteRange, ObjectStat, ObjectStore } from './object-store.js';
+import { unlimitedBudget, type BufferBudget } from '../memory/buffer-budget.js';
 import { FileRangeStream } from './file-range-stream.js';
 import { SpoolFile } from './spool-file.js';
 import { TEMPORARY_FOLDER } from './layout.js';
@@ -13,7 +14,11 @@ import { TEMPORARY_FOLDER } from './layout.js';
 export class FsObjectStore implements ObjectStore {
   private readonly temporaryDir: string;
 
-  constructor(private readonly rootDir: string) {
+  /** budget: the process's send buffers, which the streams this store reads draw from. */
+  constructor(
+    private readonly rootDir: string,
+    private readonly budget: BufferBudget = unlimitedBudget(),
+  ) {
     this.temporaryDir = path.join(rootDir, TEMPORARY_FOLDER);
   }
 
@@ -44,7 +49,7 @@ export class FsObjectStore implements ObjectStore {
       if (isNotFound(error)) return undefined;
       throw error;
     }
-    return new FileRangeStream(handle, range?.start, range?.end);
+    return new FileRangeStream(handle, range?.start, range?.end, this.budget);
   }
 
   async readBytes(key: string): Promise<Buffer | undefined> {

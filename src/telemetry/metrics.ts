@@ -73,7 +73,17 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  constructor() {
+  /** observed: values read when /metrics is scraped. */
+  constructor(observed: { sendBufferBytes?: () => number } = {}) {
     collectDefaultMetrics({ register: this.registry, prefix: 'regmirror_' });
+    const sendBufferBytes = observed.sendBufferBytes;
+    new Gauge({
+      name: 'regmirror_send_buffer_bytes',
+      help: 'Memory reserved for sending responses (cached blob buffers, fill windows, reader queues); limits.sendBuffers bounds what is granted large.',
+      registers: [this.registry],
+      collect() {
+        this.set(sendBufferBytes?.() ?? 0);
+      },
+    });
   }
 }

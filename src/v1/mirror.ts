@@ -6,6 +6,7 @@ import type { Readable } from 'node:stream';
 import type { MetadataStore } from '../meta/metadata-store.js';
 import { abortFills, BlobFill, type ContentCheck, type FillSource, type FillState } from '../mirror/blob-fill.js';
 import { SingleFlight } from '../flight/single-flight.js';
+import type { BufferBudget } from '../memory/buffer-budget.js';
 import type { Logger } from '../mirror/mirror.js';
 import { parseRangeSpec, resolveRange, unsatisfiedRange } from '../oci/range.js';
 import type { V1RepositoryName } from '../store/layout.js';
@@ -75,6 +76,8 @@ export interface V1MirrorOptions {
   readOnly: boolean;
   /** The largest layer a push may send, in bytes. */
   maxLayerBytes: number;
+  /** The process's send buffers, which layer fills and their readers draw from. */
+  budget: BufferBudget;
 }
 
 export class V1Mirror {
@@ -286,7 +289,7 @@ export class V1Mirror {
           if (state === 'failed') this.log.warn({ upstream: SOURCE_NAME, image: id, err: error?.message }, 'v1 layer fill failed');
         },
       },
-      this.options.fillTimeoutMs,
+      { timeoutMs: this.options.fillTimeoutMs, budget: this.options.budget },
     );
   }
 
