@@ -35,6 +35,13 @@ export interface StoredImageJson {
 }
 
 export class V1Registry {
+  /**
+   * The repositories that have files, by `namespace/name`: read from the storage once (at the first search), then
+   * kept up to date by this registry's own writes (one process owns the data directory), so a search is a filter
+   * in memory, not a walk of every repository folder.
+   */
+  private repositoryIndex: Promise<Set<string>> | undefined;
+
   constructor(
     private readonly store: ObjectStore,
     private readonly layout: V1Layout,
@@ -188,6 +195,7 @@ export class V1Registry {
     if (typeof id !== 'string' || id === '') throw new V1Error('INVALID_DATA');
     if (!isImageId(id) || (await this.store.stat(this.layout.imageKey(id, 'json'))) === undefined) throw new V1Error('IMAGE_NOT_FOUND');
     await this.store.putBytes(this.layout.tagKey(name, tag), Buffer.from(id));
+    await this.indexed(name, true);
     const props = Buffer.from(pythonJson(tagJsonFromUserAgent(userAgent, this.now()), false));
     await this.store.putBytes(this.layout.tagJsonKey(name, tag), props);
     if (tag === 'latest') await this.store.putBytes(this.layout.repositoryJsonKey(name), props);
@@ -198,6 +206,7 @@ export class V1Registry {
     await this.store.delete(this.layout.tagKey(name, tag));
     await this.store.delete(this.layout.tagJsonKey(name, tag));
     if (tag === 'latest') await this.store.delete(this.layout.repositoryJsonKey(name));
+    await this.indexed(name, (await this.store.list(this.layout.repositoryFolder(name))).length > 0);
   }
 
   /** Removes a repository's tags and files; its images stay (other repositories may share them). */
@@ -205,6 +214,7 @@ export class V1Registry {
     const keys = await this.store.list(this.layout.repositoryFolder(name));
     if (keys.length === 0) throw new V1Error('REPOSITORY_NOT_FOUND');
     for (const key of keys) await this.store.delete(key);
+    await this.indexed(name, false);
   }
 
   // ---- repository metadata ----
@@ -213,8 +223,9 @@ export class V1Registry {
     return this.store.readBytes(this.layout.repositoryJsonKey(name));
   }
 
-  storeRepositoryJson(name: V1RepositoryName, bytes: Buffer): Promise<void> {
-    return this.store.putBytes(this.layout.repositoryJsonKey(name), bytes);
+  async storeRepositoryJson(name: V1RepositoryName, bytes: Buffer): Promise<void> {
+    await this.store.putBytes(this.layout.repositoryJsonKey(name), bytes);
+    await this.indexed(name, true);
   }
 
   async tagJson(name: V1RepositoryName, tag: string): Promise<Buffer | undefined> {
@@ -232,6 +243,7 @@ export class V1Registry {
     if (access === 'private') await this.store.putBytes(this.layout.privateFlagKey(name), Buffer.alloc(0));
     else if (access === 'public') await this.store.delete(this.layout.privateFlagKey(name));
     else throw new V1Error('INVALID_DATA');
+    await this.indexed(name, (await this.store.list(this.layout.repositoryFolder(name))).length > 0);
   }
 
   // ---- the standalone index ----
@@ -251,15 +263,30 @@ export class V1Registry {
     const known = existing === undefined ? undefined : parseIndexImages(existing);
     const merged = known === undefined ? body : Buffer.from(pythonJson(mergeIndexImages(pushed, known), false));
     await this.store.putBytes(key, merged);
+    await this.indexed(name, true);
   }
 
-  /** Local repositories whose name (or description) contains the term. */
+  /** Local repositories whose name (or description) contains the term, in lexical order. */
   async search(term: string): Promise<SearchResult[]> {
+    this.repositoryIndex ??= this.readRepositoryIndex();
+    const names = [...(await this.repositoryIndex)].sort();
+    return names.map((name) => ({ name, description: '' })).filter((result) => matchesSearch(result, term));
+  }
+
+  private async readRepositoryIndex(): Promise<Set<string>> {
     const names = new Set<string>();
     for (const key of await this.store.list(this.layout.repositoriesFolder)) {
       const name = this.layout.repositoryOfKey(key);
       if (name !== undefined) names.add(repositoryPath(name));
     }
-    return [...names].map((name) => ({ name, description: '' })).filter((result) => matchesSearch(result, term));
+    return names;
+  }
+
+  /** Keeps the repository index (once read) in step with a write: the repository has files (present) or not. */
+  private async indexed(name: V1RepositoryName, present: boolean): Promise<void> {
+    if (this.repositoryIndex === undefined) return;
+    const names = await this.repositoryIndex;
+    if (present) names.add(repositoryPath(name));
+    else names.delete(repositoryPath(name));
   }
 }
