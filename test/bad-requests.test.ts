@@ -13,8 +13,11 @@ import { request, type IncomingHttpHeaders } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { connect } from 'node:net';
 import { startDistribution, type Distribution } from './support/distribution.js';
-import { buildImageLayout, pushLayout, type BuiltImage } from './support/images.js';
+import { startFaultUpstream, type FaultUpstream } from './support/fault-upstream.js';
+import { buildImageLayout, deterministicBytes, pushLayout, type BuiltImage } from './support/images.js';
+import { makeV1Chain, V1Client, type V1Image } from './support/v1-client.js';
 import { startRegmirror, type Regmirror } from './support/regmirror.js';
 import { makeTempDir, removeDir } from './support/temp.js';
 
@@ -337,5 +340,80 @@ describe('bad requests get clear OCI errors', () => {
     assert.ok(manifest.body.equals(image.manifestBytes));
     assert.ok(!mirror.lines().some((line) => line.includes('unexpected error') || /"level":50/.test(line)), 'no error logged');
     assert.ok(mirror.accessEntries().every((entry) => entry.status < 500), 'no 5xx answered');
+  });
+});
+
+describe('requests at the edges of HTTP: both APIs answer in their own shape, bodies nobody reads, clients that break off', { timeout: 120_000 }, () => {
+  const big = deterministicBytes(2 * 1024 * 1024 + 3, 511);
+  const bigDigest = sha256(big);
+  const [v1Image] = makeV1Chain('edges', [{ size: 2 * 1024 * 1024 + 5, seed: 512 }]) as [V1Image];
+  let upstream: FaultUpstream;
+  let mirror: Regmirror;
+  let plain: Regmirror;
+
+  before(async () => {
+    upstream = await startFaultUpstream({ blobs: [big], repository: 'team/app' });
+    mirror = await startRegmirror({ upstreams: [upstream.url] });
+    plain = await startRegmirror();
+    await new V1Client(plain.url).push('team/app', 'latest', [v1Image]);
+    // Cached, so what follows is served from the file.
+    assert.equal((await rawRequest(mirror.port, 'GET', `/v2/team/app/blobs/${bigDigest}`)).body.length, big.length);
+  });
+
+  after(async () => {
+    await mirror?.destroy();
+    await plain?.destroy();
+    await upstream?.stop();
+  });
+
+  it('answers a malformed escape and an unknown method in the v1 shape on v1 paths, and the OCI shape on v2 paths', async () => {
+    for (const [method, target, status] of [
+      ['GET', '/v1/users/%zz/', 400],
+      ['GET', '/v1/repositories/team/app/%zz', 400],
+      ['PROPFIND', '/v1/_ping', 405],
+      ['TRACE', '/v1/search', 405],
+      ['PROPFIND', '/_ping', 405],
+    ] as const) {
+      const response = await rawRequest(plain.port, method, target);
+      assert.equal(response.status, status, `${method} ${target}`);
+      const body = JSON.parse(response.body.toString()) as { error?: unknown };
+      assert.equal(typeof body.error, 'string', `${method} ${target}: the v1 shape, got ${response.body.toString()}`);
+    }
+    for (const [method, target] of [
+      ['GET', '/v2/%zz/manifests/latest'],
+      ['PROPFIND', '/v2/'],
+    ] as const) {
+      const response = await rawRequest(plain.port, method, target);
+      assert.ok(response.status >= 400 && response.status < 500, `${method} ${target}: ${response.status}`);
+      assert.ok(Array.isArray((JSON.parse(response.body.toString()) as { errors?: unknown }).errors), `${method} ${target}: the OCI shape`);
+    }
+  });
+
+  it('sends the whole answer to a GET that carries a body and closes its connection (the body is read and discarded)', async () => {
+    // Larger than what node reads ahead into a paused request: unread, it would stay in the kernel until the close.
+    const junk = Buffer.alloc(512 * 1024, 'j');
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const blob = await rawRequest(mirror.port, 'GET', `/v2/team/app/blobs/${bigDigest}`, { connection: 'close' }, junk);
+      assert.equal(blob.status, 200);
+      assert.ok(blob.body.equals(big), `v2 blob, attempt ${attempt}: ${blob.body.length} of ${big.length} bytes`);
+      const layer = await rawRequest(plain.port, 'GET', `/v1/images/${v1Image.id}/layer`, { connection: 'close' }, junk);
+      assert.equal(layer.status, 200);
+      assert.ok(layer.body.equals(v1Image.layer), `v1 layer, attempt ${attempt}: ${layer.body.length} of ${v1Image.layer.length} bytes`);
+    }
+  });
+
+  it('takes a client that breaks off its push body for what it is: no error logged, nothing kept, still healthy', async () => {
+    for (const target of ['/v1/repositories/team/app/tags/broken', `/v1/images/${'e'.repeat(64)}/json`]) {
+      const socket = connect({ host: '127.0.0.1', port: plain.port });
+      socket.on('error', () => undefined);
+      await new Promise<void>((resolve) => socket.once('connect', resolve));
+      socket.write(`PUT ${target} HTTP/1.1\r\nHost: registry\r\nContent-Length: 100\r\n\r\n"abc`);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      socket.destroy();
+    }
+    await plain.settle();
+    assert.ok(!plain.lines().some((line) => line.includes('unexpected error') || /"level":50/.test(line)), 'no error logged');
+    assert.equal((await rawRequest(plain.port, 'GET', '/v1/repositories/team/app/tags/broken')).status, 404);
+    assert.equal((await rawRequest(plain.port, 'GET', '/v1/_ping')).status, 200);
   });
 });

@@ -8,7 +8,10 @@ import type { UpstreamRouter } from '../mirror/upstream-router.js';
 import { RegistryError } from '../registry/errors.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { describeRequest, factsOf } from './request-context.js';
-import { registerV1Routes, type V1RouteOptions } from './v1-routes.js';
+import { discardBody, hasBody, lingerForDiscardedBody } from './request-body.js';
+import { V1Error } from '../v1/errors.js';
+import { sendV1Error, toV1Error } from './v1-errors.js';
+import { isV1Url, registerV1Routes, type V1RouteOptions } from './v1-routes.js';
 import { registerV2Routes, type V2RouteOptions } from './v2-routes.js';
 import { errorHandler, internalError, sendRegistryError, toRegistryError } from './wire-errors.js';
 
@@ -43,19 +46,27 @@ export function buildServer(parts: ServerParts): FastifyInstance {
     forceCloseConnections: 'idle',
     // The mirror reads no request bodies yet; refuse large ones early.
     bodyLimit: 1024 * 1024,
-    // A malformed URL (a bad percent escape) is the client's mistake: answer it in the registry's shape.
+    // A malformed URL (a bad percent escape) is the client's mistake: answer it in the shape of the API it was for.
     frameworkErrors: (error, request, reply) => {
+      if (parts.v1 !== undefined && isV1Url(request.raw.url)) {
+        void sendV1Error(reply, toV1Error(error) ?? new V1Error('BAD_REQUEST'));
+        return;
+      }
       void sendRegistryError(reply, toRegistryError(error) ?? internalError(), request.method);
     },
   });
-  // The v2 routes read no body: no parser (JSON or text) may run and answer a 400 before the route's 405.
+  // The v2 routes read no body: no parser (JSON or text) may run and answer a 400 before the route's 405; what a
+  // client sends anyway is discarded (see request-body.ts).
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', (_request, _payload, done) => {
+  app.addContentTypeParser('*', (_request, payload, done) => {
+    discardBody(payload);
     done(null);
   });
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler((request, reply) => {
     describeRequest(request, { kind: 'other' });
+    // The v1 routes take the seven methods of HTTP/1.1 that registries use; any other is the v1 API's 405.
+    if (parts.v1 !== undefined && isV1Url(request.raw.url)) return sendV1Error(reply, new V1Error('METHOD_NOT_ALLOWED'));
     return sendRegistryError(reply, new RegistryError('NOT_FOUND', { message: 'unknown endpoint' }), request.method);
   });
 
@@ -67,6 +78,12 @@ export function buildServer(parts: ServerParts): FastifyInstance {
     // the next response on its keep-alive connection. Node then fails the write and the connection is cut.
     reply.raw.strictContentLength = true;
     reply.raw.once('close', () => logAccess(request, reply));
+    // fastify hands no body of a GET or HEAD to a parser: what a client sends anyway is discarded here.
+    if ((request.method === 'GET' || request.method === 'HEAD') && hasBody(request.raw)) discardBody(request.raw);
+    done();
+  });
+  app.addHook('preHandler', (request, reply, done) => {
+    lingerForDiscardedBody(request.raw, reply.raw);
     done();
   });
   app.addHook('onResponse', (request, reply, done) => {

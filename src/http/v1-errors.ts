@@ -4,6 +4,7 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { FillError } from '../mirror/blob-fill.js';
 import { V1Error } from '../v1/errors.js';
+import { clientGone, refuseRestOfBody } from './request-body.js';
 import { pythonJson } from '../v1/grammar.js';
 
 /** docker-registry's toolkit.response headers for answers that must not be cached. */
@@ -36,6 +37,13 @@ export function v1ErrorHandler(this: unknown, error: unknown, request: FastifyRe
     reply.raw.destroy();
     return undefined;
   }
+  if (clientGone(request.raw)) {
+    // A push broken off by its client: nobody is left to answer, and it is not the registry's fault.
+    request.log.info({ err: (error as Error).message }, 'client went away');
+    reply.raw.destroy();
+    return undefined;
+  }
+  refuseRestOfBody(request.raw, reply.raw);
   const v1Error = toV1Error(error);
   if (v1Error !== undefined) {
     if (v1Error.status >= 500) request.log.warn({ err: v1Error.message }, 'v1 request failed');

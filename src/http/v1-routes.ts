@@ -11,6 +11,7 @@ import type { ImageJsonAnswer, SourceContext, V1Mirror } from '../v1/mirror.js';
 import { forwardedHeaders, SOURCE_NAME } from '../v1/source-client.js';
 import type { CacheOutcome } from '../telemetry/metrics.js';
 import type { V1RepositoryName } from '../store/layout.js';
+import { bodyChunks, discardBody } from './request-body.js';
 import { describeRequest } from './request-context.js';
 import { NO_CACHE_HEADERS, v1ErrorHandler } from './v1-errors.js';
 
@@ -32,14 +33,23 @@ export interface V1RouteOptions {
   nginxXAccelRedirect: string | undefined;
 }
 
+/** Whether a request URL is for the v1 API (whose errors have docker-registry's shape). */
+export function isV1Url(url: string | undefined): boolean {
+  return url !== undefined && (url === '/v1' || url.startsWith('/v1/') || url.startsWith('/v1?') || url === '/_ping' || url.startsWith('/_ping?'));
+}
+
 export function registerV1Routes(app: FastifyInstance, options: V1RouteOptions): void {
   const { mirror } = options;
 
   // An encapsulated scope: its own body handling and error writer, leaving the v2 routes as they are.
   void app.register((scope, _options, done) => {
     scope.removeAllContentTypeParsers();
-    // Bodies stay unread in request.raw: layers stream from it, JSON is read with a limit.
-    scope.addContentTypeParser('*', (_request, _payload, parsed) => parsed(null));
+    // Bodies of writes stay unread in request.raw: layers stream from it, JSON is read with a limit. No other
+    // method reads one: it is discarded (see request-body.ts).
+    scope.addContentTypeParser('*', (request, payload, parsed) => {
+      if (request.method !== 'PUT' && request.method !== 'POST') discardBody(payload);
+      parsed(null);
+    });
     scope.setErrorHandler(v1ErrorHandler);
     scope.route({ method: [...ALL_METHODS], url: '/_ping', handler });
     scope.route({ method: [...ALL_METHODS], url: '/v1/*', handler });
@@ -159,7 +169,7 @@ export function registerV1Routes(app: FastifyInstance, options: V1RouteOptions):
       return sendJson(reply, 200, 'true');
     }
     if (method === 'PUT' && route.resource === 'layer') {
-      await mirror.putImageLayer(id, request.raw, declaredLength(request.raw));
+      await mirror.putImageLayer(id, bodyChunks(request.raw), declaredLength(request.raw));
       return sendJson(reply, 200, 'true');
     }
     allow(method, ['GET']);
@@ -284,12 +294,12 @@ function declaredLength(body: IncomingMessage): number | undefined {
 async function readJsonBody(body: IncomingMessage): Promise<Buffer> {
   const declared = declaredLength(body);
   if (declared !== undefined && declared > MAX_JSON_BODY_BYTES) throw new V1Error('BODY_TOO_LARGE');
-  const chunks: Buffer[] = [];
+  const chunks: Uint8Array[] = [];
   let total = 0;
-  for await (const chunk of body) {
-    total += (chunk as Buffer).length;
+  for await (const chunk of bodyChunks(body)) {
+    total += chunk.length;
     if (total > MAX_JSON_BODY_BYTES) throw new V1Error('BODY_TOO_LARGE');
-    chunks.push(chunk as Buffer);
+    chunks.push(chunk);
   }
   return Buffer.concat(chunks);
 }

@@ -5,6 +5,7 @@ import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { FillError } from '../mirror/blob-fill.js';
 import { LengthError } from '../mirror/exact-length.js';
 import { ErrorCode, RegistryError } from '../registry/errors.js';
+import { clientGone, refuseRestOfBody } from './request-body.js';
 
 export function wireBody(error: RegistryError): string {
   const entry: { code: string; message: string; detail?: unknown } = { code: error.code, message: error.message };
@@ -46,6 +47,13 @@ export function errorHandler(this: unknown, error: unknown, request: FastifyRequ
     reply.raw.destroy();
     return undefined;
   }
+  if (clientGone(request.raw)) {
+    // Nobody is left to answer: not the mirror's fault, not worth an error line.
+    request.log.info({ err: (error as Error).message }, 'client went away');
+    reply.raw.destroy();
+    return undefined;
+  }
+  refuseRestOfBody(request.raw, reply.raw);
   const registryError = toRegistryError(error);
   if (registryError !== undefined) return sendRegistryError(reply, registryError, request.method);
   request.log.error({ err: error }, 'unexpected error');
