@@ -5,6 +5,7 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import type { Settings } from './config/load.js';
+import { listen } from './http/listen.js';
 import { buildServer } from './http/server.js';
 import { SqliteMetadataStore } from './meta/sqlite-store.js';
 import { Mirror } from './mirror/mirror.js';
@@ -58,11 +59,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
   const v1Routes = v1 && { mirror: v1, standalone: settings.v1.standalone, nginxXAccelRedirect: settings.v1.nginxXAccelRedirect };
   const v2Routes = { xAccelRedirect: settings.offload.xAccelRedirect };
   const app = buildServer({ mirror, router, metrics, logger, ready: () => accepting, status, v1: v1Routes, v2: v2Routes });
-  await app.listen({ host: settings.listen.host ?? '::', port: settings.listen.port, ipv6Only: false }).catch(async (error: unknown) => {
-    if (settings.listen.host !== undefined) throw error;
-    // No IPv6 on this host: every IPv4 interface instead.
-    await app.listen({ host: '0.0.0.0', port: settings.listen.port });
-  });
+  await listen(app, settings.listen.host, settings.listen.port);
   const bound = app.server.address();
   const address = typeof bound === 'object' && bound !== null ? { host: bound.address, port: bound.port } : { host: '', port: settings.listen.port };
   logger.info({ address, dataDir, upstreams: settings.upstreams.map((u) => ({ registry: u.registry, url: u.url })) }, 'regmirror listening');

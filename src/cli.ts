@@ -5,6 +5,7 @@ import { Command } from 'commander';
 import { ConfigError } from './config/config-error.js';
 import { loadSettings, type ConfigFlags } from './config/load.js';
 import { createLogger, startMirror } from './app.js';
+import { describeError } from './cli/describe-error.js';
 
 const program = new Command();
 program.name('regmirror').description('A verified, single-flight pull-through container registry mirror');
@@ -58,6 +59,6 @@ function collect(value: string, previous: string[]): string[] {
 }
 
 program.parseAsync(process.argv).catch((error: unknown) => {
-  process.stderr.write(`regmirror: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.stderr.write(`regmirror: ${describeError(error)}\n`);
   process.exit(1);
 });

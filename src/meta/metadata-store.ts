@@ -1,5 +1,6 @@
 // The MetadataStore interface: what is cached, and what tags point at, with fetch and access times.
-// Drivers: sqlite (default); redis comes later and runs the same conformance suite.
+// Drivers: sqlite (default); postgres comes later and runs the same conformance suite. Every method
+// throws a MetadataError (metadata-error.ts) when the database itself fails.
 
 import type { Digest } from '../oci/digest.js';
 

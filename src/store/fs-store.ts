@@ -1,7 +1,7 @@
 // The fs ObjectStore: content files under the data directory, temporaries in tmp/ beside them,
 // made visible by one atomic rename after an fsync.
 
-import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -9,6 +9,7 @@ import type { ByteRange, ObjectStat, ObjectStore } from './object-store.js';
 import { FileRangeStream } from './file-range-stream.js';
 import { SpoolFile } from './spool-file.js';
 import { TEMPORARY_FOLDER } from './layout.js';
+import { asStorageError, storageOperation, systemErrorCode } from './storage-error.js';
 
 export class FsObjectStore implements ObjectStore {
   private readonly temporaryDir: string;
@@ -18,7 +19,7 @@ export class FsObjectStore implements ObjectStore {
   }
 
   async init(): Promise<void> {
-    await mkdir(this.temporaryDir, { recursive: true });
+    await storageOperation('init', TEMPORARY_FOLDER, () => mkdir(this.temporaryDir, { recursive: true }));
   }
 
   /** The file behind a key, for offloading to a web server. Keys come only from store/layout.ts. */
@@ -32,7 +33,7 @@ export class FsObjectStore implements ObjectStore {
       return info.isFile() ? { size: info.size } : undefined;
     } catch (error) {
       if (isNotFound(error)) return undefined;
-      throw error;
+      throw asStorageError('stat', key, error);
     }
   }
 
@@ -42,7 +43,7 @@ export class FsObjectStore implements ObjectStore {
       handle = await open(this.filePath(key), 'r');
     } catch (error) {
       if (isNotFound(error)) return undefined;
-      throw error;
+      throw asStorageError('read', key, error);
     }
     return new FileRangeStream(handle, range?.start, range?.end);
   }
@@ -52,7 +53,7 @@ export class FsObjectStore implements ObjectStore {
       return await readFile(this.filePath(key));
     } catch (error) {
       if (isNotFound(error)) return undefined;
-      throw error;
+      throw asStorageError('read', key, error);
     }
   }
 
@@ -62,8 +63,9 @@ export class FsObjectStore implements ObjectStore {
       await writeFile(temporary, bytes, { flush: true });
       await this.moveIntoPlace(temporary, key);
     } catch (error) {
-      await rm(temporary, { force: true });
-      throw error;
+      // The write's failure is the one to report; a temporary left behind goes at the next start.
+      await rm(temporary, { force: true }).catch(() => undefined);
+      throw asStorageError('write', key, error);
     }
   }
 
@@ -73,11 +75,16 @@ export class FsObjectStore implements ObjectStore {
 
   async commitSpool(spool: SpoolFile, key: string): Promise<void> {
     await spool.sync();
-    await this.moveIntoPlace(spool.path, key);
+    await storageOperation('commit', key, () => this.moveIntoPlace(spool.path, key));
   }
 
   async delete(key: string): Promise<void> {
-    await rm(this.filePath(key), { force: true });
+    try {
+      await unlink(this.filePath(key));
+    } catch (error) {
+      if (isNotFound(error)) return;
+      throw asStorageError('delete', key, error);
+    }
   }
 
   async list(prefix: string): Promise<string[]> {
@@ -87,8 +94,8 @@ export class FsObjectStore implements ObjectStore {
       try {
         entries = await readdir(this.filePath(folder), { withFileTypes: true });
       } catch (error) {
-        if (isNotFound(error) || (error as NodeJS.ErrnoException).code === 'ENOTDIR') return;
-        throw error;
+        if (isNotFound(error) || systemErrorCode(error) === 'ENOTDIR') return;
+        throw asStorageError('list', folder, error);
       }
       for (const entry of entries) {
         const key = `${folder}/${entry.name}`;
@@ -101,9 +108,11 @@ export class FsObjectStore implements ObjectStore {
   }
 
   async removeStaleTemporaries(): Promise<number> {
-    const names = await readdir(this.temporaryDir);
-    await Promise.all(names.map((name) => rm(path.join(this.temporaryDir, name), { force: true, recursive: true })));
-    return names.length;
+    return storageOperation('remove temporaries', TEMPORARY_FOLDER, async () => {
+      const names = await readdir(this.temporaryDir);
+      await Promise.all(names.map((name) => rm(path.join(this.temporaryDir, name), { force: true, recursive: true })));
+      return names.length;
+    });
   }
 
   private temporaryPath(): string {
@@ -118,5 +127,5 @@ export class FsObjectStore implements ObjectStore {
 }
 
 function isNotFound(error: unknown): boolean {
-  return (error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
+  return systemErrorCode(error) === 'ENOENT';
 }
