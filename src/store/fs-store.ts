@@ -1,5 +1,5 @@
-// The fs ObjectStore: content files under the data directory, temporaries in tmp/ beside them,
-// made visible by one atomic rename after an fsync.
+// The fs ObjectStore: content files under the data directory, temporaries in tmp/ beside them, made visible
+// by one atomic rename after an fsync of the file, made durable by an fsync of the folder that holds the name.
 
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
@@ -79,12 +79,15 @@ export class FsObjectStore implements ObjectStore {
   }
 
   async delete(key: string): Promise<void> {
+    const file = this.filePath(key);
     try {
-      await unlink(this.filePath(key));
+      await unlink(file);
     } catch (error) {
       if (isNotFound(error)) return;
       throw asStorageError('delete', key, error);
     }
+    // Deleting `_inprogress` is what completes a v1 push: the client is told so only once it is durable.
+    await storageOperation('delete', key, () => syncFolder(path.dirname(file)));
   }
 
   async list(prefix: string): Promise<string[]> {
@@ -119,10 +122,35 @@ export class FsObjectStore implements ObjectStore {
     return path.join(this.temporaryDir, `${Date.now()}-${randomBytes(8).toString('hex')}`);
   }
 
+  /**
+   * Renames a synced temporary to its key, then syncs the folder that now holds the name (and, when folders
+   * were made for it, the folders holding theirs): until then a power loss may forget the rename.
+   */
   private async moveIntoPlace(temporary: string, key: string): Promise<void> {
     const target = this.filePath(key);
-    await mkdir(path.dirname(target), { recursive: true });
+    const folder = path.dirname(target);
+    const created = await mkdir(folder, { recursive: true });
     await rename(temporary, target);
+    await syncFolder(folder);
+    if (created === undefined) return;
+    const outermost = path.dirname(created);
+    for (let parent = path.dirname(folder); ; parent = path.dirname(parent)) {
+      await syncFolder(parent);
+      if (parent === outermost || parent === path.dirname(parent)) break;
+    }
+  }
+}
+
+/** fsync of a folder: its entries (names created, renamed, removed) reach the disk. */
+async function syncFolder(folder: string): Promise<void> {
+  const handle = await open(folder, 'r');
+  try {
+    await handle.sync();
+  } catch (error) {
+    // Some filesystems cannot sync a folder (and order their metadata themselves).
+    if (systemErrorCode(error) !== 'EINVAL' && systemErrorCode(error) !== 'ENOTSUP') throw error;
+  } finally {
+    await handle.close();
   }
 }
 
