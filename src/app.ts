@@ -50,7 +50,8 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
     ),
   }));
   const router = new UpstreamRouter(upstreams);
-  const mirror = new Mirror(new LocalRegistry(store, meta), metrics, settings.timeouts, logger);
+  const local = new LocalRegistry(store, meta, { metrics, log: logger });
+  const mirror = new Mirror(local, metrics, settings.timeouts, logger);
   const v1 = settings.v1.enabled ? createV1Mirror(settings, store, meta, metrics, logger) : undefined;
   let accepting = true;
   const status = (): object => ({
