@@ -12,6 +12,7 @@ import { Mirror } from './mirror/mirror.js';
 import { UpstreamClient } from './mirror/upstream-client.js';
 import { UpstreamRouter, type Upstream } from './mirror/upstream-router.js';
 import { LocalRegistry } from './registry/local-registry.js';
+import { DataDirectoryLock } from './store/data-directory-lock.js';
 import { FsObjectStore } from './store/fs-store.js';
 import { Metrics } from './telemetry/metrics.js';
 import { createV1Mirror } from './v1/mirror.js';
@@ -33,6 +34,8 @@ export function createLogger(level: Settings['logLevel']): Logger {
 export async function startMirror(settings: Settings, logger: Logger = createLogger(settings.logLevel)): Promise<RunningMirror> {
   const dataDir = path.resolve(settings.dataDir);
   await mkdir(dataDir, { recursive: true });
+  // Before anything touches the directory: another process's fills are in tmp/. The kernel frees it if we die.
+  const lock = await DataDirectoryLock.acquire(dataDir, 'regmirror serve');
   const store = new FsObjectStore(dataDir);
   await store.init();
   const removed = await store.removeStaleTemporaries();
@@ -82,6 +85,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
       await v1?.close(new Error('shutting down'));
       await Promise.all(upstreams.map((upstream) => upstream.client.close()));
       await meta.close();
+      await lock.release();
       logger.info('regmirror stopped');
     })();
     return closing;

@@ -6,6 +6,7 @@ import { ConfigError } from './config/config-error.js';
 import { loadSettings, type ConfigFlags } from './config/load.js';
 import { createLogger, startMirror } from './app.js';
 import { describeError } from './cli/describe-error.js';
+import { DataDirectoryInUse } from './store/data-directory-lock.js';
 
 const program = new Command();
 program.name('regmirror').description('A verified, single-flight pull-through container registry mirror');
@@ -33,7 +34,14 @@ program
     const { settings, warnings } = loaded;
     const logger = createLogger(settings.logLevel);
     for (const warning of warnings) logger.warn(warning);
-    const running = await startMirror(settings, logger);
+    let running;
+    try {
+      running = await startMirror(settings, logger);
+    } catch (error) {
+      if (!(error instanceof DataDirectoryInUse)) throw error;
+      process.stderr.write(`regmirror: ${error.message}; one data directory serves one process\n`);
+      process.exit(2);
+    }
     let signals = 0;
     const stop = (signal: NodeJS.Signals): void => {
       signals += 1;

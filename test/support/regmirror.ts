@@ -40,6 +40,8 @@ export interface Regmirror {
   host: string;
   port: number;
   dataDir: string;
+  /** The process id of the running regmirror (undefined while stopped). */
+  pid(): number | undefined;
   /** Every line the process printed so far, across restarts. */
   lines(): string[];
   /** Parsed access-log lines so far (settle() markers left out). */
@@ -96,6 +98,7 @@ export async function startRegmirror(options: RegmirrorOptions = {}): Promise<Re
     host: `127.0.0.1:${port}`,
     port,
     dataDir,
+    pid: () => current?.pid,
     lines,
     accessEntries: () => lines().flatMap((line) => parseAccessEntry(line)).filter((entry) => !entry.path.includes(SETTLE_MARKER)),
     settle: async (timeoutMs = 10_000) => {
