@@ -7,7 +7,7 @@ import { pino, type Logger } from 'pino';
 import type { Settings } from './config/load.js';
 import { listen } from './http/listen.js';
 import { buildServer } from './http/server.js';
-import { SqliteMetadataStore } from './meta/sqlite-store.js';
+import { SQLITE_FILE, SqliteMetadataStore } from './meta/sqlite-store.js';
 import { Mirror } from './mirror/mirror.js';
 import { UpstreamClient } from './mirror/upstream-client.js';
 import { UpstreamRouter, type Upstream } from './mirror/upstream-router.js';
@@ -40,7 +40,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
   await store.init();
   const removed = await store.removeStaleTemporaries();
   if (removed > 0) logger.info({ removed }, 'removed temporaries left by an earlier run');
-  const meta = new SqliteMetadataStore(path.join(dataDir, 'metadata.sqlite'));
+  const meta = new SqliteMetadataStore(path.join(dataDir, SQLITE_FILE));
   const metrics = new Metrics();
   const upstreams: Upstream[] = settings.upstreams.map((upstream) => ({
     settings: upstream,

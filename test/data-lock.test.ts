@@ -1,6 +1,6 @@
 // One process per data directory (issue 9, hole 12): a second server on the same directory refuses to start,
 // naming the holder, and leaves the first one's fill in progress alone (it used to delete its temporary);
-// after kill -9 of the holder the directory is free at once.
+// verify refuses beside a server; after kill -9 of the holder the directory is free at once.
 
 import assert from 'node:assert/strict';
 import { stat } from 'node:fs/promises';
@@ -64,15 +64,30 @@ describe('the data directory lock', { timeout: 120_000 }, () => {
     }
   });
 
-  it('is free at once after kill -9 of its holder: the next server starts, and holds it in turn', async () => {
+  it('refuses verify while a server runs, naming the server', async () => {
+    const server = await startRegmirror();
+    try {
+      const verify = await runRegmirror(['verify', '--data', server.dataDir]);
+      assert.equal(verify.code, 2);
+      assert.match(verify.stderr, new RegExp(`is in use by regmirror serve \\(pid ${server.pid() ?? 0} on .*\\); verify needs it to itself`));
+      assert.equal(verify.stdout, '', 'nothing was checked');
+    } finally {
+      await server.destroy();
+    }
+  });
+
+  it('is free at once after kill -9 of its holder: verify runs, then a server starts and holds it in turn', async () => {
     const server = await startRegmirror();
     try {
       const killed = server.pid();
       await server.kill9();
-      // No waiting, no retry: the kernel released the lock with the process. start() fails if the server exits.
+      // No waiting, no retry: the kernel released the lock with the process.
+      const verify = await runRegmirror(['verify', '--data', server.dataDir]);
+      assert.equal(verify.code, 0, verify.stdout + verify.stderr);
+      assert.match(verify.stdout, /all well/);
       await server.start();
       assert.notEqual(server.pid(), killed);
-      const refused = await runRegmirror(['serve', '--listen', `127.0.0.1:${await freePort()}`, '--data', server.dataDir], { timeoutMs: 20_000 });
+      const refused = await runRegmirror(['verify', '--data', server.dataDir]);
       assert.equal(refused.code, 2);
       assert.match(refused.stderr, new RegExp(`\\(pid ${server.pid() ?? 0} on `), 'the new holder is named, not the killed one');
     } finally {

@@ -6,6 +6,9 @@ import type { Digest } from '../oci/digest.js';
 import { isSqliteFailure, MetadataError } from './metadata-error.js';
 import type { BlobRecord, CachedDocument, ManifestRecord, MetadataStore, Page, RepositoryRef, TagRecord } from './metadata-store.js';
 
+/** The database's file in the data directory. */
+export const SQLITE_FILE = 'metadata.sqlite';
+
 /** Access times are written at most this often per blob, so hits stay cheap. */
 const ACCESS_WRITE_INTERVAL_MS = 60_000;
 
@@ -106,6 +109,12 @@ export class SqliteMetadataStore implements MetadataStore {
         'INSERT INTO documents (key, body, fetched_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET body = excluded.body, fetched_at = excluded.fetched_at',
       ),
       deleteDocument: this.db.prepare('DELETE FROM documents WHERE key = ?'),
+      listBlobs: this.db.prepare<[string, number], { digest: string; size: number; last_access: number }>(
+        'SELECT digest, size, last_access FROM blobs WHERE digest > ? ORDER BY digest LIMIT ?',
+      ),
+      listManifests: this.db.prepare<[string, number], { digest: string; media_type: string; size: number }>(
+        'SELECT digest, media_type, size FROM manifests WHERE digest > ? ORDER BY digest LIMIT ?',
+      ),
     };
   }
 
@@ -137,6 +146,12 @@ export class SqliteMetadataStore implements MetadataStore {
     return this.guard('touchBlob', () => void this.statements.touchBlob.run(now, digest, now - ACCESS_WRITE_INTERVAL_MS));
   }
 
+  listBlobs(page: Page): Promise<BlobRecord[]> {
+    return this.guard('listBlobs', () =>
+      this.statements.listBlobs.all(page.last ?? '', page.limit).map((row) => ({ digest: row.digest as Digest, size: row.size, lastAccess: row.last_access })),
+    );
+  }
+
   getManifest(digest: Digest): Promise<ManifestRecord | undefined> {
     return this.guard('getManifest', () => {
       const row = this.statements.getManifest.get(digest);
@@ -150,6 +165,12 @@ export class SqliteMetadataStore implements MetadataStore {
 
   deleteManifest(digest: Digest): Promise<void> {
     return this.guard('deleteManifest', () => void this.statements.deleteManifest.run(digest));
+  }
+
+  listManifests(page: Page): Promise<ManifestRecord[]> {
+    return this.guard('listManifests', () =>
+      this.statements.listManifests.all(page.last ?? '', page.limit).map((row) => ({ digest: row.digest as Digest, mediaType: row.media_type, size: row.size })),
+    );
   }
 
   getTag(repository: RepositoryRef, tag: string): Promise<TagRecord | undefined> {

@@ -107,6 +107,7 @@ describe('FsObjectStore', () => {
         await rm(path.join(root, TEMPORARY_FOLDER), { recursive: true });
         await refused(store.createSpool(), 'create', 'ENOENT');
         await refused(store.removeStaleTemporaries(), 'remove temporaries', 'ENOENT');
+        assert.deepEqual(await store.listTemporaries(), [], 'no folder of temporaries: no temporaries');
       } finally {
         await cleanup();
       }

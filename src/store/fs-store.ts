@@ -5,7 +5,7 @@ import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } f
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import type { ByteRange, ObjectStat, ObjectStore } from './object-store.js';
+import type { ByteRange, ObjectStat, ObjectStore, TemporaryInfo } from './object-store.js';
 import { FileRangeStream } from './file-range-stream.js';
 import { SpoolFile } from './spool-file.js';
 import { TEMPORARY_FOLDER } from './layout.js';
@@ -92,22 +92,44 @@ export class FsObjectStore implements ObjectStore {
 
   async list(prefix: string): Promise<string[]> {
     const keys: string[] = [];
-    const walk = async (folder: string): Promise<void> => {
+    for await (const key of this.keys(prefix)) keys.push(key);
+    return keys.sort();
+  }
+
+  async *keys(prefix: string): AsyncGenerator<string> {
+    const folders = [prefix.replace(/\/+$/, '')];
+    for (let folder = folders.pop(); folder !== undefined; folder = folders.pop()) {
       let entries;
       try {
         entries = await readdir(this.filePath(folder), { withFileTypes: true });
       } catch (error) {
-        if (isNotFound(error) || systemErrorCode(error) === 'ENOTDIR') return;
+        if (isNotFound(error) || systemErrorCode(error) === 'ENOTDIR') continue;
         throw asStorageError('list', folder, error);
       }
       for (const entry of entries) {
-        const key = `${folder}/${entry.name}`;
-        if (entry.isDirectory()) await walk(key);
-        else if (entry.isFile()) keys.push(key);
+        const key = folder === '' ? entry.name : `${folder}/${entry.name}`;
+        if (entry.isDirectory()) folders.push(key);
+        else if (entry.isFile()) yield key;
       }
-    };
-    await walk(prefix.replace(/\/+$/, ''));
-    return keys.sort();
+    }
+  }
+
+  async listTemporaries(): Promise<TemporaryInfo[]> {
+    return storageOperation('list', TEMPORARY_FOLDER, async () => {
+      const temporaries: TemporaryInfo[] = [];
+      const entries = await readdir(this.temporaryDir, { withFileTypes: true }).catch((error: unknown) => {
+        if (isNotFound(error)) return [];
+        throw error;
+      });
+      for (const entry of entries) {
+        const info = await stat(path.join(this.temporaryDir, entry.name)).catch((error: unknown) => {
+          if (isNotFound(error)) return undefined;
+          throw error;
+        });
+        if (info !== undefined) temporaries.push({ name: entry.name, size: info.isFile() ? info.size : 0 });
+      }
+      return temporaries;
+    });
   }
 
   async removeStaleTemporaries(): Promise<number> {

@@ -16,6 +16,12 @@ export interface ObjectStat {
   size: number;
 }
 
+export interface TemporaryInfo {
+  /** Its name in the store's folder of temporaries. */
+  name: string;
+  size: number;
+}
+
 export interface ObjectStore {
   stat(key: string): Promise<ObjectStat | undefined>;
   /** A stream of the object (or one range of it); undefined when it does not exist. */
@@ -30,6 +36,10 @@ export interface ObjectStore {
   delete(key: string): Promise<void>;
   /** Every key stored below the folder `prefix` (at any depth), in lexical order; [] when there is none. */
   list(prefix: string): Promise<string[]>;
+  /** The same keys in no particular order, found as the store is walked: for folders too large to hold in memory. */
+  keys(prefix: string): AsyncIterable<string>;
+  /** The temporaries there are now: writes in progress, or left by a crash when no process uses the store. */
+  listTemporaries(): Promise<TemporaryInfo[]>;
   /** Removes temporaries left by a crash. Returns how many it removed. */
   removeStaleTemporaries(): Promise<number>;
 }
