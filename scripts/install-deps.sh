@@ -21,6 +21,8 @@ PACKAGES=(
   docker.io
   # The X-Accel-Redirect offload in front (test/nginx-offload.test.ts, docs/nginx.md).
   nginx
+  # Traces the fs store's system calls: commits fsync their folder (test/durability.test.ts).
+  strace
 )
 
 # Commands that must exist afterwards (checked before and after installing).
@@ -36,6 +38,7 @@ COMMANDS=(
   dockerd
   docker
   nginx
+  strace
 )
 
 if [ "${1:-}" = "--bench" ]; then

@@ -4,14 +4,16 @@
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
-import type { ListenAddress, Settings } from './config/load.js';
+import type { Settings } from './config/load.js';
+import { listen } from './http/listen.js';
 import { buildAdminServer, buildServer } from './http/server.js';
-import { SqliteMetadataStore } from './meta/sqlite-store.js';
+import { SQLITE_FILE, SqliteMetadataStore } from './meta/sqlite-store.js';
 import { Mirror } from './mirror/mirror.js';
 import { UpstreamClient } from './mirror/upstream-client.js';
 import { UpstreamRouter, type Upstream } from './mirror/upstream-router.js';
 import { BufferBudget } from './memory/buffer-budget.js';
 import { LocalRegistry } from './registry/local-registry.js';
+import { DataDirectoryLock } from './store/data-directory-lock.js';
 import { V1Layout } from './store/layout.js';
 import type { ObjectStore } from './store/object-store.js';
 import { FsObjectStore } from './store/fs-store.js';
@@ -21,7 +23,6 @@ import { V1Mirror } from './v1/mirror.js';
 import { V1Registry } from './v1/registry.js';
 import { V1SourceClient } from './v1/source-client.js';
 import type { MetadataStore } from './meta/metadata-store.js';
-import type { FastifyInstance } from 'fastify';
 
 export interface RunningMirror {
   /** host:port actually bound. */
@@ -42,12 +43,14 @@ export function createLogger(level: Settings['logLevel']): Logger {
 export async function startMirror(settings: Settings, logger: Logger = createLogger(settings.logLevel)): Promise<RunningMirror> {
   const dataDir = path.resolve(settings.dataDir);
   await mkdir(dataDir, { recursive: true });
+  // Before anything touches the directory: another process's fills are in tmp/. The kernel frees it if we die.
+  const lock = await DataDirectoryLock.acquire(dataDir, 'regmirror serve');
   const budget = new BufferBudget(settings.limits.sendBuffers);
   const store = new FsObjectStore(dataDir, budget);
   await store.init();
   const removed = await store.removeStaleTemporaries();
   if (removed > 0) logger.info({ removed }, 'removed temporaries left by an earlier run');
-  const meta = new SqliteMetadataStore(path.join(dataDir, 'metadata.sqlite'));
+  const meta = new SqliteMetadataStore(path.join(dataDir, SQLITE_FILE));
   const metrics = new Metrics({ sendBufferBytes: () => budget.used });
   const fetchTimeouts = fetchTimeoutsOf(settings.timeouts);
   const upstreams: Upstream[] = settings.upstreams.map((upstream) => ({
@@ -61,7 +64,8 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
     ),
   }));
   const router = new UpstreamRouter(upstreams);
-  const mirror = new Mirror(new LocalRegistry(store, meta), metrics, { fillTimeoutMs: settings.timeouts.fill, notFoundTtlMs: settings.notFoundTtlMs, budget }, logger);
+  const local = new LocalRegistry(store, meta, { metrics, log: logger });
+  const mirror = new Mirror(local, metrics, { fillTimeoutMs: settings.timeouts.fill, notFoundTtlMs: settings.notFoundTtlMs, budget }, logger);
   const v1 = settings.v1.enabled ? createV1Mirror(settings, store, meta, metrics, budget, logger) : undefined;
   let accepting = true;
   // Registry names only: an upstream's URL may be an internal address.
@@ -107,21 +111,12 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
       await v1?.close(new Error('shutting down'));
       await Promise.all(upstreams.map((upstream) => upstream.client.close()));
       await meta.close();
+      await lock.release();
       logger.info('regmirror stopped');
     })();
     return closing;
   };
   return { address, ...(adminAddress === undefined ? {} : { adminAddress }), close };
-}
-
-async function listen(app: FastifyInstance, where: ListenAddress): Promise<{ host: string; port: number }> {
-  await app.listen({ host: where.host ?? '::', port: where.port, ipv6Only: false }).catch(async (error: unknown) => {
-    if (where.host !== undefined) throw error;
-    // No IPv6 on this host: every IPv4 interface instead.
-    await app.listen({ host: '0.0.0.0', port: where.port });
-  });
-  const bound = app.server.address();
-  return typeof bound === 'object' && bound !== null ? { host: bound.address, port: bound.port } : { host: '', port: where.port };
 }
 
 function fetchTimeoutsOf(timeouts: Settings['timeouts']): FetchTimeouts {

@@ -1,13 +1,20 @@
 #!/usr/bin/env -S node --max-semi-space-size=3
-// The regmirror command line: `regmirror serve` and its flags, over the one configuration schema.
+// The regmirror command line: `regmirror serve` and `regmirror verify` with their flags, over the one
+// configuration schema.
 
 import { Command } from 'commander';
 import { ConfigError } from './config/config-error.js';
 import { loadSettings, type ConfigFlags } from './config/load.js';
 import { createLogger, startMirror } from './app.js';
+import { describeError } from './cli/describe-error.js';
+import { runVerify, type VerifyFlags } from './cli/verify.js';
+import { DataDirectoryInUse } from './store/data-directory-lock.js';
 
 const program = new Command();
 program.name('regmirror').description('A verified, single-flight pull-through container registry mirror');
+// Bad usage (an unknown option, a missing value) exits 2, as a bad configuration does; set before the
+// commands are added, which copy it.
+program.exitOverride((error) => process.exit(error.exitCode === 0 ? 0 : 2));
 
 program
   .command('serve')
@@ -32,7 +39,14 @@ program
     const { settings, warnings } = loaded;
     const logger = createLogger(settings.logLevel);
     for (const warning of warnings) logger.warn(warning);
-    const running = await startMirror(settings, logger);
+    let running;
+    try {
+      running = await startMirror(settings, logger);
+    } catch (error) {
+      if (!(error instanceof DataDirectoryInUse)) throw error;
+      process.stderr.write(`regmirror: ${error.message}; one data directory serves one process\n`);
+      process.exit(2);
+    }
     let signals = 0;
     const stop = (signal: NodeJS.Signals): void => {
       signals += 1;
@@ -53,11 +67,22 @@ program
     process.on('SIGINT', stop);
   });
 
+program
+  .command('verify')
+  .description('re-hash every stored object and check every record; exit 0 when all is well, 1 when not, 2 on bad usage')
+  .option('-c, --config <file>', 'YAML configuration file (for the data directory and the v1 storage prefix)')
+  .option('--flavor <name>', 'the flavor of a docker-registry configuration file')
+  .option('--data <dir>', 'data directory (default ./data)')
+  .option('--repair', 'remove what does not match (file and records), orphan records and files, and temporaries')
+  .action(async (flags: VerifyFlags) => {
+    process.exitCode = await runVerify(flags);
+  });
+
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
 program.parseAsync(process.argv).catch((error: unknown) => {
-  process.stderr.write(`regmirror: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.stderr.write(`regmirror: ${describeError(error)}\n`);
   process.exit(1);
 });

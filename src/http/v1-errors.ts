@@ -1,17 +1,22 @@
 // The one place that writes v1 errors on the wire: docker-registry's `{"error": "..."}` with its status and
-// its no-cache headers. Unknown errors become a bare 500: no stack, no paths, no addresses.
+// its no-cache headers. A failure of the storage is a 503; unknown errors become a bare 500: no stack, no
+// paths, no addresses.
 
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { FillError } from '../mirror/blob-fill.js';
 import { V1Error } from '../v1/errors.js';
 import { clientGone, refuseRestOfBody } from './request-body.js';
 import { pythonJson } from '../v1/grammar.js';
+import { STORAGE_UNAVAILABLE_MESSAGE, storageFailureOf } from './storage-failure.js';
 
 /** docker-registry's toolkit.response headers for answers that must not be cached. */
 export const NO_CACHE_HEADERS = { 'cache-control': 'no-cache', expires: '-1', pragma: 'no-cache' } as const;
 
-/** What fastify itself rejects (bad content types, bad URLs) in the v1 shape. */
+/** Storage failures, failed fills and what fastify itself rejects (bad content types, bad URLs) in the v1 shape. */
 export function toV1Error(error: unknown): V1Error | undefined {
+  // Before the error's own code: a fill that failed because the disk did is the disk's failure.
+  const failure = storageFailureOf(error);
+  if (failure !== undefined) return new V1Error('UNAVAILABLE', { message: STORAGE_UNAVAILABLE_MESSAGE, cause: failure });
   if (error instanceof V1Error) return error;
   // A layer fill that failed before this response sent its first byte.
   if (error instanceof FillError) return new V1Error('SOURCE_UNAVAILABLE', { message: 'the transfer from the source registry failed; retry' });
@@ -46,7 +51,9 @@ export function v1ErrorHandler(this: unknown, error: unknown, request: FastifyRe
   refuseRestOfBody(request.raw, reply.raw);
   const v1Error = toV1Error(error);
   if (v1Error !== undefined) {
-    if (v1Error.status >= 500) request.log.warn({ err: v1Error.message }, 'v1 request failed');
+    const failure = storageFailureOf(v1Error);
+    if (failure !== undefined) request.log.error({ err: failure }, 'storage unavailable');
+    else if (v1Error.status >= 500) request.log.warn({ err: v1Error.message }, 'v1 request failed');
     return sendV1Error(reply, v1Error);
   }
   request.log.error({ err: error }, 'unexpected error');

@@ -1,11 +1,13 @@
 // The one place that writes errors on the wire: {"errors":[{code,message,detail}]} with the status
-// registered for the code. Unknown errors become a bare 500 INTERNAL: no stack, no paths, no addresses.
+// registered for the code. A failure of the storage is a 503 UNAVAILABLE; unknown errors become a bare
+// 500 INTERNAL: no stack, no paths, no addresses.
 
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { FillError } from '../mirror/blob-fill.js';
 import { LengthError } from '../mirror/exact-length.js';
 import { ErrorCode, RegistryError } from '../registry/errors.js';
 import { clientGone, refuseRestOfBody } from './request-body.js';
+import { STORAGE_UNAVAILABLE_MESSAGE, storageFailureOf } from './storage-failure.js';
 
 export function wireBody(error: RegistryError): string {
   const entry: { code: string; message: string; detail?: unknown } = { code: error.code, message: error.message };
@@ -13,8 +15,11 @@ export function wireBody(error: RegistryError): string {
   return JSON.stringify({ errors: [entry] });
 }
 
-/** Maps what fastify itself rejects (bad bodies, bad URLs) to registry errors. */
+/** Maps storage failures, failed fills and what fastify itself rejects (bad bodies, bad URLs) to registry errors. */
 export function toRegistryError(error: unknown): RegistryError | undefined {
+  // Before the error's own code: a fill or a mapping that failed because the disk did is the disk's failure.
+  const failure = storageFailureOf(error);
+  if (failure !== undefined) return new RegistryError('UNAVAILABLE', { message: STORAGE_UNAVAILABLE_MESSAGE, cause: failure });
   if (error instanceof RegistryError) return error;
   // A fill that failed before this response sent its first byte.
   if (error instanceof FillError || error instanceof LengthError) return new RegistryError('UPSTREAM_UNAVAILABLE', { message: 'the upstream transfer failed; retry' });
@@ -55,7 +60,11 @@ export function errorHandler(this: unknown, error: unknown, request: FastifyRequ
   }
   refuseRestOfBody(request.raw, reply.raw);
   const registryError = toRegistryError(error);
-  if (registryError !== undefined) return sendRegistryError(reply, registryError, request.method);
+  if (registryError !== undefined) {
+    const failure = storageFailureOf(registryError);
+    if (failure !== undefined) request.log.error({ err: failure }, 'storage unavailable');
+    return sendRegistryError(reply, registryError, request.method);
+  }
   request.log.error({ err: error }, 'unexpected error');
   return sendRegistryError(reply, internalError(), request.method);
 }

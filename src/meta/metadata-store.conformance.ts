@@ -95,6 +95,38 @@ export function metadataStoreConformance(name: string, makeStore: () => Promise<
       });
     });
 
+    describe('listing blob and manifest records', () => {
+      it('pages through every record in digest order, and nothing once past the last', async () => {
+        const blobs = Array.from({ length: 7 }, (_, index) => digest(`listed blob ${index}`));
+        for (const [index, blob] of blobs.entries()) await store.putBlob(blob, 100 + index, T0 + index);
+        const manifests = [digest('listed manifest 1'), digest('listed manifest 2')];
+        for (const manifest of manifests) await store.putManifest({ digest: manifest, mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 42 }, T0);
+
+        const paged: string[] = [];
+        for (let last = ''; ; ) {
+          const page = await store.listBlobs({ last, limit: 3 });
+          assert.ok(page.length <= 3);
+          paged.push(...page.map((record) => record.digest));
+          const final = page.at(-1);
+          if (final === undefined) break;
+          last = final.digest;
+        }
+        assert.deepEqual(paged, [...blobs].sort());
+        const first = (await store.listBlobs({ limit: 1 }))[0];
+        const expected = [...blobs].sort()[0];
+        assert.ok(first !== undefined && expected !== undefined);
+        assert.deepEqual(first, { digest: expected, size: 100 + blobs.indexOf(expected), lastAccess: T0 + blobs.indexOf(expected) });
+
+        const listed = await store.listManifests({ limit: 10 });
+        assert.deepEqual(
+          listed.map((record) => record.digest),
+          [...manifests].sort(),
+        );
+        assert.deepEqual(listed[0], { digest: listed[0]?.digest, mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 42 });
+        assert.deepEqual(await store.listManifests({ last: [...manifests].sort()[1], limit: 10 }), []);
+      });
+    });
+
     describe('manifests', () => {
       const record = { digest: digest('manifest'), mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 512 };
 

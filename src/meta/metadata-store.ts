@@ -1,5 +1,6 @@
 // The MetadataStore interface: what is cached, and what tags point at, with fetch and access times.
-// Drivers: sqlite (default); redis comes later and runs the same conformance suite.
+// Drivers: sqlite (default); postgres comes later and runs the same conformance suite. Every method
+// throws a MetadataError (metadata-error.ts) when the database itself fails.
 
 import type { Digest } from '../oci/digest.js';
 
@@ -46,10 +47,14 @@ export interface MetadataStore {
   deleteBlob(digest: Digest): Promise<void>;
   /** Records a read; cheap to call on every hit. */
   touchBlob(digest: Digest, now: number): Promise<void>;
+  /** Blob records in digest order, a page at a time (for verify). */
+  listBlobs(page: Page): Promise<BlobRecord[]>;
 
   getManifest(digest: Digest): Promise<ManifestRecord | undefined>;
   putManifest(record: ManifestRecord, now: number): Promise<void>;
   deleteManifest(digest: Digest): Promise<void>;
+  /** Manifest records in digest order, a page at a time (for verify). */
+  listManifests(page: Page): Promise<ManifestRecord[]>;
 
   getTag(repository: RepositoryRef, tag: string): Promise<TagRecord | undefined>;
   putTag(repository: RepositoryRef, tag: string, record: TagRecord): Promise<void>;

@@ -1,11 +1,13 @@
 // Runs the MetadataStore conformance suite against the SQLite driver, plus what only it promises.
 
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import Database from 'better-sqlite3';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { digestOf } from '../oci/digest.js';
+import { isSqliteFailure, MetadataError } from './metadata-error.js';
 import { metadataStoreConformance } from './metadata-store.conformance.js';
 import { SqliteMetadataStore } from './sqlite-store.js';
 
@@ -44,5 +46,51 @@ describe('SqliteMetadataStore', () => {
       // cleanup closes the first store again (a no-op for better-sqlite3) and removes the directory.
       await cleanup();
     }
+  });
+
+  it('throws MetadataError, with the cause, when its file is not a database', async () => {
+    const directory = await mkdtemp(path.join(tmpdir(), 'regmirror-sqlite-'));
+    try {
+      const file = path.join(directory, 'metadata.db');
+      await writeFile(file, Buffer.alloc(8192, 'not a database '));
+      assert.throws(
+        () => new SqliteMetadataStore(file),
+        (error: unknown) => error instanceof MetadataError && error.operation === 'open' && error.code === 'SQLITE_NOTADB' && error.cause instanceof Error,
+      );
+    } finally {
+      await rm(directory, { recursive: true, force: true });
+    }
+  });
+
+  it('throws MetadataError when another connection keeps the database busy past the timeout', async () => {
+    const directory = await mkdtemp(path.join(tmpdir(), 'regmirror-sqlite-'));
+    const file = path.join(directory, 'metadata.db');
+    const store = new SqliteMetadataStore(file, { busyTimeoutMs: 50 });
+    const other = new Database(file);
+    try {
+      other.exec('BEGIN IMMEDIATE');
+      await assert.rejects(store.putBlob(digestOf(Buffer.from('busy')), 1, 1), (error: unknown) => {
+        assert.ok(error instanceof MetadataError);
+        assert.equal(error.operation, 'putBlob');
+        assert.equal(error.code, 'SQLITE_BUSY');
+        return true;
+      });
+      other.exec('ROLLBACK');
+      await store.putBlob(digestOf(Buffer.from('busy')), 1, 1);
+    } finally {
+      other.close();
+      await store.close();
+      await rm(directory, { recursive: true, force: true });
+    }
+  });
+
+  it('tells database failures from bugs by their code', () => {
+    for (const code of ['SQLITE_BUSY', 'SQLITE_FULL', 'SQLITE_IOERR', 'SQLITE_IOERR_WRITE', 'SQLITE_CORRUPT', 'SQLITE_READONLY', 'SQLITE_CANTOPEN']) {
+      assert.equal(isSqliteFailure(Object.assign(new Error(code), { code })), true, code);
+    }
+    for (const code of ['SQLITE_CONSTRAINT_PRIMARYKEY', 'SQLITE_ERROR', 'SQLITE_MISUSE', 'SQLITE_RANGE', 'SQLITE_BUSYNESS']) {
+      assert.equal(isSqliteFailure(Object.assign(new Error(code), { code })), false, code);
+    }
+    assert.equal(isSqliteFailure(new TypeError('a bug')), false);
   });
 });

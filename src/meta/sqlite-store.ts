@@ -1,9 +1,13 @@
 // The SQLite MetadataStore (WAL): one file under the data directory, prepared statements,
-// synchronous calls behind the async interface.
+// synchronous calls behind the async interface; failures of the database are MetadataErrors.
 
 import Database from 'better-sqlite3';
 import type { Digest } from '../oci/digest.js';
+import { isSqliteFailure, MetadataError } from './metadata-error.js';
 import type { BlobRecord, CachedDocument, ManifestRecord, MetadataStore, Page, RepositoryRef, TagRecord } from './metadata-store.js';
+
+/** The database's file in the data directory. */
+export const SQLITE_FILE = 'metadata.sqlite';
 
 /** Access times are written at most this often per blob, so hits stay cheap. */
 const ACCESS_WRITE_INTERVAL_MS = 60_000;
@@ -42,17 +46,30 @@ CREATE TABLE IF NOT EXISTS documents (
 ) WITHOUT ROWID;
 `;
 
+export interface SqliteOptions {
+  /** How long a statement waits for another connection's write before it fails with SQLITE_BUSY. */
+  busyTimeoutMs?: number;
+}
+
 export class SqliteMetadataStore implements MetadataStore {
   private readonly db: Database.Database;
-  private readonly statements;
+  private readonly statements: ReturnType<SqliteMetadataStore['prepare']>;
 
-  constructor(file: string) {
-    this.db = new Database(file);
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = NORMAL');
-    this.db.pragma('busy_timeout = 5000');
-    this.db.exec(SCHEMA);
-    this.statements = {
+  constructor(file: string, options: SqliteOptions = {}) {
+    try {
+      this.db = new Database(file);
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = NORMAL');
+      this.db.pragma(`busy_timeout = ${Math.trunc(options.busyTimeoutMs ?? 5000)}`);
+      this.db.exec(SCHEMA);
+      this.statements = this.prepare();
+    } catch (error) {
+      throw isSqliteFailure(error) ? new MetadataError('open', error) : error;
+    }
+  }
+
+  private prepare() {
+    return {
       getBlob: this.db.prepare<[string], { size: number; last_access: number }>(
         'SELECT size, last_access FROM blobs WHERE digest = ?',
       ),
@@ -92,95 +109,119 @@ export class SqliteMetadataStore implements MetadataStore {
         'INSERT INTO documents (key, body, fetched_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET body = excluded.body, fetched_at = excluded.fetched_at',
       ),
       deleteDocument: this.db.prepare('DELETE FROM documents WHERE key = ?'),
+      listBlobs: this.db.prepare<[string, number], { digest: string; size: number; last_access: number }>(
+        'SELECT digest, size, last_access FROM blobs WHERE digest > ? ORDER BY digest LIMIT ?',
+      ),
+      listManifests: this.db.prepare<[string, number], { digest: string; media_type: string; size: number }>(
+        'SELECT digest, media_type, size FROM manifests WHERE digest > ? ORDER BY digest LIMIT ?',
+      ),
     };
   }
 
+  /** Runs a statement; a failure of the database (not of the SQL) becomes a MetadataError. */
+  private guard<T>(operation: string, work: () => T): Promise<T> {
+    try {
+      return Promise.resolve(work());
+    } catch (error) {
+      return Promise.reject(isSqliteFailure(error) ? new MetadataError(operation, error) : (error as Error));
+    }
+  }
+
   getBlob(digest: Digest): Promise<BlobRecord | undefined> {
-    const row = this.statements.getBlob.get(digest);
-    return Promise.resolve(row && { digest, size: row.size, lastAccess: row.last_access });
+    return this.guard('getBlob', () => {
+      const row = this.statements.getBlob.get(digest);
+      return row && { digest, size: row.size, lastAccess: row.last_access };
+    });
   }
 
   putBlob(digest: Digest, size: number, now: number): Promise<void> {
-    this.statements.putBlob.run(digest, size, now, now);
-    return Promise.resolve();
+    return this.guard('putBlob', () => void this.statements.putBlob.run(digest, size, now, now));
   }
 
   deleteBlob(digest: Digest): Promise<void> {
-    this.statements.deleteBlob.run(digest);
-    return Promise.resolve();
+    return this.guard('deleteBlob', () => void this.statements.deleteBlob.run(digest));
   }
 
   touchBlob(digest: Digest, now: number): Promise<void> {
-    this.statements.touchBlob.run(now, digest, now - ACCESS_WRITE_INTERVAL_MS);
-    return Promise.resolve();
+    return this.guard('touchBlob', () => void this.statements.touchBlob.run(now, digest, now - ACCESS_WRITE_INTERVAL_MS));
+  }
+
+  listBlobs(page: Page): Promise<BlobRecord[]> {
+    return this.guard('listBlobs', () =>
+      this.statements.listBlobs.all(page.last ?? '', page.limit).map((row) => ({ digest: row.digest as Digest, size: row.size, lastAccess: row.last_access })),
+    );
   }
 
   getManifest(digest: Digest): Promise<ManifestRecord | undefined> {
-    const row = this.statements.getManifest.get(digest);
-    return Promise.resolve(row && { digest, mediaType: row.media_type, size: row.size });
+    return this.guard('getManifest', () => {
+      const row = this.statements.getManifest.get(digest);
+      return row && { digest, mediaType: row.media_type, size: row.size };
+    });
   }
 
   putManifest(record: ManifestRecord, now: number): Promise<void> {
-    this.statements.putManifest.run(record.digest, record.mediaType, record.size, now);
-    return Promise.resolve();
+    return this.guard('putManifest', () => void this.statements.putManifest.run(record.digest, record.mediaType, record.size, now));
   }
 
   deleteManifest(digest: Digest): Promise<void> {
-    this.statements.deleteManifest.run(digest);
-    return Promise.resolve();
+    return this.guard('deleteManifest', () => void this.statements.deleteManifest.run(digest));
+  }
+
+  listManifests(page: Page): Promise<ManifestRecord[]> {
+    return this.guard('listManifests', () =>
+      this.statements.listManifests.all(page.last ?? '', page.limit).map((row) => ({ digest: row.digest as Digest, mediaType: row.media_type, size: row.size })),
+    );
   }
 
   getTag(repository: RepositoryRef, tag: string): Promise<TagRecord | undefined> {
-    const row = this.statements.getTag.get(repository.registry, repository.name, tag);
-    return Promise.resolve(row && { digest: row.digest as Digest, fetchedAt: row.fetched_at });
+    return this.guard('getTag', () => {
+      const row = this.statements.getTag.get(repository.registry, repository.name, tag);
+      return row && { digest: row.digest as Digest, fetchedAt: row.fetched_at };
+    });
   }
 
   putTag(repository: RepositoryRef, tag: string, record: TagRecord): Promise<void> {
-    this.statements.putTag.run(repository.registry, repository.name, tag, record.digest, record.fetchedAt);
-    return Promise.resolve();
+    return this.guard('putTag', () => void this.statements.putTag.run(repository.registry, repository.name, tag, record.digest, record.fetchedAt));
   }
 
   deleteTag(repository: RepositoryRef, tag: string): Promise<void> {
-    this.statements.deleteTag.run(repository.registry, repository.name, tag);
-    return Promise.resolve();
+    return this.guard('deleteTag', () => void this.statements.deleteTag.run(repository.registry, repository.name, tag));
   }
 
   listTags(repository: RepositoryRef, page: Page): Promise<string[]> {
-    const rows = this.statements.listTags.all(repository.registry, repository.name, page.last ?? '', page.limit);
-    return Promise.resolve(rows.map((row) => row.tag));
+    return this.guard('listTags', () => this.statements.listTags.all(repository.registry, repository.name, page.last ?? '', page.limit).map((row) => row.tag));
   }
 
   addRepository(repository: RepositoryRef, now: number): Promise<void> {
-    this.statements.addRepository.run(repository.registry, repository.name, now);
-    return Promise.resolve();
+    return this.guard('addRepository', () => void this.statements.addRepository.run(repository.registry, repository.name, now));
   }
 
   listRepositories(page: Page, defaultRegistry: string): Promise<string[]> {
-    const rows = this.statements.listRepositories.all({ defaultRegistry, last: page.last ?? '', limit: page.limit });
-    return Promise.resolve(rows.map((row) => row.shown));
+    return this.guard('listRepositories', () =>
+      this.statements.listRepositories.all({ defaultRegistry, last: page.last ?? '', limit: page.limit }).map((row) => row.shown),
+    );
   }
 
   hasRepository(repository: RepositoryRef): Promise<boolean> {
-    return Promise.resolve(this.statements.hasRepository.get(repository.registry, repository.name) !== undefined);
+    return this.guard('hasRepository', () => this.statements.hasRepository.get(repository.registry, repository.name) !== undefined);
   }
 
   getDocument(key: string): Promise<CachedDocument | undefined> {
-    const row = this.statements.getDocument.get(key);
-    return Promise.resolve(row && { body: row.body, fetchedAt: row.fetched_at });
+    return this.guard('getDocument', () => {
+      const row = this.statements.getDocument.get(key);
+      return row && { body: row.body, fetchedAt: row.fetched_at };
+    });
   }
 
   putDocument(key: string, body: Buffer, fetchedAt: number): Promise<void> {
-    this.statements.putDocument.run(key, body, fetchedAt);
-    return Promise.resolve();
+    return this.guard('putDocument', () => void this.statements.putDocument.run(key, body, fetchedAt));
   }
 
   deleteDocument(key: string): Promise<void> {
-    this.statements.deleteDocument.run(key);
-    return Promise.resolve();
+    return this.guard('deleteDocument', () => void this.statements.deleteDocument.run(key));
   }
 
   close(): Promise<void> {
-    this.db.close();
-    return Promise.resolve();
+    return this.guard('close', () => void this.db.close());
   }
 }

@@ -7,6 +7,7 @@ import type { MetadataStore, Page, RepositoryRef, TagRecord } from '../meta/meta
 import { contentKey } from '../store/layout.js';
 import type { ByteRange, ObjectStore } from '../store/object-store.js';
 import type { SpoolFile } from '../store/spool-file.js';
+import type { Metrics } from '../telemetry/metrics.js';
 import { BoundedCache } from './bounded-cache.js';
 
 /**
@@ -21,6 +22,22 @@ export interface StoredManifest {
   bytes: Buffer;
 }
 
+/** A cached object that is not what its record says: its file is missing, of another size, or (a manifest) of another digest. */
+export interface Damage {
+  kind: 'blob' | 'manifest';
+  digest: Digest;
+  reason: 'missing' | 'size' | 'digest';
+  /** The size the record says. */
+  expectedSize: number;
+  /** The file's size; undefined when it is missing. */
+  actualSize: number | undefined;
+}
+
+export interface LocalRegistryObservers {
+  metrics: Metrics;
+  log: { warn(fields: object, message: string): void };
+}
+
 export class LocalRegistry {
   // Counted by the memory a manifest keeps alive: a small Buffer may be a slice of a shared 8 KiB pool.
   private readonly manifests = new BoundedCache<Digest, StoredManifest>(MANIFEST_MEMORY_BYTES, (manifest) => manifest.bytes.buffer.byteLength);
@@ -28,6 +45,7 @@ export class LocalRegistry {
   constructor(
     readonly store: ObjectStore,
     readonly meta: MetadataStore,
+    private readonly observers: LocalRegistryObservers,
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -37,10 +55,16 @@ export class LocalRegistry {
     return record?.size;
   }
 
-  /** Opens a cached blob; undefined (and the record dropped) when its content has gone missing. */
+  /**
+   * Opens a cached blob; undefined when it is not here, or when its file is missing or not the size its record
+   * says (then both are dropped, so that it is fetched again, and the damage is logged and counted).
+   */
   async openBlob(digest: Digest, range?: ByteRange): Promise<Readable | undefined> {
-    const body = await this.store.read(contentKey(digest), range);
+    const key = contentKey(digest);
+    if (!(await this.blobIntact(digest, key))) return undefined;
+    const body = await this.store.read(key, range);
     if (body === undefined) {
+      // Deleted since the check (another request found it damaged).
       await this.meta.deleteBlob(digest);
       return undefined;
     }
@@ -53,13 +77,10 @@ export class LocalRegistry {
     return body;
   }
 
-  /** The storage key of a cached blob, for a web server in front to send; undefined (and the record dropped) when its content has gone missing. */
+  /** The storage key of a cached blob, for a web server in front to send; undefined as for openBlob. */
   async locateBlob(digest: Digest): Promise<string | undefined> {
     const key = contentKey(digest);
-    if ((await this.store.stat(key)) === undefined) {
-      await this.meta.deleteBlob(digest);
-      return undefined;
-    }
+    if (!(await this.blobIntact(digest, key))) return undefined;
     await this.meta.touchBlob(digest, this.now());
     return key;
   }
@@ -84,7 +105,8 @@ export class LocalRegistry {
     if (remembered !== undefined) return remembered;
     const bytes = await this.store.readBytes(contentKey(digest));
     if (bytes === undefined || digestOf(bytes) !== digest) {
-      await this.meta.deleteManifest(digest);
+      const reason = bytes === undefined ? 'missing' : bytes.length === record.size ? 'digest' : 'size';
+      await this.dropDamaged({ kind: 'manifest', digest, reason, expectedSize: record.size, actualSize: bytes?.length });
       return undefined;
     }
     const manifest = { digest, mediaType: record.mediaType, bytes };
@@ -126,5 +148,30 @@ export class LocalRegistry {
 
   listRepositories(page: Page, defaultRegistry: string): Promise<string[]> {
     return this.meta.listRepositories(page, defaultRegistry);
+  }
+
+  /** Whether a blob's record and file agree on its size; when they do not, both are dropped. */
+  private async blobIntact(digest: Digest, key: string): Promise<boolean> {
+    const record = await this.meta.getBlob(digest);
+    if (record === undefined) return false;
+    // A flipped byte keeps the size: `regmirror verify` re-hashes what this cannot afford to on every hit.
+    const file = await this.store.stat(key);
+    if (file?.size === record.size) return true;
+    await this.dropDamaged({ kind: 'blob', digest, reason: file === undefined ? 'missing' : 'size', expectedSize: record.size, actualSize: file?.size });
+    return false;
+  }
+
+  /**
+   * Drops a damaged object, file first: once its records are gone a fill may commit the digest again, and
+   * that file must not be the one deleted. Both records go, as a digest may be cached as a blob and a manifest.
+   */
+  private async dropDamaged(damage: Damage): Promise<void> {
+    const { metrics, log } = this.observers;
+    metrics.damagedObjects.inc({ kind: damage.kind, reason: damage.reason });
+    log.warn({ ...damage }, `cached ${damage.kind} ${damage.reason === 'missing' ? 'is missing' : 'is damaged'}: dropped, as if never cached`);
+    await this.store.delete(contentKey(damage.digest));
+    await this.meta.deleteBlob(damage.digest);
+    await this.meta.deleteManifest(damage.digest);
+    this.manifests.delete(damage.digest);
   }
 }

@@ -13,6 +13,7 @@ import { ServerResponse } from 'node:http';
 import { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { SMALL_BUFFER_BYTES, unlimitedBudget, type BufferBudget, type Reservation } from '../memory/buffer-budget.js';
+import { asStorageError } from './storage-error.js';
 
 /** 1 MiB reads serve 2–3× faster than Node's 64 KiB default; the piped path reuses two such buffers. */
 export const FILE_CHUNK_BYTES = 1024 * 1024;
@@ -55,7 +56,7 @@ export class FileRangeStream extends Readable {
         this.position += bytesRead;
         this.push(bytesRead === length ? buffer : buffer.subarray(0, bytesRead));
       },
-      (error: unknown) => this.destroy(error as Error),
+      (error: unknown) => this.destroy(asStorageError('read', undefined, error) as Error),
     );
   }
 
@@ -91,7 +92,7 @@ export class FileRangeStream extends Readable {
       },
       (error: unknown) => {
         // The destination's own failure (a client gone) is not this stream's error.
-        if (!this.destroyed) this.destroy(error instanceof DestinationError ? undefined : (error as Error));
+        if (!this.destroyed) this.destroy(error instanceof DestinationError ? undefined : (asStorageError('read', undefined, error) as Error));
       },
     );
     return destination;

@@ -1,7 +1,7 @@
 // Runs the ObjectStore conformance suite against the fs driver, plus what only the fs driver promises.
 
 import assert from 'node:assert/strict';
-import { access, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { access, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -9,6 +9,7 @@ import { digestOf } from '../oci/digest.js';
 import { FsObjectStore } from './fs-store.js';
 import { contentKey, TEMPORARY_FOLDER } from './layout.js';
 import { objectStoreConformance } from './object-store.conformance.js';
+import { StorageError } from './storage-error.js';
 
 async function makeFsStore(): Promise<{ store: FsObjectStore; root: string; cleanup: () => Promise<void> }> {
   const root = await mkdtemp(path.join(tmpdir(), 'regmirror-fs-store-'));
@@ -52,7 +53,6 @@ describe('FsObjectStore', () => {
   it('removes stale temporary folders as well as files', async () => {
     const { store, root, cleanup } = await makeFsStore();
     try {
-      const { mkdir, writeFile } = await import('node:fs/promises');
       await mkdir(path.join(root, TEMPORARY_FOLDER, 'upload-dir'));
       await writeFile(path.join(root, TEMPORARY_FOLDER, 'upload-dir', 'part'), 'x');
       assert.equal(await store.removeStaleTemporaries(), 1);
@@ -60,5 +60,57 @@ describe('FsObjectStore', () => {
     } finally {
       await cleanup();
     }
+  });
+
+  describe('when the filesystem refuses', () => {
+    /** Asserts that work fails with a StorageError naming the operation and the system's code. */
+    async function refused(work: Promise<unknown>, operation: string, code: string): Promise<void> {
+      await assert.rejects(work, (error: unknown) => {
+        assert.ok(error instanceof StorageError, `a StorageError, not ${String(error)}`);
+        assert.equal(error.operation, operation);
+        assert.equal(error.code, code);
+        assert.equal((error.cause as NodeJS.ErrnoException).code, code, 'the system error is kept as the cause');
+        return true;
+      });
+    }
+
+    it('throws StorageError from writes, commits, reads and deletes, with the cause', async () => {
+      const { store, root, cleanup } = await makeFsStore();
+      try {
+        // A file where a folder must be: every write below it fails as a full or broken disk would.
+        await writeFile(path.join(root, 'blobs'), 'not a folder');
+        const bytes = Buffer.from('refused');
+        const key = contentKey(digestOf(bytes));
+        await refused(store.putBytes(key, bytes), 'write', 'ENOTDIR');
+        const spool = await store.createSpool();
+        await spool.append(bytes);
+        await refused(store.commitSpool(spool, key), 'commit', 'ENOTDIR');
+        await spool.discard();
+        assert.deepEqual(await readdir(path.join(root, TEMPORARY_FOLDER)), [], 'a failed write leaves no temporary');
+
+        await mkdir(path.join(root, 'v1', 'images', 'a', 'json'), { recursive: true });
+        await refused(store.readBytes('v1/images/a/json'), 'read', 'EISDIR');
+        await refused(store.delete('v1/images/a/json'), 'delete', 'EISDIR');
+        const stream = await store.read('v1/images/a/json');
+        assert.ok(stream !== undefined);
+        await assert.rejects(async () => {
+          for await (const _chunk of stream) assert.fail('a folder has no bytes');
+        }, StorageError);
+      } finally {
+        await cleanup();
+      }
+    });
+
+    it('throws StorageError from spools when their folder is gone', async () => {
+      const { store, root, cleanup } = await makeFsStore();
+      try {
+        await rm(path.join(root, TEMPORARY_FOLDER), { recursive: true });
+        await refused(store.createSpool(), 'create', 'ENOENT');
+        await refused(store.removeStaleTemporaries(), 'remove temporaries', 'ENOENT');
+        assert.deepEqual(await store.listTemporaries(), [], 'no folder of temporaries: no temporaries');
+      } finally {
+        await cleanup();
+      }
+    });
   });
 });

@@ -1,15 +1,16 @@
-// The fs ObjectStore: content files under the data directory, temporaries in tmp/ beside them,
-// made visible by one atomic rename after an fsync.
+// The fs ObjectStore: content files under the data directory, temporaries in tmp/ beside them, made visible
+// by one atomic rename after an fsync of the file, made durable by an fsync of the folder that holds the name.
 
-import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import type { ByteRange, ObjectStat, ObjectStore } from './object-store.js';
+import type { ByteRange, ObjectStat, ObjectStore, TemporaryInfo } from './object-store.js';
 import { unlimitedBudget, type BufferBudget } from '../memory/buffer-budget.js';
 import { FileRangeStream } from './file-range-stream.js';
 import { SpoolFile } from './spool-file.js';
 import { TEMPORARY_FOLDER } from './layout.js';
+import { asStorageError, storageOperation, systemErrorCode } from './storage-error.js';
 
 export class FsObjectStore implements ObjectStore {
   private readonly temporaryDir: string;
@@ -23,7 +24,7 @@ export class FsObjectStore implements ObjectStore {
   }
 
   async init(): Promise<void> {
-    await mkdir(this.temporaryDir, { recursive: true });
+    await storageOperation('init', TEMPORARY_FOLDER, () => mkdir(this.temporaryDir, { recursive: true }));
   }
 
   /** The file behind a key, for offloading to a web server. Keys come only from store/layout.ts. */
@@ -37,7 +38,7 @@ export class FsObjectStore implements ObjectStore {
       return info.isFile() ? { size: info.size } : undefined;
     } catch (error) {
       if (isNotFound(error)) return undefined;
-      throw error;
+      throw asStorageError('stat', key, error);
     }
   }
 
@@ -47,7 +48,7 @@ export class FsObjectStore implements ObjectStore {
       handle = await open(this.filePath(key), 'r');
     } catch (error) {
       if (isNotFound(error)) return undefined;
-      throw error;
+      throw asStorageError('read', key, error);
     }
     return new FileRangeStream(handle, range?.start, range?.end, this.budget);
   }
@@ -57,7 +58,7 @@ export class FsObjectStore implements ObjectStore {
       return await readFile(this.filePath(key));
     } catch (error) {
       if (isNotFound(error)) return undefined;
-      throw error;
+      throw asStorageError('read', key, error);
     }
   }
 
@@ -67,8 +68,9 @@ export class FsObjectStore implements ObjectStore {
       await writeFile(temporary, bytes, { flush: true });
       await this.moveIntoPlace(temporary, key);
     } catch (error) {
-      await rm(temporary, { force: true });
-      throw error;
+      // The write's failure is the one to report; a temporary left behind goes at the next start.
+      await rm(temporary, { force: true }).catch(() => undefined);
+      throw asStorageError('write', key, error);
     }
   }
 
@@ -78,50 +80,107 @@ export class FsObjectStore implements ObjectStore {
 
   async commitSpool(spool: SpoolFile, key: string): Promise<void> {
     await spool.sync();
-    await this.moveIntoPlace(spool.path, key);
+    await storageOperation('commit', key, () => this.moveIntoPlace(spool.path, key));
   }
 
   async delete(key: string): Promise<void> {
-    await rm(this.filePath(key), { force: true });
+    const file = this.filePath(key);
+    try {
+      await unlink(file);
+    } catch (error) {
+      if (isNotFound(error)) return;
+      throw asStorageError('delete', key, error);
+    }
+    // Deleting `_inprogress` is what completes a v1 push: the client is told so only once it is durable.
+    await storageOperation('delete', key, () => syncFolder(path.dirname(file)));
   }
 
   async list(prefix: string): Promise<string[]> {
     const keys: string[] = [];
-    const walk = async (folder: string): Promise<void> => {
+    for await (const key of this.keys(prefix)) keys.push(key);
+    return keys.sort();
+  }
+
+  async *keys(prefix: string): AsyncGenerator<string> {
+    const folders = [prefix.replace(/\/+$/, '')];
+    for (let folder = folders.pop(); folder !== undefined; folder = folders.pop()) {
       let entries;
       try {
         entries = await readdir(this.filePath(folder), { withFileTypes: true });
       } catch (error) {
-        if (isNotFound(error) || (error as NodeJS.ErrnoException).code === 'ENOTDIR') return;
-        throw error;
+        if (isNotFound(error) || systemErrorCode(error) === 'ENOTDIR') continue;
+        throw asStorageError('list', folder, error);
       }
       for (const entry of entries) {
-        const key = `${folder}/${entry.name}`;
-        if (entry.isDirectory()) await walk(key);
-        else if (entry.isFile()) keys.push(key);
+        const key = folder === '' ? entry.name : `${folder}/${entry.name}`;
+        if (entry.isDirectory()) folders.push(key);
+        else if (entry.isFile()) yield key;
       }
-    };
-    await walk(prefix.replace(/\/+$/, ''));
-    return keys.sort();
+    }
+  }
+
+  async listTemporaries(): Promise<TemporaryInfo[]> {
+    return storageOperation('list', TEMPORARY_FOLDER, async () => {
+      const temporaries: TemporaryInfo[] = [];
+      const entries = await readdir(this.temporaryDir, { withFileTypes: true }).catch((error: unknown) => {
+        if (isNotFound(error)) return [];
+        throw error;
+      });
+      for (const entry of entries) {
+        const info = await stat(path.join(this.temporaryDir, entry.name)).catch((error: unknown) => {
+          if (isNotFound(error)) return undefined;
+          throw error;
+        });
+        if (info !== undefined) temporaries.push({ name: entry.name, size: info.isFile() ? info.size : 0 });
+      }
+      return temporaries;
+    });
   }
 
   async removeStaleTemporaries(): Promise<number> {
-    const names = await readdir(this.temporaryDir);
-    await Promise.all(names.map((name) => rm(path.join(this.temporaryDir, name), { force: true, recursive: true })));
-    return names.length;
+    return storageOperation('remove temporaries', TEMPORARY_FOLDER, async () => {
+      const names = await readdir(this.temporaryDir);
+      await Promise.all(names.map((name) => rm(path.join(this.temporaryDir, name), { force: true, recursive: true })));
+      return names.length;
+    });
   }
 
   private temporaryPath(): string {
     return path.join(this.temporaryDir, `${Date.now()}-${randomBytes(8).toString('hex')}`);
   }
 
+  /**
+   * Renames a synced temporary to its key, then syncs the folder that now holds the name (and, when folders
+   * were made for it, the folders holding theirs): until then a power loss may forget the rename.
+   */
   private async moveIntoPlace(temporary: string, key: string): Promise<void> {
     const target = this.filePath(key);
-    await mkdir(path.dirname(target), { recursive: true });
+    const folder = path.dirname(target);
+    const created = await mkdir(folder, { recursive: true });
     await rename(temporary, target);
+    await syncFolder(folder);
+    if (created === undefined) return;
+    const outermost = path.dirname(created);
+    for (let parent = path.dirname(folder); ; parent = path.dirname(parent)) {
+      await syncFolder(parent);
+      if (parent === outermost || parent === path.dirname(parent)) break;
+    }
+  }
+}
+
+/** fsync of a folder: its entries (names created, renamed, removed) reach the disk. */
+async function syncFolder(folder: string): Promise<void> {
+  const handle = await open(folder, 'r');
+  try {
+    await handle.sync();
+  } catch (error) {
+    // Some filesystems cannot sync a folder (and order their metadata themselves).
+    if (systemErrorCode(error) !== 'EINVAL' && systemErrorCode(error) !== 'ENOTSUP') throw error;
+  } finally {
+    await handle.close();
   }
 }
 
 function isNotFound(error: unknown): boolean {
-  return (error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
+  return systemErrorCode(error) === 'ENOENT';
 }

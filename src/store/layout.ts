@@ -4,9 +4,18 @@
 
 import { digestHex, type Digest } from '../oci/digest.js';
 
+/** The folder that holds all content by digest. */
+export const CONTENT_FOLDER = 'blobs';
+
 export function contentKey(digest: Digest): string {
   const hex = digestHex(digest);
-  return `blobs/sha256/${hex.slice(0, 2)}/${hex}`;
+  return `${CONTENT_FOLDER}/sha256/${hex.slice(0, 2)}/${hex}`;
+}
+
+/** The digest a key listed under CONTENT_FOLDER stores; undefined for a file that has no business there. */
+export function digestOfContentKey(key: string): Digest | undefined {
+  const match = /^blobs\/sha256\/([a-f0-9]{2})\/(\1[a-f0-9]{62})$/.exec(key);
+  return match ? `sha256:${match[2] ?? ''}` : undefined;
 }
 
 /** Folder of temporaries, on the same filesystem as content so commit is a rename. */
@@ -33,7 +42,21 @@ export class V1Layout {
   }
 
   imageKey(id: string, file: V1ImageFile): string {
-    return `${this.root}images/${id}/${file}`;
+    return `${this.imagesFolder}/${id}/${file}`;
+  }
+
+  /** The folder that holds every image's files. */
+  get imagesFolder(): string {
+    return `${this.root}images`;
+  }
+
+  /** The image and file a key listed under imagesFolder is. */
+  imageOfKey(key: string): { id: string; file: string } | undefined {
+    const prefix = `${this.imagesFolder}/`;
+    if (!key.startsWith(prefix)) return undefined;
+    const [id, file, extra] = key.slice(prefix.length).split('/');
+    if (id === undefined || file === undefined || extra !== undefined) return undefined;
+    return { id, file };
   }
 
   /** The folder that holds every repository's files. */

@@ -336,6 +336,43 @@ export function objectStoreConformance(name: string, makeStore: () => Promise<Ob
       });
     });
 
+    describe('keys', () => {
+      it('walks the same keys as list, in any order', async () => {
+        const keys = ['v1/images/a/json', 'v1/images/a/layer', 'v1/images/b/json', 'v1/images/b/sub/deeper'];
+        for (const key of keys) await store.putBytes(key, Buffer.from(key));
+        await store.putBytes('v1/imagesque/x', Buffer.from('beside'));
+        const walked: string[] = [];
+        for await (const key of store.keys('v1/images')) walked.push(key);
+        assert.deepEqual(walked.sort(), keys);
+        assert.deepEqual(walked, await store.list('v1/images'));
+      });
+
+      it('walks nothing under a folder that holds nothing, or under an object', async () => {
+        const { bytes, key } = content(10);
+        await store.putBytes(key, bytes);
+        for (const prefix of ['v1/nothing', key]) {
+          const walked: string[] = [];
+          for await (const found of store.keys(prefix)) walked.push(found);
+          assert.deepEqual(walked, [], prefix);
+        }
+      });
+    });
+
+    describe('listTemporaries', () => {
+      it('lists spools not yet committed, with their size, and forgets them once committed or discarded', async () => {
+        assert.deepEqual(await store.listTemporaries(), []);
+        const committed = await store.createSpool();
+        const discarded = await store.createSpool();
+        await committed.append(randomBytes(300));
+        await discarded.append(randomBytes(700));
+        assert.deepEqual((await store.listTemporaries()).map((temporary) => temporary.size).sort((a, b) => a - b), [300, 700]);
+        await store.commitSpool(committed, content(1).key);
+        await committed.close();
+        await discarded.discard();
+        assert.deepEqual(await store.listTemporaries(), []);
+      });
+    });
+
     describe('removeStaleTemporaries', () => {
       it('finds nothing in a new store', async () => {
         assert.equal(await store.removeStaleTemporaries(), 0);

@@ -1,5 +1,6 @@
 // The ObjectStore interface: content by key, written whole and visible only once verified.
-// Drivers: fs (default); s3 comes later and runs the same conformance suite.
+// Drivers: fs (default); s3 comes later and runs the same conformance suite. Every method throws a
+// StorageError (storage-error.ts) when the storage itself fails; a missing key is not a failure.
 
 import type { Readable } from 'node:stream';
 import type { SpoolFile } from './spool-file.js';
@@ -12,6 +13,12 @@ export interface ByteRange {
 }
 
 export interface ObjectStat {
+  size: number;
+}
+
+export interface TemporaryInfo {
+  /** Its name in the store's folder of temporaries. */
+  name: string;
   size: number;
 }
 
@@ -29,6 +36,10 @@ export interface ObjectStore {
   delete(key: string): Promise<void>;
   /** Every key stored below the folder `prefix` (at any depth), in lexical order; [] when there is none. */
   list(prefix: string): Promise<string[]>;
+  /** The same keys in no particular order, found as the store is walked: for folders too large to hold in memory. */
+  keys(prefix: string): AsyncIterable<string>;
+  /** The temporaries there are now: writes in progress, or left by a crash when no process uses the store. */
+  listTemporaries(): Promise<TemporaryInfo[]>;
   /** Removes temporaries left by a crash. Returns how many it removed. */
   removeStaleTemporaries(): Promise<number>;
 }

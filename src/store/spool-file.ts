@@ -1,7 +1,9 @@
 // A temporary local file that a fill writes while readers follow it by position.
-// One read-write handle serves both; it stays valid after the file is renamed into place.
+// One read-write handle serves both; it stays valid after the file is renamed into place. Failures of the
+// disk are StorageErrors.
 
 import { open, rm, type FileHandle } from 'node:fs/promises';
+import { storageOperation } from './storage-error.js';
 
 export class SpoolFile {
   private constructor(
@@ -10,7 +12,7 @@ export class SpoolFile {
   ) {}
 
   static async create(path: string): Promise<SpoolFile> {
-    const handle = await open(path, 'wx+', 0o644);
+    const handle = await storageOperation('create', path, () => open(path, 'wx+', 0o644));
     return new SpoolFile(path, handle);
   }
 
@@ -24,7 +26,7 @@ export class SpoolFile {
   async append(chunk: Uint8Array): Promise<void> {
     let offset = 0;
     while (offset < chunk.length) {
-      const { bytesWritten } = await this.handle.write(chunk, offset, chunk.length - offset, this.appendAt);
+      const { bytesWritten } = await storageOperation('write', this.path, () => this.handle.write(chunk, offset, chunk.length - offset, this.appendAt));
       offset += bytesWritten;
       this.appendAt += bytesWritten;
     }
@@ -34,7 +36,7 @@ export class SpoolFile {
   async appendAll(chunks: readonly Uint8Array[]): Promise<void> {
     let rest = chunks.filter((chunk) => chunk.length > 0);
     while (rest.length > 0) {
-      const { bytesWritten } = await this.handle.writev(rest, this.appendAt);
+      const { bytesWritten } = await storageOperation('write', this.path, () => this.handle.writev(rest, this.appendAt));
       if (bytesWritten <= 0) throw new Error('a spool write made no progress');
       this.appendAt += bytesWritten;
       rest = withoutLeadingBytes(rest, bytesWritten);
@@ -44,24 +46,24 @@ export class SpoolFile {
   /** Reads up to length bytes at position; fewer at the end of what is written. */
   async readAt(position: number, length: number): Promise<Buffer> {
     const buffer = Buffer.allocUnsafe(length);
-    const { bytesRead } = await this.handle.read(buffer, 0, length, position);
+    const { bytesRead } = await storageOperation('read', this.path, () => this.handle.read(buffer, 0, length, position));
     return bytesRead === length ? buffer : buffer.subarray(0, bytesRead);
   }
 
   async sync(): Promise<void> {
-    await this.handle.datasync();
+    await storageOperation('sync', this.path, () => this.handle.datasync());
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.handle.close();
+    await storageOperation('close', this.path, () => this.handle.close());
   }
 
   /** Closes and deletes the file; for a spool that will never be committed. */
   async discard(): Promise<void> {
     await this.close();
-    await rm(this.path, { force: true });
+    await storageOperation('remove', this.path, () => rm(this.path, { force: true }));
   }
 }
 

@@ -52,6 +52,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly damagedObjects = new Counter({
+    name: 'regmirror_damaged_objects_total',
+    help: 'Cached objects found missing or damaged (size or digest not what their record says) and dropped, to be fetched again; by kind and reason.',
+    labelNames: ['kind', 'reason'] as const,
+    registers: [this.registry],
+  });
+
   readonly circuitOpen = new Gauge({
     name: 'regmirror_upstream_circuit_open',
     help: 'Whether the circuit of an upstream is open (1) or half-open (0.5): requests that need it fail fast.',

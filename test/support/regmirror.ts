@@ -1,6 +1,7 @@
 // Runs the built regmirror (`node dist/cli.js serve`) on a free loopback port for integration tests,
 // and reads its JSON access log and /metrics so tests can prove what the mirror served.
 
+import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -39,6 +40,8 @@ export interface Regmirror {
   host: string;
   port: number;
   dataDir: string;
+  /** The process id of the running regmirror (undefined while stopped). */
+  pid(): number | undefined;
   /** Every line the process printed so far, across restarts. */
   lines(): string[];
   /** Parsed access-log lines so far (settle() markers left out). */
@@ -95,6 +98,7 @@ export async function startRegmirror(options: RegmirrorOptions = {}): Promise<Re
     host: `127.0.0.1:${port}`,
     port,
     dataDir,
+    pid: () => current?.pid,
     lines,
     accessEntries: () => lines().flatMap((line) => parseAccessEntry(line)).filter((entry) => !entry.path.includes(SETTLE_MARKER)),
     settle: async (timeoutMs = 10_000) => {
@@ -149,3 +153,36 @@ export function sumMetric(text: string, name: string, labels: Record<string, str
   }
   return total;
 }
+
+export interface CommandOutcome {
+  /** The exit status. */
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs `regmirror ARGS` to its end (verify, or a serve that must refuse to start), with stdout and stderr
+ * apart. Rejects when it is killed after timeoutMs (a serve that did not refuse) or cannot be started.
+ */
+export function runRegmirror(args: string[], options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<CommandOutcome> {
+  const timeoutMs = options.timeoutMs ?? 60_000;
+  return new Promise((resolve, reject) => {
+    execFile(
+      process.execPath,
+      [...REGMIRROR_NODE_FLAGS, CLI, ...args],
+      { env: { ...process.env, ...options.env }, encoding: 'utf8', timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 16 * 1024 * 1024 },
+      (error, stdout, stderr) => {
+        if (error === null) {
+          resolve({ code: 0, stdout, stderr });
+        } else if (typeof error.code === 'number') {
+          resolve({ code: error.code, stdout, stderr });
+        } else {
+          const why = error.killed ? `killed after ${timeoutMs} ms` : error.message;
+          reject(new Error(`regmirror ${args.join(' ')}: ${why}\n${stderr}\n${stdout}`, { cause: error }));
+        }
+      },
+    );
+  });
+}
+

@@ -1,0 +1,46 @@
+// Binds the HTTP server: the configured address; by default every interface, IPv6 and IPv4 together, or IPv4
+// alone on a host without IPv6. Any other failure (the port taken, not permitted) stops the start, saying why.
+
+import type { FastifyInstance } from 'fastify';
+import type { ListenAddress } from '../config/load.js';
+
+export class ListenError extends Error {
+  override readonly name = 'ListenError';
+}
+
+/** Errors of a listen on '::' that mean this host has no IPv6, not that the port is unusable. */
+const NO_IPV6 = new Set(['EAFNOSUPPORT', 'EADDRNOTAVAIL']);
+
+export function isIpv6Unavailable(error: unknown): boolean {
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' && NO_IPV6.has(code);
+}
+
+/** Binds where (host undefined: every interface) and returns the address bound. */
+export async function listen(app: FastifyInstance, where: ListenAddress): Promise<{ host: string; port: number }> {
+  await bind(app, where.host, where.port);
+  const bound = app.server.address();
+  return typeof bound === 'object' && bound !== null ? { host: bound.address, port: bound.port } : { host: '', port: where.port };
+}
+
+async function bind(app: FastifyInstance, host: string | undefined, port: number): Promise<void> {
+  if (host !== undefined) {
+    await app.listen({ host, port }).catch((error: unknown) => {
+      throw listenError(`${host.includes(':') ? `[${host}]` : host}:${port}`, error);
+    });
+    return;
+  }
+  try {
+    await app.listen({ host: '::', port, ipv6Only: false });
+    return;
+  } catch (error) {
+    if (!isIpv6Unavailable(error)) throw listenError(`:${port} (every interface)`, error);
+  }
+  await app.listen({ host: '0.0.0.0', port }).catch((error: unknown) => {
+    throw listenError(`0.0.0.0:${port} (no IPv6 on this host)`, error);
+  });
+}
+
+function listenError(address: string, error: unknown): ListenError {
+  return new ListenError(`cannot listen on ${address}`, { cause: error });
+}
