@@ -6,9 +6,9 @@ import { access, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { freePort, waitForHttp } from './support/ports.js';
+import { waitForHttp } from './support/ports.js';
 import { startProcess, type ManagedProcess } from './support/processes.js';
-import { startRegmirror, type Regmirror } from './support/regmirror.js';
+import { listeningPort, startRegmirror, type Regmirror } from './support/regmirror.js';
 import { makeTempDir, removeDir } from './support/temp.js';
 
 const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli.js');
@@ -49,18 +49,19 @@ function logLines(process: ManagedProcess): LogLine[] {
   });
 }
 
-/** `regmirror serve --config FILE` without --data, which startRegmirror always passes. */
+/** `regmirror serve --config FILE` without --data, which startRegmirror always passes; on a port it picks itself. */
 async function serveWithoutData(configFile: string, environment: NodeJS.ProcessEnv): Promise<{ process: ManagedProcess; url: string }> {
-  const port = await freePort();
-  const child = startProcess(process.execPath, [CLI, 'serve', '--listen', `127.0.0.1:${port}`, '--config', configFile], {
+  const child = startProcess(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', '--config', configFile], {
     env: { ...process.env, ...environment },
   });
-  const url = `http://127.0.0.1:${port}`;
-  const exited = child.exited.then((code) => {
-    throw new Error(`regmirror exited with ${String(code)} before it was ready:\n${child.lines().join('\n')}`);
-  });
-  await Promise.race([waitForHttp(`${url}/healthz`, 15_000), exited]);
-  return { process: child, url };
+  try {
+    const url = `http://127.0.0.1:${await listeningPort(child)}`;
+    await waitForHttp(`${url}/healthz`, 15_000);
+    return { process: child, url };
+  } catch (error) {
+    await child.stop('SIGKILL');
+    throw error;
+  }
 }
 
 describe('a docker-registry configuration file', () => {
