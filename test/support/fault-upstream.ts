@@ -395,6 +395,8 @@ export interface RawGetOptions {
   timeoutMs?: number;
   /** Called with each body chunk as it arrives. */
   onChunk?: (chunk: Buffer) => void;
+  /** Called once the request is on the wire (flushed to the socket). */
+  onSent?: () => void;
 }
 
 /**
@@ -437,7 +439,7 @@ export function rawGet(url: string, options: RawGetOptions = {}): Promise<RawRes
         });
       });
     });
-    request.end();
+    request.end(options.onSent);
   });
 }
 
