@@ -3,7 +3,7 @@
 // and after a restart the same blobs are fetched again and served exactly.
 
 import assert from 'node:assert/strict';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
@@ -17,22 +17,11 @@ import {
   type FaultUpstream,
   type RawResponse,
 } from './support/fault-upstream.js';
+import { filesUnder } from './support/data-dir.js';
 import { deterministicBytes } from './support/images.js';
 import { startRegmirror, type Regmirror } from './support/regmirror.js';
 
 const MiB = 1024 * 1024;
-
-/** Every file under dir, recursively ([] when dir does not exist). */
-async function filesUnder(dir: string): Promise<string[]> {
-  let entries;
-  try {
-    entries = await readdir(dir, { withFileTypes: true, recursive: true });
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw error;
-  }
-  return entries.filter((entry) => entry.isFile()).map((entry) => join(entry.parentPath, entry.name));
-}
 
 /** Sizes of the files in tmp/. */
 async function temporarySizes(dataDir: string): Promise<number[]> {

@@ -4,6 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
   committedBlobPath,
@@ -16,6 +17,7 @@ import {
   type FaultUpstream,
   type RawResponse,
 } from './support/fault-upstream.js';
+import { filesUnder, metadataRows } from './support/data-dir.js';
 import { deterministicBytes } from './support/images.js';
 import { freePort } from './support/ports.js';
 import { startRegmirror, type AccessEntry, type Regmirror } from './support/regmirror.js';
@@ -275,6 +277,56 @@ describe('faults: regmirror in front of a failing upstream', { timeout: 120_000 
       await strict.destroy();
     }
   });
+});
+
+describe('faults: manifests are verified before anything is cached', { timeout: 60_000 }, () => {
+  let upstream: FaultUpstream;
+
+  before(async () => {
+    upstream = await startFaultUpstream({ blobs: [deterministicBytes(1000, 401)], tags: ['v1'] });
+  });
+
+  after(async () => {
+    await upstream?.stop();
+  });
+
+  const lies = [
+    ['a manifest body that does not match its Docker-Content-Digest', 'wrong-bytes'],
+    ['a Docker-Content-Digest that names other bytes', 'wrong-digest'],
+  ] as const;
+  for (const [lie, mode] of lies) {
+    it(`${lie}: 502 by tag and by digest, nothing stored, the right manifest once the upstream is fixed`, async (t) => {
+      // A mirror of its own: nothing cached before, whatever other tests did.
+      const mirror = await startRegmirror({ upstreams: [upstream.url] });
+      t.after(() => mirror.destroy());
+      t.after(() => upstream.clearModes());
+      const url = (reference: string): string => `${mirror.url}/v2/${upstream.repository}/manifests/${reference}`;
+      const accept = { accept: upstream.manifest.mediaType };
+      const asked = upstream.count('GET', /\/manifests\/v1$/);
+      upstream.setMode(mode, 'v1');
+      upstream.setMode(mode, upstream.manifest.digest);
+      for (const reference of ['v1', upstream.manifest.digest]) {
+        const refused = await rawGet(url(reference), { headers: accept, timeoutMs: 10_000 });
+        assert.equal(refused.status, 502, `${reference}: refused`);
+        const error = parseErrors(refused).errors[0];
+        assert.equal(error?.code, 'UPSTREAM_UNAVAILABLE');
+        assert.match(error?.message ?? '', /does not match its digest/);
+      }
+      assert.deepEqual(await filesUnder(join(mirror.dataDir, 'blobs')), [], 'no manifest file, right or wrong');
+      assert.deepEqual(metadataRows(mirror.dataDir), { blobs: [], manifests: [], tags: {} }, 'no record of a manifest or the tag');
+
+      upstream.clearModes();
+      const fixed = await rawGet(url('v1'), { headers: accept, timeoutMs: 10_000 });
+      assert.equal(fixed.status, 200);
+      assert.ok(fixed.body.equals(upstream.manifest.bytes), 'the upstream manifest, byte for byte');
+      assert.equal(fixed.headers['docker-content-digest'], upstream.manifest.digest);
+      assert.equal(upstream.count('GET', /\/manifests\/v1$/), asked + 2, 'asked again once fixed: nothing was cached from the lie');
+      const manifestFile = committedBlobPath(mirror.dataDir, upstream.manifest.digest);
+      assert.deepEqual(await filesUnder(join(mirror.dataDir, 'blobs')), [manifestFile], 'only the right manifest stored');
+      assert.ok((await readFile(manifestFile)).equals(upstream.manifest.bytes));
+      assert.deepEqual(metadataRows(mirror.dataDir), { blobs: [], manifests: [upstream.manifest.digest], tags: { [`${upstream.repository}:v1`]: upstream.manifest.digest } });
+    });
+  }
 });
 
 describe('faults: the upstream is down', { timeout: 60_000 }, () => {
