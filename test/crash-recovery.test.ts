@@ -167,3 +167,38 @@ describe('crash recovery: fills interrupted by SIGKILL or SIGTERM', { timeout: 9
     }
   });
 });
+
+describe('graceful shutdown', { timeout: 60_000 }, () => {
+  it('answers /readyz with 503 while a slow response drains after SIGTERM, and lets that response finish', async (t) => {
+    const body = deterministicBytes(MiB, 305);
+    const digest = sha256Of(body);
+    const upstream = await startFaultUpstream({ blobs: [body] });
+    t.after(() => upstream.stop());
+    const mirror = await startRegmirror({ upstreams: [upstream.url], env: { REGMIRROR_TIMEOUTS_SHUTDOWN_GRACE: '30s' } });
+    t.after(() => mirror.destroy());
+    // The upstream holds the second half back: the shutdown lasts until the test lets it go.
+    upstream.setMode('held', digest);
+    const slow = rawGet(`${mirror.url}/v2/${upstream.repository}/blobs/${digest}`, { timeoutMs: 60_000 });
+    await waitUntil('the upstream holds the response open', () => upstream.heldCount() === 1);
+    assert.equal((await rawGet(`${mirror.url}/readyz`, { timeoutMs: 10_000 })).status, 200, 'ready before the signal');
+
+    const stopping = mirror.stop();
+    try {
+      await waitUntil('the mirror began its shutdown', () => mirror.lines().some((line) => line.includes('"msg":"shutting down"')));
+      // What a load balancer or kubelet does: a new connection to /readyz.
+      const probe = await rawGet(`${mirror.url}/readyz`, { timeoutMs: 10_000 }).catch((error: unknown) => error as Error);
+      if (probe instanceof Error) assert.fail(`/readyz during the shutdown got no answer (${probe.message}); it must answer 503`);
+      assert.equal(probe.status, 503);
+      assert.deepEqual(JSON.parse(probe.body.toString('utf8')), { status: 'not ready' });
+      assert.equal(upstream.heldCount(), 1, 'the shutdown was still draining the slow response');
+    } finally {
+      upstream.release('rest');
+    }
+    const drained = await slow;
+    assert.equal(drained.status, 200);
+    assert.ok(drained.complete, `the in-flight response finished (${String(drained.error)})`);
+    assert.equal(sha256Of(drained.body), digest);
+    await stopping;
+    assert.ok(mirror.lines().some((line) => line.includes('regmirror stopped')), 'the mirror stopped by itself');
+  });
+});
