@@ -1,5 +1,5 @@
-// Runs the built regmirror (`node dist/cli.js serve`) on a free loopback port for integration tests,
-// and reads its JSON access log and /metrics so tests can prove what the mirror served.
+// Runs the built regmirror (`node dist/cli.js serve`) on a loopback port it binds itself (:0, read back from
+// its log) for integration tests, and reads its JSON access log and /metrics so tests can prove what it served.
 
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
@@ -20,6 +20,7 @@ export interface RegmirrorOptions {
   configFile?: string;
   extraArgs?: string[];
   env?: NodeJS.ProcessEnv;
+  /** Default: a port regmirror picks itself (it binds :0); restarts keep the port of the first start. */
   port?: number;
 }
 
