@@ -3,7 +3,7 @@
 // and after a restart the same blobs are fetched again and served exactly.
 
 import assert from 'node:assert/strict';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
@@ -17,22 +17,11 @@ import {
   type FaultUpstream,
   type RawResponse,
 } from './support/fault-upstream.js';
+import { filesUnder } from './support/data-dir.js';
 import { deterministicBytes } from './support/images.js';
 import { startRegmirror, type Regmirror } from './support/regmirror.js';
 
 const MiB = 1024 * 1024;
-
-/** Every file under dir, recursively ([] when dir does not exist). */
-async function filesUnder(dir: string): Promise<string[]> {
-  let entries;
-  try {
-    entries = await readdir(dir, { withFileTypes: true, recursive: true });
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw error;
-  }
-  return entries.filter((entry) => entry.isFile()).map((entry) => join(entry.parentPath, entry.name));
-}
 
 /** Sizes of the files in tmp/. */
 async function temporarySizes(dataDir: string): Promise<number[]> {
@@ -166,11 +155,50 @@ describe('crash recovery: fills interrupted by SIGKILL or SIGTERM', { timeout: 9
       await mirror.stop();
       assert.ok(mirror.lines().some((line) => line.includes('regmirror stopped')), 'the mirror stopped by itself, not by the SIGKILL fallback');
       const outcome = await transfer;
-      assert.ok(outcome instanceof Error || outcome.status >= 500, 'the waiting client got no content');
+      // The grace ran out with the client still waiting for the fill's headers: its connection is closed before
+      // any status line (rawGet rejects only when no headers came), not answered as if the blob existed.
+      assert.ok(outcome instanceof Error, `the waiting client got no answer at all, not ${JSON.stringify(outcome)}`);
+      assert.equal((outcome as NodeJS.ErrnoException).code, 'ECONNRESET', `the mirror closed the connection (${outcome.message})`);
+      assert.ok(mirror.lines().some((line) => line.includes('shutdown grace over')), 'closed by the end of the grace');
       assert.deepEqual(await temporaryFiles(mirror.dataDir), []);
       assert.deepEqual(await filesUnder(join(mirror.dataDir, 'blobs')), []);
     } finally {
       await mirror.destroy();
     }
+  });
+});
+
+describe('graceful shutdown', { timeout: 60_000 }, () => {
+  it('answers /readyz with 503 while a slow response drains after SIGTERM, and lets that response finish', async (t) => {
+    const body = deterministicBytes(MiB, 305);
+    const digest = sha256Of(body);
+    const upstream = await startFaultUpstream({ blobs: [body] });
+    t.after(() => upstream.stop());
+    const mirror = await startRegmirror({ upstreams: [upstream.url], env: { REGMIRROR_TIMEOUTS_SHUTDOWN_GRACE: '30s' } });
+    t.after(() => mirror.destroy());
+    // The upstream holds the second half back: the shutdown lasts until the test lets it go.
+    upstream.setMode('held', digest);
+    const slow = rawGet(`${mirror.url}/v2/${upstream.repository}/blobs/${digest}`, { timeoutMs: 60_000 });
+    await waitUntil('the upstream holds the response open', () => upstream.heldCount() === 1);
+    assert.equal((await rawGet(`${mirror.url}/readyz`, { timeoutMs: 10_000 })).status, 200, 'ready before the signal');
+
+    const stopping = mirror.stop();
+    try {
+      await waitUntil('the mirror began its shutdown', () => mirror.lines().some((line) => line.includes('"msg":"shutting down"')));
+      // What a load balancer or kubelet does: a new connection to /readyz.
+      const probe = await rawGet(`${mirror.url}/readyz`, { timeoutMs: 10_000 }).catch((error: unknown) => error as Error);
+      if (probe instanceof Error) assert.fail(`/readyz during the shutdown got no answer (${probe.message}); it must answer 503`);
+      assert.equal(probe.status, 503);
+      assert.deepEqual(JSON.parse(probe.body.toString('utf8')), { status: 'not ready' });
+      assert.equal(upstream.heldCount(), 1, 'the shutdown was still draining the slow response');
+    } finally {
+      upstream.release('rest');
+    }
+    const drained = await slow;
+    assert.equal(drained.status, 200);
+    assert.ok(drained.complete, `the in-flight response finished (${String(drained.error)})`);
+    assert.equal(sha256Of(drained.body), digest);
+    await stopping;
+    assert.ok(mirror.lines().some((line) => line.includes('regmirror stopped')), 'the mirror stopped by itself');
   });
 });

@@ -1,15 +1,17 @@
 // regmirror started from a docker-registry 0.9 configuration file: the seed document's configuration, its
-// source pointed at a plain regmirror, gives a v1 mirror whose data directory is the file's storage_path.
+// source pointed at a plain regmirror, gives a v1 mirror whose data directory is the file's storage_path
+// and which serves a Docker 1.x pull of the source's image.
 
 import assert from 'node:assert/strict';
-import { access, writeFile } from 'node:fs/promises';
+import { access, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { freePort, waitForHttp } from './support/ports.js';
+import { waitForHttp } from './support/ports.js';
 import { startProcess, type ManagedProcess } from './support/processes.js';
-import { startRegmirror, type Regmirror } from './support/regmirror.js';
+import { listeningPort, startRegmirror, type Regmirror } from './support/regmirror.js';
 import { makeTempDir, removeDir } from './support/temp.js';
+import { makeV1Chain, V1Client } from './support/v1-client.js';
 
 const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli.js');
 
@@ -49,27 +51,34 @@ function logLines(process: ManagedProcess): LogLine[] {
   });
 }
 
-/** `regmirror serve --config FILE` without --data, which startRegmirror always passes. */
+/** `regmirror serve --config FILE` without --data, which startRegmirror always passes; on a port it picks itself. */
 async function serveWithoutData(configFile: string, environment: NodeJS.ProcessEnv): Promise<{ process: ManagedProcess; url: string }> {
-  const port = await freePort();
-  const child = startProcess(process.execPath, [CLI, 'serve', '--listen', `127.0.0.1:${port}`, '--config', configFile], {
+  const child = startProcess(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', '--config', configFile], {
     env: { ...process.env, ...environment },
   });
-  const url = `http://127.0.0.1:${port}`;
-  const exited = child.exited.then((code) => {
-    throw new Error(`regmirror exited with ${String(code)} before it was ready:\n${child.lines().join('\n')}`);
-  });
-  await Promise.race([waitForHttp(`${url}/healthz`, 15_000), exited]);
-  return { process: child, url };
+  try {
+    const url = `http://127.0.0.1:${await listeningPort(child)}`;
+    await waitForHttp(`${url}/healthz`, 15_000);
+    return { process: child, url };
+  } catch (error) {
+    await child.stop('SIGKILL');
+    throw error;
+  }
 }
 
 describe('a docker-registry configuration file', () => {
   let work: string;
   let source: Regmirror;
+  const chain = makeV1Chain('seed', [
+    { size: 40_000, seed: 71 },
+    { size: 30_000, seed: 72 },
+  ]);
 
   before(async () => {
     work = await makeTempDir('legacy-config-');
+    // A plain regmirror: a writable v1 registry holding the image the mirror pulls.
     source = await startRegmirror();
+    await new V1Client(source.url).push('seed/app', 'latest', chain);
   });
 
   after(async () => {
@@ -93,6 +102,22 @@ describe('a docker-registry configuration file', () => {
       await ping.arrayBuffer();
       assert.equal(ping.status, 200);
       assert.equal(ping.headers.get('x-docker-registry-standalone'), 'mirror');
+
+      // A Docker 1.x pull through it is its source's image, fetched from the source and kept in storage_path.
+      const pulled = await new V1Client(mirror.url).pull('seed/app', 'latest');
+      assert.deepEqual(pulled.tags, { latest: chain[1]?.id });
+      assert.deepEqual(pulled.images.map((image) => image.id), chain.map((image) => image.id));
+      for (const [index, image] of chain.entries()) {
+        assert.ok(pulled.images[index]?.json.equals(image.json), `json of ${image.id}`);
+        assert.ok(pulled.images[index]?.layer.equals(image.layer), `layer of ${image.id}`);
+        assert.ok((await readFile(path.join(storagePath, 'images', image.id, 'layer'))).equals(image.layer), `${image.id} in storage_path`);
+      }
+      await Promise.all([mirror.settle(), source.settle()]);
+      for (const image of chain) {
+        const layerPath = `/v1/images/${image.id}/layer`;
+        assert.deepEqual(mirror.accessEntries().filter((entry) => entry.path === layerPath).map((entry) => entry.cache), ['miss'], 'fetched by the mirror');
+        assert.equal(source.accessEntries().filter((entry) => entry.method === 'GET' && entry.status === 200 && entry.path === layerPath).length, 1, 'from the source');
+      }
     } finally {
       await mirror.destroy();
     }

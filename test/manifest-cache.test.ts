@@ -35,10 +35,7 @@ describe('manifest cache', () => {
     await pushLayout(first, `${host}/team/moving:v1`);
     await pushLayout(multi, `${host}/team/multi:v1`);
     await pushLayout(first, `${host}/library/alpine:3`);
-    mirror = await startRegmirror({
-      upstreams: [`docker.io=${upstream.url}`],
-      env: { REGMIRROR_CACHE_TAG_FRESHNESS: `${FRESHNESS_MS}ms`, REGMIRROR_CACHE_MAX_STALENESS: '1h' },
-    });
+    mirror = await startMirror();
   });
 
   after(async () => {
@@ -52,32 +49,41 @@ describe('manifest cache', () => {
     await upstream.settle();
     return { get: upstream.countRequests('GET', manifestPath(name, reference)), head: upstream.countRequests('HEAD', manifestPath(name, reference)) };
   };
-  const getManifest = (name: string, reference: string, accept = ALL_TYPES): Promise<Response> =>
-    fetch(`${mirror.url}/v2/${name}/manifests/${reference}`, { headers: { accept } });
+  const startMirror = (): Promise<Regmirror> =>
+    startRegmirror({
+      upstreams: [`docker.io=${upstream.url}`],
+      env: { REGMIRROR_CACHE_TAG_FRESHNESS: `${FRESHNESS_MS}ms`, REGMIRROR_CACHE_MAX_STALENESS: '1h' },
+    });
+  const getManifest = (name: string, reference: string, accept = ALL_TYPES, from: Regmirror = mirror): Promise<Response> =>
+    fetch(`${from.url}/v2/${name}/manifests/${reference}`, { headers: { accept } });
 
-  it('keeps a tag fresh for its TTL, then revalidates it with HEAD, and follows a moved tag', async () => {
+  it('keeps a tag fresh for its TTL, then revalidates it with HEAD, and follows a moved tag', async (t) => {
+    // A mirror of its own: the tag must be cold here, whatever other tests cached.
+    const own = await startMirror();
+    t.after(() => own.destroy());
+    const get = (name: string, reference: string): Promise<Response> => getManifest(name, reference, ALL_TYPES, own);
     const before = await counts('team/moving', 'v1');
-    const response = await getManifest('team/moving', 'v1');
+    const response = await get('team/moving', 'v1');
     assert.equal(response.status, 200);
     const body = Buffer.from(await response.arrayBuffer());
     assert.ok(body.equals(first.images[0]?.manifestBytes as Buffer));
     assert.equal(response.headers.get('content-type'), MEDIA_TYPES.ociManifest);
     assert.equal(response.headers.get('docker-content-digest'), first.topDigest);
-    await getManifest('team/moving', 'v1');
+    await get('team/moving', 'v1');
     let now = await counts('team/moving', 'v1');
     assert.deepEqual(now, { get: before.get + 1, head: before.head }, 'fresh: one GET for two client requests');
 
     await sleep(FRESHNESS_MS + 300);
-    const revalidated = await getManifest('team/moving', 'v1');
+    const revalidated = await get('team/moving', 'v1');
     assert.equal(revalidated.headers.get('docker-content-digest'), first.topDigest);
     now = await counts('team/moving', 'v1');
     assert.deepEqual(now, { get: before.get + 1, head: before.head + 1 }, 'stale: one HEAD, no GET');
-    await mirror.settle();
-    assert.equal(mirror.accessEntries().at(-1)?.cache, 'revalidated');
+    await own.settle();
+    assert.equal(own.accessEntries().at(-1)?.cache, 'revalidated');
 
     await pushLayout(second, `127.0.0.1:${upstream.port}/team/moving:v1`);
     await sleep(FRESHNESS_MS + 300);
-    const moved = await getManifest('team/moving', 'v1');
+    const moved = await get('team/moving', 'v1');
     assert.equal(moved.headers.get('docker-content-digest'), second.topDigest);
     assert.ok(Buffer.from(await moved.arrayBuffer()).equals(second.images[0]?.manifestBytes as Buffer));
   });
@@ -115,6 +121,12 @@ describe('manifest cache', () => {
   });
 
   it('lists tags from the upstream, the catalog from what is cached', async () => {
+    // What the catalog lists is what this test cached, whatever ran before it.
+    for (const [name, tag] of [['alpine', '3'], ['team/moving', 'v1'], ['team/multi', 'v1']] as const) {
+      const cached = await getManifest(name, tag);
+      await cached.arrayBuffer();
+      assert.equal(cached.status, 200, `${name}:${tag}`);
+    }
     const tags = (await (await fetch(`${mirror.url}/v2/team/multi/tags/list`)).json()) as { name: string; tags: string[] };
     assert.deepEqual(tags.tags, ['v1']);
     const catalog = (await (await fetch(`${mirror.url}/v2/_catalog`)).json()) as { repositories: string[] };
@@ -125,6 +137,9 @@ describe('manifest cache', () => {
   });
 
   it('serves stale tags and cached tag lists when the upstream is down', async () => {
+    const cached = await getManifest('team/multi', 'v1');
+    await cached.arrayBuffer();
+    assert.equal(cached.status, 200, 'cached while the upstream is up');
     await upstream.stop();
     try {
       await sleep(FRESHNESS_MS + 300);

@@ -1,12 +1,15 @@
 // skopeo copies images through regmirror from a real distribution 2.8.2: several layers, an OCI index
-// with two platforms, a Docker schema 2 image and manifest list; manifests byte-identical; and with
-// the upstream stopped, cached tags, indexes and blobs still pull.
+// with two platforms, a Docker schema 2 image and manifest list; manifests byte-identical; with the
+// upstream stopped, cached tags, indexes and blobs still pull; a blob whose record or file was lost is
+// fetched again.
 
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { deleteBlobRecord, metadataRows } from './support/data-dir.js';
 import { startDistribution, type Distribution } from './support/distribution.js';
+import { committedBlobPath, fileExists, rawGet, waitUntil } from './support/fault-upstream.js';
 import { buildImageLayout, pushLayout, type BuiltLayout } from './support/images.js';
 import { startRegmirror, type Regmirror } from './support/regmirror.js';
 import { copyToOci, inspectRaw } from './support/skopeo.js';
@@ -75,18 +78,69 @@ describe('pull-through with skopeo', () => {
   });
 
   it('pulls everything again from the cache with the upstream stopped', async () => {
+    const pullAll = async (out: string): Promise<void> => {
+      for (const reference of references) await copyToOci(`docker://${mirror.host}/${reference}`, out, reference.replace(/[/:]/g, '-'), { all: true });
+    };
+    // What this test pulls offline, it first pulled here with the upstream up.
+    await pullAll(path.join(work, 'online'));
+    await mirror.settle();
+    const logged = mirror.accessEntries().length;
     await upstream.stop();
     try {
-      const out = path.join(work, 'offline');
-      for (const reference of references) {
-        const name = reference.replace(/[/:]/g, '-');
-        await copyToOci(`docker://${mirror.host}/${reference}`, out, name, { all: true });
-      }
+      await pullAll(path.join(work, 'offline'));
       await mirror.settle();
-      const offline = mirror.accessEntries().slice(-40);
-      assert.ok(offline.some((entry) => entry.cache === 'hit'), 'served from the cache');
+      const offline = mirror.accessEntries().slice(logged).filter((entry) => entry.path.startsWith('/v2/') && entry.path !== '/v2/');
+      assert.ok(offline.some((entry) => entry.path.includes('/blobs/')), 'blobs were pulled');
+      assert.deepEqual(
+        offline.filter((entry) => entry.status !== 200 || entry.cache !== 'hit'),
+        [],
+        'every manifest and blob answered 200 from the cache',
+      );
     } finally {
       await upstream.start();
+    }
+  });
+
+  it('fetches a blob again when its record or its file is missing, and serves it exactly', async (t) => {
+    // A mirror of its own: these blobs are cold here, and the damage stays here.
+    const own = await startRegmirror({ upstreams: [upstream.url] });
+    t.after(() => own.destroy());
+    const image = single.images[0];
+    assert.ok(image !== undefined);
+    const [recordLost, fileLost] = image.layerDigests as [string, string];
+    const blobUrl = (digest: string): string => `${own.url}/v2/team/app/blobs/${digest}`;
+    const upstreamGets = async (digest: string): Promise<number> => {
+      await upstream.settle();
+      return upstream.countRequests('GET', new RegExp(`^/v2/team/app/blobs/${digest}$`));
+    };
+    const original = async (digest: string): Promise<Buffer> => readFile(path.join(single.dir, 'blobs', 'sha256', digest.slice(7)));
+    const getExactly = async (digest: string): Promise<string> => {
+      const response = await rawGet(blobUrl(digest), { timeoutMs: 30_000 });
+      assert.equal(response.status, 200);
+      assert.ok(response.complete && response.body.equals(await original(digest)), `${digest}: the exact bytes`);
+      await own.settle();
+      return own.accessEntries().filter((entry) => entry.path.endsWith(digest)).at(-1)?.cache ?? 'not logged';
+    };
+    for (const digest of [recordLost, fileLost]) {
+      assert.equal(await getExactly(digest), 'miss');
+      await waitUntil('the blob is committed', () => fileExists(committedBlobPath(own.dataDir, digest)));
+    }
+    const asked = { recordLost: await upstreamGets(recordLost), fileLost: await upstreamGets(fileLost) };
+
+    // The file is there but its record is gone: not trusted, fetched again.
+    deleteBlobRecord(own.dataDir, recordLost);
+    assert.equal(await getExactly(recordLost), 'miss');
+    assert.equal(await upstreamGets(recordLost), asked.recordLost + 1, 'fetched again from the upstream');
+    // The record is there but its file is gone: fetched again, not a 404 or an empty body.
+    await rm(committedBlobPath(own.dataDir, fileLost));
+    assert.equal(await getExactly(fileLost), 'miss');
+    assert.equal(await upstreamGets(fileLost), asked.fileLost + 1, 'fetched again from the upstream');
+
+    // Both whole again: record and file, served from the cache.
+    await waitUntil('both blobs are committed again', async () => (await fileExists(committedBlobPath(own.dataDir, fileLost))) && metadataRows(own.dataDir).blobs.includes(recordLost));
+    for (const digest of [recordLost, fileLost]) {
+      assert.ok(metadataRows(own.dataDir).blobs.includes(digest), `${digest} has its record`);
+      assert.equal(await getExactly(digest), 'hit');
     }
   });
 });

@@ -107,6 +107,8 @@ describe('v1 mirror of a regmirror', { timeout: 180_000 }, () => {
   });
 
   it('serves a Docker 1.x pull identical to the source: bytes, ancestry, X-Docker-Size, payload checksums', async () => {
+    await source.settle();
+    const sourceBefore = new Map(chain.map((image) => [image.id, sourceGets(`/v1/images/${image.id}/layer`)]));
     const client = new V1Client(mirror.url);
     const first = await client.pull('team/app', 'latest');
     assertSamePull(first, direct);
@@ -127,7 +129,7 @@ describe('v1 mirror of a regmirror', { timeout: 180_000 }, () => {
     // Docker asks for the ancestry of the tagged image only.
     assert.ok(await fileExists(path.join(mirror.dataDir, 'v1', 'images', chain[2]?.id ?? '', 'ancestry')), 'ancestry cached');
     await source.settle();
-    for (const image of chain) assert.equal(sourceGets(`/v1/images/${image.id}/layer`), 2, 'the direct pull and one fill');
+    for (const image of chain) assert.equal(sourceGets(`/v1/images/${image.id}/layer`), (sourceBefore.get(image.id) ?? 0) + 1, 'one fill for two pulls');
   });
 
   it('costs one source fetch for 6 concurrent cold pulls of one layer', async () => {
@@ -222,17 +224,29 @@ describe('v1 mirror of a regmirror', { timeout: 180_000 }, () => {
     }
   });
 
-  it('still serves a pull from its cache with the source stopped and the tags TTL expired', async () => {
-    await source.stop();
-    await sleep(1_200);
-    const pulled = await new V1Client(mirror.url).pull('team/app', 'latest');
-    assertSamePull(pulled, direct);
-    await mirror.settle();
-    const stale = mirror.accessEntries().filter((entry) => entry.cache === 'stale').map((entry) => entry.path);
+  it('still serves a pull from its cache with the source stopped and the tags TTL expired', async (t) => {
+    // A source and mirror of its own: stopping this source takes nothing from the other tests.
+    const ownSource = await startRegmirror();
+    t.after(() => ownSource.destroy());
+    await new V1Client(ownSource.url).push('team/app', 'latest', chain);
+    const expected = await new V1Client(ownSource.url).pull('team/app', 'latest');
+    const ownMirror = await startV1Mirror(configDir, 'cache-only', `  mirroring:\n    source: ${ownSource.url}\n    tagsCacheTtl: 1s\n`);
+    t.after(() => ownMirror.destroy());
+    assertSamePull(await new V1Client(ownMirror.url).pull('team/app', 'latest'), expected);
+    const cachedAt = Date.now();
+    await ownSource.stop();
+    await sleep(Math.max(0, cachedAt + 1_200 - Date.now())); // past the 1 s tags TTL
+
+    await ownMirror.settle();
+    const logged = ownMirror.accessEntries().length;
+    const pulled = await new V1Client(ownMirror.url).pull('team/app', 'latest');
+    assertSamePull(pulled, expected);
+    await ownMirror.settle();
+    const stale = ownMirror.accessEntries().slice(logged).filter((entry) => entry.cache === 'stale').map((entry) => entry.path);
     assert.ok(stale.includes('/v1/repositories/team/app/tags'), 'tags served stale');
     assert.ok(stale.includes('/v1/repositories/team/app/images'), 'the image list served stale');
     // What was never cached is the source's failure, said as such.
-    const cold = await v1Request(`${mirror.url}/v1/images/${'0'.repeat(64)}/json`);
+    const cold = await v1Request(`${ownMirror.url}/v1/images/${'0'.repeat(64)}/json`);
     assert.equal(cold.status, 502);
     assert.deepEqual(JSON.parse(cold.body.toString()), { error: 'source registry is unreachable' });
   });
@@ -255,6 +269,14 @@ describe('v1 mirror of a fake source: credentials, tokens, faults', { timeout: 1
   ]);
   const [plain, cut, lying, lyingChunked, wrong, failing, refused, leak] = images as [V1Image, V1Image, V1Image, V1Image, V1Image, V1Image, V1Image, V1Image];
   const layerUrl = (image: V1Image): string => `${mirror.url}/v1/images/${image.id}/layer`;
+  /**
+   * What a Docker 1.x pull asks first: the repository's image list with a token. The mirror gets its source
+   * token on the way; image routes name no repository, so without one this source refuses them.
+   */
+  const openPull = async (): Promise<void> => {
+    const index = await v1Request(`${mirror.url}/v1/repositories/faults/app/images`, { headers: { 'x-docker-token': 'true' } });
+    assert.equal(index.status, 200);
+  };
 
   before(async () => {
     configDir = await makeTempDir('regmirror-v1-fake-');
@@ -310,6 +332,7 @@ describe('v1 mirror of a fake source: credentials, tokens, faults', { timeout: 1
   });
 
   it("never sends the client's credentials or cookies, nor passes back the source's cookies and private headers", async () => {
+    await openPull();
     const clientHeaders = { authorization: 'Basic Y2xpZW50OnNlY3JldA==', cookie: 'client-session=very-secret', 'x-docker-token': 'true' };
     const answers = [
       await rawGet(`${mirror.url}/v1/images/${leak.id}/json`, { headers: clientHeaders }),
@@ -329,6 +352,7 @@ describe('v1 mirror of a fake source: credentials, tokens, faults', { timeout: 1
   });
 
   it('leaves nothing cached when the source cuts a layer mid-stream', async () => {
+    await openPull();
     const response = await rawGet(layerUrl(cut));
     assert.ok(response.status === 502 || !response.complete, `the client sees a failure, never a short body as whole: ${response.status} ${String(response.complete)} ${response.body.length} ${response.body.toString().slice(0, 200)}`);
     assert.ok(response.body.length < cut.layer.length);
@@ -341,6 +365,7 @@ describe('v1 mirror of a fake source: credentials, tokens, faults', { timeout: 1
   });
 
   it('leaves nothing cached when the source lies about the size or the bytes', async () => {
+    await openPull();
     const announced = await rawGet(layerUrl(lying));
     assert.equal(announced.status, 502, 'Content-Length against X-Docker-Size: refused before any byte');
     assert.deepEqual(JSON.parse(announced.body.toString()), { error: `source registry sent a layer of ${lying.layer.length} bytes, not the ${lying.layer.length + 10} it announced` });
@@ -356,6 +381,7 @@ describe('v1 mirror of a fake source: credentials, tokens, faults', { timeout: 1
   });
 
   it('reports a failing or refusing source as 502, not 404', async () => {
+    await openPull();
     for (const image of [failing, refused]) {
       const response = await rawGet(layerUrl(image));
       assert.equal(response.status, 502);
@@ -428,14 +454,18 @@ describe('v1 mirror with a separate source index', { timeout: 120_000 }, () => {
   });
 
   it('asks the index, not the registry, for image lists, and names itself as the endpoint', async () => {
+    const indexLists = (): number => index.count('GET', /^\/v1\/repositories\/faults\/app\/images$/);
+    const listsBefore = indexLists();
+    const layersBefore = registry.count('GET', /\/layer$/);
     const response = await v1Request(`${mirror.url}/v1/repositories/faults/app/images`, { headers: { 'x-docker-token': 'true' } });
     assert.equal(response.status, 200);
     assert.equal(response.headers['x-docker-endpoints'], mirror.host);
-    assert.equal(index.count('GET', /^\/v1\/repositories\/faults\/app\/images$/), 1);
+    assert.equal(indexLists(), listsBefore + 1);
     assert.equal(registry.count('GET', /\/images$/), 0);
     const pulled = await new V1Client(mirror.url).pull('faults/app', 'latest');
     assert.ok(pulled.images[0]?.layer.equals(images[1]?.layer ?? Buffer.alloc(1)));
-    assert.ok(registry.count('GET', /\/layer$/) === 1 && index.count('GET', /\/layer$/) === 0, 'layers from the registry');
+    assert.equal(registry.count('GET', /\/layer$/), layersBefore + 1, 'the layer from the registry');
+    assert.equal(index.count('GET', /\/layer$/), 0, 'no layer from the index');
   });
 
   it('hands a cached layer to nginx with X-Accel-Redirect, and streams a miss itself', async () => {

@@ -334,9 +334,19 @@ describe('v1 registry: one plain regmirror', { timeout: 120_000 }, () => {
 
   it('logs each v1 request with its cache outcome', async () => {
     await registry.settle();
-    const entries = registry.accessEntries().filter((entry) => entry.path === `/v1/images/${base.id}/layer` && entry.method === 'GET' && entry.status === 200);
-    assert.ok(entries.length > 0);
-    assert.ok(entries.every((entry) => entry.cache === 'hit'));
-    assert.ok((await registry.metricValue('regmirror_http_requests_total', { kind: 'v1-layer', cache: 'hit' })) > 0);
+    const logged = registry.accessEntries().length;
+    const counted = await registry.metricValue('regmirror_http_requests_total', { kind: 'v1-layer', cache: 'hit' });
+    for (const suffix of [`/v1/images/${base.id}/layer`, `/v1/images/${top.id}/layer`]) assert.equal((await get(suffix)).status, 200);
+    await registry.settle();
+    const entries = registry.accessEntries().slice(logged).filter((entry) => entry.path.startsWith('/v1/'));
+    assert.deepEqual(
+      entries.map((entry) => [entry.method, entry.path, entry.status, entry.cache]),
+      [
+        ['GET', `/v1/images/${base.id}/layer`, 200, 'hit'],
+        ['GET', `/v1/images/${top.id}/layer`, 200, 'hit'],
+      ],
+    );
+    assert.deepEqual(entries.map((entry) => entry.bytes), [base.layer.length, top.layer.length]);
+    assert.equal(await registry.metricValue('regmirror_http_requests_total', { kind: 'v1-layer', cache: 'hit' }), counted + 2);
   });
 });

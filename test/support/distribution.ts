@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
-import { freePort, waitForHttp } from './ports.js';
+import { startOnFreePort, waitForHttp } from './ports.js';
 import { startProcess, type ManagedProcess } from './processes.js';
 import { makeTempDir, removeDir } from './temp.js';
 
@@ -104,15 +104,13 @@ export function distributionConfig(port: number, rootDir: string, opts: Distribu
 }
 
 export async function startDistribution(opts: DistributionOptions = {}): Promise<Distribution> {
-  const port = opts.port ?? (await freePort());
   const configDir = await makeTempDir('regmirror-distribution-config');
   const ownsRootDir = opts.rootDir === undefined;
   const rootDir = opts.rootDir ?? (await makeTempDir('regmirror-distribution-root'));
   const configPath = join(configDir, 'config.yml');
-  // JSON is YAML; distribution reads it as such.
-  await writeFile(configPath, `${JSON.stringify(distributionConfig(port, rootDir, opts), null, 2)}\n`);
-
-  const url = `http://127.0.0.1:${port}`;
+  // Fixed by the first start that came up; stop() and start() keep it.
+  let port = 0;
+  let url = '';
   const earlierRunsLines: string[] = [];
   let current: ManagedProcess | undefined;
 
@@ -155,6 +153,16 @@ export async function startDistribution(opts: DistributionOptions = {}): Promise
     }
   };
 
+  /** The first start: distribution must be told its port, so a port taken meanwhile means another one. */
+  const startOn = async (candidate: number): Promise<void> => {
+    port = candidate;
+    url = `http://127.0.0.1:${candidate}`;
+    earlierRunsLines.length = 0;
+    // JSON is YAML; distribution reads it as such.
+    await writeFile(configPath, `${JSON.stringify(distributionConfig(candidate, rootDir, opts), null, 2)}\n`);
+    await start();
+  };
+
   const settle = async (timeoutMs = 10_000): Promise<void> => {
     const running = current;
     if (running === undefined) return; // stop() already waited for all output
@@ -180,7 +188,8 @@ export async function startDistribution(opts: DistributionOptions = {}): Promise
   };
 
   try {
-    await start();
+    if (opts.port === undefined) await startOnFreePort(startOn);
+    else await startOn(opts.port);
   } catch (err) {
     await removeDir(configDir);
     if (ownsRootDir) await removeDir(rootDir);

@@ -11,6 +11,10 @@
 //                                    (a tag's mode covers GET/HEAD /manifests/<tag>, not /manifests/<digest>)
 //   upstream.clearModes()            drops every per-object mode; the default mode becomes 'ok'
 //   upstream.count(method, /re/)     requests received so far whose method matches and whose path matches re
+//   upstream.requests()              every request so far: method, path and arrival time (ms since epoch)
+//   upstream.heldCount()             'held' responses waiting for release()
+//   upstream.release(ending)         ends every 'held' response: 'rest' sends the other half, 'cut' destroys the
+//                                    socket, 'wrong-rest' sends the other half with one byte flipped
 //   upstream.sentBytes(key)          body bytes written so far for that digest (all responses together)
 //   upstream.stop()                  closes the server and destroys every open socket (hanging ones too)
 //
@@ -27,6 +31,8 @@
 //   'slow-drip'       200 with Content-Length, dripBytes every dripIntervalMs
 //   'hang'            reads the request, never answers
 //   'hang-body'       200 with Content-Length, a few bytes, then nothing more, ever
+//   'held'            200 with Content-Length, the first half, then nothing until the test calls release()
+//   'wrong-digest'    200, exact bytes, but a Docker-Content-Digest naming other bytes (HEAD too)
 
 import { createHash } from 'node:crypto';
 import { readdir, stat } from 'node:fs/promises';
@@ -43,7 +49,19 @@ export type FaultMode =
   | 'status-500'
   | 'slow-drip'
   | 'hang'
-  | 'hang-body';
+  | 'hang-body'
+  | 'held'
+  | 'wrong-digest';
+
+/** How release() ends the responses 'held' keeps waiting. */
+export type HeldEnding = 'rest' | 'cut' | 'wrong-rest';
+
+export interface UpstreamRequestRecord {
+  method: string;
+  path: string;
+  /** When the request arrived (Date.now()). */
+  at: number;
+}
 
 export interface FaultUpstreamOptions {
   /** Layer blobs, served by digest and listed as the manifest's layers. */
@@ -76,6 +94,10 @@ export interface FaultUpstream {
   setMode(mode: FaultMode, key?: string): void;
   clearModes(): void;
   count(method: string, path: RegExp): number;
+  requests(): UpstreamRequestRecord[];
+  heldCount(): number;
+  /** Ends every response 'held' keeps waiting; returns how many there were. */
+  release(ending?: HeldEnding): number;
   sentBytes(key: string): number;
   stop(): Promise<void>;
 }
@@ -117,7 +139,8 @@ export async function startFaultUpstream(options: FaultUpstreamOptions): Promise
 
   let defaultMode: FaultMode = 'ok';
   const modes = new Map<string, FaultMode>();
-  const requests: Array<{ method: string; path: string }> = [];
+  const requests: UpstreamRequestRecord[] = [];
+  const held = new Set<(ending: HeldEnding) => void>();
   const sent = new Map<string, number>();
   const timers = new Set<NodeJS.Timeout>();
 
@@ -134,7 +157,8 @@ export async function startFaultUpstream(options: FaultUpstreamOptions): Promise
   /** Answers for one object (blob or manifest) according to its mode. */
   const serve = (req: IncomingMessage, res: ServerResponse, key: string, bytes: Buffer, digest: string, contentType: string, mode: FaultMode): void => {
     const head = req.method === 'HEAD';
-    const headers = { 'content-type': contentType, 'docker-content-digest': digest, 'content-length': String(bytes.length) };
+    const announced = mode === 'wrong-digest' ? digestOf(Buffer.concat([bytes, Buffer.from('not these bytes')])) : digest;
+    const headers = { 'content-type': contentType, 'docker-content-digest': announced, 'content-length': String(bytes.length) };
     switch (mode) {
       case 'hang':
         return; // never answer; stop() destroys the socket
@@ -156,6 +180,7 @@ export async function startFaultUpstream(options: FaultUpstreamOptions): Promise
     }
     switch (mode) {
       case 'ok':
+      case 'wrong-digest':
         res.writeHead(200, headers);
         countSent(key, bytes.length);
         res.end(bytes);
@@ -182,6 +207,27 @@ export async function startFaultUpstream(options: FaultUpstreamOptions): Promise
         res.writeHead(200, { 'content-type': contentType, 'docker-content-digest': digest });
         countSent(key, half.length);
         res.end(half);
+        return;
+      }
+      case 'held': {
+        const half = Math.floor(bytes.length / 2);
+        res.writeHead(200, headers);
+        countSent(key, half);
+        res.write(bytes.subarray(0, half));
+        const finish = (ending: HeldEnding): void => {
+          held.delete(finish);
+          if (res.destroyed) return;
+          if (ending === 'cut') {
+            res.destroy();
+            return;
+          }
+          const rest = Buffer.from(bytes.subarray(half));
+          if (ending === 'wrong-rest' && rest.length > 0) rest[rest.length - 1] = (rest[rest.length - 1] ?? 0) ^ 0xff;
+          countSent(key, rest.length);
+          res.end(rest);
+        };
+        held.add(finish);
+        res.once('close', () => held.delete(finish));
         return;
       }
       case 'hang-body': {
@@ -226,7 +272,7 @@ export async function startFaultUpstream(options: FaultUpstreamOptions): Promise
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     const method = req.method ?? 'GET';
-    requests.push({ method, path });
+    requests.push({ method, path, at: Date.now() });
     req.resume();
     if (method !== 'GET' && method !== 'HEAD') {
       sendJson(res, 405, { errors: [{ code: 'UNSUPPORTED', message: 'read-only' }] });
@@ -282,10 +328,18 @@ export async function startFaultUpstream(options: FaultUpstreamOptions): Promise
       defaultMode = 'ok';
     },
     count: (method, path) => requests.filter((request) => request.method === method && path.test(request.path)).length,
+    requests: () => requests.map((request) => ({ ...request })),
+    heldCount: () => held.size,
+    release: (ending = 'rest') => {
+      const waiting = [...held];
+      for (const finish of waiting) finish(ending);
+      return waiting.length;
+    },
     sentBytes: (key) => sent.get(key) ?? 0,
     stop: () => {
       for (const timer of timers) clearInterval(timer);
       timers.clear();
+      held.clear();
       return listening.stop();
     },
   };
@@ -341,6 +395,8 @@ export interface RawGetOptions {
   timeoutMs?: number;
   /** Called with each body chunk as it arrives. */
   onChunk?: (chunk: Buffer) => void;
+  /** Called once the request is on the wire (flushed to the socket). */
+  onSent?: () => void;
 }
 
 /**
@@ -383,7 +439,7 @@ export function rawGet(url: string, options: RawGetOptions = {}): Promise<RawRes
         });
       });
     });
-    request.end();
+    request.end(options.onSent);
   });
 }
 

@@ -1,10 +1,10 @@
 // Runs Debian's nginx on a free loopback port in front of a regmirror, with the configuration documented in
 // docs/nginx.md (read from there, so the tested configuration is the documented one).
-import { readFile, writeFile } from 'node:fs/promises';
+import { access, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { requireCommand } from './commands.js';
-import { freePort, waitForHttp } from './ports.js';
+import { startOnFreePort, waitForHttp } from './ports.js';
 import { startProcess, type ManagedProcess } from './processes.js';
 import { makeTempDir, removeDir } from './temp.js';
 
@@ -57,22 +57,29 @@ export function localizeNginxConfig(block: string, options: { port: number; upst
 
 export async function startNginx(options: NginxOptions): Promise<Nginx> {
   const binary = await requireCommand('nginx');
-  const port = options.port ?? (await freePort());
+  const documented = options.block === undefined ? await documentedNginxConfig() : '';
+  // nginx must be told its port: one another process took meanwhile means another port.
+  const startOn = (port: number): Promise<Nginx> =>
+    launchNginx(binary, port, options.block?.(port) ?? localizeNginxConfig(documented, { port, upstream: options.upstream, dataDir: options.dataDir }), options.accessLog === true);
+  return options.port === undefined ? startOnFreePort(startOn) : startOn(options.port);
+}
+
+async function launchNginx(binary: string, port: number, block: string, accessLog: boolean): Promise<Nginx> {
   const dir = await makeTempDir('regmirror-nginx-');
-  const block = options.block?.(port) ?? localizeNginxConfig(await documentedNginxConfig(), { port, upstream: options.upstream, dataDir: options.dataDir });
   const accessLogPath = path.join(dir, 'access.log');
+  const pidPath = path.join(dir, 'nginx.pid');
   // The main and http contexts a distribution's nginx.conf would give, in a private directory.
   const config = [
     // As root, workers would switch to nobody, who cannot enter a test's 0700 temporary directories.
     ...(process.getuid?.() === 0 ? ['user root;'] : []),
     'worker_processes 1;',
     'daemon off;',
-    `pid ${path.join(dir, 'nginx.pid')};`,
+    `pid ${pidPath};`,
     `error_log ${path.join(dir, 'error.log')} warn;`,
     'events { worker_connections 1024; }',
     'http {',
     '  default_type application/octet-stream;',
-    `  access_log ${options.accessLog === true ? accessLogPath : 'off'};`,
+    `  access_log ${accessLog ? accessLogPath : 'off'};`,
     ...['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((kind) => `  ${kind}_temp_path ${path.join(dir, kind)};`),
     block,
     '}',
@@ -87,6 +94,8 @@ export async function startNginx(options: NginxOptions): Promise<Nginx> {
     proc = started;
     const died = new AbortController();
     void started.exited.then((code) => died.abort(new Error(`nginx exited with ${String(code)}: ${started.lines().join('\n')}`)));
+    // nginx writes its pid file only once its sockets are bound: before that, whatever answers on the port is not it.
+    await waitForFile(pidPath, 15_000, died.signal);
     await waitForHttp(`${url}/healthz`, 15_000, { signal: died.signal });
   } catch (error) {
     await proc?.stop('SIGTERM', 5_000);
@@ -106,4 +115,18 @@ export async function startNginx(options: NginxOptions): Promise<Nginx> {
       await removeDir(dir);
     },
   };
+}
+
+async function waitForFile(file: string, timeoutMs: number, signal: AbortSignal): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (signal.aborted) throw signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason));
+    try {
+      await access(file);
+      return;
+    } catch {
+      if (Date.now() > deadline) throw new Error(`${file} did not appear within ${timeoutMs} ms`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
 }

@@ -1,5 +1,5 @@
-// Loopback ports for test servers: pick a free one, and wait until an HTTP server answers on one.
-// Everything binds and connects to 127.0.0.1 only.
+// Loopback ports for test servers: pick a free one (retrying a start whose port another process took
+// meanwhile), and wait until an HTTP server answers on one. Everything binds and connects to 127.0.0.1 only.
 import { createServer } from 'node:net';
 import { request } from 'node:http';
 
@@ -19,6 +19,29 @@ export async function freePort(): Promise<number> {
       server.close((err) => (err ? reject(err) : resolve(address.port)));
     });
   });
+}
+
+/** Whether a start failed because its port was taken (the server's own words are in the error's message). */
+export function isPortConflict(error: unknown): boolean {
+  return error instanceof Error && /address already in use|EADDRINUSE/i.test(`${error.message} ${String((error as NodeJS.ErrnoException).code)}`);
+}
+
+/**
+ * Runs start on a port from pick (default freePort), and again on a new port while start fails because
+ * its port was taken: freePort's port is free only until it is bound, and another process may take it in
+ * between. For servers that must be told their port (distribution, nginx); where a server can bind :0 and
+ * say which port it got, let it instead.
+ */
+export async function startOnFreePort<T>(start: (port: number) => Promise<T>, options: { attempts?: number; pick?: () => Promise<number> } = {}): Promise<T> {
+  const attempts = options.attempts ?? 5;
+  const pick = options.pick ?? freePort;
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await start(await pick());
+    } catch (error) {
+      if (attempt >= attempts || !isPortConflict(error)) throw error;
+    }
+  }
 }
 
 /** One GET; resolves with the status code, rejects on connection errors or after timeoutMs. */

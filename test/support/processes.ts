@@ -12,6 +12,8 @@ export interface ManagedProcess {
   waitForLine(pattern: RegExp, timeoutMs?: number): Promise<string>;
   /** Resolves with the exit code, or null when a signal (or a spawn error) ended the process. Never rejects. */
   exited: Promise<number | null>;
+  /** The signal that ended the process, once it exited by one (null before, or after a normal exit). */
+  exitSignal(): NodeJS.Signals | null;
   /** Sends signal (default SIGTERM) to the process group, then SIGKILL after graceMs (default 5000); resolves once it exited. */
   stop(signal?: NodeJS.Signals, graceMs?: number): Promise<void>;
   /** SIGKILL at once; resolves once it exited. */
@@ -97,6 +99,7 @@ export function startProcess(command: string, args: string[], opts: StartProcess
   if (child.stderr !== null) createInterface({ input: child.stderr }).on('line', onLine);
 
   let hasExited = false;
+  let endedBy: NodeJS.Signals | null = null;
   const exited = new Promise<number | null>((resolve) => {
     child.once('error', (err) => {
       captured.push(`[startProcess] ${command}: ${err.message}`);
@@ -115,7 +118,8 @@ export function startProcess(command: string, args: string[], opts: StartProcess
     // 'close' waits for stdio to drain, so lines() is complete once exited resolves; a grandchild that
     // escaped the process group could hold the pipes open forever, so 'exit' settles it a second later.
     child.once('close', finish);
-    child.once('exit', (code) => {
+    child.once('exit', (code, signal) => {
+      endedBy = signal;
       setTimeout(() => finish(code), 1_000).unref();
     });
   });
@@ -161,6 +165,7 @@ export function startProcess(command: string, args: string[], opts: StartProcess
     lines: () => [...captured],
     waitForLine,
     exited,
+    exitSignal: () => endedBy,
     stop,
     kill9: () => stop('SIGKILL', 10_000),
   };

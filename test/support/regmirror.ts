@@ -1,11 +1,11 @@
-// Runs the built regmirror (`node dist/cli.js serve`) on a free loopback port for integration tests,
-// and reads its JSON access log and /metrics so tests can prove what the mirror served.
+// Runs the built regmirror (`node dist/cli.js serve`) on a loopback port it binds itself (:0, read back from
+// its log) for integration tests, and reads its JSON access log and /metrics so tests can prove what it served.
 
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import { freePort, waitForHttp } from './ports.js';
+import { waitForHttp } from './ports.js';
 import { startProcess, type ManagedProcess } from './processes.js';
 import { makeTempDir, removeDir } from './temp.js';
 
@@ -21,6 +21,7 @@ export interface RegmirrorOptions {
   configFile?: string;
   extraArgs?: string[];
   env?: NodeJS.ProcessEnv;
+  /** Default: a port regmirror picks itself (it binds :0); restarts keep the port of the first start. */
   port?: number;
 }
 
@@ -62,25 +63,32 @@ export interface Regmirror {
 }
 
 export async function startRegmirror(options: RegmirrorOptions = {}): Promise<Regmirror> {
-  const port = options.port ?? (await freePort());
   const ownData = options.dataDir === undefined;
   const dataDir = options.dataDir ?? (await makeTempDir('regmirror-data-'));
-  const args = [...REGMIRROR_NODE_FLAGS, CLI, 'serve', '--listen', `127.0.0.1:${port}`, '--data', dataDir];
-  for (const upstream of options.upstreams ?? []) args.push('--upstream', upstream);
-  if (options.configFile !== undefined) args.push('--config', options.configFile);
-  args.push(...(options.extraArgs ?? []));
-  const url = `http://127.0.0.1:${port}`;
+  // 0 until the first start: regmirror binds a port of its own choosing and says which; restarts keep it.
+  let port = options.port ?? 0;
+  const argsFor = (listenPort: number): string[] => {
+    const args = [...REGMIRROR_NODE_FLAGS, CLI, 'serve', '--listen', `127.0.0.1:${listenPort}`, '--data', dataDir];
+    for (const upstream of options.upstreams ?? []) args.push('--upstream', upstream);
+    if (options.configFile !== undefined) args.push('--config', options.configFile);
+    args.push(...(options.extraArgs ?? []));
+    return args;
+  };
   const history: string[] = [];
   let current: ManagedProcess | undefined;
 
   const start = async (): Promise<void> => {
-    const child = startProcess(process.execPath, args, { env: { ...process.env, ...options.env } });
+    const child = startProcess(process.execPath, argsFor(port), { env: { ...process.env, ...options.env } });
     current = child;
-    const ready = waitForHttp(`${url}/healthz`, 15_000);
-    const exited = child.exited.then((code) => {
-      throw new Error(`regmirror exited with ${String(code)} before it was ready:\n${child.lines().join('\n')}`);
-    });
-    await Promise.race([ready, exited]);
+    try {
+      const bound = await listeningPort(child);
+      if (port !== 0 && bound !== port) throw new Error(`regmirror listens on ${bound}, not ${port}`);
+      port = bound;
+      await waitForHttp(`http://127.0.0.1:${port}/healthz`, 15_000);
+    } catch (error) {
+      await child.stop('SIGKILL');
+      throw error;
+    }
   };
   const retire = (): void => {
     if (current !== undefined) history.push(...current.lines());
@@ -88,6 +96,7 @@ export async function startRegmirror(options: RegmirrorOptions = {}): Promise<Re
   };
   const lines = (): string[] => [...history, ...(current?.lines() ?? [])];
   await start();
+  const url = `http://127.0.0.1:${port}`;
 
   const metrics = async (): Promise<string> => {
     const response = await fetch(`${url}/metrics`);
@@ -127,6 +136,22 @@ export async function startRegmirror(options: RegmirrorOptions = {}): Promise<Re
       if (ownData) await removeDir(dataDir);
     },
   };
+}
+
+/**
+ * The port a regmirror process bound, from its "regmirror listening" log line (it may have been told
+ * port 0); rejects with everything it printed if it exits or stays silent first.
+ */
+export async function listeningPort(child: ManagedProcess, timeoutMs = 15_000): Promise<number> {
+  let line: string;
+  try {
+    line = await child.waitForLine(/"msg":"regmirror listening"/, timeoutMs);
+  } catch (error) {
+    throw new Error(`regmirror did not come up:\n${child.lines().join('\n')}`, { cause: error });
+  }
+  const port = (JSON.parse(line) as { address?: { port?: unknown } }).address?.port;
+  if (typeof port !== 'number' || port <= 0) throw new Error(`regmirror logged no port: ${line}`);
+  return port;
 }
 
 function parseAccessEntry(line: string): AccessEntry[] {

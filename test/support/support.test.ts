@@ -6,13 +6,15 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { gunzipSync } from 'node:zlib';
+import { createServer, type Server } from 'node:net';
 import { startDistribution } from './distribution.js';
 import { writeHtpasswd } from './htpasswd.js';
 import { buildImageLayout, deterministicBytes, layoutBlobPath, MEDIA_TYPES, pushLayout } from './images.js';
-import { freePort, waitForHttp } from './ports.js';
+import { freePort, isPortConflict, startOnFreePort, waitForHttp } from './ports.js';
 import { startProcess } from './processes.js';
 import { copyToOci, inspectRaw } from './skopeo.js';
 import { makeTempDir, removeDir } from './temp.js';
+import { startNginx } from './nginx.js';
 import { startTokenServer } from './token-server.js';
 
 const sha256 = (bytes: Buffer): string => `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
@@ -31,11 +33,10 @@ void test('startProcess captures lines, waits for one, and stops with SIGTERM th
   assert.equal(await proc.waitForLine(/^ready$/, 10_000), 'ready');
   await proc.waitForLine(/^on stderr$/, 10_000);
   await assert.rejects(proc.waitForLine(/never printed/, 200), /no line matching/);
-  const before = Date.now();
   await proc.stop('SIGTERM', 500);
-  assert.ok(Date.now() - before >= 400, 'the SIGTERM-ignoring child needed the SIGKILL');
   assert.equal(await proc.exited, null);
-  assert.ok(proc.lines().includes('ignoring SIGTERM'));
+  assert.ok(proc.lines().includes('ignoring SIGTERM'), 'SIGTERM came first');
+  assert.equal(proc.exitSignal(), 'SIGKILL', 'the SIGTERM-ignoring child needed the SIGKILL');
 });
 
 void test('images push to distribution unchanged (OCI) and as Docker manifest list (v2s2); pulls show in the access log', { timeout: 300_000 }, async (t) => {
@@ -181,4 +182,68 @@ void test('freePort gives distinct bindable ports', async () => {
   const [a, b] = [await freePort(), await freePort()];
   assert.ok(a > 0 && b > 0);
   await assert.rejects(waitForHttp(`http://127.0.0.1:${a}/`, 300), /nothing answered/);
+});
+
+/** A port held by a listening server of ours until close(): what another process taking freePort's port looks like. */
+async function holdPort(): Promise<{ port: number; close(): Promise<void> }> {
+  const server: Server = createServer();
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host: '127.0.0.1', port: 0, exclusive: true }, resolve);
+  });
+  const address = server.address();
+  assert.ok(address !== null && typeof address === 'object');
+  return { port: address.port, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+}
+
+void test('startOnFreePort starts again on another port when the first one was taken meanwhile', async (t) => {
+  const taken = await holdPort();
+  t.after(() => taken.close());
+  const picks = [taken.port];
+  const tried: number[] = [];
+  const server = await startOnFreePort(
+    async (port) => {
+      tried.push(port);
+      const candidate = createServer();
+      await new Promise<void>((resolve, reject) => {
+        candidate.once('error', reject);
+        candidate.listen({ host: '127.0.0.1', port, exclusive: true }, resolve);
+      });
+      return candidate;
+    },
+    { pick: async () => picks.shift() ?? freePort() },
+  );
+  t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  assert.equal(tried.length, 2, `tried ${tried.join(', ')}`);
+  assert.equal(tried[0], taken.port);
+  assert.notEqual(tried[1], taken.port);
+  // Any other failure is not retried.
+  let calls = 0;
+  await assert.rejects(
+    startOnFreePort(() => {
+      calls += 1;
+      return Promise.reject(new Error('config is broken'));
+    }),
+    /config is broken/,
+  );
+  assert.equal(calls, 1);
+});
+
+void test('distribution and nginx, told a taken port, fail in words startOnFreePort retries on', { timeout: 60_000 }, async (t) => {
+  const taken = await holdPort();
+  t.after(() => taken.close());
+  const work = await makeTempDir('regmirror-support-taken');
+  t.after(() => removeDir(work));
+  const starts: Record<string, () => Promise<unknown>> = {
+    distribution: () => startDistribution({ port: taken.port }),
+    nginx: () => startNginx({ upstream: '127.0.0.1:9', dataDir: work, port: taken.port }),
+  };
+  for (const [name, start] of Object.entries(starts)) {
+    const failure = await start().then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    assert.ok(failure instanceof Error, `${name} must not start on a taken port`);
+    assert.ok(isPortConflict(failure), `${name}: ${failure.message}`);
+  }
 });

@@ -32,6 +32,8 @@ export interface TokenServer {
   requests(): TokenRequestRecord[];
   /** Every token issued so far, in order (tests grep for them where they must never appear). */
   issuedTokens(): string[];
+  /** The lifetime (expires_in and the JWT's exp) of tokens issued from now on. */
+  setTokenTtl(seconds: number): void;
   stop(): Promise<void>;
 }
 
@@ -95,7 +97,7 @@ async function makeKeyAndCert(dir: string): Promise<{ key: KeyObject; certDerBas
 export async function startTokenServer(opts: TokenServerOptions): Promise<TokenServer> {
   const service = opts.service ?? 'regmirror-test-registry';
   const issuer = opts.issuer ?? 'regmirror-test-issuer';
-  const ttl = opts.tokenTtlSeconds ?? 300;
+  let ttl = opts.tokenTtlSeconds ?? 300;
   const { key, certDerBase64, certPath } = await makeKeyAndCert(opts.dir);
   const records: TokenRequestRecord[] = [];
   const issued: string[] = [];
@@ -185,6 +187,9 @@ export async function startTokenServer(opts: TokenServerOptions): Promise<TokenS
     certPath,
     requests: () => records.map((record) => ({ ...record })),
     issuedTokens: () => [...issued],
+    setTokenTtl: (seconds) => {
+      ttl = seconds;
+    },
     stop: () =>
       new Promise<void>((resolve, reject) => {
         server.close((err) => (err ? reject(err) : resolve()));
