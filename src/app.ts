@@ -5,6 +5,7 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import type { Settings } from './config/load.js';
+import { InFlightRequests } from './http/in-flight.js';
 import { listen } from './http/listen.js';
 import { buildAdminServer, buildServer } from './http/server.js';
 import { SQLITE_FILE, SqliteMetadataStore } from './meta/sqlite-store.js';
@@ -75,6 +76,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
   const v1Routes = v1 && { mirror: v1, standalone: settings.v1.standalone, nginxXAccelRedirect: settings.v1.nginxXAccelRedirect };
   const v2Routes = { xAccelRedirect: settings.offload.xAccelRedirect };
   const ready = (): boolean => accepting;
+  const inFlight = new InFlightRequests();
   const adminListen = settings.adminListen;
   const app = buildServer({
     mirror,
@@ -85,6 +87,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
     status,
     adminRoutes: adminListen === undefined,
     clientIdleMs: settings.timeouts.clientIdle,
+    inFlight,
     v1: v1Routes,
     v2: v2Routes,
   });
@@ -96,11 +99,18 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
     closing ??= (async () => {
+      // Drain: still listening (a probe of /readyz gets its 503, so load balancers turn away) until the requests in
+      // flight are done or the grace is over; then stop listening, and close what is still open when the grace ends.
       accepting = false;
-      const grace = setTimeout(() => {
-        logger.warn({ graceMs: settings.timeouts.shutdownGrace }, 'shutdown grace over: closing open connections');
-        app.server.closeAllConnections();
-      }, settings.timeouts.shutdownGrace);
+      const graceEnds = Date.now() + settings.timeouts.shutdownGrace;
+      await inFlight.idleWithin(settings.timeouts.shutdownGrace);
+      const grace = setTimeout(
+        () => {
+          logger.warn({ graceMs: settings.timeouts.shutdownGrace }, 'shutdown grace over: closing open connections');
+          app.server.closeAllConnections();
+        },
+        Math.max(0, graceEnds - Date.now()),
+      );
       try {
         await app.close();
       } finally {

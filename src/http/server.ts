@@ -8,6 +8,7 @@ import type { UpstreamRouter } from '../mirror/upstream-router.js';
 import { RegistryError } from '../registry/errors.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { describeRequest, factsOf } from './request-context.js';
+import type { InFlightRequests } from './in-flight.js';
 import { discardBody, hasBody, lingerForDiscardedBody } from './request-body.js';
 import { V1Error } from '../v1/errors.js';
 import { sendV1Error, toV1Error } from './v1-errors.js';
@@ -28,6 +29,8 @@ export interface ServerParts {
   adminRoutes: boolean;
   /** A client that sends or takes no bytes for this long is dropped (its upload's temporary removed). */
   clientIdleMs: number;
+  /** Counts the requests being answered, for a graceful stop. */
+  inFlight: InFlightRequests;
   /** The Docker Registry v1 API, when enabled. */
   v1?: V1RouteOptions;
   v2?: V2RouteOptions;
@@ -42,7 +45,8 @@ export function buildServer(parts: ServerParts): FastifyInstance {
     requestTimeout: 0,
     connectionTimeout: parts.clientIdleMs,
     routerOptions: { maxParamLength: 8192 },
-    return503OnClosing: true,
+    // A stop drains first (app.ts): requests that still arrive are answered as usual, /readyz with its 503.
+    return503OnClosing: false,
     forceCloseConnections: 'idle',
     // The mirror reads no request bodies yet; refuse large ones early.
     bodyLimit: 1024 * 1024,
@@ -77,7 +81,11 @@ export function buildServer(parts: ServerParts): FastifyInstance {
     // Never more (nor fewer) body bytes than the Content-Length sent: extra bytes would be read by the client as
     // the next response on its keep-alive connection. Node then fails the write and the connection is cut.
     reply.raw.strictContentLength = true;
-    reply.raw.once('close', () => logAccess(request, reply));
+    parts.inFlight.started();
+    reply.raw.once('close', () => {
+      parts.inFlight.ended();
+      logAccess(request, reply);
+    });
     // fastify hands no body of a GET or HEAD to a parser: what a client sends anyway is discarded here.
     if ((request.method === 'GET' || request.method === 'HEAD') && hasBody(request.raw)) discardBody(request.raw);
     done();
