@@ -39,6 +39,8 @@ export interface Regmirror {
   host: string;
   port: number;
   dataDir: string;
+  /** The running process's id (node itself: no shell in between), for /proc; undefined while stopped. */
+  pid(): number | undefined;
   /** Every line the process printed so far, across restarts. */
   lines(): string[];
   /** Parsed access-log lines so far (settle() markers left out). */
@@ -95,6 +97,7 @@ export async function startRegmirror(options: RegmirrorOptions = {}): Promise<Re
     host: `127.0.0.1:${port}`,
     port,
     dataDir,
+    pid: () => current?.pid,
     lines,
     accessEntries: () => lines().flatMap((line) => parseAccessEntry(line)).filter((entry) => !entry.path.includes(SETTLE_MARKER)),
     settle: async (timeoutMs = 10_000) => {
