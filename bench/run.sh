@@ -6,10 +6,7 @@ cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh --bench
 
-# As scripts/test.sh: npm ci only when node_modules is missing or older than the lockfile.
-if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund
-fi
+bash scripts/install-node-modules.sh
 
 npm run build
 exec node --import tsx bench/main.ts "$@"

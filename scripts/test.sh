@@ -6,11 +6,7 @@ cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
 
-# npm ci wipes node_modules, so only when it is missing or older than the lockfile (npm writes
-# node_modules/.package-lock.json on every install).
-if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund
-fi
+bash scripts/install-node-modules.sh
 
 npm run build
 npm run lint

@@ -6,6 +6,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { Agent, request as httpRequest } from 'node:http';
 import path from 'node:path';
 import { runCommand } from '../../test/support/commands.js';
+import { residentBytes } from '../../test/support/processes.js';
 import { skopeo } from '../../test/support/skopeo.js';
 import { median } from './stats.js';
 
@@ -139,17 +140,6 @@ export async function sequentialLatency(origin: string, options: { paths: string
     agent.destroy();
   }
   return { p50Ms: median(latencies), requests: latencies.length, errors };
-}
-
-/** A process's resident set in bytes (VmRSS), or undefined once it is gone. */
-async function residentBytes(pid: number, field: 'VmRSS' | 'VmHWM'): Promise<number | undefined> {
-  try {
-    const status = await readFile(`/proc/${pid}/status`, 'utf8');
-    const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status);
-    return match ? Number(match[1]) * 1024 : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** The direct children of a process (nginx's workers under its master). */

@@ -1,7 +1,8 @@
 // Long-running child processes for tests: spawn with captured output lines, wait for a line,
-// stop with SIGTERM then SIGKILL, and kill whatever is left when the test process exits.
+// stop with SIGTERM then SIGKILL, kill whatever is left when the test process exits, and read their memory.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 
 export interface ManagedProcess {
@@ -169,4 +170,15 @@ export function startProcess(command: string, args: string[], opts: StartProcess
     stop,
     kill9: () => stop('SIGKILL', 10_000),
   };
+}
+
+/** A process's resident set in bytes (VmRSS, or its high-water mark VmHWM), or undefined once it is gone. */
+export async function residentBytes(pid: number, field: 'VmRSS' | 'VmHWM' = 'VmRSS'): Promise<number | undefined> {
+  try {
+    const status = await readFile(`/proc/${pid}/status`, 'utf8');
+    const match = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status);
+    return match ? Number(match[1]) * 1024 : undefined;
+  } catch {
+    return undefined;
+  }
 }

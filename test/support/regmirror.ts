@@ -41,7 +41,7 @@ export interface Regmirror {
   host: string;
   port: number;
   dataDir: string;
-  /** The process id of the running regmirror (undefined while stopped). */
+  /** The running process's id (node itself: no shell in between), for /proc; undefined while stopped. */
   pid(): number | undefined;
   /** Every line the process printed so far, across restarts. */
   lines(): string[];
