@@ -180,6 +180,7 @@ async function fuzzTarget(stage: Stage, target: Target, requests: FuzzRequest[],
     note(`tried:${request.kind}`);
     note(`status:${judgement.outcome}`);
     if (judgement.refusedByHttp) note('refusedByHttpLayer');
+    if (judgement.servedUnderAnotherName) note('servedUnderAnotherName');
     for (const reason of wire.malformed) note(`malformed:${reason}`);
     const sent = `#${index} ${wire.printable}`;
     tally.sent[target.name].push({ method: request.method, path: request.path, printable: sent });

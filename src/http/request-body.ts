@@ -5,20 +5,21 @@
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
-/** No route takes a body with this method: what a client sends anyway is discarded up to this many bytes. */
-export const DISCARDED_BODY_LIMIT = 1024 * 1024;
-/** After an error answer to a push (too large, refused), the rest of its body is discarded up to this many bytes. */
-export const REFUSED_BODY_LIMIT = 16 * 1024 * 1024;
+/**
+ * A body no route reads (a GET's, a refused push's rest) is discarded up to this many bytes; past it the client is
+ * cut off rather than read for ever.
+ */
+export const DISCARDED_BODY_LIMIT = 16 * 1024 * 1024;
 
 const discarding = new WeakSet<IncomingMessage>();
 
-/** Reads and discards the rest of a request's body; more than limit bytes and the connection is cut. */
-export function discardBody(body: IncomingMessage, limit = DISCARDED_BODY_LIMIT): void {
+/** Reads and discards the rest of a request's body; more than DISCARDED_BODY_LIMIT bytes and the connection is cut. */
+export function discardBody(body: IncomingMessage): void {
   discarding.add(body);
   let seen = 0;
   body.on('data', (chunk: Buffer) => {
     seen += chunk.length;
-    if (seen > limit) body.socket.destroy();
+    if (seen > DISCARDED_BODY_LIMIT) body.socket.destroy();
   });
   body.resume();
 }
@@ -48,12 +49,12 @@ export function lingerForDiscardedBody(request: IncomingMessage, response: Serve
 
 /**
  * Before an error answer to a request whose body is still arriving (a push refused, or too large): the rest is
- * discarded (up to REFUSED_BODY_LIMIT, then the connection is cut), so the client can read the answer instead of
+ * discarded (up to DISCARDED_BODY_LIMIT, then the connection is cut), so the client can read the answer instead of
  * losing it to a reset.
  */
 export function refuseRestOfBody(request: IncomingMessage, response: ServerResponse): void {
   if (request.complete || discarding.has(request)) return;
-  discardBody(request, REFUSED_BODY_LIMIT);
+  discardBody(request);
   lingerForDiscardedBody(request, response);
 }
 

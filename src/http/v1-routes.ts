@@ -33,9 +33,18 @@ export interface V1RouteOptions {
   nginxXAccelRedirect: string | undefined;
 }
 
-/** Whether a request URL is for the v1 API (whose errors have docker-registry's shape). */
+/**
+ * Whether a request URL is for the v1 API (whose errors have docker-registry's shape): `/_ping` or under `/v1/`, as
+ * the router sees it (escapes of unreserved characters decoded).
+ */
 export function isV1Url(url: string | undefined): boolean {
-  return url !== undefined && (url === '/v1' || url.startsWith('/v1/') || url.startsWith('/v1?') || url === '/_ping' || url.startsWith('/_ping?'));
+  if (url === undefined) return false;
+  const end = url.search(/[?#]/);
+  const path = (end === -1 ? url : url.slice(0, end)).replace(/%([0-9A-Fa-f]{2})/g, (escape, code: string) => {
+    const char = String.fromCharCode(Number.parseInt(code, 16));
+    return /[A-Za-z0-9._~-]/.test(char) ? char : escape;
+  });
+  return path === '/_ping' || path.startsWith('/v1/');
 }
 
 export function registerV1Routes(app: FastifyInstance, options: V1RouteOptions): void {
