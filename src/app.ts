@@ -91,7 +91,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
     v1: v1Routes,
     v2: v2Routes,
   });
-  const address = await listen(app, settings.listen);
+  const address = await listen(app, settings.listen, { fairAccept: { warn: (error) => logger.warn({ err: error }, 'new connections are accepted one per event-loop turn') } });
   const admin = adminListen === undefined ? undefined : buildAdminServer({ metrics, logger, ready, status });
   const adminAddress = admin === undefined || adminListen === undefined ? undefined : await listen(admin, adminListen);
   logger.info({ address, adminAddress, dataDir, upstreams: settings.upstreams.map((u) => ({ registry: u.registry, url: u.url })) }, 'regmirror listening');

@@ -2,12 +2,14 @@
 // timeout for long pulls), the v2 routes, health and metrics endpoints, and one JSON access-log line
 // per request with its cache outcome.
 
+import { createServer } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Mirror } from '../mirror/mirror.js';
 import type { UpstreamRouter } from '../mirror/upstream-router.js';
 import { RegistryError } from '../registry/errors.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { describeRequest, factsOf } from './request-context.js';
+import { createTurnBudget, TURN_BUDGET_MS } from './accept-fairness.js';
 import type { InFlightRequests } from './in-flight.js';
 import { discardBody, hasBody, lingerForDiscardedBody } from './request-body.js';
 import { V1Error } from '../v1/errors.js';
@@ -15,6 +17,9 @@ import { sendV1Error, toV1Error } from './v1-errors.js';
 import { isV1Url, registerV1Routes, type V1RouteOptions } from './v1-routes.js';
 import { registerV2Routes, type V2RouteOptions } from './v2-routes.js';
 import { errorHandler, internalError, sendRegistryError, toRegistryError } from './wire-errors.js';
+
+/** How long an idle keep-alive connection is kept (fastify's default, which applies only to servers it creates). */
+const KEEP_ALIVE_TIMEOUT_MS = 72_000;
 
 export interface ServerParts {
   mirror: Mirror;
@@ -37,13 +42,22 @@ export interface ServerParts {
 }
 
 export function buildServer(parts: ServerParts): FastifyInstance {
+  const turns = createTurnBudget(TURN_BUDGET_MS);
   const app = Fastify({
+    // Request work is started in turns of about TURN_BUDGET_MS (accept-fairness.ts), so a saturated process still
+    // accepts and reads new connections every few milliseconds. fastify applies its own timeout options only to a
+    // server it creates: this one gets them here.
+    serverFactory: (handler) => {
+      const server = createServer((request, response) => turns.admit(() => handler(request, response)));
+      // No limit on a whole request (multi-GB pulls and pushes); a connection idle for clientIdleMs is dropped instead.
+      server.requestTimeout = 0;
+      server.setTimeout(parts.clientIdleMs);
+      server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+      return server;
+    },
     loggerInstance: parts.logger,
     logController: new LogController({ disableRequestLogging: true }),
     exposeHeadRoutes: false,
-    // No limit on a whole request (multi-GB pulls and pushes); a connection idle for clientIdleMs is dropped instead.
-    requestTimeout: 0,
-    connectionTimeout: parts.clientIdleMs,
     routerOptions: { maxParamLength: 8192 },
     // A stop drains first (app.ts): requests that still arrive are answered as usual, /readyz with its 503.
     return503OnClosing: false,
