@@ -16,16 +16,17 @@ import { progress, progressDone } from './lib/progress.js';
 import { markdownTable, type Row } from './lib/report.js';
 import { coldMeasures } from './measures/cold.js';
 import { metadataMeasures } from './measures/metadata.js';
+import { stalledMeasures } from './measures/stalled.js';
 import { warmMeasures } from './measures/warm.js';
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
-const GROUPS = { warm: warmMeasures, cold: coldMeasures, metadata: metadataMeasures } as const;
+const GROUPS = { warm: warmMeasures, cold: coldMeasures, metadata: metadataMeasures, stalled: stalledMeasures } as const;
 type Group = keyof typeof GROUPS;
 
-const USAGE = `npm run bench -- [--quick] [--runs N] [--only warm,cold,metadata] [--note TEXT] [--cpu-prof]
+const USAGE = `npm run bench -- [--quick] [--runs N] [--only warm,cold,metadata,stalled] [--note TEXT] [--cpu-prof]
   --quick      layers of 1, 5 and 50 MiB instead of 1, 50 and 500 MiB; 2 runs; short wrk runs
   --runs N     runs per measure (default 5; at least 5 for figures worth quoting)
-  --only LIST  some of the groups: warm (cached content), cold (fresh caches), metadata (at scale)
+  --only LIST  some of the groups: warm (cached content), cold (fresh caches), metadata (at scale), stalled (clients that never read)
   --note TEXT  kept in the results file (e.g. "machine shared with test suites")
   --cpu-prof   regmirror writes V8 CPU profiles into bench/results/profiles/<date>/`;
 
