@@ -8,11 +8,12 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { progress, progressDone } from '../bench/lib/progress.js';
 import { describeViolation, type Suite, type SuiteResult } from './lib/result.js';
+import { runFaults } from './suites/faults.js';
 import { runFuzz } from './suites/fuzz.js';
 
 const RELIABILITY_DIR = path.dirname(fileURLToPath(import.meta.url));
-/** Every suite, in the order they run; faults and load join here. */
-const SUITES: Record<string, Suite> = { fuzz: runFuzz };
+/** Every suite, in the order they run; load joins here. */
+const SUITES: Record<string, Suite> = { faults: runFaults, fuzz: runFuzz };
 
 const USAGE = `npm run reliability -- [--suite NAME] [--seed N] [--note TEXT]
   --suite NAME  run one suite: ${Object.keys(SUITES).join(', ')}

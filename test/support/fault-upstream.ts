@@ -6,32 +6,42 @@
 //   upstream.url                     http://127.0.0.1:PORT (give it to regmirror as --upstream)
 //   upstream.blobDigests             digests of the given blobs, in order (the manifest's layers)
 //   upstream.manifest                { digest, bytes, mediaType } of the served OCI manifest (config + layers)
+//   upstream.config, configDigest    the config blob the manifest names (served like the layers)
 //   upstream.setMode(mode)           the default mode for every manifest and blob answer
 //   upstream.setMode(mode, key)      the mode for one object; key = a blob or manifest digest, or a tag
 //                                    (a tag's mode covers GET/HEAD /manifests/<tag>, not /manifests/<digest>)
+//   upstream.setMode(mode, key, detail)  the same, with where the fault strikes (FaultDetail: the offset of a
+//                                    cut, reset, flipped byte or hold; the Retry-After of a 429; a drip's pace);
+//                                    key undefined sets the default mode with its detail
 //   upstream.clearModes()            drops every per-object mode; the default mode becomes 'ok'
 //   upstream.count(method, /re/)     requests received so far whose method matches and whose path matches re
 //   upstream.requests()              every request so far: method, path and arrival time (ms since epoch)
 //   upstream.heldCount()             'held' responses waiting for release()
-//   upstream.release(ending)         ends every 'held' response: 'rest' sends the other half, 'cut' destroys the
-//                                    socket, 'wrong-rest' sends the other half with one byte flipped
+//   upstream.release(ending)         ends every 'held' response: 'rest' sends the rest, 'cut' destroys the
+//                                    socket, 'wrong-rest' sends the rest with its last byte flipped
 //   upstream.sentBytes(key)          body bytes written so far for that digest (all responses together)
 //   upstream.stop()                  closes the server and destroys every open socket (hanging ones too)
 //
 // Also for fault tests (bottom of the file): rawGet (a node:http GET that reports a body cut short),
 // waitUntil (bounded polling), committedBlobPath / temporaryFiles (what the fs store has under a data dir).
 //
+// With `ranges: true` a blob GET with one `Range: bytes=S-E` gets a 206 of those bytes, the mode applied to
+// them (a cut, reset, flip or hold at detail.at counted from S, moved inside the range); otherwise Range is
+// ignored and the whole object comes with a 200, as some upstreams do.
+//
 // Modes (for HEAD only the status modes and 'hang' apply; other modes answer HEAD normally):
 //   'ok'              200, exact bytes, Content-Length
-//   'cut'             Content-Length of the whole, about half the bytes, then the socket is destroyed
-//   'wrong-bytes'     Content-Length of the whole, as many bytes, one of them flipped (the digest lies)
-//   'chunked-short'   no Content-Length (chunked), half the bytes, then a clean end of the response
-//   'status-429'      429 with Retry-After: 7 and an OCI error body
+//   'cut'             Content-Length of the whole, about half the bytes (or detail.at), then the socket is destroyed
+//   'reset'           Content-Length of the whole, about half the bytes (or detail.at), then a TCP reset (RST)
+//   'wrong-bytes'     Content-Length of the whole, as many bytes, one of them flipped (the middle one, or detail.at)
+//   'chunked-short'   no Content-Length (chunked), half the bytes (or detail.at), then a clean end of the response
+//                     (to a Range: a 206 with no Content-Range either, as a broken upstream may send)
+//   'status-429'      429 with Retry-After: 7 (or detail.retryAfterS) and an OCI error body
 //   'status-500'      500 with an OCI error body naming this server's address (which must not leak)
-//   'slow-drip'       200 with Content-Length, dripBytes every dripIntervalMs
+//   'slow-drip'       200 with Content-Length, dripBytes every dripIntervalMs (or the detail's)
 //   'hang'            reads the request, never answers
 //   'hang-body'       200 with Content-Length, a few bytes, then nothing more, ever
-//   'held'            200 with Content-Length, the first half, then nothing until the test calls release()
+//   'held'            200 with Content-Length, the first half (or detail.at bytes), then nothing until release()
 //   'wrong-digest'    200, exact bytes, but a Docker-Content-Digest naming other bytes (HEAD too)
 
 import { createHash } from 'node:crypto';
@@ -43,6 +53,7 @@ import { join } from 'node:path';
 export type FaultMode =
   | 'ok'
   | 'cut'
+  | 'reset'
   | 'wrong-bytes'
   | 'chunked-short'
   | 'status-429'
@@ -56,11 +67,38 @@ export type FaultMode =
 /** How release() ends the responses 'held' keeps waiting. */
 export type HeldEnding = 'rest' | 'cut' | 'wrong-rest';
 
+/** Where a mode's fault strikes; each field applies to the modes it names, the others ignore it. */
+export interface FaultDetail {
+  /** 'cut', 'reset', 'held', 'chunked-short': bytes sent before the fault; 'wrong-bytes': the byte flipped. Default: half the object. */
+  at?: number;
+  /** 'status-429': the Retry-After sent, in seconds. Default 7. */
+  retryAfterS?: number;
+  /** 'slow-drip': bytes per tick. Default: the upstream's dripBytes. */
+  dripBytes?: number;
+  /** 'slow-drip': milliseconds between ticks. Default: the upstream's dripIntervalMs. */
+  dripIntervalMs?: number;
+}
+
 export interface UpstreamRequestRecord {
   method: string;
   path: string;
   /** When the request arrived (Date.now()). */
   at: number;
+}
+
+interface ByteRange {
+  start: number;
+  /** Inclusive. */
+  end: number;
+}
+
+/** One satisfiable `bytes=S-E` or `bytes=S-` range of a size-byte object; anything else is ignored (a 200). */
+function byteRangeOf(header: string | undefined, size: number): ByteRange | undefined {
+  const match = /^bytes=(\d+)-(\d*)$/.exec(header ?? '');
+  if (match === null) return undefined;
+  const start = Number(match[1]);
+  const end = match[2] === '' ? size - 1 : Math.min(Number(match[2]), size - 1);
+  return start <= end ? { start, end } : undefined;
 }
 
 export interface FaultUpstreamOptions {
@@ -74,6 +112,8 @@ export interface FaultUpstreamOptions {
   dripBytes?: number;
   /** Milliseconds between ticks in 'slow-drip'. Default 100. */
   dripIntervalMs?: number;
+  /** Answer a blob GET's single Range with a 206, as distribution does (the fault inside the range). Default: ignore Range. */
+  ranges?: boolean;
 }
 
 export interface ServedManifest {
@@ -90,8 +130,9 @@ export interface FaultUpstream {
   blobDigests: string[];
   /** The config blob's digest (also served as a blob). */
   configDigest: string;
+  config: Buffer;
   manifest: ServedManifest;
-  setMode(mode: FaultMode, key?: string): void;
+  setMode(mode: FaultMode, key?: string, detail?: FaultDetail): void;
   clearModes(): void;
   count(method: string, path: RegExp): number;
   requests(): UpstreamRequestRecord[];
@@ -137,8 +178,13 @@ export async function startFaultUpstream(options: FaultUpstreamOptions): Promise
   );
   const manifest: ServedManifest = { digest: digestOf(manifestBytes), bytes: manifestBytes, mediaType: OCI_MANIFEST };
 
-  let defaultMode: FaultMode = 'ok';
-  const modes = new Map<string, FaultMode>();
+  interface Fault {
+    mode: FaultMode;
+    detail: FaultDetail;
+  }
+  const OK: Fault = { mode: 'ok', detail: {} };
+  let defaultFault = OK;
+  const modes = new Map<string, Fault>();
   const requests: UpstreamRequestRecord[] = [];
   const held = new Set<(ending: HeldEnding) => void>();
   const sent = new Map<string, number>();
@@ -154,16 +200,28 @@ export async function startFaultUpstream(options: FaultUpstreamOptions): Promise
     res.end(text);
   };
 
-  /** Answers for one object (blob or manifest) according to its mode. */
-  const serve = (req: IncomingMessage, res: ServerResponse, key: string, bytes: Buffer, digest: string, contentType: string, mode: FaultMode): void => {
+  /**
+   * Answers for one object (blob or manifest) according to its mode; with a range, a 206 with those bytes,
+   * the fault striking at detail.at counted from the range's start (moved inside it).
+   */
+  const serve = (req: IncomingMessage, res: ServerResponse, key: string, object: Buffer, digest: string, contentType: string, { mode, detail }: Fault, range?: ByteRange): void => {
     const head = req.method === 'HEAD';
-    const announced = mode === 'wrong-digest' ? digestOf(Buffer.concat([bytes, Buffer.from('not these bytes')])) : digest;
-    const headers = { 'content-type': contentType, 'docker-content-digest': announced, 'content-length': String(bytes.length) };
+    const bytes = range === undefined ? object : object.subarray(range.start, range.end + 1);
+    const status = range === undefined ? 200 : 206;
+    // Where a cut, reset, flip or hold strikes: inside the answer, whatever the detail asked.
+    const at = Math.max(0, Math.min(bytes.length, (detail.at ?? Math.floor(object.length / 2)) - (range?.start ?? 0)));
+    const announced = mode === 'wrong-digest' ? digestOf(Buffer.concat([object, Buffer.from('not these bytes')])) : digest;
+    const headers = {
+      'content-type': contentType,
+      'docker-content-digest': announced,
+      'content-length': String(bytes.length),
+      ...(range === undefined ? {} : { 'content-range': `bytes ${range.start}-${range.end}/${object.length}` }),
+    };
     switch (mode) {
       case 'hang':
         return; // never answer; stop() destroys the socket
       case 'status-429':
-        sendJson(res, 429, { errors: [{ code: 'TOOMANYREQUESTS', message: 'slow down' }] }, { 'retry-after': '7' });
+        sendJson(res, 429, { errors: [{ code: 'TOOMANYREQUESTS', message: 'slow down' }] }, { 'retry-after': String(detail.retryAfterS ?? 7) });
         return;
       case 'status-500': {
         const address = `${req.socket.localAddress ?? ''}:${String(req.socket.localPort ?? '')}`;
@@ -174,46 +232,49 @@ export async function startFaultUpstream(options: FaultUpstreamOptions): Promise
         break;
     }
     if (head) {
-      res.writeHead(200, headers);
+      res.writeHead(status, headers);
       res.end();
       return;
     }
     switch (mode) {
       case 'ok':
       case 'wrong-digest':
-        res.writeHead(200, headers);
+        res.writeHead(status, headers);
         countSent(key, bytes.length);
         res.end(bytes);
         return;
-      case 'cut': {
-        const half = bytes.subarray(0, Math.floor(bytes.length / 2));
-        res.writeHead(200, headers);
-        countSent(key, half.length);
-        // Destroy only once the half reached the socket, so the mirror really sees a short body.
-        res.write(half, () => res.destroy());
+      case 'cut':
+      case 'reset': {
+        const part = bytes.subarray(0, at);
+        res.writeHead(status, headers);
+        countSent(key, part.length);
+        // Destroy only once the part reached the socket, so the mirror really sees a short body.
+        res.write(part, () => {
+          if (mode === 'cut') res.destroy();
+          else req.socket.resetAndDestroy();
+        });
         return;
       }
       case 'wrong-bytes': {
         const wrong = Buffer.from(bytes);
-        const at = Math.floor(wrong.length / 2);
-        wrong[at] = (wrong[at] ?? 0) ^ 0xff;
-        res.writeHead(200, headers);
+        const flipped = Math.min(at, wrong.length - 1);
+        wrong[flipped] = (wrong[flipped] ?? 0) ^ 0xff;
+        res.writeHead(status, headers);
         countSent(key, wrong.length);
         res.end(wrong);
         return;
       }
       case 'chunked-short': {
-        const half = bytes.subarray(0, Math.floor(bytes.length / 2));
-        res.writeHead(200, { 'content-type': contentType, 'docker-content-digest': digest });
-        countSent(key, half.length);
-        res.end(half);
+        const part = bytes.subarray(0, at);
+        res.writeHead(status, { 'content-type': contentType, 'docker-content-digest': digest });
+        countSent(key, part.length);
+        res.end(part);
         return;
       }
       case 'held': {
-        const half = Math.floor(bytes.length / 2);
-        res.writeHead(200, headers);
-        countSent(key, half);
-        res.write(bytes.subarray(0, half));
+        res.writeHead(status, headers);
+        countSent(key, at);
+        res.write(bytes.subarray(0, at));
         const finish = (ending: HeldEnding): void => {
           held.delete(finish);
           if (res.destroyed) return;
@@ -221,7 +282,7 @@ export async function startFaultUpstream(options: FaultUpstreamOptions): Promise
             res.destroy();
             return;
           }
-          const rest = Buffer.from(bytes.subarray(half));
+          const rest = Buffer.from(bytes.subarray(at));
           if (ending === 'wrong-rest' && rest.length > 0) rest[rest.length - 1] = (rest[rest.length - 1] ?? 0) ^ 0xff;
           countSent(key, rest.length);
           res.end(rest);
@@ -232,13 +293,14 @@ export async function startFaultUpstream(options: FaultUpstreamOptions): Promise
       }
       case 'hang-body': {
         const few = bytes.subarray(0, Math.min(HANG_BODY_BYTES, bytes.length));
-        res.writeHead(200, headers);
+        res.writeHead(status, headers);
         countSent(key, few.length);
         res.write(few);
         return; // stalls; stop() destroys the socket
       }
       case 'slow-drip': {
-        res.writeHead(200, headers);
+        const perTick = detail.dripBytes ?? dripBytes;
+        res.writeHead(status, headers);
         let offset = 0;
         const tick = (): void => {
           if (res.destroyed) {
@@ -246,7 +308,7 @@ export async function startFaultUpstream(options: FaultUpstreamOptions): Promise
             timers.delete(timer);
             return;
           }
-          const chunk = bytes.subarray(offset, offset + dripBytes);
+          const chunk = bytes.subarray(offset, offset + perTick);
           offset += chunk.length;
           countSent(key, chunk.length);
           if (offset >= bytes.length) {
@@ -257,7 +319,7 @@ export async function startFaultUpstream(options: FaultUpstreamOptions): Promise
             res.write(chunk);
           }
         };
-        const timer = setInterval(tick, dripIntervalMs);
+        const timer = setInterval(tick, detail.dripIntervalMs ?? dripIntervalMs);
         timers.add(timer);
         res.once('close', () => {
           clearInterval(timer);
@@ -295,15 +357,15 @@ export async function startFaultUpstream(options: FaultUpstreamOptions): Promise
         sendJson(res, 404, { errors: [{ code: 'MANIFEST_UNKNOWN', message: 'manifest unknown' }] });
         return;
       }
-      const mode = modes.get(reference) ?? defaultMode;
-      serve(req, res, manifest.digest, manifest.bytes, manifest.digest, manifest.mediaType, mode);
+      serve(req, res, manifest.digest, manifest.bytes, manifest.digest, manifest.mediaType, modes.get(reference) ?? defaultFault);
       return;
     }
     const blobMatch = /^blobs\/(sha256:[0-9a-f]{64})$/.exec(rest);
     const blob = blobMatch ? blobs.get(blobMatch[1] ?? '') : undefined;
     if (blobMatch && blob !== undefined) {
       const digest = blobMatch[1] ?? '';
-      serve(req, res, digest, blob, digest, 'application/octet-stream', modes.get(digest) ?? defaultMode);
+      const range = options.ranges === true && method === 'GET' ? byteRangeOf(req.headers.range, blob.length) : undefined;
+      serve(req, res, digest, blob, digest, 'application/octet-stream', modes.get(digest) ?? defaultFault, range);
       return;
     }
     sendJson(res, 404, { errors: [{ code: 'BLOB_UNKNOWN', message: 'blob unknown to registry' }] });
@@ -318,14 +380,15 @@ export async function startFaultUpstream(options: FaultUpstreamOptions): Promise
     tags,
     blobDigests,
     configDigest,
+    config,
     manifest,
-    setMode: (mode, key) => {
-      if (key === undefined) defaultMode = mode;
-      else modes.set(key, mode);
+    setMode: (mode, key, detail = {}) => {
+      if (key === undefined) defaultFault = { mode, detail };
+      else modes.set(key, { mode, detail });
     },
     clearModes: () => {
       modes.clear();
-      defaultMode = 'ok';
+      defaultFault = OK;
     },
     count: (method, path) => requests.filter((request) => request.method === method && path.test(request.path)).length,
     requests: () => requests.map((request) => ({ ...request })),
