@@ -9,10 +9,11 @@ import { parseArgs } from 'node:util';
 import { progress, progressDone } from '../bench/lib/progress.js';
 import { describeViolation, type Suite, type SuiteResult } from './lib/result.js';
 import { runFuzz } from './suites/fuzz.js';
+import { runLoad } from './suites/load.js';
 
 const RELIABILITY_DIR = path.dirname(fileURLToPath(import.meta.url));
-/** Every suite, in the order they run; faults and load join here. */
-const SUITES: Record<string, Suite> = { fuzz: runFuzz };
+/** Every suite, in the order they run; faults joins here. */
+const SUITES: Record<string, Suite> = { fuzz: runFuzz, load: runLoad };
 
 const USAGE = `npm run reliability -- [--suite NAME] [--seed N] [--note TEXT]
   --suite NAME  run one suite: ${Object.keys(SUITES).join(', ')}
