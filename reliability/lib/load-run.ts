@@ -1,5 +1,5 @@
 // Runs one load (load-generator.ts) in a child process and watches the server meanwhile: its resident memory
-// each second from /proc, so a suite can compare memory early in the load with memory at its end.
+// each second and its CPU time, from /proc, so a suite can compare memory early in the load with memory at its end.
 
 import { randomUUID } from 'node:crypto';
 import { readFile, rm, writeFile } from 'node:fs/promises';
@@ -16,6 +16,23 @@ export interface LoadRun {
   report: LoadReport;
   /** The server's RSS, read about once a second from the generator's start until it exited. */
   rss: Array<{ atS: number; bytes: number }>;
+  /** CPU seconds (user + system) the server spent while the generator ran. */
+  serverCpuS: number | undefined;
+}
+
+/** Linux reports process times in USER_HZ, 100 a second on every architecture Node runs on. */
+const USER_HZ = 100;
+
+/** A process's user + system CPU seconds so far, from /proc/PID/stat (fields 14 and 15, after the name). */
+async function cpuSeconds(pid: number | undefined): Promise<number | undefined> {
+  if (pid === undefined) return undefined;
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / USER_HZ;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -27,6 +44,7 @@ export async function generateLoad(plan: LoadPlan, options: { serverPid: number 
   const planFile = path.join(options.dir, `load-plan-${id}.json`);
   const reportFile = path.join(options.dir, `load-report-${id}.json`);
   await writeFile(planFile, JSON.stringify(plan));
+  const cpuBefore = await cpuSeconds(options.serverPid);
   // tsx from this repository's node_modules, whatever the caller's working directory
   const child = startProcess(process.execPath, ['--import', 'tsx', GENERATOR, planFile, reportFile], { cwd: REPOSITORY });
   const rss: LoadRun['rss'] = [];
@@ -52,8 +70,9 @@ export async function generateLoad(plan: LoadPlan, options: { serverPid: number 
     }, 1000);
     const code = await child.exited;
     if (code !== 0) throw new Error(`the load generator exited with ${String(code)}:\n${child.lines().slice(-20).join('\n')}`);
+    const cpuAfter = await cpuSeconds(options.serverPid);
     const report = JSON.parse(await readFile(reportFile, 'utf8')) as LoadReport;
-    return { report, rss };
+    return { report, rss, serverCpuS: cpuBefore === undefined || cpuAfter === undefined ? undefined : Math.round((cpuAfter - cpuBefore) * 100) / 100 };
   } finally {
     clearTimeout(overrun);
     clearInterval(sampler);
