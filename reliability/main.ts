@@ -10,10 +10,11 @@ import { progress, progressDone } from '../bench/lib/progress.js';
 import { describeViolation, type Suite, type SuiteResult } from './lib/result.js';
 import { runFaults } from './suites/faults.js';
 import { runFuzz } from './suites/fuzz.js';
+import { runLoad } from './suites/load.js';
 
 const RELIABILITY_DIR = path.dirname(fileURLToPath(import.meta.url));
-/** Every suite, in the order they run; load joins here. */
-const SUITES: Record<string, Suite> = { faults: runFaults, fuzz: runFuzz };
+/** Every suite, in the order they run. */
+const SUITES: Record<string, Suite> = { faults: runFaults, fuzz: runFuzz, load: runLoad };
 
 const USAGE = `npm run reliability -- [--suite NAME] [--seed N] [--note TEXT]
   --suite NAME  run one suite: ${Object.keys(SUITES).join(', ')}

@@ -26,6 +26,8 @@ export interface StartProcessOptions {
   env?: NodeJS.ProcessEnv;
   /** Append stdout and stderr to this file instead of keeping them: lines() stays empty and waitForLine never matches. For chatty servers under load (bench/). */
   logFile?: string;
+  /** Which lines lines() keeps (default all); waitForLine still sees every line. A server logging each request under load would fill memory. */
+  keepLine?: (line: string) => boolean;
 }
 
 const running = new Set<ChildProcess>();
@@ -93,7 +95,7 @@ export function startProcess(command: string, args: string[], opts: StartProcess
   const captured: string[] = [];
   const lineWaiters = new Set<(line: string) => void>();
   const onLine = (line: string): void => {
-    captured.push(line);
+    if (opts.keepLine?.(line) ?? true) captured.push(line);
     for (const waiter of lineWaiters) waiter(line);
   };
   if (child.stdout !== null) createInterface({ input: child.stdout }).on('line', onLine);

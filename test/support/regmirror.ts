@@ -23,6 +23,10 @@ export interface RegmirrorOptions {
   env?: NodeJS.ProcessEnv;
   /** Default: a port regmirror picks itself (it binds :0); restarts keep the port of the first start. */
   port?: number;
+  /** The cli.js of another build (default this checkout's dist/cli.js), to compare builds. */
+  cli?: string;
+  /** Which output lines lines() keeps (default all): under load, leave out the access log. */
+  keepLine?: (line: string) => boolean;
 }
 
 export interface AccessEntry {
@@ -68,7 +72,7 @@ export async function startRegmirror(options: RegmirrorOptions = {}): Promise<Re
   // 0 until the first start: regmirror binds a port of its own choosing and says which; restarts keep it.
   let port = options.port ?? 0;
   const argsFor = (listenPort: number): string[] => {
-    const args = [...REGMIRROR_NODE_FLAGS, CLI, 'serve', '--listen', `127.0.0.1:${listenPort}`, '--data', dataDir];
+    const args = [...REGMIRROR_NODE_FLAGS, options.cli ?? CLI, 'serve', '--listen', `127.0.0.1:${listenPort}`, '--data', dataDir];
     for (const upstream of options.upstreams ?? []) args.push('--upstream', upstream);
     if (options.configFile !== undefined) args.push('--config', options.configFile);
     args.push(...(options.extraArgs ?? []));
@@ -78,7 +82,7 @@ export async function startRegmirror(options: RegmirrorOptions = {}): Promise<Re
   let current: ManagedProcess | undefined;
 
   const start = async (): Promise<void> => {
-    const child = startProcess(process.execPath, argsFor(port), { env: { ...process.env, ...options.env } });
+    const child = startProcess(process.execPath, argsFor(port), { env: { ...process.env, ...options.env }, keepLine: options.keepLine });
     current = child;
     try {
       const bound = await listeningPort(child);
