@@ -1,5 +1,5 @@
 // Tests for BlobFill: one source streamed into a real spool file and followed by several readers,
-// the last byte held back until the digest is verified and committed, and every failure cutting readers.
+// the last byte held back until the digest is verified, and every failure cutting readers still reading.
 
 import { BufferBudget, SMALL_BUFFER_BYTES, unlimitedBudget } from '../memory/buffer-budget.js';
 import assert from 'node:assert/strict';
@@ -240,14 +240,13 @@ describe('BlobFill', () => {
     assert.equal(await harness.fill.done, 'committed');
   });
 
-  it('never gives a reader the final byte before the commit', async () => {
+  it('holds back the last bytes until the content is verified, then gives them without waiting for the commit', async () => {
     const content = randomBytes(300 * 1024);
     const harness = await startFill({ digest: digestOf(content), size: content.length, holdCommit: true });
     const whole = watch(harness.fill.createReader());
     const ranged = watch(harness.fill.createReader(100, 199));
     feed(harness.source, content);
-    harness.source.end();
-    await until(() => harness.commits.length === 1, 'the commit hook');
+    // Every byte has arrived, but not the end of the body: nothing is verified, so each reader's last byte waits.
     await until(() => whole.received() === content.length - 1, 'all but one byte at the reader');
     await until(() => ranged.received() === 99, 'all but one byte of the range');
     await sleep(50);
@@ -255,10 +254,13 @@ describe('BlobFill', () => {
     assert.equal(whole.ended(), false);
     assert.equal(ranged.received(), 99);
     assert.equal(ranged.ended(), false);
-    assert.equal(harness.fill.status, 'filling');
-    harness.releaseCommit();
+    harness.source.end();
+    // Verified: the readers end while the commit (a disk sync, a rename, a record) is still held.
     assert.ok((await whole.result).equals(content));
     assert.ok((await ranged.result).equals(content.subarray(100, 200)));
+    await until(() => harness.commits.length === 1, 'the commit hook');
+    assert.equal(harness.fill.status, 'filling');
+    harness.releaseCommit();
     assert.equal(await harness.fill.done, 'committed');
   });
 
@@ -373,13 +375,23 @@ describe('BlobFill', () => {
     assert.equal(harness.commits.length, 0);
   });
 
-  it('fails every reader when the commit hook throws', async () => {
-    const content = randomBytes(1000);
-    const harness = await startFill({ digest: digestOf(content), size: content.length, commitError: new Error('disk full') });
-    const reader = watch(harness.fill.createReader());
-    harness.source.end(content);
-    await assertFailure(harness, [reader], /disk full/);
-    assert.equal(reader.received(), 999);
+  it('fails when the commit hook throws: nothing is kept, a reader still reading is cut, one that had every verified byte keeps it', async () => {
+    const content = randomBytes(300 * 1024);
+    const harness = await startFill({ digest: digestOf(content), size: content.length, holdCommit: true, commitError: new Error('disk full') });
+    const finished = watch(harness.fill.createReader());
+    const stalled = harness.fill.createReader();
+    feed(harness.source, content);
+    harness.source.end();
+    assert.ok((await finished.result).equals(content));
+    harness.releaseCommit();
+    assert.equal(await harness.fill.done, 'failed');
+    const resumed = watch(stalled);
+    await assert.rejects(resumed.result);
+    assert.ok(resumed.received() < content.length);
+    assert.match(harness.fill.error?.message ?? '', /disk full/);
+    assert.deepEqual(harness.settled, [{ state: 'failed', error: harness.fill.error }]);
+    assert.equal(await exists(harness.spool.path), false, 'the spool file is removed');
+    await assert.rejects(watch(harness.fill.createReader()).result);
   });
 
   it('fails every reader when writing the spool fails, and stops reading the source', async () => {

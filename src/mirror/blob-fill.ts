@@ -1,7 +1,8 @@
 // Single flight for blobs: one upstream GET per missing object, checked as it streams into a spool file,
 // followed by every client that asks meanwhile (from byte 0, as bytes land), verified, then committed.
-// A reader never sees the last byte of what it asked for before the content is verified; on failure
-// every reader is destroyed, so no client mistakes a short or wrong body for a whole one.
+// A reader never sees the last byte of what it asked for before the content is verified (nor waits for the commit's
+// disk sync after); on failure every reader still reading is cut, so no client mistakes a short or wrong body for a
+// whole one.
 // Readers that keep up are handed the upstream's own chunks from a window of the newest bytes in memory
 // (shared, not copied: eight clients cost one copy; nothing may write into a chunk it is handed); a reader
 // that falls behind the window reads the spool. With no reader, only what is not on disk yet is kept.
@@ -90,6 +91,8 @@ export class BlobFill {
   private received = 0;
   /** Bytes in the spool. */
   private written = 0;
+  /** Set once the whole content is in the spool and the check passed: readers may have their last bytes. */
+  private verified = false;
   private readonly window = new ChunkWindow();
   /** The window's share of the send budget, held while the fill has readers. */
   private windowReservation: Reservation | undefined;
@@ -161,7 +164,7 @@ export class BlobFill {
       try {
         for (;;) {
           if (reader.destroyed) return;
-          const last = end ?? (this.state === 'committed' ? this.written - 1 : Number.POSITIVE_INFINITY);
+          const last = end ?? (this.verified ? this.written - 1 : Number.POSITIVE_INFINITY);
           if (position > last) {
             reader.push(null);
             release();
@@ -173,7 +176,7 @@ export class BlobFill {
             return;
           }
           // Until verified, hold back the newest byte and the last byte this reader asked for.
-          const limit = this.state === 'committed' ? Math.min(this.written, last + 1) : Math.min(this.received - 1, last);
+          const limit = this.verified ? Math.min(this.written, last + 1) : Math.min(this.received - 1, last);
           if (position < limit) {
             const chunk = this.window.slice(position, Math.min(limit, position + queue.bytes)) ?? (await this.readSpool(position, Math.min(limit, position + queue.bytes)));
             position += chunk.length;
@@ -222,6 +225,9 @@ export class BlobFill {
         throw new FillError(`upstream sent ${this.written} of ${this.source.size} bytes`);
       }
       this.check.finish(this.written);
+      // Verified: readers need not wait for the commit (a disk sync of the whole blob, a rename, a record).
+      this.verified = true;
+      this.events.emit('progress');
       await this.hooks.commit(this.spool, this.written);
       this.state = 'committed';
     } catch (error) {
