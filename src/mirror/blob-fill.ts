@@ -23,10 +23,10 @@ const READ_CHUNK_BYTES = 1024 * 1024;
 export const MEMORY_WINDOW_BYTES = 4 * 1024 * 1024;
 /**
  * Upstream bytes received but not yet in the spool, at most: past this the fill stops reading until the disk
- * catches up. They are the window's own slabs (no memory beside it); with 1 MiB a cold 500 MiB fill here spent a
- * quarter of its time waiting for spool writes to come back.
+ * catches up. They are the window's own slabs (no memory beside it). With 1 MiB a cold 500 MiB fill here spent a
+ * quarter of its time waiting for spool writes to come back; 2 MiB filled as fast as 4 (0.24 vs 0.25 GB/s).
  */
-export const MAX_UNWRITTEN_BYTES = 4 * 1024 * 1024;
+export const MAX_UNWRITTEN_BYTES = 2 * 1024 * 1024;
 
 export type FillState = 'filling' | 'committed' | 'failed';
 
