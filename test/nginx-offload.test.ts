@@ -72,6 +72,7 @@ describe('X-Accel-Redirect offload behind nginx', () => {
     assert.equal(cold.status, 200);
     assert.equal(sha256(Buffer.from(await cold.arrayBuffer())), layer.digest);
     assert.equal(cold.headers.get('x-accel-redirect'), null);
+    await mirror.fillsSettled();
 
     const warm = await fetch(blobUrl(layer.digest));
     const body = Buffer.from(await warm.arrayBuffer());

@@ -114,6 +114,7 @@ describe('v1 mirror of a regmirror', { timeout: 180_000 }, () => {
     assertSamePull(first, direct);
     assert.equal(first.indexHeaders['x-docker-endpoints'], mirror.host, 'endpoints rewritten to the mirror');
     assert.match(String(first.indexHeaders['x-docker-token']), /^Token signature=[A-Z0-9]{16},repository="team\/app",access=read$/);
+    await mirror.fillsSettled();
     assertSamePull(await client.pull('team/app', 'latest'), direct);
     await mirror.settle();
     const layerGets = (id: string): string[] =>
@@ -217,6 +218,7 @@ describe('v1 mirror of a regmirror', { timeout: 180_000 }, () => {
     const legacy = await startRegmirror({ configFile, dataDir: storagePath, env: { SETTINGS_FLAVOR: 'local' } });
     try {
       assertSamePull(await new V1Client(legacy.url).pull('team/app', 'latest'), direct);
+      await legacy.fillsSettled();
       // docker-registry's own layout, in the storage_path itself.
       for (const image of chain) assert.ok(await fileExists(path.join(storagePath, 'images', image.id, 'layer')), `${image.id} in storage_path/images`);
     } finally {

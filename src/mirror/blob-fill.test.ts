@@ -1,5 +1,5 @@
 // Tests for BlobFill: one source streamed into a real spool file and followed by several readers,
-// the last byte held back until the digest is verified and committed, and every failure cutting readers.
+// the last byte held back until the digest is verified, and every failure cutting readers still reading.
 
 import { BufferBudget, SMALL_BUFFER_BYTES, unlimitedBudget } from '../memory/buffer-budget.js';
 import assert from 'node:assert/strict';
@@ -8,12 +8,13 @@ import { once } from 'node:events';
 import { access, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { PassThrough, type Readable } from 'node:stream';
+import { PassThrough, Writable, type Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { digestOf, type Digest } from '../oci/digest.js';
 import { SpoolFile } from '../store/spool-file.js';
 import { BlobFill, digestCheck, FillError, MAX_UNWRITTEN_BYTES, MEMORY_WINDOW_BYTES, type FillState } from './blob-fill.js';
+import { SLAB_BYTES, SlabPool } from './slab-window.js';
 
 let directory: string;
 let spoolCount = 0;
@@ -45,6 +46,7 @@ interface HarnessOptions {
   holdCommit?: boolean;
   commitError?: Error;
   budget?: BufferBudget;
+  slabs?: SlabPool;
 }
 
 async function startFill(options: HarnessOptions): Promise<Harness> {
@@ -76,7 +78,7 @@ async function startFill(options: HarnessOptions): Promise<Harness> {
         settled.push({ state, error });
       },
     },
-    { timeoutMs: options.timeoutMs ?? 30_000, budget: options.budget ?? unlimitedBudget() },
+    { timeoutMs: options.timeoutMs ?? 30_000, budget: options.budget ?? unlimitedBudget(), slabs: options.slabs },
   );
   return { fill, source, spool, commits, settled, bytesCounted: () => counted, releaseCommit: () => releaseCommit() };
 }
@@ -123,6 +125,49 @@ async function feedPaced(source: PassThrough, bytes: Buffer, chunkSize = 64 * 10
   const closed = new Promise<void>((resolve) => source.once('close', resolve));
   for (let offset = 0; offset < bytes.length && !source.destroyed; offset += chunkSize) {
     if (!source.write(bytes.subarray(offset, offset + chunkSize))) await Promise.race([once(source, 'drain'), closed]);
+  }
+}
+
+/**
+ * A destination as a response is one: it takes each write and calls back once the bytes are gone. Held, it keeps
+ * the writes it was given as they are (views, not copies) and reads them only when let go, as a slow socket would.
+ */
+class Destination extends Writable {
+  readonly received: Buffer[] = [];
+  private pending: Array<{ chunk: Buffer; callback: () => void }> = [];
+  private holding = false;
+
+  constructor() {
+    super({ highWaterMark: 64 * 1024 });
+  }
+
+  hold(): void {
+    this.holding = true;
+  }
+
+  /** Reads what it held, calls back, and takes every later write at once. */
+  letGo(): void {
+    this.holding = false;
+    const pending = this.pending;
+    this.pending = [];
+    for (const { chunk, callback } of pending) {
+      this.received.push(Buffer.from(chunk));
+      callback();
+    }
+  }
+
+  /** The writes held so far, as given. */
+  get held(): readonly Buffer[] {
+    return this.pending.map((entry) => entry.chunk);
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: () => void): void {
+    if (this.holding) {
+      this.pending.push({ chunk, callback });
+      return;
+    }
+    this.received.push(Buffer.from(chunk));
+    callback();
   }
 }
 
@@ -185,18 +230,20 @@ describe('BlobFill', () => {
     const twoThirds = MEMORY_WINDOW_BYTES * 2;
     feed(harness.source, content.subarray(0, twoThirds));
     await until(() => harness.spool.size >= twoThirds, 'two thirds in the spool');
-    const late = harness.fill.createReader();
-    const fromSpool: Buffer[] = [];
-    late.on('data', (chunk: Buffer) => {
-      if (chunk.buffer !== content.buffer) fromSpool.push(chunk);
-    });
-    const lateResult = watch(late);
+    // Counted where the reader reads the spool (not the harness's commit hook, which reads it whole).
+    let spoolBytes = 0;
+    const readAt = harness.spool.readAt.bind(harness.spool);
+    harness.spool.readAt = async (position, length) => {
+      const bytes = await readAt(position, length);
+      if (length < content.length) spoolBytes += bytes.length;
+      return bytes;
+    };
+    const lateResult = watch(harness.fill.createReader());
     feed(harness.source, content.subarray(twoThirds));
     harness.source.end();
     assert.equal(await harness.fill.done, 'committed');
     assert.ok((await early.result).equals(content));
     assert.ok((await lateResult.result).equals(content));
-    const spoolBytes = fromSpool.reduce((sum, chunk) => sum + chunk.length, 0);
     assert.ok(spoolBytes >= twoThirds - MEMORY_WINDOW_BYTES, `only ${spoolBytes} bytes came from the spool`);
   });
 
@@ -240,14 +287,13 @@ describe('BlobFill', () => {
     assert.equal(await harness.fill.done, 'committed');
   });
 
-  it('never gives a reader the final byte before the commit', async () => {
+  it('holds back the last bytes until the content is verified, then gives them without waiting for the commit', async () => {
     const content = randomBytes(300 * 1024);
     const harness = await startFill({ digest: digestOf(content), size: content.length, holdCommit: true });
     const whole = watch(harness.fill.createReader());
     const ranged = watch(harness.fill.createReader(100, 199));
     feed(harness.source, content);
-    harness.source.end();
-    await until(() => harness.commits.length === 1, 'the commit hook');
+    // Every byte has arrived, but not the end of the body: nothing is verified, so each reader's last byte waits.
     await until(() => whole.received() === content.length - 1, 'all but one byte at the reader');
     await until(() => ranged.received() === 99, 'all but one byte of the range');
     await sleep(50);
@@ -255,10 +301,13 @@ describe('BlobFill', () => {
     assert.equal(whole.ended(), false);
     assert.equal(ranged.received(), 99);
     assert.equal(ranged.ended(), false);
-    assert.equal(harness.fill.status, 'filling');
-    harness.releaseCommit();
+    harness.source.end();
+    // Verified: the readers end while the commit (a disk sync, a rename, a record) is still held.
     assert.ok((await whole.result).equals(content));
     assert.ok((await ranged.result).equals(content.subarray(100, 200)));
+    await until(() => harness.commits.length === 1, 'the commit hook');
+    assert.equal(harness.fill.status, 'filling');
+    harness.releaseCommit();
     assert.equal(await harness.fill.done, 'committed');
   });
 
@@ -373,13 +422,23 @@ describe('BlobFill', () => {
     assert.equal(harness.commits.length, 0);
   });
 
-  it('fails every reader when the commit hook throws', async () => {
-    const content = randomBytes(1000);
-    const harness = await startFill({ digest: digestOf(content), size: content.length, commitError: new Error('disk full') });
-    const reader = watch(harness.fill.createReader());
-    harness.source.end(content);
-    await assertFailure(harness, [reader], /disk full/);
-    assert.equal(reader.received(), 999);
+  it('fails when the commit hook throws: nothing is kept, a reader still reading is cut, one that had every verified byte keeps it', async () => {
+    const content = randomBytes(300 * 1024);
+    const harness = await startFill({ digest: digestOf(content), size: content.length, holdCommit: true, commitError: new Error('disk full') });
+    const finished = watch(harness.fill.createReader());
+    const stalled = harness.fill.createReader();
+    feed(harness.source, content);
+    harness.source.end();
+    assert.ok((await finished.result).equals(content));
+    harness.releaseCommit();
+    assert.equal(await harness.fill.done, 'failed');
+    const resumed = watch(stalled);
+    await assert.rejects(resumed.result);
+    assert.ok(resumed.received() < content.length);
+    assert.match(harness.fill.error?.message ?? '', /disk full/);
+    assert.deepEqual(harness.settled, [{ state: 'failed', error: harness.fill.error }]);
+    assert.equal(await exists(harness.spool.path), false, 'the spool file is removed');
+    await assert.rejects(watch(harness.fill.createReader()).result);
   });
 
   it('fails every reader when writing the spool fails, and stops reading the source', async () => {
@@ -433,6 +492,78 @@ describe('BlobFill', () => {
     harness.fill.abort(new Error('shutting down'));
     await assertFailure(harness, [reader], /shutting down/);
     assert.equal(harness.commits.length, 0);
+  });
+
+  it('piped whole to a destination, writes to it directly: every byte, both ends, and every slab back in the pool', async () => {
+    const slabs = new SlabPool(64);
+    const content = randomBytes(SLAB_BYTES * 6 + 777);
+    const harness = await startFill({ digest: digestOf(content), size: content.length, slabs });
+    const destination = new Destination();
+    const reader = harness.fill.createReader();
+    const ended = once(reader, 'end');
+    reader.pipe(destination);
+    // Listened to after the pipe: nothing may come through the stream itself.
+    let streamed = 0;
+    reader.on('data', (chunk: Buffer) => (streamed += chunk.length));
+    await feedPaced(harness.source, content);
+    harness.source.end();
+    await once(destination, 'finish');
+    await ended;
+    assert.equal(streamed, 0);
+    assert.ok(Buffer.concat(destination.received).equals(content));
+    assert.equal(await harness.fill.done, 'committed');
+    // The six full slabs (the last, smaller one is not pooled), once nothing holds them.
+    await until(() => slabs.size === 6, 'every full slab back in the pool');
+  });
+
+  it('does not slow the fill for a destination that stops taking bytes, nor reuse the slab it still holds', async () => {
+    // Few slabs in the pool: the fill reuses them while the destination holds its first write.
+    const slabs = new SlabPool(4);
+    const content = randomBytes(MEMORY_WINDOW_BYTES * 3);
+    const harness = await startFill({ digest: digestOf(content), size: content.length, slabs });
+    const destination = new Destination();
+    destination.hold();
+    const reader = harness.fill.createReader();
+    reader.pipe(destination);
+    await feedPaced(harness.source, content);
+    harness.source.end();
+    assert.equal(await harness.fill.done, 'committed', 'the fill ended while the destination took nothing');
+    assert.equal(destination.held.length, 1, 'one write waits, the reader waits for it to drain');
+    assert.equal(destination.held[0]?.buffer.byteLength, SLAB_BYTES, 'a view of a slab, not a copy');
+    destination.letGo();
+    await once(destination, 'finish');
+    assert.ok(Buffer.concat(destination.received).equals(content), 'the held view still had its bytes');
+  });
+
+  it('past the send budget, writes copies as small as its queue, holding no slab', async () => {
+    const content = randomBytes(SLAB_BYTES * 2);
+    const harness = await startFill({ digest: digestOf(content), size: content.length, budget: new BufferBudget(0) });
+    const destination = new Destination();
+    destination.hold();
+    harness.fill.createReader().pipe(destination);
+    await feedPaced(harness.source, content);
+    harness.source.end();
+    assert.equal(await harness.fill.done, 'committed');
+    await until(() => destination.held.length === 1, 'the first write');
+    assert.ok((destination.held[0]?.buffer.byteLength ?? Infinity) <= SMALL_BUFFER_BYTES, 'its own copy');
+    destination.letGo();
+    await once(destination, 'finish');
+    assert.ok(Buffer.concat(destination.received).equals(content));
+  });
+
+  it('piped to a destination, fails with the fill: the reader is destroyed, the destination is not ended', async () => {
+    const content = randomBytes(300_000);
+    const harness = await startFill({ digest: digestOf(randomBytes(10)), size: content.length });
+    const destination = new Destination();
+    const reader = harness.fill.createReader();
+    reader.pipe(destination);
+    const failed = once(reader, 'error');
+    harness.source.end(content);
+    const [error] = (await failed) as [Error];
+    assert.ok(error instanceof FillError);
+    assert.equal(await harness.fill.done, 'failed');
+    assert.equal(destination.writableEnded, false, 'the HTTP layer cuts the connection; nothing ends the body');
+    assert.ok(Buffer.concat(destination.received).length < content.length);
   });
 
   it('carries on when readers are destroyed early', async () => {

@@ -50,6 +50,12 @@ export class SpoolFile {
     return bytesRead === length ? buffer : buffer.subarray(0, bytesRead);
   }
 
+  /** Reads into target (as much as fits) from position; returns the bytes read, fewer at the end of what is written. */
+  async readInto(target: Uint8Array, position: number): Promise<number> {
+    const { bytesRead } = await this.handle.read(target, 0, target.length, position);
+    return bytesRead;
+  }
+
   async sync(): Promise<void> {
     await storageOperation('sync', this.path, () => this.handle.datasync());
   }

@@ -56,6 +56,11 @@ export interface Regmirror {
    * before the line arrives: settle() sends a marker request and waits for its line. Call it before reading.
    */
   settle(timeoutMs?: number): Promise<void>;
+  /**
+   * A client has a blob's last byte once the fill has verified it, a little before the fill's commit (disk sync,
+   * rename, record) ends: fillsSettled() waits until no fill is in progress. Call it before expecting a cache hit.
+   */
+  fillsSettled(timeoutMs?: number): Promise<void>;
   metrics(): Promise<string>;
   /** The value of one metric series, e.g. metricValue('regmirror_fills_total', {outcome: 'committed'}); summed over other labels. */
   metricValue(name: string, labels?: Record<string, string>): Promise<number>;
@@ -121,6 +126,13 @@ export async function startRegmirror(options: RegmirrorOptions = {}): Promise<Re
       while (!lines().some((line) => line.includes(marker))) {
         if (Date.now() > deadline) throw new Error('regmirror did not log the settle marker in time');
         await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    },
+    fillsSettled: async (timeoutMs = 15_000) => {
+      const deadline = Date.now() + timeoutMs;
+      while (sumMetric(await metrics(), 'regmirror_fills_in_progress', {}) > 0) {
+        if (Date.now() > deadline) throw new Error(`a fill was still in progress after ${timeoutMs} ms`);
+        await new Promise((resolve) => setTimeout(resolve, 20));
       }
     },
     metrics,
