@@ -298,6 +298,24 @@ describe('hole 7: a Range passed through is exactly what it announces', { timeou
       assert.ok(body.length <= 10, `at most the 10 announced bytes: ${JSON.stringify(body)}`);
     }
   });
+  it('answers 502, not 500, when the upstream resets a 206 before its first byte (found by the faults suite)', async () => {
+    const upstream = await upstreamWith((request, response) => {
+      if (request.url?.includes('/blobs/') && request.headers.range !== undefined) {
+        response.writeHead(206, { 'content-range': 'bytes 0-9/100', 'content-length': '10' });
+        response.flushHeaders();
+        setTimeout(() => request.socket.resetAndDestroy(), 50);
+        return;
+      }
+      sendError(response, 404, 'BLOB_UNKNOWN');
+    });
+    const mirror = await mirrorWith(`upstreams:\n  - registry: hostile.test\n    url: ${upstream.url}\n`);
+    const answer = await fetch(`http://127.0.0.1:${mirror.port}/v2/team/app/blobs/${digest}`, { headers: { range: 'bytes=0-9' } });
+    const body = Buffer.from(await answer.arrayBuffer());
+    assert.equal(answer.status, 502);
+    assert.equal(errorsOf(body)[0]?.code, 'UPSTREAM_UNAVAILABLE');
+    assert.equal(upstream.count('GET', /\/blobs\//), 1);
+    assert.ok(!mirror.lines().some((line) => line.includes('unexpected error')), 'not logged as a bug of the mirror');
+  });
 });
 
 describe('hole 11: upstream details do not escape', { timeout: 60_000 }, () => {

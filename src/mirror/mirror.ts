@@ -3,7 +3,7 @@
 // fresh for a TTL, revalidated with HEAD, and served stale when the upstream fails.
 
 import { setMaxListeners } from 'node:events';
-import { pipeline, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { digestOf, isDigest, type Digest } from '../oci/digest.js';
 import {
   acceptedMediaTypes,
@@ -203,8 +203,12 @@ export class Mirror {
       throw new RegistryError('UPSTREAM_UNAVAILABLE', { message: `upstream ${upstream.client.wireName} sent a Content-Length that does not match its Content-Range` });
     }
     response.body.on('data', (chunk: Buffer) => upstream.client.countBytes('blob', chunk.length));
-    // Exactly the announced bytes reach the client, or its connection is cut.
-    const body = pipeline(response.body, exactLength(length), () => undefined);
+    // Exactly the announced bytes reach the client, or its connection is cut. An upstream that fails before the
+    // first byte went out is answered as the upstream's failure (502/504), not as the mirror's own (500).
+    const body = exactLength(length);
+    response.body.once('error', (error) => body.destroy(upstream.client.unreachable(error)));
+    body.once('close', () => response.body.destroy());
+    response.body.pipe(body);
     return { digest, size: parsed.size, range: { start: parsed.start, end: parsed.end }, body, cache: 'pass' };
   }
 
