@@ -84,6 +84,29 @@ describe('SqliteMetadataStore', () => {
     }
   });
 
+  it('waits for a busy database between tries, with the event loop free, and keeps statements in order', async () => {
+    const directory = await mkdtemp(path.join(tmpdir(), 'regmirror-sqlite-'));
+    const file = path.join(directory, 'metadata.db');
+    const store = new SqliteMetadataStore(file, { busyTimeoutMs: 10_000 });
+    const other = new Database(file);
+    const repository = { registry: 'docker.io', name: 'library/app' };
+    try {
+      other.exec('BEGIN IMMEDIATE');
+      const first = store.putTag(repository, 'latest', { digest: digestOf(Buffer.from('a')), fetchedAt: 1 });
+      const second = store.putTag(repository, 'latest', { digest: digestOf(Buffer.from('b')), fetchedAt: 2 });
+      const read = store.getTag(repository, 'latest');
+      // The lock is let go by a timer of this very process: it can only fire if the wait does not hold the thread.
+      setTimeout(() => other.exec('COMMIT'), 300);
+      await Promise.all([first, second]);
+      assert.equal((await read)?.digest, digestOf(Buffer.from('b')), 'the read asked after both writes sees the second');
+      assert.equal((await store.getTag(repository, 'latest'))?.fetchedAt, 2);
+    } finally {
+      other.close();
+      await store.close();
+      await rm(directory, { recursive: true, force: true });
+    }
+  });
+
   it('tells database failures from bugs by their code', () => {
     for (const code of ['SQLITE_BUSY', 'SQLITE_FULL', 'SQLITE_IOERR', 'SQLITE_IOERR_WRITE', 'SQLITE_CORRUPT', 'SQLITE_READONLY', 'SQLITE_CANTOPEN']) {
       assert.equal(isSqliteFailure(Object.assign(new Error(code), { code })), true, code);

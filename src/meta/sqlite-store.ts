@@ -1,5 +1,7 @@
 // The SQLite MetadataStore (WAL): one file under the data directory, prepared statements,
-// synchronous calls behind the async interface; failures of the database are MetadataErrors.
+// synchronous calls behind the async interface; failures of the database are MetadataErrors. A database kept
+// busy by another connection is waited for between the statement's tries, not inside one: SQLite's own busy
+// wait blocks the thread, and here the thread is the whole server's event loop.
 
 import Database from 'better-sqlite3';
 import type { Digest } from '../oci/digest.js';
@@ -47,22 +49,39 @@ CREATE TABLE IF NOT EXISTS documents (
 `;
 
 export interface SqliteOptions {
-  /** How long a statement waits for another connection's write before it fails with SQLITE_BUSY. */
+  /** How long a statement waits for another connection's write, in all, before it fails with SQLITE_BUSY. */
   busyTimeoutMs?: number;
+}
+
+/** The longest SQLite itself waits for a lock within one try: the longest the event loop is held by a busy database. */
+const BUSY_SLICE_MS = 20;
+/** The pause between two tries of a statement that found the database busy. */
+const BUSY_PAUSE_MS = 30;
+
+/** SQLITE_BUSY and its extended codes: another connection holds the lock, a later try may pass. */
+function isBusy(error: unknown): boolean {
+  const code = (error as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' && (code === 'SQLITE_BUSY' || code.startsWith('SQLITE_BUSY_'));
 }
 
 export class SqliteMetadataStore implements MetadataStore {
   private readonly db: Database.Database;
   private readonly statements: ReturnType<SqliteMetadataStore['prepare']>;
+  private readonly busyTimeoutMs: number;
+  /** Settles when the statements waiting behind a busy database have run; undefined when none wait. */
+  private waiting: Promise<void> | undefined;
 
   constructor(file: string, options: SqliteOptions = {}) {
+    this.busyTimeoutMs = Math.trunc(options.busyTimeoutMs ?? 5000);
     try {
       this.db = new Database(file);
+      // Opening may wait for a lock inside SQLite (a one-off, at start): the whole timeout then.
+      this.db.pragma(`busy_timeout = ${this.busyTimeoutMs}`);
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = NORMAL');
-      this.db.pragma(`busy_timeout = ${Math.trunc(options.busyTimeoutMs ?? 5000)}`);
       this.db.exec(SCHEMA);
       this.statements = this.prepare();
+      this.db.pragma(`busy_timeout = ${Math.min(BUSY_SLICE_MS, this.busyTimeoutMs)}`);
     } catch (error) {
       throw isSqliteFailure(error) ? new MetadataError('open', error) : error;
     }
@@ -118,12 +137,46 @@ export class SqliteMetadataStore implements MetadataStore {
     };
   }
 
-  /** Runs a statement; a failure of the database (not of the SQL) becomes a MetadataError. */
+  /**
+   * Runs a statement; a failure of the database (not of the SQL) becomes a MetadataError. A statement that finds
+   * the database busy (it changed nothing) is tried again after pauses until busyTimeoutMs has passed, and every
+   * statement after it waits its turn behind it, so statements still run in the order they were asked for.
+   */
   private guard<T>(operation: string, work: () => T): Promise<T> {
+    if (this.waiting !== undefined) return this.inTurn(operation, work, false);
     try {
       return Promise.resolve(work());
     } catch (error) {
+      if (isBusy(error) && this.busyTimeoutMs > BUSY_SLICE_MS) return this.inTurn(operation, work, true);
       return Promise.reject(isSqliteFailure(error) ? new MetadataError(operation, error) : (error as Error));
+    }
+  }
+
+  private inTurn<T>(operation: string, work: () => T, foundBusy: boolean): Promise<T> {
+    const turn = (this.waiting ?? Promise.resolve()).then(() => this.untilNotBusy(operation, work, foundBusy));
+    const settled = turn.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.waiting = settled;
+    void settled.then(() => {
+      if (this.waiting === settled) this.waiting = undefined;
+    });
+    return turn;
+  }
+
+  private async untilNotBusy<T>(operation: string, work: () => T, pauseFirst: boolean): Promise<T> {
+    const deadline = performance.now() + this.busyTimeoutMs;
+    let pause = pauseFirst;
+    for (;;) {
+      if (pause) await new Promise((resolve) => setTimeout(resolve, BUSY_PAUSE_MS));
+      pause = true;
+      try {
+        return work();
+      } catch (error) {
+        if (isBusy(error) && performance.now() < deadline) continue;
+        throw isSqliteFailure(error) ? new MetadataError(operation, error) : (error as Error);
+      }
     }
   }
 
