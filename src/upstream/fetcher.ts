@@ -89,6 +89,10 @@ export class UpstreamFetcher {
       });
       this.metrics.upstreamRequests.inc({ ...labels, status: String(response.statusCode) });
       if (deadline !== undefined) response.body.once('close', () => deadline.clear());
+      // undici's body emits 'error' when it is destroyed before its end, as code that stops reading a body it will
+      // not use does (a refused answer, a fill another request started first). Whoever reads the body sees its
+      // errors through its own iterator or pipe; this listener only keeps one nobody reads from ending the process.
+      response.body.on('error', ignoreErrorOfAbandonedBody);
       return { status: response.statusCode, headers: response.headers, body: response.body };
     } catch (error) {
       deadline?.clear();
@@ -170,4 +174,9 @@ export function headerValue(value: string | string[] | undefined): string | unde
 export function contentLength(headers: UpstreamResponse['headers']): number | undefined {
   const text = headerValue(headers['content-length']);
   return text !== undefined && /^\d{1,15}$/.test(text) ? Number(text) : undefined;
+}
+
+/** See UpstreamFetcher.send: an error of a body its reader let go of has nobody to tell. */
+function ignoreErrorOfAbandonedBody(): void {
+  // nothing to do: the reader, if any, got the error through its own iterator or pipe
 }
