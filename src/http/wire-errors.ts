@@ -4,7 +4,6 @@
 
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { FillError } from '../mirror/blob-fill.js';
-import { LengthError } from '../mirror/exact-length.js';
 import { ErrorCode, RegistryError } from '../registry/errors.js';
 import { clientGone, refuseRestOfBody } from './request-body.js';
 import { STORAGE_UNAVAILABLE_MESSAGE, storageFailureOf } from './storage-failure.js';
@@ -22,7 +21,7 @@ export function toRegistryError(error: unknown): RegistryError | undefined {
   if (failure !== undefined) return new RegistryError('UNAVAILABLE', { message: STORAGE_UNAVAILABLE_MESSAGE, cause: failure });
   if (error instanceof RegistryError) return error;
   // A fill that failed before this response sent its first byte.
-  if (error instanceof FillError || error instanceof LengthError) return new RegistryError('UPSTREAM_UNAVAILABLE', { message: 'the upstream transfer failed; retry' });
+  if (error instanceof FillError) return new RegistryError('UPSTREAM_UNAVAILABLE', { message: 'the upstream transfer failed; retry' });
   const fastifyError = error as Partial<FastifyError> | undefined;
   const status = fastifyError?.statusCode;
   if (typeof status === 'number' && status >= 400 && status < 500) {

@@ -25,14 +25,13 @@ import { SingleFlight } from '../flight/single-flight.js';
 import type { BufferBudget } from '../memory/buffer-budget.js';
 import { contentLength, headerValue, type UpstreamResponse } from '../upstream/fetcher.js';
 import { abortFills, BlobFill, digestCheck } from './blob-fill.js';
-import { exactLength } from './exact-length.js';
 import { NotFoundCache } from './not-found-cache.js';
 import type { UpstreamRequest } from './upstream-client.js';
 import type { Target, Upstream } from './upstream-router.js';
 
 export interface BlobAnswer {
   digest: Digest;
-  /** The whole blob's size; undefined only for a pass-through whose upstream did not say. */
+  /** The whole blob's size; undefined only for a fill whose upstream sent no Content-Length. */
   size: number | undefined;
   /** Set on a 206. */
   range?: ByteRange;
@@ -118,8 +117,10 @@ export class Mirror {
   /** A blob neither cached nor being filled: asked of the upstream. */
   private async coldBlob(upstream: Upstream, target: Target, digest: Digest, method: 'GET' | 'HEAD', rangeHeader: string | undefined): Promise<BlobAnswer> {
     if (method === 'HEAD') return this.headColdBlob(upstream, target, digest, undefined);
-    if (parseRangeSpec(rangeHeader) !== undefined) return this.passThroughRange(upstream, target, digest, rangeHeader ?? '');
     const fill = await this.startFill(upstream, target, digest);
+    // A Range is served from the fill, not asked of the upstream: bytes passed through could not be verified,
+    // and a range of a fill gets its last byte only once the whole blob is.
+    if (parseRangeSpec(rangeHeader) !== undefined) return this.rangeFromFill(digest, fill, rangeHeader, 'miss');
     return { digest, size: fill.size, body: fill.createReader(), cache: 'miss' };
   }
 
@@ -166,50 +167,6 @@ export class Mirror {
     }
     if (range.kind === 'none') return { digest, size, body: fill.createReader(), cache };
     return { digest, size, range: { start: range.start, end: range.end }, body: fill.createReader(range.start, range.end), cache };
-  }
-
-  /** A Range on a cold blob goes upstream as a Range; an upstream that ignores it starts a fill instead. */
-  private async passThroughRange(upstream: Upstream, target: Target, digest: Digest, rangeHeader: string): Promise<BlobAnswer> {
-    const response = await upstream.client.send({ ...blobRequest(target, digest, 'GET'), headers: { range: rangeHeader } });
-    if (response.status === 200) {
-      if (this.fills.get(digest) !== undefined) {
-        // Another request started a fill meanwhile: one upstream fetch per blob, so follow that one.
-        response.body.destroy();
-        return this.blob(target, digest, 'GET', rangeHeader);
-      }
-      const fill = await this.runFill(digest, () => this.adoptFill(upstream, digest, response));
-      return this.rangeFromFill(digest, fill, rangeHeader, 'miss');
-    }
-    if (response.status === 416) {
-      await response.body.dump();
-      const size = totalFromContentRange(headerValue(response.headers['content-range']));
-      throw new RegistryError('RANGE_INVALID', { headers: size === undefined ? {} : { 'content-range': unsatisfiedRange(size) } });
-    }
-    if (response.status !== 206) {
-      await response.body.dump();
-      throw upstream.client.errorFor(response, 'BLOB_UNKNOWN');
-    }
-    const parsed = parseContentRange(headerValue(response.headers['content-range']));
-    // The bytes are passed through unverified, so at least they must be the ones asked for.
-    const asked = parsed?.size === undefined ? undefined : resolveRange(rangeHeader, parsed.size);
-    if (parsed === undefined || (asked !== undefined && (asked.kind !== 'range' || asked.start !== parsed.start || asked.end !== parsed.end))) {
-      response.body.destroy();
-      throw new RegistryError('UPSTREAM_UNAVAILABLE', { message: `upstream ${upstream.client.wireName} sent a Content-Range other than the one asked for` });
-    }
-    const length = parsed.end - parsed.start + 1;
-    const announced = contentLength(response.headers);
-    if (announced !== undefined && announced !== length) {
-      response.body.destroy();
-      throw new RegistryError('UPSTREAM_UNAVAILABLE', { message: `upstream ${upstream.client.wireName} sent a Content-Length that does not match its Content-Range` });
-    }
-    response.body.on('data', (chunk: Buffer) => upstream.client.countBytes('blob', chunk.length));
-    // Exactly the announced bytes reach the client, or its connection is cut. An upstream that fails before the
-    // first byte went out is answered as the upstream's failure (502/504), not as the mirror's own (500).
-    const body = exactLength(length);
-    response.body.once('error', (error) => body.destroy(upstream.client.unreachable(error)));
-    body.once('close', () => response.body.destroy());
-    response.body.pipe(body);
-    return { digest, size: parsed.size, range: { start: parsed.start, end: parsed.end }, body, cache: 'pass' };
   }
 
   private startFill(upstream: Upstream, target: Target, digest: Digest): Promise<BlobFill> {
@@ -459,15 +416,4 @@ function nextPage(link: string | undefined): TagList['next'] {
   const n = query.get('n');
   if (last === null) return undefined;
   return { last, n: n !== null && /^\d{1,6}$/.test(n) ? Number(n) : undefined };
-}
-
-function parseContentRange(text: string | undefined): { start: number; end: number; size: number | undefined } | undefined {
-  const match = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(text?.trim() ?? '');
-  if (!match) return undefined;
-  return { start: Number(match[1]), end: Number(match[2]), size: match[3] === '*' ? undefined : Number(match[3]) };
-}
-
-function totalFromContentRange(text: string | undefined): number | undefined {
-  const match = /^bytes \*\/(\d+)$/.exec(text?.trim() ?? '');
-  return match ? Number(match[1]) : undefined;
 }

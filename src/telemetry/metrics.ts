@@ -4,7 +4,7 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** How a response was produced; also logged per request. */
-export type CacheOutcome = 'hit' | 'miss' | 'fill' | 'stale' | 'revalidated' | 'pass' | 'none';
+export type CacheOutcome = 'hit' | 'miss' | 'fill' | 'stale' | 'revalidated' | 'none';
 
 export type UpstreamRequestKind = 'manifest' | 'blob' | 'tags' | 'token' | 'ping' | 'v1-index' | 'v1-image' | 'v1-layer' | 'v1-tags' | 'v1-search';
 
