@@ -560,7 +560,7 @@ describe('client credentials stay with the mirror (recording upstream and CDN)',
       assert.equal((await rawRequest(mirror.url, 'GET', '/v2/fake/app/tags/list', headers)).status, 200);
       assertWireError(await rawRequest(mirror.url, 'GET', '/v2/fake/missing/manifests/v1', headers), 404, 'MANIFEST_UNKNOWN');
     }
-    // Cold blobs: a HEAD, a ranged GET (passed through), whole GETs (one via the CDN redirect).
+    // Cold blobs: a HEAD, a ranged GET (served from its fill), whole GETs (one via the CDN redirect).
     const headers = { authorization: CLIENT_BASIC };
     const head = await rawRequest(mirror.url, 'HEAD', `/v2/fake/app/blobs/${layerDigest}`, headers);
     assert.equal(head.status, 200);
