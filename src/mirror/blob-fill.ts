@@ -25,6 +25,8 @@ export const MEMORY_WINDOW_BYTES = 4 * 1024 * 1024;
  * Upstream bytes received but not yet in the spool, at most: past this the fill stops reading until the disk
  * catches up. They are the window's own slabs (no memory beside it). With 1 MiB a cold 500 MiB fill here spent a
  * quarter of its time waiting for spool writes to come back; 2 MiB filled as fast as 4 (0.24 vs 0.25 GB/s).
+ * Drawn from the send budget: past it a fill keeps one slab unwritten, so 64 fills at once on a slow disk cost
+ * the budget plus 64 slabs, not 64 × 2 MiB.
  */
 export const MAX_UNWRITTEN_BYTES = 2 * 1024 * 1024;
 
@@ -175,6 +177,7 @@ export class BlobFill {
     const timer = setTimeout(() => {
       this.source.body.destroy(new FillError(`fill did not finish within ${timeoutMs} ms`));
     }, timeoutMs);
+    const unwritten = this.options.budget.reserve(MAX_UNWRITTEN_BYTES, SLAB_BYTES);
     // The disk write of one batch overlaps the network read and hashing of the next.
     const writer = new WriteBehind(this.spool, {
       written: (bytes) => {
@@ -196,7 +199,7 @@ export class BlobFill {
         writer.push(this.window.append(chunk));
         this.received += chunk.length;
         this.progress.notify();
-        if (writer.backlog >= MAX_UNWRITTEN_BYTES) await writer.drained();
+        if (writer.backlog >= unwritten.bytes) await writer.drained();
       }
       await writer.drained();
       if (this.source.size !== undefined && this.written !== this.source.size) {
@@ -218,7 +221,11 @@ export class BlobFill {
       await this.spool.discard().catch(() => undefined);
     } finally {
       clearTimeout(timer);
+      unwritten.release();
       this.releaseWindow();
+      // Every byte is on disk (or the fill failed): readers still reading, stalled ones too, read the spool, and
+      // the window's slabs go back to the pool with its share of the budget, not when the last reader leaves.
+      this.window.clear();
       this.hooks.onSettled(this.state, this.failure);
       this.progress.notify();
       await this.closeSpoolIfIdle();
