@@ -62,12 +62,23 @@ describe('SqliteMetadataStore', () => {
     }
   });
 
-  it('throws MetadataError when another connection keeps the database busy past the timeout', async () => {
+  /** A store on a fresh file, and another connection to the same file (which the test makes hold the lock). */
+  async function withOtherConnection(busyTimeoutMs: number, work: (store: SqliteMetadataStore, other: Database.Database) => Promise<void>): Promise<void> {
     const directory = await mkdtemp(path.join(tmpdir(), 'regmirror-sqlite-'));
     const file = path.join(directory, 'metadata.db');
-    const store = new SqliteMetadataStore(file, { busyTimeoutMs: 50 });
+    const store = new SqliteMetadataStore(file, { busyTimeoutMs });
     const other = new Database(file);
     try {
+      await work(store, other);
+    } finally {
+      other.close();
+      await store.close();
+      await rm(directory, { recursive: true, force: true });
+    }
+  }
+
+  it('throws MetadataError when another connection keeps the database busy past the timeout', async () => {
+    await withOtherConnection(50, async (store, other) => {
       other.exec('BEGIN IMMEDIATE');
       await assert.rejects(store.putBlob(digestOf(Buffer.from('busy')), 1, 1), (error: unknown) => {
         assert.ok(error instanceof MetadataError);
@@ -77,20 +88,12 @@ describe('SqliteMetadataStore', () => {
       });
       other.exec('ROLLBACK');
       await store.putBlob(digestOf(Buffer.from('busy')), 1, 1);
-    } finally {
-      other.close();
-      await store.close();
-      await rm(directory, { recursive: true, force: true });
-    }
+    });
   });
 
   it('waits for a busy database between tries, with the event loop free, and keeps statements in order', async () => {
-    const directory = await mkdtemp(path.join(tmpdir(), 'regmirror-sqlite-'));
-    const file = path.join(directory, 'metadata.db');
-    const store = new SqliteMetadataStore(file, { busyTimeoutMs: 10_000 });
-    const other = new Database(file);
-    const repository = { registry: 'docker.io', name: 'library/app' };
-    try {
+    await withOtherConnection(10_000, async (store, other) => {
+      const repository = { registry: 'docker.io', name: 'library/app' };
       other.exec('BEGIN IMMEDIATE');
       const first = store.putTag(repository, 'latest', { digest: digestOf(Buffer.from('a')), fetchedAt: 1 });
       const second = store.putTag(repository, 'latest', { digest: digestOf(Buffer.from('b')), fetchedAt: 2 });
@@ -100,11 +103,7 @@ describe('SqliteMetadataStore', () => {
       await Promise.all([first, second]);
       assert.equal((await read)?.digest, digestOf(Buffer.from('b')), 'the read asked after both writes sees the second');
       assert.equal((await store.getTag(repository, 'latest'))?.fetchedAt, 2);
-    } finally {
-      other.close();
-      await store.close();
-      await rm(directory, { recursive: true, force: true });
-    }
+    });
   });
 
   it('tells database failures from bugs by their code', () => {
