@@ -7,10 +7,10 @@ import assert from 'node:assert/strict';
 import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { deleteBlobRecord, metadataRows } from './support/data-dir.js';
+import { contentGraph, deleteBlobRecord, metadataRows } from './support/data-dir.js';
 import { startDistribution, type Distribution } from './support/distribution.js';
 import { committedBlobPath, fileExists, rawGet, waitUntil } from './support/fault-upstream.js';
-import { buildImageLayout, pushLayout, type BuiltLayout } from './support/images.js';
+import { buildImageLayout, pushLayout, type BuiltImage, type BuiltLayout } from './support/images.js';
 import { startRegmirror, type Regmirror } from './support/regmirror.js';
 import { copyToOci, inspectRaw } from './support/skopeo.js';
 import { makeTempDir, removeDir } from './support/temp.js';
@@ -75,6 +75,29 @@ describe('pull-through with skopeo', () => {
     await mirror.settle();
     const served = mirror.accessEntries().filter((entry) => entry.path.includes('/blobs/') && entry.method === 'GET');
     assert.ok(served.length > 0 && served.every((entry) => entry.status === 200), 'every blob GET answered 200');
+  });
+
+  it('records the content graph: what each manifest references, and which repository holds what (issue 10)', async () => {
+    // Pulled here (or already, by the tests above): every manifest and blob of team/app and team/multi.
+    const out = path.join(work, 'graph');
+    await copyToOci(`docker://${mirror.host}/team/app:v1`, out, 'app');
+    await copyToOci(`docker://${mirror.host}/team/multi:v2`, out, 'multi', { all: true });
+    await mirror.settle();
+    const graph = contentGraph(mirror.dataDir);
+    const image = single.images[0] as BuiltImage;
+    assert.deepEqual(graph.referencesOf(image.manifestDigest), [`config ${image.configDigest}`, ...image.layerDigests.map((layer) => `layer ${layer}`)]);
+    for (const digest of [image.manifestDigest, image.configDigest, ...image.layerDigests]) {
+      assert.ok(graph.holds('team/app', digest) || graph.holds('team/docker-app', digest), `a repository of the image holds ${digest}`);
+      // (A blob is linked to the repository whose request started its fill; linking every repository that asks is issue 11's.)
+    }
+    assert.ok(graph.holds('team/app', image.manifestDigest), 'the repository asked holds the manifest');
+    assert.equal(graph.holds('team/multi', image.manifestDigest), false, 'another repository does not');
+    assert.deepEqual(
+      graph.referencesOf(multi.topDigest),
+      multi.images.map((child) => `manifest ${child.manifestDigest}`),
+    );
+    assert.ok(graph.holds('team/multi', multi.topDigest));
+    for (const child of multi.images) assert.deepEqual(graph.referencesOf(child.manifestDigest), [`config ${child.configDigest}`, ...child.layerDigests.map((layer) => `layer ${layer}`)]);
   });
 
   it('pulls everything again from the cache with the upstream stopped', async () => {

@@ -1,6 +1,6 @@
 // The conformance suite every MetadataStore driver runs: blobs and their access times, manifests,
-// tags with pagination, and repositories kept apart per registry. A driver's test file calls
-// metadataStoreConformance.
+// tags with pagination, repositories kept apart per registry, documents, and the content graph. A driver's
+// test file calls metadataStoreConformance.
 
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
@@ -359,6 +359,52 @@ export function metadataStoreConformance(name: string, makeStore: () => Promise<
       it('hold an empty body', async () => {
         await store.putDocument('empty', Buffer.alloc(0), T0);
         assert.equal((await store.getDocument('empty'))?.body.length, 0);
+      });
+    });
+
+    describe('the content graph', () => {
+      const OCI = 'application/vnd.oci.image.manifest.v1+json';
+      const image = { digest: digest('image'), mediaType: OCI, size: 400 };
+
+      it('keeps what a manifest references, in order, and which repository holds it', async () => {
+        const references = [
+          { digest: digest('config'), role: 'config' as const },
+          { digest: digest('base layer'), role: 'layer' as const },
+          { digest: digest('app layer'), role: 'layer' as const },
+          { digest: digest('signed'), role: 'subject' as const },
+        ];
+        await store.putManifest(image, T0, { references, holder: ALPINE_HUB });
+        assert.deepEqual(await store.referencesOf(image.digest), references);
+        assert.deepEqual(await store.getManifest(image.digest), image);
+        assert.equal(await store.holdsContent(ALPINE_HUB, image.digest), true);
+        assert.equal(await store.holdsContent(ALPINE_GHCR, image.digest), false, 'same name, another registry');
+        assert.equal(await store.holdsContent(LOCAL_APP, image.digest), false);
+        assert.deepEqual(await store.listRepositories({ limit: 10 }, 'docker.io'), ['library/alpine'], 'the holder is a repository of the catalog');
+      });
+
+      it('replaces the references of a manifest recorded again, and links each holder', async () => {
+        await store.putManifest(image, T0, { references: [{ digest: digest('old'), role: 'layer' }], holder: ALPINE_HUB });
+        await store.putManifest(image, T0 + HOUR, { references: [{ digest: digest('new'), role: 'layer' }], holder: LOCAL_APP });
+        assert.deepEqual(await store.referencesOf(image.digest), [{ digest: digest('new'), role: 'layer' }]);
+        assert.equal(await store.holdsContent(ALPINE_HUB, image.digest), true);
+        assert.equal(await store.holdsContent(LOCAL_APP, image.digest), true);
+      });
+
+      it('knows no references of a manifest recorded without its graph, nor of an unknown one', async () => {
+        await store.putManifest(image, T0);
+        assert.deepEqual(await store.referencesOf(image.digest), []);
+        assert.deepEqual(await store.referencesOf(digest('unknown')), []);
+        assert.equal(await store.holdsContent(ALPINE_HUB, image.digest), false);
+      });
+
+      it('links a blob to the repository it was fetched for', async () => {
+        const layer = digest('layer');
+        await store.putBlob(layer, 10, T0, ALPINE_GHCR);
+        await store.putBlob(layer, 10, T0 + SECOND);
+        assert.deepEqual(await store.getBlob(layer), { digest: layer, size: 10, lastAccess: T0 + SECOND });
+        assert.equal(await store.holdsContent(ALPINE_GHCR, layer), true);
+        assert.equal(await store.holdsContent(ALPINE_HUB, layer), false);
+        assert.equal(await store.hasRepository(ALPINE_GHCR), true);
       });
     });
   });

@@ -1,8 +1,10 @@
-// The MetadataStore interface: what is cached, and what tags point at, with fetch and access times.
+// The MetadataStore interface: what is cached, and what tags point at, with fetch and access times; and the
+// content graph: what each manifest references, and which repositories hold which manifests and blobs.
 // Drivers: sqlite (default); postgres comes later and runs the same conformance suite. Every method
 // throws a MetadataError (metadata-error.ts) when the database itself fails.
 
 import type { Digest } from '../oci/digest.js';
+import type { ContentReference } from '../oci/manifest.js';
 
 /** A repository as the mirror keeps it: which registry it came from, and its name there. */
 export interface RepositoryRef {
@@ -21,6 +23,12 @@ export interface ManifestRecord {
   digest: Digest;
   mediaType: string;
   size: number;
+}
+
+/** Where a manifest sits in the content graph: what it references, and the repository it was stored for. */
+export interface ManifestGraph {
+  references: readonly ContentReference[];
+  holder: RepositoryRef;
 }
 
 export interface TagRecord {
@@ -43,7 +51,8 @@ export interface Page {
 
 export interface MetadataStore {
   getBlob(digest: Digest): Promise<BlobRecord | undefined>;
-  putBlob(digest: Digest, size: number, now: number): Promise<void>;
+  /** Records a blob and, with `holder`, that this repository holds it: one transaction. */
+  putBlob(digest: Digest, size: number, now: number, holder?: RepositoryRef): Promise<void>;
   deleteBlob(digest: Digest): Promise<void>;
   /** Records a read; cheap to call on every hit. */
   touchBlob(digest: Digest, now: number): Promise<void>;
@@ -51,7 +60,15 @@ export interface MetadataStore {
   listBlobs(page: Page): Promise<BlobRecord[]>;
 
   getManifest(digest: Digest): Promise<ManifestRecord | undefined>;
-  putManifest(record: ManifestRecord, now: number): Promise<void>;
+  /**
+   * Records a manifest and, with `graph`, what it references (replacing what was recorded) and that the holder
+   * repository holds it: one transaction, so the graph never shows a manifest without its references.
+   */
+  putManifest(record: ManifestRecord, now: number, graph?: ManifestGraph): Promise<void>;
+  /** What a manifest references, in the order it lists them; [] for one recorded without its graph. */
+  referencesOf(digest: Digest): Promise<ContentReference[]>;
+  /** Whether a repository holds a manifest or blob (distribution's per-repository link). */
+  holdsContent(repository: RepositoryRef, digest: Digest): Promise<boolean>;
   deleteManifest(digest: Digest): Promise<void>;
   /** Manifest records in digest order, a page at a time (for verify). */
   listManifests(page: Page): Promise<ManifestRecord[]>;

@@ -6,7 +6,8 @@
 import Database from 'better-sqlite3';
 import type { Digest } from '../oci/digest.js';
 import { isSqliteFailure, MetadataError } from './metadata-error.js';
-import type { BlobRecord, CachedDocument, ManifestRecord, MetadataStore, Page, RepositoryRef, TagRecord } from './metadata-store.js';
+import type { ContentReference, ReferenceRole } from '../oci/manifest.js';
+import type { BlobRecord, CachedDocument, ManifestGraph, ManifestRecord, MetadataStore, Page, RepositoryRef, TagRecord } from './metadata-store.js';
 
 /** The database's file in the data directory. */
 export const SQLITE_FILE = 'metadata.sqlite';
@@ -41,6 +42,22 @@ CREATE TABLE IF NOT EXISTS tags (
   fetched_at INTEGER NOT NULL,
   PRIMARY KEY (registry, repository, tag)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS content_references (
+  parent TEXT NOT NULL,
+  position INTEGER NOT NULL,
+  child TEXT NOT NULL,
+  role TEXT NOT NULL,
+  PRIMARY KEY (parent, position)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS content_references_by_child ON content_references (child);
+CREATE TABLE IF NOT EXISTS repository_content (
+  registry TEXT NOT NULL,
+  repository TEXT NOT NULL,
+  digest TEXT NOT NULL,
+  linked_at INTEGER NOT NULL,
+  PRIMARY KEY (registry, repository, digest)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS repository_content_by_digest ON repository_content (digest);
 CREATE TABLE IF NOT EXISTS documents (
   key TEXT PRIMARY KEY,
   body BLOB NOT NULL,
@@ -128,6 +145,13 @@ export class SqliteMetadataStore implements MetadataStore {
         'INSERT INTO documents (key, body, fetched_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET body = excluded.body, fetched_at = excluded.fetched_at',
       ),
       deleteDocument: this.db.prepare('DELETE FROM documents WHERE key = ?'),
+      deleteReferences: this.db.prepare('DELETE FROM content_references WHERE parent = ?'),
+      putReference: this.db.prepare('INSERT INTO content_references (parent, position, child, role) VALUES (?, ?, ?, ?)'),
+      referencesOf: this.db.prepare<[string], { child: string; role: ReferenceRole }>('SELECT child, role FROM content_references WHERE parent = ? ORDER BY position'),
+      linkContent: this.db.prepare('INSERT INTO repository_content (registry, repository, digest, linked_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING'),
+      holdsContent: this.db.prepare<[string, string, string], { found: number }>(
+        'SELECT 1 AS found FROM repository_content WHERE registry = ? AND repository = ? AND digest = ?',
+      ),
       listBlobs: this.db.prepare<[string, number], { digest: string; size: number; last_access: number }>(
         'SELECT digest, size, last_access FROM blobs WHERE digest > ? ORDER BY digest LIMIT ?',
       ),
@@ -187,8 +211,20 @@ export class SqliteMetadataStore implements MetadataStore {
     });
   }
 
-  putBlob(digest: Digest, size: number, now: number): Promise<void> {
-    return this.guard('putBlob', () => void this.statements.putBlob.run(digest, size, now, now));
+  putBlob(digest: Digest, size: number, now: number, holder?: RepositoryRef): Promise<void> {
+    return this.guard(
+      'putBlob',
+      this.db.transaction(() => {
+        this.statements.putBlob.run(digest, size, now, now);
+        if (holder !== undefined) this.link(holder, digest, now);
+      }),
+    );
+  }
+
+  /** A repository holds content: its row among the repositories too (the catalog lists it). */
+  private link(holder: RepositoryRef, digest: Digest, now: number): void {
+    this.statements.addRepository.run(holder.registry, holder.name, now);
+    this.statements.linkContent.run(holder.registry, holder.name, digest, now);
   }
 
   deleteBlob(digest: Digest): Promise<void> {
@@ -212,8 +248,25 @@ export class SqliteMetadataStore implements MetadataStore {
     });
   }
 
-  putManifest(record: ManifestRecord, now: number): Promise<void> {
-    return this.guard('putManifest', () => void this.statements.putManifest.run(record.digest, record.mediaType, record.size, now));
+  putManifest(record: ManifestRecord, now: number, graph?: ManifestGraph): Promise<void> {
+    return this.guard(
+      'putManifest',
+      this.db.transaction(() => {
+        this.statements.putManifest.run(record.digest, record.mediaType, record.size, now);
+        if (graph === undefined) return;
+        this.statements.deleteReferences.run(record.digest);
+        graph.references.forEach((reference, position) => this.statements.putReference.run(record.digest, position, reference.digest, reference.role));
+        this.link(graph.holder, record.digest, now);
+      }),
+    );
+  }
+
+  referencesOf(digest: Digest): Promise<ContentReference[]> {
+    return this.guard('referencesOf', () => this.statements.referencesOf.all(digest).map((row) => ({ digest: row.child as Digest, role: row.role })));
+  }
+
+  holdsContent(repository: RepositoryRef, digest: Digest): Promise<boolean> {
+    return this.guard('holdsContent', () => this.statements.holdsContent.get(repository.registry, repository.name, digest) !== undefined);
   }
 
   deleteManifest(digest: Digest): Promise<void> {

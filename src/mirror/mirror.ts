@@ -176,7 +176,7 @@ export class Mirror {
         await response.body.dump();
         throw upstream.client.errorFor(response, 'BLOB_UNKNOWN');
       }
-      return this.adoptFill(upstream, digest, response);
+      return this.adoptFill(upstream, target, digest, response);
     });
   }
 
@@ -186,7 +186,7 @@ export class Mirror {
   }
 
   /** Turns an upstream 200 into a fill. */
-  private async adoptFill(upstream: Upstream, digest: Digest, response: UpstreamResponse): Promise<BlobFill> {
+  private async adoptFill(upstream: Upstream, target: Target, digest: Digest, response: UpstreamResponse): Promise<BlobFill> {
     const registry = upstream.settings.registry;
     let spool;
     try {
@@ -201,7 +201,7 @@ export class Mirror {
       spool,
       { body: response.body, size: contentLength(response.headers) },
       {
-        commit: (file, size) => this.local.commitBlob(file, digest, size),
+        commit: (file, size) => this.local.commitBlob(file, digest, size, repositoryOf(target)),
         onBytes: (count) => upstream.client.countBytes('blob', count),
         onSettled: (state, error) => {
           this.metrics.fillsInProgress.dec();
@@ -325,7 +325,7 @@ export class Mirror {
       throw new RegistryError('UPSTREAM_UNAVAILABLE', { message: `upstream ${client.wireName} sent an unusable manifest: ${parsed.reason}` });
     }
     const manifest = { digest, mediaType: parsed.mediaType, bytes };
-    await this.local.putManifest(manifest);
+    await this.local.putManifest(manifest, { references: parsed.references, holder: repositoryOf(target) });
     return manifest;
   }
 

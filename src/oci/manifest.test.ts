@@ -60,8 +60,10 @@ const schema1 = {
 };
 
 describe('parseManifest', () => {
-  const ok = (mediaType: string, children: ChildManifest[] = []): ManifestParse => ({ ok: true, mediaType, children });
-  const cases: { name: string; body: unknown; contentType: string | undefined; expected: ManifestParse }[] = [
+  /** A parse result without its references (they have tests of their own, below). */
+  type Parsed = { ok: true; mediaType: string; children: ChildManifest[] } | Extract<ManifestParse, { ok: false }>;
+  const ok = (mediaType: string, children: ChildManifest[] = []): Parsed => ({ ok: true, mediaType, children });
+  const cases: { name: string; body: unknown; contentType: string | undefined; expected: Parsed }[] = [
     { name: 'OCI manifest with its mediaType field', body: ociManifest, contentType: undefined, expected: ok(MediaType.ociManifest) },
     {
       name: 'OCI manifest whose field wins over a different Content-Type',
@@ -168,7 +170,47 @@ describe('parseManifest', () => {
   ];
   for (const { name, body, contentType, expected } of cases) {
     it(name, () => {
-      assert.deepEqual(parseManifest(bytes(body), contentType), expected);
+      const parsed = parseManifest(bytes(body), contentType);
+      assert.deepEqual(parsed.ok ? { ok: true, mediaType: parsed.mediaType, children: parsed.children } : parsed, expected);
+    });
+  }
+
+  it('reads what an image manifest references: its config, its layers in order, its subject', () => {
+    const subject = { mediaType: MediaType.ociManifest, digest: D3, size: 30 };
+    const parsed = parseManifest(bytes({ ...ociManifest, layers: [LAYER, { ...LAYER, digest: D3 }], subject }), undefined);
+    assert.ok(parsed.ok);
+    assert.deepEqual(parsed.references, [
+      { digest: D1, role: 'config' },
+      { digest: D2, role: 'layer' },
+      { digest: D3, role: 'layer' },
+      { digest: D3, role: 'subject' },
+    ]);
+    const docker = parseManifest(bytes(dockerManifest), undefined);
+    assert.ok(docker.ok);
+    assert.deepEqual(docker.references, [
+      { digest: D1, role: 'config' },
+      { digest: D2, role: 'layer' },
+    ]);
+  });
+
+  it('reads what an index references: its child manifests, and its subject', () => {
+    const parsed = parseManifest(bytes({ ...ociIndex, subject: { mediaType: MediaType.ociManifest, digest: D3, size: 1 } }), undefined);
+    assert.ok(parsed.ok);
+    assert.deepEqual(parsed.references, [
+      { digest: D2, role: 'manifest' },
+      { digest: D1, role: 'manifest' },
+      { digest: D3, role: 'subject' },
+    ]);
+  });
+
+  for (const [name, change, reason] of [
+    ['a config without a digest', { config: { mediaType: CONFIG.mediaType, size: 1 } }, 'manifest has a malformed config descriptor'],
+    ['a layer with a malformed digest', { layers: [LAYER, { ...LAYER, digest: 'sha256:nothex' }] }, 'manifest has a malformed layer descriptor'],
+    ['layers that are not an array', { layers: { a: LAYER } }, 'manifest has a malformed layer descriptor'],
+    ['a subject that is not a descriptor', { subject: 'sha256:x' }, 'manifest has a malformed subject'],
+  ] as const) {
+    it(`refuses an image manifest with ${name}: what it references must be known`, () => {
+      assert.deepEqual(parseManifest(bytes({ ...ociManifest, ...change }), undefined), { ok: false, reason });
     });
   }
 
@@ -195,7 +237,12 @@ describe('parseManifest', () => {
 
   it('reads children only from indexes', () => {
     const result = parseManifest(bytes({ ...ociManifest, manifests: [amd64] }), undefined);
-    assert.deepEqual(result, { ok: true, mediaType: MediaType.ociManifest, children: [] });
+    assert.ok(result.ok);
+    assert.deepEqual(result.children, []);
+    assert.deepEqual(result.references, [
+      { digest: D1, role: 'config' },
+      { digest: D2, role: 'layer' },
+    ]);
   });
 });
 

@@ -1,5 +1,6 @@
 // Manifest media types, Accept negotiation and the few facts the mirror reads from a manifest:
-// its media type, its children (for indexes), and which child serves linux/amd64.
+// its media type, its children (for indexes), what it references (the content graph), and which child
+// serves linux/amd64.
 
 import { isDigest, type Digest } from './digest.js';
 
@@ -40,8 +41,16 @@ export interface ChildManifest {
   platform?: Platform;
 }
 
+/** How a manifest refers to content: its config and layers, an index's child manifests, or its subject. */
+export type ReferenceRole = 'config' | 'layer' | 'manifest' | 'subject';
+
+export interface ContentReference {
+  digest: Digest;
+  role: ReferenceRole;
+}
+
 export type ManifestParse =
-  | { ok: true; mediaType: string; children: ChildManifest[] }
+  | { ok: true; mediaType: string; children: ChildManifest[]; references: ContentReference[] }
   | { ok: false; reason: string };
 
 /**
@@ -65,7 +74,24 @@ export function parseManifest(bytes: Uint8Array, contentType: string | undefined
   if (mediaType === undefined || !MANIFEST_MEDIA_TYPES.includes(mediaType)) {
     return { ok: false, reason: `unsupported manifest media type ${mediaType ?? '(none)'}` };
   }
-  if (!isIndexMediaType(mediaType)) return { ok: true, mediaType, children: [] };
+  const subjectReferences: ContentReference[] = [];
+  if (fields.subject !== undefined) {
+    const subject = digestOfDescriptor(fields.subject);
+    if (subject === undefined) return { ok: false, reason: 'manifest has a malformed subject' };
+    subjectReferences.push({ digest: subject, role: 'subject' });
+  }
+  if (!isIndexMediaType(mediaType)) {
+    const config = fields.config === undefined ? undefined : digestOfDescriptor(fields.config);
+    if (fields.config !== undefined && config === undefined) return { ok: false, reason: 'manifest has a malformed config descriptor' };
+    const layers = fields.layers === undefined ? [] : Array.isArray(fields.layers) ? fields.layers.map(digestOfDescriptor) : [undefined];
+    if (layers.some((layer) => layer === undefined)) return { ok: false, reason: 'manifest has a malformed layer descriptor' };
+    const references: ContentReference[] = [
+      ...(config === undefined ? [] : [{ digest: config, role: 'config' as const }]),
+      ...layers.flatMap((digest) => (digest === undefined ? [] : [{ digest, role: 'layer' as const }])),
+      ...subjectReferences,
+    ];
+    return { ok: true, mediaType, children: [], references };
+  }
   if (!Array.isArray(fields.manifests)) return { ok: false, reason: 'index has no manifests array' };
   const children: ChildManifest[] = [];
   for (const entry of fields.manifests as unknown[]) {
@@ -73,7 +99,15 @@ export function parseManifest(bytes: Uint8Array, contentType: string | undefined
     if (!child) return { ok: false, reason: 'index has a malformed descriptor' };
     children.push(child);
   }
-  return { ok: true, mediaType, children };
+  const references = [...children.map((child) => ({ digest: child.digest, role: 'manifest' as const })), ...subjectReferences];
+  return { ok: true, mediaType, children, references };
+}
+
+/** The digest of a descriptor (an object with a valid `digest`), or undefined. */
+function digestOfDescriptor(entry: unknown): Digest | undefined {
+  if (typeof entry !== 'object' || entry === null) return undefined;
+  const { digest } = entry as Record<string, unknown>;
+  return typeof digest === 'string' && isDigest(digest) ? digest : undefined;
 }
 
 function inferMediaType(fields: Record<string, unknown>): string | undefined {

@@ -3,7 +3,7 @@
 
 import type { Readable } from 'node:stream';
 import { digestOf, type Digest } from '../oci/digest.js';
-import type { MetadataStore, Page, RepositoryRef, TagRecord } from '../meta/metadata-store.js';
+import type { ManifestGraph, MetadataStore, Page, RepositoryRef, TagRecord } from '../meta/metadata-store.js';
 import { contentKey } from '../store/layout.js';
 import type { ByteRange, ObjectStore } from '../store/object-store.js';
 import type { SpoolFile } from '../store/spool-file.js';
@@ -90,9 +90,10 @@ export class LocalRegistry {
     return this.store.createSpool();
   }
 
-  async commitBlob(spool: SpoolFile, digest: Digest, size: number): Promise<void> {
+  /** Makes a verified spool the blob's content; `holder`: the repository it was fetched for (the content graph). */
+  async commitBlob(spool: SpoolFile, digest: Digest, size: number, holder?: RepositoryRef): Promise<void> {
     await this.store.commitSpool(spool, contentKey(digest));
-    await this.meta.putBlob(digest, size, this.now());
+    await this.meta.putBlob(digest, size, this.now(), holder);
   }
 
   async getManifest(digest: Digest): Promise<StoredManifest | undefined> {
@@ -114,10 +115,10 @@ export class LocalRegistry {
     return manifest;
   }
 
-  /** Stores a manifest whose digest the caller has verified. */
-  async putManifest(manifest: StoredManifest): Promise<void> {
+  /** Stores a manifest whose digest the caller has verified, with its place in the content graph when known. */
+  async putManifest(manifest: StoredManifest, graph?: ManifestGraph): Promise<void> {
     await this.store.putBytes(contentKey(manifest.digest), manifest.bytes);
-    await this.meta.putManifest({ digest: manifest.digest, mediaType: manifest.mediaType, size: manifest.bytes.length }, this.now());
+    await this.meta.putManifest({ digest: manifest.digest, mediaType: manifest.mediaType, size: manifest.bytes.length }, this.now(), graph);
     this.manifests.set(manifest.digest, manifest);
   }
 

@@ -43,6 +43,22 @@ export function metadataRows(dataDir: string): MetadataRows {
   }
 }
 
+/** The content graph as recorded: what a manifest references (`role digest`, in order), and what a repository holds. */
+export function contentGraph(dataDir: string): { referencesOf(manifest: string): string[]; holds(repository: string, digest: string): boolean } {
+  const db = openMetadata(dataDir, true);
+  try {
+    const references = db.prepare('SELECT parent, role, child FROM content_references ORDER BY parent, position').all() as Array<{ parent: string; role: string; child: string }>;
+    const links = db.prepare('SELECT repository, digest FROM repository_content').all() as Array<{ repository: string; digest: string }>;
+    const held = new Set(links.map((link) => `${link.repository}@${link.digest}`));
+    return {
+      referencesOf: (manifest) => references.filter((row) => row.parent === manifest).map((row) => `${row.role} ${row.child}`),
+      holds: (repository, digest) => held.has(`${repository}@${digest}`),
+    };
+  } finally {
+    db.close();
+  }
+}
+
 /** Deletes a blob's record, leaving its file: the mirror must not trust a file it has no record of. */
 export function deleteBlobRecord(dataDir: string, digest: string): void {
   const db = openMetadata(dataDir, false);
