@@ -54,8 +54,13 @@ export interface MetadataStore {
   /** Records a blob and, with `holder`, that this repository holds it: one transaction. */
   putBlob(digest: Digest, size: number, now: number, holder?: RepositoryRef): Promise<void>;
   deleteBlob(digest: Digest): Promise<void>;
-  /** Records a read; cheap to call on every hit. */
+  /**
+   * Records a read, cheap enough for every hit: reads are noted in memory and written together by flushAccess()
+   * (which the driver runs by itself every few seconds, and at close). Last access never moves back.
+   */
   touchBlob(digest: Digest, now: number): Promise<void>;
+  /** Writes the reads noted so far; what decides by last access (eviction) calls it first. */
+  flushAccess(): Promise<void>;
   /** Blob records in digest order, a page at a time (for verify). */
   listBlobs(page: Page): Promise<BlobRecord[]>;
 

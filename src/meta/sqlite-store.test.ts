@@ -28,6 +28,23 @@ async function makeSqliteStore(): Promise<{ store: SqliteMetadataStore; file: st
 metadataStoreConformance('sqlite', makeSqliteStore);
 
 describe('SqliteMetadataStore', () => {
+  it('writes blob reads off the hot path: nothing before the flush, everything by the close', async () => {
+    const { store, file, cleanup } = await makeSqliteStore();
+    const digest = digestOf(Buffer.from('read often'));
+    await store.putBlob(digest, 42, 1_000);
+    const watcher = new Database(file, { readonly: true });
+    try {
+      for (let read = 1; read <= 100; read++) await store.touchBlob(digest, 1_000 + read);
+      const row = (): unknown => watcher.prepare('SELECT last_access FROM blobs WHERE digest = ?').get(digest);
+      assert.deepEqual(row(), { last_access: 1_000 }, '100 reads, no write yet');
+      await store.close();
+      assert.deepEqual(row(), { last_access: 1_100 }, 'the latest read, written at the close');
+    } finally {
+      watcher.close();
+      await cleanup();
+    }
+  });
+
   it('keeps what it holds across a reopen of its file', async () => {
     const { store, file, cleanup } = await makeSqliteStore();
     const digest = digestOf(Buffer.from('persisted'));

@@ -12,8 +12,8 @@ import type { BlobRecord, CachedDocument, ManifestGraph, ManifestRecord, Metadat
 /** The database's file in the data directory. */
 export const SQLITE_FILE = 'metadata.sqlite';
 
-/** Access times are written at most this often per blob, so hits stay cheap. */
-const ACCESS_WRITE_INTERVAL_MS = 60_000;
+/** Blob reads (touchBlob) are kept in memory and written together this often, off the hot path. */
+const ACCESS_FLUSH_MS = 5_000;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS blobs (
@@ -85,6 +85,9 @@ export class SqliteMetadataStore implements MetadataStore {
   private readonly db: Database.Database;
   private readonly statements: ReturnType<SqliteMetadataStore['prepare']>;
   private readonly busyTimeoutMs: number;
+  /** Blob reads noted and not yet written: digest → the latest read. */
+  private readonly blobReads = new Map<Digest, number>();
+  private accessFlush: NodeJS.Timeout | undefined;
   /** Settles when the statements waiting behind a busy database have run; undefined when none wait. */
   private waiting: Promise<void> | undefined;
 
@@ -232,7 +235,34 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   touchBlob(digest: Digest, now: number): Promise<void> {
-    return this.guard('touchBlob', () => void this.statements.touchBlob.run(now, digest, now - ACCESS_WRITE_INTERVAL_MS));
+    this.noteAccess(digest, now);
+    return Promise.resolve();
+  }
+
+  private noteAccess(digest: Digest, now: number): void {
+    this.blobReads.set(digest, Math.max(now, this.blobReads.get(digest) ?? 0));
+    this.accessFlush ??= setTimeout(() => void this.flushAccess().catch(() => undefined), ACCESS_FLUSH_MS).unref();
+  }
+
+  /**
+   * Writes the reads noted since the last flush, in one transaction. A failure keeps them for the next flush (the
+   * timer's own failures are dropped there: a later flush, or the close, tries again and reports).
+   */
+  flushAccess(): Promise<void> {
+    clearTimeout(this.accessFlush);
+    this.accessFlush = undefined;
+    if (this.blobReads.size === 0) return Promise.resolve();
+    const blobs = [...this.blobReads];
+    this.blobReads.clear();
+    return this.guard(
+      'flushAccess',
+      this.db.transaction(() => {
+        for (const [digest, at] of blobs) this.statements.touchBlob.run(at, digest, at);
+      }),
+    ).catch((error: unknown) => {
+      for (const [digest, at] of blobs) this.noteAccess(digest, at);
+      throw error;
+    });
   }
 
   listBlobs(page: Page): Promise<BlobRecord[]> {
@@ -327,7 +357,12 @@ export class SqliteMetadataStore implements MetadataStore {
     return this.guard('deleteDocument', () => void this.statements.deleteDocument.run(key));
   }
 
-  close(): Promise<void> {
-    return this.guard('close', () => void this.db.close());
+  async close(): Promise<void> {
+    try {
+      await this.flushAccess();
+    } finally {
+      clearTimeout(this.accessFlush);
+      await this.guard('close', () => void this.db.close());
+    }
   }
 }
