@@ -52,7 +52,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
   const removed = await store.removeStaleTemporaries();
   if (removed > 0) logger.info({ removed }, 'removed temporaries left by an earlier run');
   const meta = new SqliteMetadataStore(path.join(dataDir, SQLITE_FILE));
-  const metrics = new Metrics({ sendBufferBytes: () => budget.used });
+  const metrics = new Metrics({ sendBufferBytes: () => budget.used, cacheTotals: () => meta.totals() });
   const fetchTimeouts = fetchTimeoutsOf(settings.timeouts);
   const upstreams: Upstream[] = settings.upstreams.map((upstream) => ({
     settings: upstream,
@@ -70,8 +70,9 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
   const v1 = settings.v1.enabled ? createV1Mirror(settings, store, meta, metrics, budget, logger) : undefined;
   let accepting = true;
   // Registry names only: an upstream's URL may be an internal address.
-  const status = (): object => ({
+  const status = async (): Promise<object> => ({
     upstreams: upstreams.map((upstream) => ({ registry: upstream.settings.registry, ...upstream.client.status() })),
+    cache: await meta.totals(),
   });
   const v1Routes = v1 && { mirror: v1, standalone: settings.v1.standalone, nginxXAccelRedirect: settings.v1.nginxXAccelRedirect };
   const v2Routes = { xAccelRedirect: settings.offload.xAccelRedirect };

@@ -100,6 +100,19 @@ describe('pull-through with skopeo', () => {
     for (const child of multi.images) assert.deepEqual(graph.referencesOf(child.manifestDigest), [`config ${child.configDigest}`, ...child.layerDigests.map((layer) => `layer ${layer}`)]);
   });
 
+  it('counts what the cache holds in its status and metrics, as the metadata records it', async () => {
+    await copyToOci(`docker://${mirror.host}/team/app:v1`, path.join(work, 'counted'), 'app');
+    await mirror.settle();
+    const rows = metadataRows(mirror.dataDir);
+    const status = (await (await fetch(`${mirror.url}/_regmirror/status`)).json()) as { cache: { blobs: number; blobBytes: number; manifests: number; manifestBytes: number } };
+    assert.equal(status.cache.blobs, rows.blobs.length);
+    assert.equal(status.cache.manifests, rows.manifests.length);
+    const image = single.images[0] as BuiltImage;
+    assert.ok(status.cache.blobBytes >= image.layerSizes.reduce((sum, size) => sum + size, 0), 'at least the layers of team/app');
+    assert.equal(await mirror.metricValue('regmirror_cache_objects', { kind: 'blob' }), rows.blobs.length);
+    assert.equal(await mirror.metricValue('regmirror_cache_bytes', { kind: 'blob' }), status.cache.blobBytes);
+  });
+
   it('pulls everything again from the cache with the upstream stopped', async () => {
     const pullAll = async (out: string): Promise<void> => {
       for (const reference of references) await copyToOci(`docker://${mirror.host}/${reference}`, out, reference.replace(/[/:]/g, '-'), { all: true });

@@ -28,8 +28,8 @@ export interface ServerParts {
   logger: FastifyBaseLogger;
   /** Whether the process is ready to serve (storage open, not shutting down). */
   ready: () => boolean;
-  /** The operator's view of each upstream (circuit, budget, last error), served at /_regmirror/status. */
-  status: () => object;
+  /** The operator's view of each upstream (circuit, budget, last error) and of the cache, served at /_regmirror/status. */
+  status: () => Promise<object>;
   /** Serve /metrics and /_regmirror/* here too (false when they have a listener of their own). */
   adminRoutes: boolean;
   /** A client that sends or takes no bytes for this long is dropped (its upload's temporary removed). */
@@ -165,7 +165,7 @@ function registerHealthRoutes(app: FastifyInstance, parts: Pick<ServerParts, 're
 }
 
 function registerAdminRoutes(app: FastifyInstance, parts: Pick<ServerParts, 'metrics' | 'status'>): void {
-  app.get('/_regmirror/status', (_request, reply) => reply.send(parts.status()));
+  app.get('/_regmirror/status', async (_request, reply) => reply.send(await parts.status()));
   app.get('/metrics', async (_request, reply) => {
     reply.header('content-type', parts.metrics.registry.contentType);
     return reply.send(await parts.metrics.registry.metrics());

@@ -366,6 +366,19 @@ export function metadataStoreConformance(name: string, makeStore: () => Promise<
       });
     });
 
+    describe('totals', () => {
+      it('count blobs and manifests and their bytes, each once', async () => {
+        assert.deepEqual(await store.totals(), { blobs: 0, blobBytes: 0, manifests: 0, manifestBytes: 0 });
+        await store.putBlob(digest('one'), 100, T0);
+        await store.putBlob(digest('two'), 250, T0);
+        await store.putBlob(digest('two'), 250, T0 + HOUR);
+        await store.putManifest({ digest: digest('m'), mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 42 }, T0);
+        assert.deepEqual(await store.totals(), { blobs: 2, blobBytes: 350, manifests: 1, manifestBytes: 42 });
+        await store.deleteBlob(digest('one'));
+        assert.deepEqual(await store.totals(), { blobs: 1, blobBytes: 250, manifests: 1, manifestBytes: 42 });
+      });
+    });
+
     describe('the content graph', () => {
       const OCI = 'application/vnd.oci.image.manifest.v1+json';
       const image = { digest: digest('image'), mediaType: OCI, size: 400 };

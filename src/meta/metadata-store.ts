@@ -37,6 +37,14 @@ export interface TagRecord {
   fetchedAt: number;
 }
 
+/** What the metadata holds, counted (v2 blobs and manifests; v1 content is kept apart). */
+export interface ContentTotals {
+  blobs: number;
+  blobBytes: number;
+  manifests: number;
+  manifestBytes: number;
+}
+
 export interface CachedDocument {
   body: Buffer;
   /** When it was fetched (ms since epoch). */
@@ -77,6 +85,8 @@ export interface MetadataStore {
   deleteManifest(digest: Digest): Promise<void>;
   /** Manifest records in digest order, a page at a time (for verify). */
   listManifests(page: Page): Promise<ManifestRecord[]>;
+  /** How many blobs and manifests are recorded, and their bytes. */
+  totals(): Promise<ContentTotals>;
 
   getTag(repository: RepositoryRef, tag: string): Promise<TagRecord | undefined>;
   putTag(repository: RepositoryRef, tag: string, record: TagRecord): Promise<void>;

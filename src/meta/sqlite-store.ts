@@ -7,7 +7,7 @@ import Database from 'better-sqlite3';
 import type { Digest } from '../oci/digest.js';
 import { isSqliteFailure, MetadataError } from './metadata-error.js';
 import type { ContentReference, ReferenceRole } from '../oci/manifest.js';
-import type { BlobRecord, CachedDocument, ManifestGraph, ManifestRecord, MetadataStore, Page, RepositoryRef, TagRecord } from './metadata-store.js';
+import type { BlobRecord, CachedDocument, ContentTotals, ManifestGraph, ManifestRecord, MetadataStore, Page, RepositoryRef, TagRecord } from './metadata-store.js';
 
 /** The database's file in the data directory. */
 export const SQLITE_FILE = 'metadata.sqlite';
@@ -148,6 +148,9 @@ export class SqliteMetadataStore implements MetadataStore {
         'INSERT INTO documents (key, body, fetched_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET body = excluded.body, fetched_at = excluded.fetched_at',
       ),
       deleteDocument: this.db.prepare('DELETE FROM documents WHERE key = ?'),
+      totals: this.db.prepare<[], ContentTotals>(
+        'SELECT (SELECT count(*) FROM blobs) AS blobs, (SELECT coalesce(sum(size), 0) FROM blobs) AS blobBytes, (SELECT count(*) FROM manifests) AS manifests, (SELECT coalesce(sum(size), 0) FROM manifests) AS manifestBytes',
+      ),
       deleteReferences: this.db.prepare('DELETE FROM content_references WHERE parent = ?'),
       putReference: this.db.prepare('INSERT INTO content_references (parent, position, child, role) VALUES (?, ?, ?, ?)'),
       referencesOf: this.db.prepare<[string], { child: string; role: ReferenceRole }>('SELECT child, role FROM content_references WHERE parent = ? ORDER BY position'),
@@ -289,6 +292,13 @@ export class SqliteMetadataStore implements MetadataStore {
         this.link(graph.holder, record.digest, now);
       }),
     );
+  }
+
+  totals(): Promise<ContentTotals> {
+    return this.guard('totals', () => {
+      const row = this.statements.totals.get();
+      return row ?? { blobs: 0, blobBytes: 0, manifests: 0, manifestBytes: 0 };
+    });
   }
 
   referencesOf(digest: Digest): Promise<ContentReference[]> {

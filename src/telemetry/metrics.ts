@@ -2,6 +2,7 @@
 // One registry per process (not prom-client's global), so tests can start several servers.
 
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ContentTotals } from '../meta/metadata-store.js';
 
 /** How a response was produced; also logged per request. */
 export type CacheOutcome = 'hit' | 'miss' | 'fill' | 'stale' | 'revalidated' | 'none';
@@ -81,9 +82,24 @@ export class Metrics {
   });
 
   /** observed: values read when /metrics is scraped. */
-  constructor(observed: { sendBufferBytes?: () => number } = {}) {
+  constructor(observed: { sendBufferBytes?: () => number; cacheTotals?: () => Promise<ContentTotals> } = {}) {
     collectDefaultMetrics({ register: this.registry, prefix: 'regmirror_' });
-    const sendBufferBytes = observed.sendBufferBytes;
+    const { sendBufferBytes, cacheTotals } = observed;
+    const cacheGauge = (name: string, help: string, blob: keyof ContentTotals, manifest: keyof ContentTotals): void => {
+      new Gauge({
+        name,
+        help,
+        labelNames: ['kind'] as const,
+        registers: [this.registry],
+        async collect() {
+          const totals = await cacheTotals?.();
+          this.set({ kind: 'blob' }, totals?.[blob] ?? 0);
+          this.set({ kind: 'manifest' }, totals?.[manifest] ?? 0);
+        },
+      });
+    };
+    cacheGauge('regmirror_cache_bytes', 'Bytes of v2 content held, by kind (blob, manifest), as the metadata records them.', 'blobBytes', 'manifestBytes');
+    cacheGauge('regmirror_cache_objects', 'v2 blobs and manifests held, by kind (blob, manifest).', 'blobs', 'manifests');
     new Gauge({
       name: 'regmirror_send_buffer_bytes',
       help: 'Memory reserved for sending responses (cached blob buffers, fill windows, reader queues); limits.sendBuffers bounds what is granted large.',
