@@ -111,6 +111,12 @@ describe('pull-through with skopeo', () => {
     assert.ok(status.cache.blobBytes >= image.layerSizes.reduce((sum, size) => sum + size, 0), 'at least the layers of team/app');
     assert.equal(await mirror.metricValue('regmirror_cache_objects', { kind: 'blob' }), rows.blobs.length);
     assert.equal(await mirror.metricValue('regmirror_cache_bytes', { kind: 'blob' }), status.cache.blobBytes);
+    // Pulled again, every layer comes from the cache: bytes the upstream was spared, counted under its name.
+    const savedBefore = await mirror.metricValue('regmirror_http_response_bytes_total', { cache: 'hit', upstream: `127.0.0.1:${upstream.port}` });
+    await copyToOci(`docker://${mirror.host}/team/app:v1`, path.join(work, 'counted-again'), 'app');
+    await mirror.settle();
+    const saved = (await mirror.metricValue('regmirror_http_response_bytes_total', { cache: 'hit', upstream: `127.0.0.1:${upstream.port}` })) - savedBefore;
+    assert.ok(saved >= image.layerSizes.reduce((sum, size) => sum + size, 0), `${saved} bytes served from the cache`);
   });
 
   it('pulls everything again from the cache with the upstream stopped', async () => {

@@ -124,7 +124,7 @@ export function buildServer(parts: ServerParts): FastifyInstance {
     const bytes = request.method === 'HEAD' || !finished || !Number.isFinite(length) ? 0 : length;
     const cache = facts.cache ?? 'none';
     parts.metrics.requests.inc({ method: request.method, kind: facts.kind ?? 'other', status: String(status), cache });
-    if (bytes > 0) parts.metrics.responseBytes.inc({ cache }, bytes);
+    if (bytes > 0) parts.metrics.responseBytes.inc({ cache, upstream: facts.upstream ?? '' }, bytes);
     request.log.info(
       {
         method: request.method,

@@ -21,8 +21,8 @@ export class Metrics {
 
   readonly responseBytes = new Counter({
     name: 'regmirror_http_response_bytes_total',
-    help: 'Body bytes sent to clients, by cache outcome.',
-    labelNames: ['cache'] as const,
+    help: 'Body bytes sent to clients, by cache outcome and upstream (registry name; "" for none): cache=hit is the bandwidth the cache saved that upstream.',
+    labelNames: ['cache', 'upstream'] as const,
     registers: [this.registry],
   });
 
