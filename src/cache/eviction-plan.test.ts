@@ -1,0 +1,116 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { digestOf, type Digest } from '../oci/digest.js';
+import type { ContentReference } from '../oci/manifest.js';
+import { planEviction, type EvictionInput, type PlannedBlob, type PlannedManifest } from './eviction-plan.js';
+
+const d = (label: string): Digest => digestOf(Buffer.from(label));
+const MINUTE = 60_000;
+const NOW = 1_800_000_000_000;
+
+/** An image manifest of 100 bytes over a config of 10 bytes and the given layers. */
+function image(name: string, layers: string[], lastAccess: number): { manifest: PlannedManifest; blobs: PlannedBlob[] } {
+  const references: ContentReference[] = [{ digest: d(`${name} config`), role: 'config' }, ...layers.map((layer) => ({ digest: d(layer), role: 'layer' as const }))];
+  return {
+    manifest: { digest: d(name), size: 100, references, lastAccess },
+    blobs: [{ digest: d(`${name} config`), size: 10, lastAccess }],
+  };
+}
+
+function layer(name: string, size: number, lastAccess = 0): PlannedBlob {
+  return { digest: d(name), size, lastAccess };
+}
+
+function input(parts: Array<{ manifest: PlannedManifest; blobs: PlannedBlob[] }>, layers: PlannedBlob[], overrides: Partial<EvictionInput> = {}): EvictionInput {
+  return {
+    manifests: parts.map((part) => part.manifest),
+    blobs: [...parts.flatMap((part) => part.blobs), ...layers],
+    pinned: new Set(),
+    targetBytes: 0,
+    inUseSince: NOW - MINUTE,
+    ...overrides,
+  };
+}
+
+describe('planEviction', () => {
+  const base = layer('base', 1000);
+  const old = image('old', ['base', 'old app'], NOW - 60 * MINUTE);
+  const recent = image('recent', ['base', 'recent app'], NOW - 30 * MINUTE);
+  const layers = [base, layer('old app', 500), layer('recent app', 300)];
+
+  it('evicts the least recently used image first, and keeps a layer a retained image shares', () => {
+    const held = 2 * 110 + 1000 + 500 + 300;
+    const plan = planEviction(input([old, recent], layers, { targetBytes: held - 1 }));
+    assert.deepEqual(plan.images, [d('old')]);
+    assert.deepEqual(new Set(plan.manifests), new Set([d('old')]));
+    assert.deepEqual(new Set(plan.blobs), new Set([d('old config'), d('old app')]), 'the base layer stays: recent uses it');
+    assert.equal(plan.freedBytes, 100 + 10 + 500);
+    assert.equal(plan.heldBytes, held);
+    assert.equal(plan.reachesTarget, true);
+  });
+
+  it('stops as soon as the target is reached, and frees a shared layer with the last image that uses it', () => {
+    assert.deepEqual(planEviction(input([old, recent], layers, { targetBytes: 10_000 })).images, [], 'already within the bound');
+    const all = planEviction(input([old, recent], layers, { targetBytes: 0 }));
+    assert.deepEqual(all.images, [d('old'), d('recent')]);
+    assert.ok(all.blobs.includes(d('base')));
+    assert.equal(all.freedBytes, all.heldBytes);
+  });
+
+  it('a blob read recently refreshes its image', () => {
+    const refreshed = [base, layer('old app', 500, NOW - 2 * MINUTE), layer('recent app', 300)];
+    const held = 2 * 110 + 1000 + 500 + 300;
+    assert.deepEqual(planEviction(input([old, recent], refreshed, { targetBytes: held - 1 })).images, [d('recent')]);
+  });
+
+  it('evicts an index with its children, keeping a child another index lists', () => {
+    const amd64 = image('amd64', ['amd64 layer'], NOW - 90 * MINUTE);
+    const arm64 = image('arm64', ['arm64 layer'], NOW - 90 * MINUTE);
+    const index = (name: string, children: string[], lastAccess: number): { manifest: PlannedManifest; blobs: PlannedBlob[] } => ({
+      manifest: { digest: d(name), size: 50, references: children.map((child) => ({ digest: d(child), role: 'manifest' as const })), lastAccess },
+      blobs: [],
+    });
+    const first = index('index one', ['amd64', 'arm64'], NOW - 80 * MINUTE);
+    const second = index('index two', ['arm64'], NOW - 10 * MINUTE);
+    const plan = planEviction(input([amd64, arm64, first, second], [layer('amd64 layer', 700), layer('arm64 layer', 800)], { targetBytes: 1000 }));
+    assert.deepEqual(plan.images, [d('index one')], 'children are not images of their own');
+    assert.deepEqual(new Set(plan.manifests), new Set([d('index one'), d('amd64')]));
+    assert.deepEqual(new Set(plan.blobs), new Set([d('amd64 config'), d('amd64 layer')]), 'arm64 stays with index two');
+  });
+
+  it('never evicts a pinned image, and says when the bound cannot be met', () => {
+    const plan = planEviction(input([old, recent], layers, { targetBytes: 0, pinned: new Set([d('old')]) }));
+    assert.deepEqual(plan.images, [d('recent')]);
+    assert.ok(!plan.blobs.includes(d('base')), 'the pinned image keeps the base layer');
+    assert.equal(plan.reachesTarget, false);
+  });
+
+  it('evicts images in use only when nothing else is left, the least recent of them first', () => {
+    const busy = image('busy', ['busy layer'], NOW - 10_000);
+    const busier = image('busier', ['busier layer'], NOW - 1_000);
+    const idle = image('idle', ['idle layer'], NOW - 5 * MINUTE);
+    const blobs = [layer('busy layer', 100), layer('busier layer', 100), layer('idle layer', 100)];
+    const onlyIdle = planEviction(input([busier, busy, idle], blobs, { targetBytes: 2 * 210 }));
+    assert.deepEqual(onlyIdle.images, [d('idle')]);
+    assert.equal(onlyIdle.inUseEvicted, 0);
+    const more = planEviction(input([busier, busy, idle], blobs, { targetBytes: 210 }));
+    assert.deepEqual(more.images, [d('idle'), d('busy')]);
+    assert.equal(more.inUseEvicted, 1);
+  });
+
+  it('treats a blob no manifest references as an image of its own, and a subject as not held by its referrer', () => {
+    const signed = image('signed', ['signed layer'], NOW - 10 * MINUTE);
+    const signature: PlannedManifest = { digest: d('signature'), size: 40, references: [{ digest: d('signed'), role: 'subject' }], lastAccess: NOW - 5 * MINUTE };
+    const stray = layer('stray', 2000, NOW - 120 * MINUTE);
+    const plan = planEviction({ ...input([signed], [layer('signed layer', 100), stray]), manifests: [signed.manifest, signature], targetBytes: 100 });
+    assert.deepEqual(plan.images, [d('stray'), d('signed')], 'the stray blob first (oldest), then the signed image though its signature stays');
+    assert.ok(!plan.manifests.includes(d('signature')));
+  });
+
+  it('ignores references to content it does not hold', () => {
+    const partial = image('partial', ['pulled', 'never pulled'], NOW - 60 * MINUTE);
+    const plan = planEviction(input([partial], [layer('pulled', 100)], { targetBytes: 0 }));
+    assert.deepEqual(new Set(plan.blobs), new Set([d('partial config'), d('pulled')]));
+    assert.equal(plan.freedBytes, 210);
+  });
+});

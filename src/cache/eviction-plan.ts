@@ -1,0 +1,118 @@
+// Which images to evict so that the cache fits its bound, decided on the content graph alone (no I/O): the
+// least recently used images first, never a blob or manifest a retained image still references, never a pinned
+// image, and images in use (read within the in-use window) only when nothing else is left.
+//
+// An image is a root of the graph — a manifest no other manifest lists as a child — with everything it reaches:
+// an index its child manifests, each manifest its config and layers. A blob that no manifest references is an
+// image of its own. A `subject` does not hold its target: a signature or SBOM is an image apart, evicted by its
+// own use. Evicting an image removes what no retained image reaches; what it shares with one stays.
+
+import type { Digest } from '../oci/digest.js';
+import type { ContentReference } from '../oci/manifest.js';
+
+export interface PlannedManifest {
+  digest: Digest;
+  size: number;
+  references: readonly ContentReference[];
+  /** Last read (ms since epoch); 0 when never read since it was recorded. */
+  lastAccess: number;
+}
+
+export interface PlannedBlob {
+  digest: Digest;
+  size: number;
+  lastAccess: number;
+}
+
+export interface EvictionInput {
+  manifests: readonly PlannedManifest[];
+  blobs: readonly PlannedBlob[];
+  /** Root digests (a manifest, or a blob no manifest references) never evicted. */
+  pinned: ReadonlySet<Digest>;
+  /** Bytes to get down to (the low watermark). */
+  targetBytes: number;
+  /** Images read at or after this time are in use: evicted only when nothing else is left. */
+  inUseSince: number;
+}
+
+export interface EvictionPlan {
+  /** The roots evicted, in the order chosen. */
+  images: Digest[];
+  manifests: Digest[];
+  blobs: Digest[];
+  freedBytes: number;
+  /** Bytes held before the plan (manifests and blobs recorded). */
+  heldBytes: number;
+  /** Whether evicting the plan brings the cache to targetBytes (pinned or referenced content may prevent it). */
+  reachesTarget: boolean;
+  /** How many of the evicted images were in use. */
+  inUseEvicted: number;
+}
+
+interface Image {
+  root: Digest;
+  /** Everything the root reaches, itself included. */
+  reaches: Set<Digest>;
+  lastAccess: number;
+}
+
+export function planEviction(input: EvictionInput): EvictionPlan {
+  const manifests = new Map(input.manifests.map((manifest) => [manifest.digest, manifest]));
+  const blobs = new Map(input.blobs.map((blob) => [blob.digest, blob]));
+  const sizeOf = (digest: Digest): number => manifests.get(digest)?.size ?? blobs.get(digest)?.size ?? 0;
+  const heldBytes = [...manifests.values(), ...blobs.values()].reduce((sum, entry) => sum + entry.size, 0);
+
+  const children = new Set(input.manifests.flatMap((manifest) => manifest.references.filter((reference) => reference.role === 'manifest').map((reference) => reference.digest)));
+  const images: Image[] = [];
+  for (const manifest of input.manifests) {
+    if (!children.has(manifest.digest)) images.push(imageOf(manifest.digest, manifests, blobs));
+  }
+  const reachedByManifests = new Set(images.flatMap((image) => [...image.reaches]));
+  for (const blob of input.blobs) {
+    if (!reachedByManifests.has(blob.digest)) images.push({ root: blob.digest, reaches: new Set([blob.digest]), lastAccess: blob.lastAccess });
+  }
+
+  // How many images reach each digest: it goes only with the last of them.
+  const holders = new Map<Digest, number>();
+  for (const image of images) for (const digest of image.reaches) holders.set(digest, (holders.get(digest) ?? 0) + 1);
+
+  const inUse = (image: Image): boolean => image.lastAccess >= input.inUseSince;
+  const candidates = images
+    .filter((image) => !input.pinned.has(image.root))
+    .sort((a, b) => Number(inUse(a)) - Number(inUse(b)) || a.lastAccess - b.lastAccess || a.root.localeCompare(b.root));
+
+  const plan: EvictionPlan = { images: [], manifests: [], blobs: [], freedBytes: 0, heldBytes, reachesTarget: heldBytes <= input.targetBytes, inUseEvicted: 0 };
+  for (const image of candidates) {
+    if (heldBytes - plan.freedBytes <= input.targetBytes) break;
+    plan.images.push(image.root);
+    if (inUse(image)) plan.inUseEvicted += 1;
+    for (const digest of image.reaches) {
+      const left = (holders.get(digest) ?? 1) - 1;
+      holders.set(digest, left);
+      if (left > 0) continue;
+      if (manifests.has(digest)) plan.manifests.push(digest);
+      else if (blobs.has(digest)) plan.blobs.push(digest);
+      plan.freedBytes += sizeOf(digest);
+    }
+  }
+  plan.reachesTarget = heldBytes - plan.freedBytes <= input.targetBytes;
+  return plan;
+}
+
+/** A root manifest and everything it reaches; its last access is the latest of all of them. */
+function imageOf(root: Digest, manifests: ReadonlyMap<Digest, PlannedManifest>, blobs: ReadonlyMap<Digest, PlannedBlob>): Image {
+  const reaches = new Set<Digest>();
+  let lastAccess = 0;
+  const visit = (digest: Digest): void => {
+    if (reaches.has(digest)) return;
+    const manifest = manifests.get(digest);
+    const blob = blobs.get(digest);
+    // Referenced but not held (never pulled, or a platform nobody asked for): nothing to free, nothing to keep.
+    if (manifest === undefined && blob === undefined) return;
+    reaches.add(digest);
+    lastAccess = Math.max(lastAccess, manifest?.lastAccess ?? blob?.lastAccess ?? 0);
+    for (const reference of manifest?.references ?? []) if (reference.role !== 'subject') visit(reference.digest);
+  };
+  visit(root);
+  return { root, reaches, lastAccess };
+}
