@@ -414,6 +414,25 @@ export function metadataStoreConformance(name: string, makeStore: () => Promise<
         assert.equal(await store.holdsContent(ALPINE_HUB, image.digest), false);
       });
 
+      it('is read whole as one snapshot: manifests with references and last reads, blobs', async () => {
+        const references = [
+          { digest: digest('config'), role: 'config' as const },
+          { digest: digest('layer'), role: 'layer' as const },
+        ];
+        await store.putManifest(image, T0, { references, holder: ALPINE_HUB });
+        await store.putManifest({ digest: digest('bare'), mediaType: OCI, size: 7 }, T0 + SECOND);
+        await store.putBlob(digest('layer'), 300, T0);
+        await store.touchManifest(image.digest, T0 + HOUR);
+        await store.touchManifest(digest('bare'), T0);
+        await store.touchBlob(digest('layer'), T0 + 2 * HOUR);
+        await store.flushAccess();
+        const graph = await store.graph();
+        const byDigest = new Map(graph.manifests.map((manifest) => [manifest.digest, manifest]));
+        assert.deepEqual(byDigest.get(image.digest), { digest: image.digest, size: 400, lastAccess: T0 + HOUR, references });
+        assert.deepEqual(byDigest.get(digest('bare')), { digest: digest('bare'), size: 7, lastAccess: T0 + SECOND, references: [] }, 'a read never moves last access back');
+        assert.deepEqual(graph.blobs, [{ digest: digest('layer'), size: 300, lastAccess: T0 + 2 * HOUR }]);
+      });
+
       it('links a blob to the repository it was fetched for', async () => {
         const layer = digest('layer');
         await store.putBlob(layer, 10, T0, ALPINE_GHCR);

@@ -37,6 +37,12 @@ export interface TagRecord {
   fetchedAt: number;
 }
 
+/** The content graph whole, for what decides over all of it (eviction, GC). */
+export interface ContentGraph {
+  manifests: Array<{ digest: Digest; size: number; lastAccess: number; references: ContentReference[] }>;
+  blobs: BlobRecord[];
+}
+
 /** What the metadata holds, counted (v2 blobs and manifests; v1 content is kept apart). */
 export interface ContentTotals {
   blobs: number;
@@ -67,6 +73,8 @@ export interface MetadataStore {
    * (which the driver runs by itself every few seconds, and at close). Last access never moves back.
    */
   touchBlob(digest: Digest, now: number): Promise<void>;
+  /** As touchBlob, for a manifest (by tag or by digest). */
+  touchManifest(digest: Digest, now: number): Promise<void>;
   /** Writes the reads noted so far; what decides by last access (eviction) calls it first. */
   flushAccess(): Promise<void>;
   /** Blob records in digest order, a page at a time (for verify). */
@@ -87,6 +95,8 @@ export interface MetadataStore {
   listManifests(page: Page): Promise<ManifestRecord[]>;
   /** How many blobs and manifests are recorded, and their bytes. */
   totals(): Promise<ContentTotals>;
+  /** Every manifest with its references and every blob, with sizes and last reads, as one consistent snapshot. */
+  graph(): Promise<ContentGraph>;
 
   getTag(repository: RepositoryRef, tag: string): Promise<TagRecord | undefined>;
   putTag(repository: RepositoryRef, tag: string, record: TagRecord): Promise<void>;

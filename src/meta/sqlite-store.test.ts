@@ -45,6 +45,26 @@ describe('SqliteMetadataStore', () => {
     }
   });
 
+  it('opens a database an earlier version made: manifests get a last read, as recent as their record', async () => {
+    const { store, file, cleanup } = await makeSqliteStore();
+    await store.close();
+    const old = new Database(file);
+    const digest = digestOf(Buffer.from('old manifest'));
+    old.exec('DROP TABLE manifests; CREATE TABLE manifests (digest TEXT PRIMARY KEY, media_type TEXT NOT NULL, size INTEGER NOT NULL, created_at INTEGER NOT NULL) WITHOUT ROWID');
+    old.prepare('INSERT INTO manifests VALUES (?, ?, ?, ?)').run(digest, 'application/vnd.oci.image.manifest.v1+json', 9, 5_000);
+    old.close();
+    const reopened = new SqliteMetadataStore(file);
+    try {
+      assert.deepEqual((await reopened.graph()).manifests, [{ digest, size: 9, lastAccess: 5_000, references: [] }]);
+      await reopened.touchManifest(digest, 6_000);
+      await reopened.flushAccess();
+      assert.equal((await reopened.graph()).manifests[0]?.lastAccess, 6_000);
+    } finally {
+      await reopened.close();
+      await cleanup();
+    }
+  });
+
   it('keeps what it holds across a reopen of its file', async () => {
     const { store, file, cleanup } = await makeSqliteStore();
     const digest = digestOf(Buffer.from('persisted'));

@@ -7,12 +7,12 @@ import Database from 'better-sqlite3';
 import type { Digest } from '../oci/digest.js';
 import { isSqliteFailure, MetadataError } from './metadata-error.js';
 import type { ContentReference, ReferenceRole } from '../oci/manifest.js';
-import type { BlobRecord, CachedDocument, ContentTotals, ManifestGraph, ManifestRecord, MetadataStore, Page, RepositoryRef, TagRecord } from './metadata-store.js';
+import type { BlobRecord, CachedDocument, ContentGraph, ContentTotals, ManifestGraph, ManifestRecord, MetadataStore, Page, RepositoryRef, TagRecord } from './metadata-store.js';
 
 /** The database's file in the data directory. */
 export const SQLITE_FILE = 'metadata.sqlite';
 
-/** Blob reads (touchBlob) are kept in memory and written together this often, off the hot path. */
+/** Reads (touchBlob, touchManifest) are kept in memory and written together this often, off the hot path. */
 const ACCESS_FLUSH_MS = 5_000;
 
 const SCHEMA = `
@@ -26,7 +26,8 @@ CREATE TABLE IF NOT EXISTS manifests (
   digest TEXT PRIMARY KEY,
   media_type TEXT NOT NULL,
   size INTEGER NOT NULL,
-  created_at INTEGER NOT NULL
+  created_at INTEGER NOT NULL,
+  last_access INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS repositories (
   registry TEXT NOT NULL,
@@ -85,8 +86,9 @@ export class SqliteMetadataStore implements MetadataStore {
   private readonly db: Database.Database;
   private readonly statements: ReturnType<SqliteMetadataStore['prepare']>;
   private readonly busyTimeoutMs: number;
-  /** Blob reads noted and not yet written: digest → the latest read. */
+  /** Reads noted and not yet written: digest → the latest read. */
   private readonly blobReads = new Map<Digest, number>();
+  private readonly manifestReads = new Map<Digest, number>();
   private accessFlush: NodeJS.Timeout | undefined;
   /** Settles when the statements waiting behind a busy database have run; undefined when none wait. */
   private waiting: Promise<void> | undefined;
@@ -99,11 +101,21 @@ export class SqliteMetadataStore implements MetadataStore {
       this.db.pragma(`busy_timeout = ${this.busyTimeoutMs}`);
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = NORMAL');
+      this.migrate();
       this.db.exec(SCHEMA);
       this.statements = this.prepare();
       this.db.pragma(`busy_timeout = ${Math.min(BUSY_SLICE_MS, this.busyTimeoutMs)}`);
     } catch (error) {
       throw isSqliteFailure(error) ? new MetadataError('open', error) : error;
+    }
+  }
+
+  /** Brings a database an earlier version made up to SCHEMA (whose CREATE … IF NOT EXISTS adds tables, not columns). */
+  private migrate(): void {
+    const manifestColumns = this.db.pragma('table_info(manifests)') as Array<{ name: string }>;
+    if (manifestColumns.length > 0 && !manifestColumns.some((column) => column.name === 'last_access')) {
+      // Not read since the upgrade, as far as anyone knows: as recent as its record.
+      this.db.exec('ALTER TABLE manifests ADD COLUMN last_access INTEGER NOT NULL DEFAULT 0; UPDATE manifests SET last_access = created_at');
     }
   }
 
@@ -121,8 +133,12 @@ export class SqliteMetadataStore implements MetadataStore {
         'SELECT media_type, size FROM manifests WHERE digest = ?',
       ),
       putManifest: this.db.prepare(
-        'INSERT INTO manifests (digest, media_type, size, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING',
+        'INSERT INTO manifests (digest, media_type, size, created_at, last_access) VALUES (?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING',
       ),
+      touchManifest: this.db.prepare('UPDATE manifests SET last_access = ? WHERE digest = ? AND last_access < ?'),
+      graphManifests: this.db.prepare<[], { digest: string; size: number; last_access: number }>('SELECT digest, size, last_access FROM manifests'),
+      graphReferences: this.db.prepare<[], { parent: string; child: string; role: ReferenceRole }>('SELECT parent, child, role FROM content_references ORDER BY parent, position'),
+      graphBlobs: this.db.prepare<[], { digest: string; size: number; last_access: number }>('SELECT digest, size, last_access FROM blobs'),
       deleteManifest: this.db.prepare('DELETE FROM manifests WHERE digest = ?'),
       getTag: this.db.prepare<[string, string, string], { digest: string; fetched_at: number }>(
         'SELECT digest, fetched_at FROM tags WHERE registry = ? AND repository = ? AND tag = ?',
@@ -238,12 +254,17 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   touchBlob(digest: Digest, now: number): Promise<void> {
-    this.noteAccess(digest, now);
+    this.noteAccess(this.blobReads, digest, now);
     return Promise.resolve();
   }
 
-  private noteAccess(digest: Digest, now: number): void {
-    this.blobReads.set(digest, Math.max(now, this.blobReads.get(digest) ?? 0));
+  touchManifest(digest: Digest, now: number): Promise<void> {
+    this.noteAccess(this.manifestReads, digest, now);
+    return Promise.resolve();
+  }
+
+  private noteAccess(reads: Map<Digest, number>, digest: Digest, now: number): void {
+    reads.set(digest, Math.max(now, reads.get(digest) ?? 0));
     this.accessFlush ??= setTimeout(() => void this.flushAccess().catch(() => undefined), ACCESS_FLUSH_MS).unref();
   }
 
@@ -254,16 +275,20 @@ export class SqliteMetadataStore implements MetadataStore {
   flushAccess(): Promise<void> {
     clearTimeout(this.accessFlush);
     this.accessFlush = undefined;
-    if (this.blobReads.size === 0) return Promise.resolve();
+    if (this.blobReads.size === 0 && this.manifestReads.size === 0) return Promise.resolve();
     const blobs = [...this.blobReads];
+    const manifests = [...this.manifestReads];
     this.blobReads.clear();
+    this.manifestReads.clear();
     return this.guard(
       'flushAccess',
       this.db.transaction(() => {
         for (const [digest, at] of blobs) this.statements.touchBlob.run(at, digest, at);
+        for (const [digest, at] of manifests) this.statements.touchManifest.run(at, digest, at);
       }),
     ).catch((error: unknown) => {
-      for (const [digest, at] of blobs) this.noteAccess(digest, at);
+      for (const [digest, at] of blobs) this.noteAccess(this.blobReads, digest, at);
+      for (const [digest, at] of manifests) this.noteAccess(this.manifestReads, digest, at);
       throw error;
     });
   }
@@ -285,11 +310,29 @@ export class SqliteMetadataStore implements MetadataStore {
     return this.guard(
       'putManifest',
       this.db.transaction(() => {
-        this.statements.putManifest.run(record.digest, record.mediaType, record.size, now);
+        this.statements.putManifest.run(record.digest, record.mediaType, record.size, now, now);
         if (graph === undefined) return;
         this.statements.deleteReferences.run(record.digest);
         graph.references.forEach((reference, position) => this.statements.putReference.run(record.digest, position, reference.digest, reference.role));
         this.link(graph.holder, record.digest, now);
+      }),
+    );
+  }
+
+  graph(): Promise<ContentGraph> {
+    return this.guard(
+      'graph',
+      this.db.transaction((): ContentGraph => {
+        const references = new Map<string, ContentReference[]>();
+        for (const row of this.statements.graphReferences.all()) {
+          const list = references.get(row.parent) ?? [];
+          list.push({ digest: row.child as Digest, role: row.role });
+          references.set(row.parent, list);
+        }
+        return {
+          manifests: this.statements.graphManifests.all().map((row) => ({ digest: row.digest as Digest, size: row.size, lastAccess: row.last_access, references: references.get(row.digest) ?? [] })),
+          blobs: this.statements.graphBlobs.all().map((row) => ({ digest: row.digest as Digest, size: row.size, lastAccess: row.last_access })),
+        };
       }),
     );
   }

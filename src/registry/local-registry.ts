@@ -102,6 +102,7 @@ export class LocalRegistry {
       this.manifests.delete(digest);
       return undefined;
     }
+    await this.meta.touchManifest(digest, this.now());
     const remembered = this.manifests.get(digest);
     if (remembered !== undefined) return remembered;
     const bytes = await this.store.readBytes(contentKey(digest));
