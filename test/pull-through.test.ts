@@ -82,7 +82,8 @@ describe('pull-through with skopeo', () => {
     const out = path.join(work, 'graph');
     await copyToOci(`docker://${mirror.host}/team/app:v1`, out, 'app');
     await copyToOci(`docker://${mirror.host}/team/multi:v2`, out, 'multi', { all: true });
-    await mirror.settle();
+    // A client has a blob's last bytes once verified, a moment before the commit records it.
+    await mirror.fillsSettled();
     const graph = contentGraph(mirror.dataDir);
     const image = single.images[0] as BuiltImage;
     assert.deepEqual(graph.referencesOf(image.manifestDigest), [`config ${image.configDigest}`, ...image.layerDigests.map((layer) => `layer ${layer}`)]);
@@ -102,7 +103,7 @@ describe('pull-through with skopeo', () => {
 
   it('counts what the cache holds in its status and metrics, as the metadata records it', async () => {
     await copyToOci(`docker://${mirror.host}/team/app:v1`, path.join(work, 'counted'), 'app');
-    await mirror.settle();
+    await mirror.fillsSettled();
     const rows = metadataRows(mirror.dataDir);
     const status = (await (await fetch(`${mirror.url}/_regmirror/status`)).json()) as { cache: { blobs: number; blobBytes: number; manifests: number; manifestBytes: number } };
     assert.equal(status.cache.blobs, rows.blobs.length);
