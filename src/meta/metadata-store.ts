@@ -28,7 +28,8 @@ export interface ManifestRecord {
 /** Where a manifest sits in the content graph: what it references, and the repository it was stored for. */
 export interface ManifestGraph {
   references: readonly ContentReference[];
-  holder: RepositoryRef;
+  /** The repository it was stored for; absent when that is not known (a graph rebuilt from stored manifests). */
+  holder?: RepositoryRef;
 }
 
 export interface TagRecord {

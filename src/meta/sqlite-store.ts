@@ -314,7 +314,7 @@ export class SqliteMetadataStore implements MetadataStore {
         if (graph === undefined) return;
         this.statements.deleteReferences.run(record.digest);
         graph.references.forEach((reference, position) => this.statements.putReference.run(record.digest, position, reference.digest, reference.role));
-        this.link(graph.holder, record.digest, now);
+        if (graph.holder !== undefined) this.link(graph.holder, record.digest, now);
       }),
     );
   }

@@ -21,6 +21,18 @@ async function readAll(stream: Readable): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
+/** A LocalRegistry over a fresh data directory, with its parts and the warnings it logged. */
+async function openRegistry(): Promise<{ root: string; store: FsObjectStore; meta: SqliteMetadataStore; metrics: Metrics; warnings: Array<{ fields: Record<string, unknown>; message: string }>; local: LocalRegistry }> {
+  const root = await mkdtemp(path.join(os.tmpdir(), 'regmirror-local-'));
+  const store = new FsObjectStore(root);
+  await store.init();
+  const meta = new SqliteMetadataStore(path.join(root, 'metadata.sqlite'));
+  const metrics = new Metrics();
+  const warnings: Array<{ fields: Record<string, unknown>; message: string }> = [];
+  const local = new LocalRegistry(store, meta, { metrics, log: { warn: (fields, message) => warnings.push({ fields: fields as Record<string, unknown>, message }) } });
+  return { root, store, meta, metrics, warnings, local };
+}
+
 describe('LocalRegistry: damaged cached objects', () => {
   let root: string;
   let store: FsObjectStore;
@@ -30,13 +42,7 @@ describe('LocalRegistry: damaged cached objects', () => {
   let local: LocalRegistry;
 
   beforeEach(async () => {
-    root = await mkdtemp(path.join(os.tmpdir(), 'regmirror-local-'));
-    store = new FsObjectStore(root);
-    await store.init();
-    meta = new SqliteMetadataStore(path.join(root, 'metadata.sqlite'));
-    metrics = new Metrics();
-    warnings = [];
-    local = new LocalRegistry(store, meta, { metrics, log: { warn: (fields, message) => warnings.push({ fields: fields as Record<string, unknown>, message }) } });
+    ({ root, store, meta, metrics, warnings, local } = await openRegistry());
   });
 
   afterEach(async () => {
@@ -127,5 +133,44 @@ describe('LocalRegistry: damaged cached objects', () => {
       warnings.map((warning) => warning.fields.reason),
       ['digest', 'size'],
     );
+  });
+});
+
+describe('LocalRegistry: the content graph of manifests stored before it existed', () => {
+  let root: string;
+  let store: FsObjectStore;
+  let meta: SqliteMetadataStore;
+  let local: LocalRegistry;
+
+  beforeEach(async () => {
+    ({ root, store, meta, local } = await openRegistry());
+  });
+
+  afterEach(async () => {
+    await meta.close();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it('records their references from their bytes, once, and leaves a damaged one alone', async () => {
+    const config = digestOf(Buffer.from('config'));
+    const layer = digestOf(Buffer.from('layer'));
+    const mediaType = 'application/vnd.oci.image.manifest.v1+json';
+    const bytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType, config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: config, size: 6 }, layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: layer, size: 5 }] }));
+    const old = digestOf(bytes);
+    // As an earlier version stored it: the bytes and the record, no graph.
+    await store.putBytes(contentKey(old), bytes);
+    await meta.putManifest({ digest: old, mediaType, size: bytes.length }, 1);
+    const damagedBytes = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType, config: { mediaType: 'x', digest: config, size: 6 }, layers: [] }));
+    const damaged = digestOf(damagedBytes);
+    await store.putBytes(contentKey(damaged), Buffer.from('not what the digest says'));
+    await meta.putManifest({ digest: damaged, mediaType, size: damagedBytes.length }, 1);
+
+    assert.equal(await local.backfillReferences(), 1);
+    assert.deepEqual(await meta.referencesOf(old), [
+      { digest: config, role: 'config' },
+      { digest: layer, role: 'layer' },
+    ]);
+    assert.deepEqual(await meta.referencesOf(damaged), []);
+    assert.equal(await local.backfillReferences(), 0, 'nothing left to record');
   });
 });

@@ -3,6 +3,7 @@
 
 import type { Readable } from 'node:stream';
 import { digestOf, type Digest } from '../oci/digest.js';
+import { parseManifest } from '../oci/manifest.js';
 import type { ManifestGraph, MetadataStore, Page, RepositoryRef, TagRecord } from '../meta/metadata-store.js';
 import { contentKey } from '../store/layout.js';
 import type { ByteRange, ObjectStore } from '../store/object-store.js';
@@ -121,6 +122,26 @@ export class LocalRegistry {
     await this.store.putBytes(contentKey(manifest.digest), manifest.bytes);
     await this.meta.putManifest({ digest: manifest.digest, mediaType: manifest.mediaType, size: manifest.bytes.length }, this.now(), graph);
     this.manifests.set(manifest.digest, manifest);
+  }
+
+  /**
+   * Records the references of stored manifests that have none recorded (cached before the content graph
+   * existed), read from their bytes; a manifest that is damaged or unparsable is left as it is (verify reports
+   * it). Returns how many were recorded. Whatever walks the graph (eviction, GC) runs this first.
+   */
+  async backfillReferences(): Promise<number> {
+    let recorded = 0;
+    for (const manifest of (await this.meta.graph()).manifests) {
+      if (manifest.references.length > 0) continue;
+      const record = await this.meta.getManifest(manifest.digest);
+      const bytes = record && (await this.store.readBytes(contentKey(manifest.digest)));
+      if (record === undefined || bytes === undefined || digestOf(bytes) !== manifest.digest) continue;
+      const parsed = parseManifest(bytes, record.mediaType);
+      if (!parsed.ok || parsed.references.length === 0) continue;
+      await this.meta.putManifest(record, this.now(), { references: parsed.references });
+      recorded += 1;
+    }
+    return recorded;
   }
 
   getTag(repository: RepositoryRef, tag: string): Promise<TagRecord | undefined> {
