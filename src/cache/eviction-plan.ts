@@ -7,26 +7,15 @@
 // image of its own. A `subject` does not hold its target: a signature or SBOM is an image apart, evicted by its
 // own use. Evicting an image removes what no retained image reaches; what it shares with one stays.
 
+import type { BlobRecord, ContentGraph } from '../meta/metadata-store.js';
 import type { Digest } from '../oci/digest.js';
-import type { ContentReference } from '../oci/manifest.js';
 
-export interface PlannedManifest {
-  digest: Digest;
-  size: number;
-  references: readonly ContentReference[];
-  /** Last read (ms since epoch); 0 when never read since it was recorded. */
-  lastAccess: number;
-}
+/** A manifest as MetadataStore.graph() gives it: size, last read, references. */
+export type PlannedManifest = ContentGraph['manifests'][number];
+export type PlannedBlob = BlobRecord;
 
-export interface PlannedBlob {
-  digest: Digest;
-  size: number;
-  lastAccess: number;
-}
-
-export interface EvictionInput {
-  manifests: readonly PlannedManifest[];
-  blobs: readonly PlannedBlob[];
+/** The content graph (MetadataStore.graph()) and what bounds the plan. */
+export interface EvictionInput extends ContentGraph {
   /** Root digests (a manifest, or a blob no manifest references) never evicted. */
   pinned: ReadonlySet<Digest>;
   /** Bytes to get down to (the low watermark). */

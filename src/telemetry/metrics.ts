@@ -85,6 +85,13 @@ export class Metrics {
   constructor(observed: { sendBufferBytes?: () => number; cacheTotals?: () => Promise<ContentTotals> } = {}) {
     collectDefaultMetrics({ register: this.registry, prefix: 'regmirror_' });
     const { sendBufferBytes, cacheTotals } = observed;
+    // Both cache gauges are collected in one scrape (concurrently): they share one count of the metadata.
+    let counted: { at: number; totals: Promise<ContentTotals> } | undefined;
+    const totalsOfThisScrape = (): Promise<ContentTotals> | undefined => {
+      if (cacheTotals === undefined) return undefined;
+      if (counted === undefined || Date.now() - counted.at > 1_000) counted = { at: Date.now(), totals: cacheTotals() };
+      return counted.totals;
+    };
     const cacheGauge = (name: string, help: string, blob: keyof ContentTotals, manifest: keyof ContentTotals): void => {
       new Gauge({
         name,
@@ -92,7 +99,7 @@ export class Metrics {
         labelNames: ['kind'] as const,
         registers: [this.registry],
         async collect() {
-          const totals = await cacheTotals?.();
+          const totals = await totalsOfThisScrape();
           this.set({ kind: 'blob' }, totals?.[blob] ?? 0);
           this.set({ kind: 'manifest' }, totals?.[manifest] ?? 0);
         },
