@@ -442,6 +442,95 @@ export function metadataStoreConformance(name: string, makeStore: () => Promise<
         assert.equal(await store.holdsContent(ALPINE_HUB, layer), false);
         assert.equal(await store.hasRepository(ALPINE_GHCR), true);
       });
+
+      it('forgets a deleted manifest’s references and links, and a deleted blob’s links', async () => {
+        await store.putManifest(image, T0, { references: [{ digest: digest('layer'), role: 'layer' }], holder: ALPINE_HUB });
+        await store.putBlob(digest('layer'), 10, T0, ALPINE_HUB);
+        await store.deleteManifest(image.digest);
+        await store.deleteBlob(digest('layer'));
+        assert.deepEqual(await store.referencesOf(image.digest), []);
+        assert.equal(await store.holdsContent(ALPINE_HUB, image.digest), false);
+        assert.equal(await store.holdsContent(ALPINE_HUB, digest('layer')), false);
+      });
+    });
+
+    describe('removing content (eviction and GC)', () => {
+      const OCI = 'application/vnd.oci.image.manifest.v1+json';
+      const INDEX = 'application/vnd.oci.image.index.v1+json';
+      const image = { digest: digest('image'), mediaType: OCI, size: 400 };
+      const index = { digest: digest('index'), mediaType: INDEX, size: 300 };
+      const layer = digest('layer');
+      const config = digest('config');
+
+      beforeEach(async () => {
+        await store.putBlob(layer, 1000, T0, ALPINE_HUB);
+        await store.putBlob(config, 100, T0, ALPINE_HUB);
+        const references = [
+          { digest: config, role: 'config' as const },
+          { digest: layer, role: 'layer' as const },
+        ];
+        await store.putManifest(image, T0, { references, holder: ALPINE_HUB });
+        await store.putManifest(index, T0, { references: [{ digest: image.digest, role: 'manifest' }], holder: ALPINE_HUB });
+        await store.putTag(ALPINE_HUB, 'latest', { digest: index.digest, fetchedAt: T0 });
+      });
+
+      it('removes an unread image whole, with its tags, links and references, parents first', async () => {
+        const removed = await store.removeContent({ manifests: [index.digest, image.digest], blobs: [config, layer], readBefore: T0 + SECOND });
+        assert.deepEqual(removed, {
+          manifests: [
+            { digest: index.digest, size: 300 },
+            { digest: image.digest, size: 400 },
+          ],
+          blobs: [
+            { digest: config, size: 100 },
+            { digest: layer, size: 1000 },
+          ],
+        });
+        assert.equal(await store.getManifest(image.digest), undefined);
+        assert.equal(await store.getBlob(layer), undefined);
+        assert.equal(await store.getTag(ALPINE_HUB, 'latest'), undefined, 'a tag of a removed manifest goes with it');
+        assert.deepEqual(await store.referencesOf(index.digest), []);
+        assert.equal(await store.holdsContent(ALPINE_HUB, layer), false);
+        assert.deepEqual(await store.totals(), { blobs: 0, blobBytes: 0, manifests: 0, manifestBytes: 0 });
+      });
+
+      it('keeps what a manifest that stays references', async () => {
+        const removed = await store.removeContent({ manifests: [image.digest], blobs: [layer], readBefore: T0 + SECOND });
+        assert.deepEqual(removed, { manifests: [], blobs: [] }, 'the index stays, so its child and the child’s layer do');
+        assert.notEqual(await store.getBlob(layer), undefined);
+      });
+
+      it('keeps what was read since the decision, counting reads not yet flushed', async () => {
+        await store.touchBlob(layer, T0 + 2 * SECOND);
+        await store.touchManifest(index.digest, T0 + 2 * SECOND);
+        const removed = await store.removeContent({ manifests: [index.digest, image.digest], blobs: [config, layer], readBefore: T0 + SECOND });
+        assert.deepEqual(removed, { manifests: [], blobs: [] }, 'the index was read: it stays, and so does all it reaches');
+        assert.equal((await store.getBlob(layer))?.lastAccess, T0 + 2 * SECOND);
+      });
+
+      it('keeps a blob read since, while removing the unread image that referenced it', async () => {
+        await store.touchBlob(layer, T0 + 2 * SECOND);
+        await store.flushAccess();
+        const removed = await store.removeContent({ manifests: [index.digest, image.digest], blobs: [config, layer], readBefore: T0 + SECOND });
+        assert.deepEqual(removed.manifests.map((entry) => entry.digest), [index.digest, image.digest]);
+        assert.deepEqual(removed.blobs, [{ digest: config, size: 100 }]);
+        assert.equal((await store.getBlob(layer))?.lastAccess, T0 + 2 * SECOND);
+      });
+
+      it('does not count a subject as holding its target', async () => {
+        const signature = { digest: digest('signature'), mediaType: OCI, size: 50 };
+        await store.putBlob(digest('lonely'), 5, T0);
+        await store.putManifest(signature, T0, { references: [{ digest: digest('lonely'), role: 'subject' }] });
+        const removed = await store.removeContent({ manifests: [], blobs: [digest('lonely')], readBefore: T0 + SECOND });
+        assert.deepEqual(removed.blobs, [{ digest: digest('lonely'), size: 5 }]);
+      });
+
+      it('skips what is not recorded, and lists the digests tags point at', async () => {
+        assert.deepEqual(await store.removeContent({ manifests: [digest('unknown')], blobs: [digest('unknown')], readBefore: T0 + SECOND }), { manifests: [], blobs: [] });
+        await store.putTag(ALPINE_GHCR, 'v1', { digest: index.digest, fetchedAt: T0 });
+        await store.putTag(ALPINE_GHCR, 'v2', { digest: image.digest, fetchedAt: T0 });
+        assert.deepEqual((await store.taggedDigests()).sort(), [index.digest, image.digest].sort());
+      });
     });
   });
 }

@@ -52,6 +52,21 @@ export interface ContentTotals {
   manifestBytes: number;
 }
 
+/** Content to remove, each only if it is still unused when the removal runs (see MetadataStore.removeContent). */
+export interface ContentRemoval {
+  /** Parents before their children: an index before its child manifests. */
+  manifests: readonly Digest[];
+  blobs: readonly Digest[];
+  /** Remove only what was last read before this time (ms since epoch): a read since the decision keeps it. */
+  readBefore: number;
+}
+
+/** What a removal did remove (the rest was read since, or is referenced by a manifest that stays). */
+export interface RemovedContent {
+  manifests: Array<{ digest: Digest; size: number }>;
+  blobs: Array<{ digest: Digest; size: number }>;
+}
+
 export interface CachedDocument {
   body: Buffer;
   /** When it was fetched (ms since epoch). */
@@ -68,6 +83,7 @@ export interface MetadataStore {
   getBlob(digest: Digest): Promise<BlobRecord | undefined>;
   /** Records a blob and, with `holder`, that this repository holds it: one transaction. */
   putBlob(digest: Digest, size: number, now: number, holder?: RepositoryRef): Promise<void>;
+  /** Forgets a blob and its repositories' links (a damaged file). */
   deleteBlob(digest: Digest): Promise<void>;
   /**
    * Records a read, cheap enough for every hit: reads are noted in memory and written together by flushAccess()
@@ -91,6 +107,7 @@ export interface MetadataStore {
   referencesOf(digest: Digest): Promise<ContentReference[]>;
   /** Whether a repository holds a manifest or blob (distribution's per-repository link). */
   holdsContent(repository: RepositoryRef, digest: Digest): Promise<boolean>;
+  /** Forgets a manifest, its references and its repositories' links (a damaged file); tags stay, and refetch it. */
   deleteManifest(digest: Digest): Promise<void>;
   /** Manifest records in digest order, a page at a time (for verify). */
   listManifests(page: Page): Promise<ManifestRecord[]>;
@@ -98,6 +115,15 @@ export interface MetadataStore {
   totals(): Promise<ContentTotals>;
   /** Every manifest with its references and every blob, with sizes and last reads, as one consistent snapshot. */
   graph(): Promise<ContentGraph>;
+  /** The digests tags point at (any repository, any registry). */
+  taggedDigests(): Promise<Digest[]>;
+  /**
+   * Removes the records of content that eviction or GC decided on, in one transaction that checks each again
+   * (the compare-and-set that keeps a decision made on a snapshot safe): a manifest or blob read since
+   * `readBefore` (reads noted and not yet flushed count), or referenced by a manifest that stays, is kept. With a
+   * manifest go its references, its repositories' links and the tags pointing at it; with a blob its links.
+   */
+  removeContent(removal: ContentRemoval): Promise<RemovedContent>;
 
   getTag(repository: RepositoryRef, tag: string): Promise<TagRecord | undefined>;
   putTag(repository: RepositoryRef, tag: string, record: TagRecord): Promise<void>;

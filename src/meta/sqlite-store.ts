@@ -7,7 +7,20 @@ import Database from 'better-sqlite3';
 import type { Digest } from '../oci/digest.js';
 import { isSqliteFailure, MetadataError } from './metadata-error.js';
 import type { ContentReference, ReferenceRole } from '../oci/manifest.js';
-import type { BlobRecord, CachedDocument, ContentGraph, ContentTotals, ManifestGraph, ManifestRecord, MetadataStore, Page, RepositoryRef, TagRecord } from './metadata-store.js';
+import type {
+  BlobRecord,
+  CachedDocument,
+  ContentGraph,
+  ContentRemoval,
+  ContentTotals,
+  ManifestGraph,
+  ManifestRecord,
+  MetadataStore,
+  Page,
+  RemovedContent,
+  RepositoryRef,
+  TagRecord,
+} from './metadata-store.js';
 
 /** The database's file in the data directory. */
 export const SQLITE_FILE = 'metadata.sqlite';
@@ -59,6 +72,7 @@ CREATE TABLE IF NOT EXISTS repository_content (
   PRIMARY KEY (registry, repository, digest)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS repository_content_by_digest ON repository_content (digest);
+CREATE INDEX IF NOT EXISTS tags_by_digest ON tags (digest);
 CREATE TABLE IF NOT EXISTS documents (
   key TEXT PRIMARY KEY,
   body BLOB NOT NULL,
@@ -140,6 +154,13 @@ export class SqliteMetadataStore implements MetadataStore {
       graphReferences: this.db.prepare<[], { parent: string; child: string; role: ReferenceRole }>('SELECT parent, child, role FROM content_references ORDER BY parent, position'),
       graphBlobs: this.db.prepare<[], { digest: string; size: number; last_access: number }>('SELECT digest, size, last_access FROM blobs'),
       deleteManifest: this.db.prepare('DELETE FROM manifests WHERE digest = ?'),
+      unlinkContent: this.db.prepare('DELETE FROM repository_content WHERE digest = ?'),
+      deleteTagsOf: this.db.prepare('DELETE FROM tags WHERE digest = ?'),
+      taggedDigests: this.db.prepare<[], { digest: string }>('SELECT DISTINCT digest FROM tags'),
+      // A subject does not hold its target (a signature does not keep the image it signs).
+      isReferenced: this.db.prepare<[string], { found: number }>("SELECT 1 AS found FROM content_references WHERE child = ? AND role != 'subject' LIMIT 1"),
+      manifestReadBefore: this.db.prepare<[string, number], { size: number }>('SELECT size FROM manifests WHERE digest = ? AND last_access < ?'),
+      blobReadBefore: this.db.prepare<[string, number], { size: number }>('SELECT size FROM blobs WHERE digest = ? AND last_access < ?'),
       getTag: this.db.prepare<[string, string, string], { digest: string; fetched_at: number }>(
         'SELECT digest, fetched_at FROM tags WHERE registry = ? AND repository = ? AND tag = ?',
       ),
@@ -250,7 +271,10 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   deleteBlob(digest: Digest): Promise<void> {
-    return this.guard('deleteBlob', () => void this.statements.deleteBlob.run(digest));
+    return this.guard(
+      'deleteBlob',
+      this.db.transaction(() => this.forgetBlob(digest)),
+    );
   }
 
   touchBlob(digest: Digest, now: number): Promise<void> {
@@ -268,23 +292,33 @@ export class SqliteMetadataStore implements MetadataStore {
     this.accessFlush ??= setTimeout(() => void this.flushAccess().catch(() => undefined), ACCESS_FLUSH_MS).unref();
   }
 
-  /**
-   * Writes the reads noted since the last flush, in one transaction. A failure keeps them for the next flush (the
-   * timer's own failures are dropped there: a later flush, or the close, tries again and reports).
-   */
+  /** Writes the reads noted since the last flush, in one transaction. */
   flushAccess(): Promise<void> {
+    if (this.blobReads.size === 0 && this.manifestReads.size === 0) {
+      clearTimeout(this.accessFlush);
+      this.accessFlush = undefined;
+      return Promise.resolve();
+    }
+    return this.withReadsWritten('flushAccess', () => undefined);
+  }
+
+  /**
+   * Runs work in one transaction that first writes the reads noted so far. A failure keeps them for the next
+   * flush (the timer's own failures are dropped there: a later flush, or the close, tries again and reports).
+   */
+  private withReadsWritten<T>(operation: string, work: () => T): Promise<T> {
     clearTimeout(this.accessFlush);
     this.accessFlush = undefined;
-    if (this.blobReads.size === 0 && this.manifestReads.size === 0) return Promise.resolve();
     const blobs = [...this.blobReads];
     const manifests = [...this.manifestReads];
     this.blobReads.clear();
     this.manifestReads.clear();
     return this.guard(
-      'flushAccess',
+      operation,
       this.db.transaction(() => {
         for (const [digest, at] of blobs) this.statements.touchBlob.run(at, digest, at);
         for (const [digest, at] of manifests) this.statements.touchManifest.run(at, digest, at);
+        return work();
       }),
     ).catch((error: unknown) => {
       for (const [digest, at] of blobs) this.noteAccess(this.blobReads, digest, at);
@@ -353,7 +387,46 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   deleteManifest(digest: Digest): Promise<void> {
-    return this.guard('deleteManifest', () => void this.statements.deleteManifest.run(digest));
+    return this.guard(
+      'deleteManifest',
+      this.db.transaction(() => this.forgetManifest(digest)),
+    );
+  }
+
+  private forgetBlob(digest: Digest): void {
+    this.statements.deleteBlob.run(digest);
+    this.statements.unlinkContent.run(digest);
+  }
+
+  private forgetManifest(digest: Digest): void {
+    this.statements.deleteManifest.run(digest);
+    this.statements.deleteReferences.run(digest);
+    this.statements.unlinkContent.run(digest);
+  }
+
+  taggedDigests(): Promise<Digest[]> {
+    return this.guard('taggedDigests', () => this.statements.taggedDigests.all().map((row) => row.digest as Digest));
+  }
+
+  removeContent(removal: ContentRemoval): Promise<RemovedContent> {
+    // Reads noted in memory count as reads: written first, in the same transaction as the checks.
+    return this.withReadsWritten('removeContent', (): RemovedContent => {
+      const removed: RemovedContent = { manifests: [], blobs: [] };
+      for (const digest of removal.manifests) {
+        const row = this.statements.manifestReadBefore.get(digest, removal.readBefore);
+        if (row === undefined || this.statements.isReferenced.get(digest) !== undefined) continue;
+        this.forgetManifest(digest);
+        this.statements.deleteTagsOf.run(digest);
+        removed.manifests.push({ digest, size: row.size });
+      }
+      for (const digest of removal.blobs) {
+        const row = this.statements.blobReadBefore.get(digest, removal.readBefore);
+        if (row === undefined || this.statements.isReferenced.get(digest) !== undefined) continue;
+        this.forgetBlob(digest);
+        removed.blobs.push({ digest, size: row.size });
+      }
+      return removed;
+    });
   }
 
   listManifests(page: Page): Promise<ManifestRecord[]> {
