@@ -2,6 +2,7 @@
 // the HTTP server; and takes it apart again on shutdown without leaving a partial object behind.
 
 import { mkdir } from 'node:fs/promises';
+import { CacheEvictor } from './cache/evictor.js';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import type { Settings } from './config/load.js';
@@ -66,13 +67,19 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
   }));
   const router = new UpstreamRouter(upstreams);
   const local = new LocalRegistry(store, meta, { metrics, log: logger });
-  const mirror = new Mirror(local, metrics, { fillTimeoutMs: settings.timeouts.fill, notFoundTtlMs: settings.notFoundTtlMs, budget }, logger);
+  const evictor = new CacheEvictor(local, settings.cacheBound, metrics, { dataDir, pinned: () => new Set(), log: logger });
+  const mirror = new Mirror(
+    local,
+    metrics,
+    { fillTimeoutMs: settings.timeouts.fill, notFoundTtlMs: settings.notFoundTtlMs, budget, onStorageFull: () => evictor.soon() },
+    logger,
+  );
   const v1 = settings.v1.enabled ? createV1Mirror(settings, store, meta, metrics, budget, logger) : undefined;
   let accepting = true;
   // Registry names only: an upstream's URL may be an internal address.
   const status = async (): Promise<object> => ({
     upstreams: upstreams.map((upstream) => ({ registry: upstream.settings.registry, ...upstream.client.status() })),
-    cache: await meta.totals(),
+    cache: { ...(await meta.totals()), maxSize: settings.cacheBound.maxSizeBytes ?? null, lastEviction: evictor.lastReport ?? null },
   });
   const v1Routes = v1 && { mirror: v1, standalone: settings.v1.standalone, nginxXAccelRedirect: settings.v1.nginxXAccelRedirect };
   const v2Routes = { xAccelRedirect: settings.offload.xAccelRedirect };
@@ -95,6 +102,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
   const address = await listen(app, settings.listen, { fairAccept: { warn: (error) => logger.warn({ err: error }, 'new connections are accepted one per event-loop turn') } });
   const admin = adminListen === undefined ? undefined : buildAdminServer({ metrics, logger, ready, status });
   const adminAddress = admin === undefined || adminListen === undefined ? undefined : await listen(admin, adminListen);
+  evictor.start();
   logger.info({ address, adminAddress, dataDir, upstreams: settings.upstreams.map((u) => ({ registry: u.registry, url: u.url })) }, 'regmirror listening');
 
   let closing: Promise<void> | undefined;
@@ -119,6 +127,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
       }
       await admin?.close();
       await mirror.abortFills(new Error('shutting down'));
+      await evictor.close();
       await v1?.close(new Error('shutting down'));
       await Promise.all(upstreams.map((upstream) => upstream.client.close()));
       await meta.close();

@@ -25,6 +25,7 @@ program
   .option('--data <dir>', 'data directory (default ./data)')
   .option('--upstream <[registry=]url>', 'an upstream registry; repeat for several, the first is the default', collect, [])
   .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent')
+  .option('--cache-max-size <size>', 'the most the cache may hold, e.g. 200GiB (default: no bound but free space)')
   .action(async (flags: ConfigFlags) => {
     let loaded;
     try {

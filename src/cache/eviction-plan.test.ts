@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { digestOf, type Digest } from '../oci/digest.js';
 import type { ContentReference } from '../oci/manifest.js';
-import { planEviction, type EvictionInput, type PlannedBlob, type PlannedManifest } from './eviction-plan.js';
+import { planEviction, type EvictionInput, type EvictionPlan, type PlannedBlob, type PlannedManifest } from './eviction-plan.js';
 
 const d = (label: string): Digest => digestOf(Buffer.from(label));
 const MINUTE = 60_000;
@@ -15,6 +15,10 @@ function image(name: string, layers: string[], lastAccess: number): { manifest: 
     manifest: { digest: d(name), size: 100, references, lastAccess },
     blobs: [{ digest: d(`${name} config`), size: 10, lastAccess }],
   };
+}
+
+function roots(images: EvictionPlan['images']): Digest[] {
+  return images.map((image) => image.root);
 }
 
 function layer(name: string, size: number, lastAccess = 0): PlannedBlob {
@@ -41,7 +45,7 @@ describe('planEviction', () => {
   it('evicts the least recently used image first, and keeps a layer a retained image shares', () => {
     const held = 2 * 110 + 1000 + 500 + 300;
     const plan = planEviction(input([old, recent], layers, { targetBytes: held - 1 }));
-    assert.deepEqual(plan.images, [d('old')]);
+    assert.deepEqual(roots(plan.images), [d('old')]);
     assert.deepEqual(new Set(plan.manifests), new Set([d('old')]));
     assert.deepEqual(new Set(plan.blobs), new Set([d('old config'), d('old app')]), 'the base layer stays: recent uses it');
     assert.equal(plan.freedBytes, 100 + 10 + 500);
@@ -50,9 +54,9 @@ describe('planEviction', () => {
   });
 
   it('stops as soon as the target is reached, and frees a shared layer with the last image that uses it', () => {
-    assert.deepEqual(planEviction(input([old, recent], layers, { targetBytes: 10_000 })).images, [], 'already within the bound');
+    assert.deepEqual(roots(planEviction(input([old, recent], layers, { targetBytes: 10_000 })).images), [], 'already within the bound');
     const all = planEviction(input([old, recent], layers, { targetBytes: 0 }));
-    assert.deepEqual(all.images, [d('old'), d('recent')]);
+    assert.deepEqual(roots(all.images), [d('old'), d('recent')]);
     assert.ok(all.blobs.includes(d('base')));
     assert.equal(all.freedBytes, all.heldBytes);
   });
@@ -60,7 +64,7 @@ describe('planEviction', () => {
   it('a blob read recently refreshes its image', () => {
     const refreshed = [base, layer('old app', 500, NOW - 2 * MINUTE), layer('recent app', 300)];
     const held = 2 * 110 + 1000 + 500 + 300;
-    assert.deepEqual(planEviction(input([old, recent], refreshed, { targetBytes: held - 1 })).images, [d('recent')]);
+    assert.deepEqual(roots(planEviction(input([old, recent], refreshed, { targetBytes: held - 1 })).images), [d('recent')]);
   });
 
   it('evicts an index with its children, keeping a child another index lists', () => {
@@ -73,14 +77,14 @@ describe('planEviction', () => {
     const first = index('index one', ['amd64', 'arm64'], NOW - 80 * MINUTE);
     const second = index('index two', ['arm64'], NOW - 10 * MINUTE);
     const plan = planEviction(input([amd64, arm64, first, second], [layer('amd64 layer', 700), layer('arm64 layer', 800)], { targetBytes: 1000 }));
-    assert.deepEqual(plan.images, [d('index one')], 'children are not images of their own');
+    assert.deepEqual(roots(plan.images), [d('index one')], 'children are not images of their own');
     assert.deepEqual(new Set(plan.manifests), new Set([d('index one'), d('amd64')]));
     assert.deepEqual(new Set(plan.blobs), new Set([d('amd64 config'), d('amd64 layer')]), 'arm64 stays with index two');
   });
 
   it('never evicts a pinned image, and says when the bound cannot be met', () => {
     const plan = planEviction(input([old, recent], layers, { targetBytes: 0, pinned: new Set([d('old')]) }));
-    assert.deepEqual(plan.images, [d('recent')]);
+    assert.deepEqual(roots(plan.images), [d('recent')]);
     assert.ok(!plan.blobs.includes(d('base')), 'the pinned image keeps the base layer');
     assert.equal(plan.reachesTarget, false);
   });
@@ -91,10 +95,10 @@ describe('planEviction', () => {
     const idle = image('idle', ['idle layer'], NOW - 5 * MINUTE);
     const blobs = [layer('busy layer', 100), layer('busier layer', 100), layer('idle layer', 100)];
     const onlyIdle = planEviction(input([busier, busy, idle], blobs, { targetBytes: 2 * 210 }));
-    assert.deepEqual(onlyIdle.images, [d('idle')]);
+    assert.deepEqual(roots(onlyIdle.images), [d('idle')]);
     assert.equal(onlyIdle.inUseEvicted, 0);
     const more = planEviction(input([busier, busy, idle], blobs, { targetBytes: 210 }));
-    assert.deepEqual(more.images, [d('idle'), d('busy')]);
+    assert.deepEqual(roots(more.images), [d('idle'), d('busy')]);
     assert.equal(more.inUseEvicted, 1);
   });
 
@@ -103,7 +107,7 @@ describe('planEviction', () => {
     const signature: PlannedManifest = { digest: d('signature'), size: 40, references: [{ digest: d('signed'), role: 'subject' }], lastAccess: NOW - 5 * MINUTE };
     const stray = layer('stray', 2000, NOW - 120 * MINUTE);
     const plan = planEviction({ ...input([signed], [layer('signed layer', 100), stray]), manifests: [signed.manifest, signature], targetBytes: 100 });
-    assert.deepEqual(plan.images, [d('stray'), d('signed')], 'the stray blob first (oldest), then the signed image though its signature stays');
+    assert.deepEqual(roots(plan.images), [d('stray'), d('signed')], 'the stray blob first (oldest), then the signed image though its signature stays');
     assert.ok(!plan.manifests.includes(d('signature')));
   });
 
@@ -112,5 +116,26 @@ describe('planEviction', () => {
     const plan = planEviction(input([partial], [layer('pulled', 100)], { targetBytes: 0 }));
     assert.deepEqual(new Set(plan.blobs), new Set([d('partial config'), d('pulled')]));
     assert.equal(plan.freedBytes, 210);
+  });
+
+  it('evicts every image unread for longer than the maximum age, whatever the size, then to the target', () => {
+    const stale = image('stale', ['stale app'], NOW - 10 * 24 * 60 * MINUTE);
+    const parts = [stale, old, recent];
+    const allLayers = [...layers, layer('stale app', 50)];
+    const plan = planEviction(input(parts, allLayers, { targetBytes: 100_000, expiredBefore: NOW - 7 * 24 * 60 * MINUTE }));
+    assert.deepEqual(
+      plan.images.map((planned) => [planned.root, planned.expired]),
+      [[d('stale'), true]],
+      'only the expired image: the rest fits',
+    );
+    assert.deepEqual(new Set(plan.images[0]?.removes), new Set([d('stale'), d('stale config'), d('stale app')]));
+    const tight = planEviction(input(parts, allLayers, { targetBytes: 1800, expiredBefore: NOW - 7 * 24 * 60 * MINUTE }));
+    assert.deepEqual(
+      tight.images.map((planned) => [planned.root, planned.expired]),
+      [
+        [d('stale'), true],
+        [d('old'), false],
+      ],
+    );
   });
 });

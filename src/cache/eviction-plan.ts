@@ -22,11 +22,21 @@ export interface EvictionInput extends ContentGraph {
   targetBytes: number;
   /** Images read at or after this time are in use: evicted only when nothing else is left. */
   inUseSince: number;
+  /** Images last read before this time are evicted whatever the size (cache.maxAge); undefined: none. */
+  expiredBefore?: number | undefined;
+}
+
+/** One image of the plan, and what goes with it (what no retained image reaches). */
+export interface PlannedImage {
+  root: Digest;
+  /** Evicted for its age (expiredBefore), not for the bound. */
+  expired: boolean;
+  removes: Digest[];
 }
 
 export interface EvictionPlan {
-  /** The roots evicted, in the order chosen. */
-  images: Digest[];
+  /** The images evicted, in the order chosen. */
+  images: PlannedImage[];
   manifests: Digest[];
   blobs: Digest[];
   freedBytes: number;
@@ -66,19 +76,24 @@ export function planEviction(input: EvictionInput): EvictionPlan {
   for (const image of images) for (const digest of image.reaches) holders.set(digest, (holders.get(digest) ?? 0) + 1);
 
   const inUse = (image: Image): boolean => image.lastAccess >= input.inUseSince;
+  const expired = (image: Image): boolean => input.expiredBefore !== undefined && image.lastAccess < input.expiredBefore;
+  // Least recently used first; in-use images last. Expired images are all least recently used, so they come first.
   const candidates = images
     .filter((image) => !input.pinned.has(image.root))
     .sort((a, b) => Number(inUse(a)) - Number(inUse(b)) || a.lastAccess - b.lastAccess || a.root.localeCompare(b.root));
 
   const plan: EvictionPlan = { images: [], manifests: [], blobs: [], freedBytes: 0, heldBytes, reachesTarget: heldBytes <= input.targetBytes, inUseEvicted: 0 };
   for (const image of candidates) {
-    if (heldBytes - plan.freedBytes <= input.targetBytes) break;
-    plan.images.push(image.root);
+    const isExpired = expired(image);
+    if (!isExpired && heldBytes - plan.freedBytes <= input.targetBytes) break;
+    const planned: PlannedImage = { root: image.root, expired: isExpired, removes: [] };
+    plan.images.push(planned);
     if (inUse(image)) plan.inUseEvicted += 1;
     for (const digest of image.reaches) {
       const left = (holders.get(digest) ?? 1) - 1;
       holders.set(digest, left);
       if (left > 0) continue;
+      planned.removes.push(digest);
       if (manifests.has(digest)) plan.manifests.push(digest);
       else if (blobs.has(digest)) plan.blobs.push(digest);
       plan.freedBytes += sizeOf(digest);

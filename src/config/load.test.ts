@@ -29,6 +29,9 @@ const DEFAULT_TIMEOUTS: Settings['timeouts'] = {
   shutdownGrace: 30_000,
 };
 const DEFAULT_LIMITS = { uploadSize: 10 * 1024 ** 3, sendBuffers: 64 * 1024 ** 2 };
+const DEFAULT_CACHE_BOUND: Settings['cacheBound'] = { maxSizeBytes: undefined, minFreeSpace: { percent: 5 }, inUseWindowMs: 60_000, maxAgeMs: undefined };
+const DEFAULT_GC: Settings['gc'] = { intervalMs: 3_600_000, graceMs: 3_600_000 };
+const DEFAULT_PREFETCH: Settings['prefetch'] = { intervalMs: 3_600_000, platforms: [], images: [] };
 const FIVE_MINUTES = 300_000;
 const SEVEN_DAYS = 7 * 86_400_000;
 
@@ -82,6 +85,9 @@ describe('loadSettings: defaults', () => {
       timeouts: DEFAULT_TIMEOUTS,
       limits: DEFAULT_LIMITS,
       notFoundTtlMs: 30_000,
+      cacheBound: DEFAULT_CACHE_BOUND,
+      gc: DEFAULT_GC,
+      prefetch: DEFAULT_PREFETCH,
       adminListen: undefined,
     });
   });
@@ -188,7 +194,35 @@ upstreams:
       timeouts: { connect: 2_000, responseHeaders: 45_000, bodyIdle: 90_000, manifest: 20_000, fill: 3_600_000, clientIdle: 120_000, shutdownGrace: 500 },
       limits: { uploadSize: 2 * 1024 ** 3, sendBuffers: 16 * 1024 ** 2 },
       notFoundTtlMs: 10_000,
+      cacheBound: DEFAULT_CACHE_BOUND,
+      gc: DEFAULT_GC,
+      prefetch: DEFAULT_PREFETCH,
       adminListen: { host: '127.0.0.1', port: 9090 },
+    });
+  });
+
+  it('reads the cache bound, GC and prefetch sections', async () => {
+    const file = await writeTemporary(`
+cache:
+  maxSize: 200GiB
+  minFreeSpace: 2.5%
+  inUseWindow: 2m
+  maxAge: 30d
+gc:
+  interval: 0
+  grace: 10m
+prefetch:
+  interval: 15m
+  platforms: [linux/amd64, linux/arm64/v8]
+  images: [docker.io/library/alpine:3.20, ghcr.io/org/app@sha256:${'a'.repeat(64)}]
+`);
+    const settings = settingsOf({ config: file }, {});
+    assert.deepEqual(settings.cacheBound, { maxSizeBytes: 200 * 1024 ** 3, minFreeSpace: { percent: 2.5 }, inUseWindowMs: 120_000, maxAgeMs: 30 * 86_400_000 });
+    assert.deepEqual(settings.gc, { intervalMs: 0, graceMs: 600_000 });
+    assert.deepEqual(settings.prefetch, {
+      intervalMs: 900_000,
+      platforms: ['linux/amd64', 'linux/arm64/v8'],
+      images: ['docker.io/library/alpine:3.20', `ghcr.io/org/app@sha256:${'a'.repeat(64)}`],
     });
   });
 
@@ -305,6 +339,40 @@ upstreams:
       settings.upstreams.map((upstream) => upstream.registry),
       ['file.example'],
     );
+  });
+});
+
+describe('loadSettings: cache bound, GC and prefetch from variables and flags', () => {
+  it('takes every key from its REGMIRROR_* variable, lists split on spaces and commas', () => {
+    const settings = settingsOf(
+      {},
+      {
+        REGMIRROR_CACHE_MAX_SIZE: '10GiB',
+        REGMIRROR_CACHE_MIN_FREE_SPACE: '1GiB',
+        REGMIRROR_CACHE_IN_USE_WINDOW: '30s',
+        REGMIRROR_CACHE_MAX_AGE: '7d',
+        REGMIRROR_GC_INTERVAL: '2h',
+        REGMIRROR_GC_GRACE: '5m',
+        REGMIRROR_PREFETCH_INTERVAL: '1m',
+        REGMIRROR_PREFETCH_PLATFORMS: 'linux/amd64,linux/arm64',
+        REGMIRROR_PREFETCH_IMAGES: 'docker.io/library/alpine:3.20 quay.io/org/tool:1',
+      },
+    );
+    assert.deepEqual(settings.cacheBound, { maxSizeBytes: 10 * 1024 ** 3, minFreeSpace: { bytes: 1024 ** 3 }, inUseWindowMs: 30_000, maxAgeMs: 7 * 86_400_000 });
+    assert.deepEqual(settings.gc, { intervalMs: 7_200_000, graceMs: 300_000 });
+    assert.deepEqual(settings.prefetch, { intervalMs: 60_000, platforms: ['linux/amd64', 'linux/arm64'], images: ['docker.io/library/alpine:3.20', 'quay.io/org/tool:1'] });
+  });
+
+  it('takes --cache-max-size over the variable', () => {
+    assert.equal(settingsOf({ cacheMaxSize: '3MiB' }, { REGMIRROR_CACHE_MAX_SIZE: '10GiB' }).cacheBound.maxSizeBytes, 3 * 1024 ** 2);
+  });
+
+  it('refuses a bad size, percentage, platform or image, naming the key', () => {
+    assertConfigError(() => settingsOf({ cacheMaxSize: 'lots' }, {}), 'cache.maxSize', 'not a size');
+    assertConfigError(() => settingsOf({}, { REGMIRROR_CACHE_MIN_FREE_SPACE: '150%' }), 'cache.minFreeSpace', 'percentage below 100');
+    assertConfigError(() => settingsOf({}, { REGMIRROR_CACHE_MIN_FREE_SPACE: '-3%' }), 'cache.minFreeSpace');
+    assertConfigError(() => settingsOf({}, { REGMIRROR_PREFETCH_PLATFORMS: 'amd64' }), 'prefetch.platforms.0', 'OS/ARCH');
+    assertConfigError(() => settingsOf({}, { REGMIRROR_CACHE_IN_USE_WINDOW: 'soon' }), 'cache.inUseWindow', 'not a duration');
   });
 });
 

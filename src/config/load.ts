@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from './config-error.js';
 import { isLegacyDocument, translateLegacyConfig } from './legacy.js';
-import { configSchema, type Config, type UpstreamInput } from './schema.js';
+import { configSchema, type Config, type FreeSpace, type UpstreamInput } from './schema.js';
 import type { UpstreamSettings } from '../mirror/upstream-router.js';
 import type { Credentials } from '../upstream/credentials.js';
 import type { V1SourceOptions } from '../v1/source-client.js';
@@ -34,6 +34,31 @@ export interface OffloadSettings {
   xAccelRedirect: string | undefined;
 }
 
+/** The bound on the cache, and how eviction treats images in use. */
+export interface CacheBoundSettings {
+  /** undefined: no size bound (free space still bounds it). */
+  maxSizeBytes: number | undefined;
+  minFreeSpace: FreeSpace;
+  inUseWindowMs: number;
+  /** undefined: content is never evicted for its age. */
+  maxAgeMs: number | undefined;
+}
+
+export interface GcSettings {
+  /** 0: only on demand. */
+  intervalMs: number;
+  /** Content read, fetched or written this recently is never collected. */
+  graceMs: number;
+}
+
+export interface PrefetchSettings {
+  intervalMs: number;
+  /** OS/ARCH[/VARIANT] of an index's children to fetch; empty: every one. */
+  platforms: string[];
+  /** REGISTRY/NAME:TAG or REGISTRY/NAME@DIGEST. */
+  images: string[];
+}
+
 export interface Settings {
   listen: ListenAddress;
   dataDir: string;
@@ -47,6 +72,9 @@ export interface Settings {
   limits: Config['limits'];
   /** How long an upstream's "not found" is remembered. */
   notFoundTtlMs: number;
+  cacheBound: CacheBoundSettings;
+  gc: GcSettings;
+  prefetch: PrefetchSettings;
   /** Where /metrics and /_regmirror/* are served instead of the registry's listener; undefined: on it. */
   adminListen: ListenAddress | undefined;
 }
@@ -57,6 +85,7 @@ export interface ConfigFlags {
   data?: string;
   upstream?: string[];
   logLevel?: string;
+  cacheMaxSize?: string;
   /** The section of a docker-registry configuration file to use. */
   flavor?: string;
 }
@@ -77,6 +106,13 @@ const ENVIRONMENT_KEYS: ReadonlyArray<readonly [string, readonly string[]]> = [
   ['REGMIRROR_CACHE_TAG_FRESHNESS', ['cache', 'tagFreshness']],
   ['REGMIRROR_CACHE_MAX_STALENESS', ['cache', 'maxStaleness']],
   ['REGMIRROR_CACHE_NOT_FOUND_TTL', ['cache', 'notFoundTtl']],
+  ['REGMIRROR_CACHE_MAX_SIZE', ['cache', 'maxSize']],
+  ['REGMIRROR_CACHE_MIN_FREE_SPACE', ['cache', 'minFreeSpace']],
+  ['REGMIRROR_CACHE_IN_USE_WINDOW', ['cache', 'inUseWindow']],
+  ['REGMIRROR_CACHE_MAX_AGE', ['cache', 'maxAge']],
+  ['REGMIRROR_GC_INTERVAL', ['gc', 'interval']],
+  ['REGMIRROR_GC_GRACE', ['gc', 'grace']],
+  ['REGMIRROR_PREFETCH_INTERVAL', ['prefetch', 'interval']],
   ['REGMIRROR_LIMITS_UPLOAD_SIZE', ['limits', 'uploadSize']],
   ['REGMIRROR_LIMITS_SEND_BUFFERS', ['limits', 'sendBuffers']],
   ['REGMIRROR_ADMIN_LISTEN', ['admin', 'listen']],
@@ -94,6 +130,11 @@ const ENVIRONMENT_KEYS: ReadonlyArray<readonly [string, readonly string[]]> = [
 ];
 /** A space- or comma-separated list of `[REGISTRY=]URL`, replacing the file's upstreams. */
 const ENVIRONMENT_UPSTREAMS = 'REGMIRROR_UPSTREAMS';
+/** Lists given as one variable, their items separated by spaces or commas, replacing the file's. */
+const ENVIRONMENT_LISTS: ReadonlyArray<readonly [string, readonly string[]]> = [
+  ['REGMIRROR_PREFETCH_PLATFORMS', ['prefetch', 'platforms']],
+  ['REGMIRROR_PREFETCH_IMAGES', ['prefetch', 'images']],
+];
 
 export function loadSettings(flags: ConfigFlags, environment: NodeJS.ProcessEnv = process.env): LoadedSettings {
   const { input, warnings } = readConfigFile(flags, environment);
@@ -101,11 +142,16 @@ export function loadSettings(flags: ConfigFlags, environment: NodeJS.ProcessEnv 
     const value = environment[variable];
     if (value !== undefined && value !== '') setPath(input, keyPath, value);
   }
+  for (const [variable, keyPath] of ENVIRONMENT_LISTS) {
+    const value = environment[variable];
+    if (value !== undefined && value !== '') setPath(input, keyPath, splitList(value));
+  }
   const environmentUpstreams = environment[ENVIRONMENT_UPSTREAMS];
-  if (environmentUpstreams) input.upstreams = environmentUpstreams.split(/[\s,]+/).filter(Boolean).map(parseUpstreamFlag);
+  if (environmentUpstreams) input.upstreams = splitList(environmentUpstreams).map(parseUpstreamFlag);
   if (flags.listen !== undefined) input.listen = flags.listen;
   if (flags.data !== undefined) input.data = flags.data;
   if (flags.logLevel !== undefined) setPath(input, ['log', 'level'], flags.logLevel);
+  if (flags.cacheMaxSize !== undefined) setPath(input, ['cache', 'maxSize'], flags.cacheMaxSize);
   if (flags.upstream !== undefined && flags.upstream.length > 0) input.upstreams = flags.upstream.map(parseUpstreamFlag);
   return { settings: resolveSettings(validate(input), environment), warnings };
 }
@@ -138,6 +184,10 @@ function readConfigFile(flags: ConfigFlags, environment: NodeJS.ProcessEnv): { i
   }
   if (flags.flavor !== undefined) throw new ConfigError(`--flavor applies to docker-registry configuration files; ${file} is a regmirror one`);
   return { input: layer, warnings: [] };
+}
+
+function splitList(value: string): string[] {
+  return value.split(/[\s,]+/).filter(Boolean);
 }
 
 function setPath(target: Layer, keyPath: readonly string[], value: unknown): void {
@@ -217,6 +267,9 @@ function resolveSettings(config: Config, environment: NodeJS.ProcessEnv): Settin
     timeouts: config.timeouts,
     limits: config.limits,
     notFoundTtlMs: config.cache.notFoundTtl,
+    cacheBound: { maxSizeBytes: config.cache.maxSize, minFreeSpace: config.cache.minFreeSpace, inUseWindowMs: config.cache.inUseWindow, maxAgeMs: config.cache.maxAge },
+    gc: { intervalMs: config.gc.interval, graceMs: config.gc.grace },
+    prefetch: { intervalMs: config.prefetch.interval, platforms: config.prefetch.platforms, images: config.prefetch.images },
     adminListen: config.admin.listen === undefined ? undefined : parseListen(config.admin.listen, 'admin.listen'),
   };
 }

@@ -27,6 +27,30 @@ const size = z
     return bytes;
   });
 
+/** Free space to keep on the data directory's filesystem: a size, or a percentage of the filesystem. */
+export type FreeSpace = { bytes: number } | { percent: number };
+
+const freeSpace = z
+  .union([z.string(), z.number()])
+  .transform((value, context): FreeSpace => {
+    const percent = typeof value === 'string' ? /^\s*(\d+(?:\.\d+)?)\s*%\s*$/.exec(value) : null;
+    if (percent !== null) {
+      const share = Number(percent[1]);
+      if (share < 100) return { percent: share };
+    } else {
+      const bytes = parseSize(value);
+      if (bytes !== undefined) return { bytes };
+    }
+    context.addIssue({ code: 'custom', message: `not a size or a percentage below 100: ${String(value)} (use e.g. 5%, 20GiB, 0)` });
+    return z.NEVER;
+  });
+
+/** An image as REGISTRY/NAME:TAG or REGISTRY/NAME@DIGEST (checked in full when the settings are resolved). */
+const imageReference = z.string().regex(/^[^\s]+$/, 'expected REGISTRY/NAME:TAG or REGISTRY/NAME@DIGEST');
+
+/** OS/ARCH or OS/ARCH/VARIANT, as docker's --platform. */
+const platform = z.string().regex(/^[a-z0-9_.-]+\/[a-z0-9_.-]+(?:\/[a-z0-9_.-]+)?$/, 'expected OS/ARCH or OS/ARCH/VARIANT, e.g. linux/amd64');
+
 /** Host names (or addresses) on an internal network that an upstream may redirect the mirror to or name as its token realm. */
 const trustedHosts = z.array(z.string().regex(/^[A-Za-z0-9.:_[\]-]+$/, 'expected a host name or an IP address, without a port')).default([]);
 
@@ -91,9 +115,31 @@ export const configSchema = z
     log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).strict().default({ level: 'info' }),
     upstreams: z.array(upstreamSchema).default([]),
     cache: z
-      .object({ tagFreshness: duration.default(300_000), maxStaleness: duration.default(7 * 86_400_000), notFoundTtl: duration.default(30_000) })
+      .object({
+        tagFreshness: duration.default(300_000),
+        maxStaleness: duration.default(7 * 86_400_000),
+        notFoundTtl: duration.default(30_000),
+        /** The most the cached content may take; past it, least recently used images are evicted. */
+        maxSize: size.optional(),
+        /** Free space to keep on the data directory's filesystem; below it, eviction runs too. */
+        minFreeSpace: freeSpace.default({ percent: 5 }),
+        /** Images read this recently are pulls in progress: evicted only when nothing else is left. */
+        inUseWindow: duration.default(60_000),
+        /** Evict what has not been read for this long, whatever the size. */
+        maxAge: duration.optional(),
+      })
       .strict()
-      .default({ tagFreshness: 300_000, maxStaleness: 7 * 86_400_000, notFoundTtl: 30_000 }),
+      .default({ tagFreshness: 300_000, maxStaleness: 7 * 86_400_000, notFoundTtl: 30_000, minFreeSpace: { percent: 5 }, inUseWindow: 60_000 }),
+    /** Online garbage collection of what no tag, pin or recent read holds. */
+    gc: z
+      .object({ interval: duration.default(3_600_000), grace: duration.default(3_600_000) })
+      .strict()
+      .default({ interval: 3_600_000, grace: 3_600_000 }),
+    /** Images fetched at start and on the interval, pinned (never evicted) and kept fresh. */
+    prefetch: z
+      .object({ interval: duration.default(3_600_000), platforms: z.array(platform).default([]), images: z.array(imageReference).default([]) })
+      .strict()
+      .default({ interval: 3_600_000, platforms: [], images: [] }),
     circuit: z
       .object({
         failureThreshold: z.coerce.number().int().min(1).default(5),

@@ -20,6 +20,7 @@ import type { Page, RepositoryRef } from '../meta/metadata-store.js';
 import { RegistryError } from '../registry/errors.js';
 import type { LocalRegistry, StoredManifest } from '../registry/local-registry.js';
 import type { ByteRange } from '../store/object-store.js';
+import { isStorageFull } from '../store/storage-error.js';
 import type { CacheOutcome, Metrics } from '../telemetry/metrics.js';
 import { SingleFlight } from '../flight/single-flight.js';
 import type { BufferBudget } from '../memory/buffer-budget.js';
@@ -65,6 +66,8 @@ export interface MirrorOptions {
   budget: BufferBudget;
   /** How long an upstream's "not found" is remembered (0: not at all). */
   notFoundTtlMs: number;
+  /** Told when a fill failed for want of space (eviction then runs at once). */
+  onStorageFull?: () => void;
 }
 
 export interface Logger {
@@ -207,6 +210,7 @@ export class Mirror {
           this.metrics.fillsInProgress.dec();
           this.metrics.fills.inc({ upstream: registry, outcome: state });
           if (state === 'failed') this.log.warn({ upstream: registry, digest, err: error?.message }, 'blob fill failed');
+          if (isStorageFull(error)) this.options.onStorageFull?.();
         },
       },
       { timeoutMs: this.options.fillTimeoutMs, budget: this.options.budget },

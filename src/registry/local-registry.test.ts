@@ -2,35 +2,21 @@
 // (file truncated, missing, or a manifest with a flipped byte) is never served; it is dropped, logged and counted.
 
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
+import { readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { SqliteMetadataStore } from '../meta/sqlite-store.js';
+import type { SqliteMetadataStore } from '../meta/sqlite-store.js';
 import { digestOf, type Digest } from '../oci/digest.js';
-import { FsObjectStore } from '../store/fs-store.js';
+import type { FsObjectStore } from '../store/fs-store.js';
 import { contentKey } from '../store/layout.js';
-import { Metrics } from '../telemetry/metrics.js';
-import { LocalRegistry } from './local-registry.js';
+import type { Metrics } from '../telemetry/metrics.js';
+import type { LocalRegistry } from './local-registry.js';
+import { cacheRandomBlob, openRegistry } from './local-registry.fixture.js';
 
 async function readAll(stream: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of stream) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks);
-}
-
-/** A LocalRegistry over a fresh data directory, with its parts and the warnings it logged. */
-async function openRegistry(): Promise<{ root: string; store: FsObjectStore; meta: SqliteMetadataStore; metrics: Metrics; warnings: Array<{ fields: Record<string, unknown>; message: string }>; local: LocalRegistry }> {
-  const root = await mkdtemp(path.join(os.tmpdir(), 'regmirror-local-'));
-  const store = new FsObjectStore(root);
-  await store.init();
-  const meta = new SqliteMetadataStore(path.join(root, 'metadata.sqlite'));
-  const metrics = new Metrics();
-  const warnings: Array<{ fields: Record<string, unknown>; message: string }> = [];
-  const local = new LocalRegistry(store, meta, { metrics, log: { warn: (fields, message) => warnings.push({ fields: fields as Record<string, unknown>, message }) } });
-  return { root, store, meta, metrics, warnings, local };
 }
 
 describe('LocalRegistry: damaged cached objects', () => {
@@ -51,12 +37,7 @@ describe('LocalRegistry: damaged cached objects', () => {
   });
 
   async function cacheBlob(size: number): Promise<{ bytes: Buffer; digest: Digest; file: string }> {
-    const bytes = randomBytes(size);
-    const digest = digestOf(bytes);
-    const spool = await store.createSpool();
-    await spool.append(bytes);
-    await local.commitBlob(spool, digest, size);
-    await spool.close();
+    const { bytes, digest } = await cacheRandomBlob(local, size);
     return { bytes, digest, file: store.filePath(contentKey(digest)) };
   }
 

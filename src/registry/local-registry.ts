@@ -4,7 +4,7 @@
 import type { Readable } from 'node:stream';
 import { digestOf, type Digest } from '../oci/digest.js';
 import { parseManifest } from '../oci/manifest.js';
-import type { ManifestGraph, MetadataStore, Page, RepositoryRef, TagRecord } from '../meta/metadata-store.js';
+import type { ContentRemoval, ManifestGraph, MetadataStore, Page, RemovedContent, RepositoryRef, TagRecord } from '../meta/metadata-store.js';
 import { contentKey } from '../store/layout.js';
 import type { ByteRange, ObjectStore } from '../store/object-store.js';
 import type { SpoolFile } from '../store/spool-file.js';
@@ -42,6 +42,9 @@ export interface LocalRegistryObservers {
 export class LocalRegistry {
   // Counted by the memory a manifest keeps alive: a small Buffer may be a slice of a shared 8 KiB pool.
   private readonly manifests = new BoundedCache<Digest, StoredManifest>(MANIFEST_MEMORY_BYTES, (manifest) => manifest.bytes.buffer.byteLength);
+  /** Content being removed (records, then files), by digest: a commit of the same digest waits for it. */
+  private readonly removals = new Map<Digest, Promise<void>>();
+  private readonly storedListeners: Array<() => void> = [];
 
   constructor(
     readonly store: ObjectStore,
@@ -65,8 +68,8 @@ export class LocalRegistry {
     if (!(await this.blobIntact(digest, key))) return undefined;
     const body = await this.store.read(key, range);
     if (body === undefined) {
-      // Deleted since the check (another request found it damaged).
-      await this.meta.deleteBlob(digest);
+      // Deleted since the check: evicted, or found damaged by another request.
+      if (!this.removals.has(digest)) await this.meta.deleteBlob(digest);
       return undefined;
     }
     try {
@@ -93,8 +96,10 @@ export class LocalRegistry {
 
   /** Makes a verified spool the blob's content; `holder`: the repository it was fetched for (the content graph). */
   async commitBlob(spool: SpoolFile, digest: Digest, size: number, holder?: RepositoryRef): Promise<void> {
+    await this.removals.get(digest);
     await this.store.commitSpool(spool, contentKey(digest));
     await this.meta.putBlob(digest, size, this.now(), holder);
+    this.notifyStored();
   }
 
   async getManifest(digest: Digest): Promise<StoredManifest | undefined> {
@@ -107,6 +112,7 @@ export class LocalRegistry {
     const remembered = this.manifests.get(digest);
     if (remembered !== undefined) return remembered;
     const bytes = await this.store.readBytes(contentKey(digest));
+    if (bytes === undefined && (await this.removedSince(digest, 'manifest'))) return undefined;
     if (bytes === undefined || digestOf(bytes) !== digest) {
       const reason = bytes === undefined ? 'missing' : bytes.length === record.size ? 'digest' : 'size';
       await this.dropDamaged({ kind: 'manifest', digest, reason, expectedSize: record.size, actualSize: bytes?.length });
@@ -119,9 +125,47 @@ export class LocalRegistry {
 
   /** Stores a manifest whose digest the caller has verified, with its place in the content graph when known. */
   async putManifest(manifest: StoredManifest, graph?: ManifestGraph): Promise<void> {
+    await this.removals.get(manifest.digest);
     await this.store.putBytes(contentKey(manifest.digest), manifest.bytes);
     await this.meta.putManifest({ digest: manifest.digest, mediaType: manifest.mediaType, size: manifest.bytes.length }, this.now(), graph);
     this.manifests.set(manifest.digest, manifest);
+    this.notifyStored();
+  }
+
+  /** Calls listener after each blob or manifest stored (eviction checks the bound). */
+  onStored(listener: () => void): void {
+    this.storedListeners.push(listener);
+  }
+
+  private notifyStored(): void {
+    for (const listener of this.storedListeners) listener();
+  }
+
+  /**
+   * Removes content eviction or GC decided on: the records first, each checked again (MetadataStore.removeContent),
+   * then the files of what was removed. A reader that opened a file before keeps reading it; one that finds the
+   * record gone fetches it again through a fill; a commit of the same digest meanwhile waits, so that its new file
+   * is not the one deleted.
+   */
+  async removeContent(removal: ContentRemoval): Promise<RemovedContent> {
+    const digests = [...new Set([...removal.manifests, ...removal.blobs])].filter((digest) => !this.removals.has(digest));
+    let done!: () => void;
+    const finished = new Promise<void>((resolve) => (done = resolve));
+    for (const digest of digests) this.removals.set(digest, finished);
+    try {
+      const claimed = new Set(digests);
+      const removed = await this.meta.removeContent({
+        manifests: removal.manifests.filter((digest) => claimed.has(digest)),
+        blobs: removal.blobs.filter((digest) => claimed.has(digest)),
+        readBefore: removal.readBefore,
+      });
+      for (const { digest } of removed.manifests) this.manifests.delete(digest);
+      for (const digest of new Set([...removed.manifests, ...removed.blobs].map((entry) => entry.digest))) await this.store.delete(contentKey(digest));
+      return removed;
+    } finally {
+      for (const digest of digests) this.removals.delete(digest);
+      done();
+    }
   }
 
   /**
@@ -180,8 +224,16 @@ export class LocalRegistry {
     // A flipped byte keeps the size: `regmirror verify` re-hashes what this cannot afford to on every hit.
     const file = await this.store.stat(key);
     if (file?.size === record.size) return true;
+    if (file === undefined && (await this.removedSince(digest, 'blob'))) return false;
     await this.dropDamaged({ kind: 'blob', digest, reason: file === undefined ? 'missing' : 'size', expectedSize: record.size, actualSize: file?.size });
     return false;
+  }
+
+  /** Whether content whose file was found missing was evicted or collected meanwhile (its record is gone): not damage. */
+  private async removedSince(digest: Digest, kind: 'blob' | 'manifest'): Promise<boolean> {
+    if (this.removals.has(digest)) return true;
+    const record = kind === 'blob' ? await this.meta.getBlob(digest) : await this.meta.getManifest(digest);
+    return record === undefined;
   }
 
   /**

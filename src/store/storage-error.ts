@@ -41,3 +41,9 @@ export function systemErrorCode(error: unknown): string | undefined {
   const { code, errno } = error as Partial<NodeJS.ErrnoException>;
   return typeof code === 'string' && typeof errno === 'number' ? code : undefined;
 }
+
+/** Whether an error (a StorageError, or a system error underneath one) says the storage has no room left. */
+export function isStorageFull(error: unknown): boolean {
+  const code = error instanceof StorageError ? error.code : systemErrorCode(error);
+  return code === 'ENOSPC' || code === 'EDQUOT';
+}

@@ -81,6 +81,60 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly cacheBound = new Gauge({
+    name: 'regmirror_cache_bound_bytes',
+    help: 'The bounds eviction keeps: max_size (cache.maxSize; absent when unbounded), min_free_space (cache.minFreeSpace in bytes of the data filesystem), free (free bytes there at the last check).',
+    labelNames: ['bound'] as const,
+    registers: [this.registry],
+  });
+
+  readonly evictions = new Counter({
+    name: 'regmirror_evictions_total',
+    help: 'Images evicted (a root manifest or lone blob with what only it held), by reason (max_size, min_free_space, max_age).',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
+  readonly evictedBytes = new Counter({
+    name: 'regmirror_evicted_bytes_total',
+    help: 'Bytes of content evicted, by reason (max_size, min_free_space, max_age).',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
+  readonly evictionRuns = new Counter({
+    name: 'regmirror_eviction_runs_total',
+    help: 'Eviction runs that had something to do, by outcome: reached (down to the low watermark), short (pinned or in-use content left it above), failed.',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+
+  readonly gcRuns = new Counter({
+    name: 'regmirror_gc_runs_total',
+    help: 'Garbage collections, by outcome (done, failed).',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+
+  readonly gcLastDuration = new Gauge({
+    name: 'regmirror_gc_last_duration_seconds',
+    help: 'How long the last garbage collection took.',
+    registers: [this.registry],
+  });
+
+  readonly gcRemoved = new Counter({
+    name: 'regmirror_gc_removed_total',
+    help: 'What garbage collection removed, by kind: manifest, blob (unreferenced), orphan_file, orphan_record, temporary.',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
+
+  readonly gcFreedBytes = new Counter({
+    name: 'regmirror_gc_freed_bytes_total',
+    help: 'Bytes garbage collection freed.',
+    registers: [this.registry],
+  });
+
   /** observed: values read when /metrics is scraped. */
   constructor(observed: { sendBufferBytes?: () => number; cacheTotals?: () => Promise<ContentTotals> } = {}) {
     collectDefaultMetrics({ register: this.registry, prefix: 'regmirror_' });
