@@ -3,6 +3,7 @@
 
 import { mkdir } from 'node:fs/promises';
 import { CacheEvictor } from './cache/evictor.js';
+import { GarbageCollector } from './cache/garbage-collector.js';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import type { Settings } from './config/load.js';
@@ -25,6 +26,7 @@ import { V1Mirror } from './v1/mirror.js';
 import { V1Registry } from './v1/registry.js';
 import { V1SourceClient } from './v1/source-client.js';
 import type { MetadataStore } from './meta/metadata-store.js';
+import type { Digest } from './oci/digest.js';
 
 export interface RunningMirror {
   /** host:port actually bound. */
@@ -67,7 +69,11 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
   }));
   const router = new UpstreamRouter(upstreams);
   const local = new LocalRegistry(store, meta, { metrics, log: logger });
-  const evictor = new CacheEvictor(local, settings.cacheBound, metrics, { dataDir, pinned: () => new Set(), log: logger });
+  const pinned = (): ReadonlySet<Digest> => new Set();
+  const evictor = new CacheEvictor(local, settings.cacheBound, metrics, { dataDir, pinned, log: logger });
+  // A fill writes its temporary all along; one untouched for longer than a fill may last is abandoned.
+  const collector = new GarbageCollector(local, { graceMs: settings.gc.graceMs, pinned, abandonedTemporaryMs: Math.max(settings.gc.graceMs, settings.timeouts.fill), metrics, log: logger });
+  const collectGarbage = async (request: { dryRun: boolean }): Promise<object> => collector.run(request);
   const mirror = new Mirror(
     local,
     metrics,
@@ -79,7 +85,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
   // Registry names only: an upstream's URL may be an internal address.
   const status = async (): Promise<object> => ({
     upstreams: upstreams.map((upstream) => ({ registry: upstream.settings.registry, ...upstream.client.status() })),
-    cache: { ...(await meta.totals()), maxSize: settings.cacheBound.maxSizeBytes ?? null, lastEviction: evictor.lastReport ?? null },
+    cache: { ...(await meta.totals()), maxSize: settings.cacheBound.maxSizeBytes ?? null, lastEviction: evictor.lastReport ?? null, lastGc: collector.lastReport ?? null },
   });
   const v1Routes = v1 && { mirror: v1, standalone: settings.v1.standalone, nginxXAccelRedirect: settings.v1.nginxXAccelRedirect };
   const v2Routes = { xAccelRedirect: settings.offload.xAccelRedirect };
@@ -93,6 +99,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
     logger,
     ready,
     status,
+    collectGarbage,
     adminRoutes: adminListen === undefined,
     clientIdleMs: settings.timeouts.clientIdle,
     inFlight,
@@ -100,9 +107,10 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
     v2: v2Routes,
   });
   const address = await listen(app, settings.listen, { fairAccept: { warn: (error) => logger.warn({ err: error }, 'new connections are accepted one per event-loop turn') } });
-  const admin = adminListen === undefined ? undefined : buildAdminServer({ metrics, logger, ready, status });
+  const admin = adminListen === undefined ? undefined : buildAdminServer({ metrics, logger, ready, status, collectGarbage });
   const adminAddress = admin === undefined || adminListen === undefined ? undefined : await listen(admin, adminListen);
   evictor.start();
+  collector.start(settings.gc.intervalMs);
   logger.info({ address, adminAddress, dataDir, upstreams: settings.upstreams.map((u) => ({ registry: u.registry, url: u.url })) }, 'regmirror listening');
 
   let closing: Promise<void> | undefined;
@@ -128,6 +136,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
       await admin?.close();
       await mirror.abortFills(new Error('shutting down'));
       await evictor.close();
+      await collector.close();
       await v1?.close(new Error('shutting down'));
       await Promise.all(upstreams.map((upstream) => upstream.client.close()));
       await meta.close();

@@ -8,6 +8,7 @@ import { loadSettings, type ConfigFlags } from './config/load.js';
 import { createLogger, startMirror } from './app.js';
 import { describeError } from './cli/describe-error.js';
 import { runVerify, type VerifyFlags } from './cli/verify.js';
+import { runGc, type GcFlags } from './cli/gc.js';
 import { DataDirectoryInUse } from './store/data-directory-lock.js';
 
 const program = new Command();
@@ -68,15 +69,26 @@ program
     process.on('SIGINT', stop);
   });
 
-program
-  .command('verify')
-  .description('re-hash every stored object and check every record; exit 0 when all is well, 1 when not, 2 on bad usage')
-  .option('-c, --config <file>', 'YAML configuration file (for the data directory and the v1 storage prefix)')
-  .option('--flavor <name>', 'the flavor of a docker-registry configuration file')
-  .option('--data <dir>', 'data directory (default ./data)')
+/** A command that works on a data directory no server is using: the options that find it. */
+function offlineCommand(name: string, description: string, configHelp: string): Command {
+  return program
+    .command(name)
+    .description(description)
+    .option('-c, --config <file>', `YAML configuration file (${configHelp})`)
+    .option('--flavor <name>', 'the flavor of a docker-registry configuration file')
+    .option('--data <dir>', 'data directory (default ./data)');
+}
+
+offlineCommand('verify', 're-hash every stored object and check every record; exit 0 when all is well, 1 when not, 2 on bad usage', 'for the data directory and the v1 storage prefix')
   .option('--repair', 'remove what does not match (file and records), orphan records and files, and temporaries')
   .action(async (flags: VerifyFlags) => {
     process.exitCode = await runVerify(flags);
+  });
+
+offlineCommand('gc', 'garbage-collect a data directory no server is using: what no tag, pin or recent read holds, orphans, temporaries', 'for the data directory and gc.grace')
+  .option('--dry-run', 'print what would be removed, and remove nothing')
+  .action(async (flags: GcFlags) => {
+    process.exitCode = await runGc(flags);
   });
 
 function collect(value: string, previous: string[]): string[] {

@@ -6,16 +6,14 @@ import assert from 'node:assert/strict';
 import { access, rm } from 'node:fs/promises';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import type { SqliteMetadataStore } from '../meta/sqlite-store.js';
-import { digestOf, type Digest } from '../oci/digest.js';
-import { parseManifest } from '../oci/manifest.js';
-import { cacheRandomBlob, openRegistry } from '../registry/local-registry.fixture.js';
+import type { Digest } from '../oci/digest.js';
+import { cacheImageManifest, cacheRandomBlob, openRegistry } from '../registry/local-registry.fixture.js';
 import type { LocalRegistry } from '../registry/local-registry.js';
 import type { FsObjectStore } from '../store/fs-store.js';
 import { contentKey } from '../store/layout.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { CacheEvictor, LOW_WATERMARK, type DiskSpace, type EvictionBounds } from './evictor.js';
 
-const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 const REPOSITORY = { registry: 'docker.io', name: 'library/app' };
 const MINUTE = 60_000;
 const DAY = 24 * 60 * MINUTE;
@@ -66,19 +64,11 @@ describe('CacheEvictor', () => {
   async function cacheImage(label: string): Promise<CachedImage> {
     const config = await cacheRandomBlob(local, 200, REPOSITORY);
     const layer = await cacheRandomBlob(local, 5_000, REPOSITORY);
-    const bytes = Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: OCI_MANIFEST,
-        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: config.digest, size: 200 },
-        layers: [base, layer.digest].map((digest, index) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest, size: index === 0 ? 10_000 : 5_000 })),
-        annotations: { label },
-      }),
-    );
-    const parsed = parseManifest(bytes, OCI_MANIFEST);
-    assert.ok(parsed.ok);
-    const digest = digestOf(bytes);
-    await local.putManifest({ digest, mediaType: OCI_MANIFEST, bytes }, { references: parsed.references, holder: REPOSITORY });
+    const layers = [
+      { digest: base, size: 10_000 },
+      { digest: layer.digest, size: 5_000 },
+    ];
+    const { digest, bytes } = await cacheImageManifest(local, { digest: config.digest, size: 200 }, layers, label, REPOSITORY);
     return { manifest: digest, own: [config.digest, layer.digest], ownLayer: layer.bytes, bytes: bytes.length + 5_200 };
   }
 

@@ -2,76 +2,28 @@
 // running server; one line per problem, then a summary. Exit 0: all well; 1: problems (even repaired), or the
 // check could not finish; 2: bad usage, or the data directory is in use or missing.
 
-import { stat } from 'node:fs/promises';
-import path from 'node:path';
-import { ConfigError } from '../config/config-error.js';
-import { loadSettings, type ConfigFlags } from '../config/load.js';
-import { MetadataError } from '../meta/metadata-error.js';
-import { SQLITE_FILE, SqliteMetadataStore } from '../meta/sqlite-store.js';
+import type { ConfigFlags } from '../config/load.js';
 import { verifyData, type Problem, type VerifySummary } from '../registry/verify.js';
-import { DataDirectoryInUse, DataDirectoryLock } from '../store/data-directory-lock.js';
 import { FsObjectStore } from '../store/fs-store.js';
 import { V1Layout } from '../store/layout.js';
-import { StorageError } from '../store/storage-error.js';
-import { describeError } from './describe-error.js';
+import { formatBytes, STANDARD_OUTPUT, withDataDirectory, type Output } from './data-directory.js';
 
 export interface VerifyFlags extends Pick<ConfigFlags, 'config' | 'flavor' | 'data'> {
   repair?: boolean;
 }
 
-export interface Output {
-  out(line: string): void;
-  err(line: string): void;
-}
-
-const STANDARD_OUTPUT: Output = {
-  out: (line) => process.stdout.write(`${line}\n`),
-  err: (line) => process.stderr.write(`${line}\n`),
-};
-
 /** Runs the check; resolves with the exit status. */
 export async function runVerify(flags: VerifyFlags, output: Output = STANDARD_OUTPUT): Promise<number> {
-  let settings;
-  try {
-    settings = loadSettings({ config: flags.config, flavor: flags.flavor, data: flags.data }).settings;
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    output.err(`regmirror: ${error.message}`);
-    return 2;
-  }
-  const dataDir = path.resolve(settings.dataDir);
-  if (!(await stat(dataDir).then((info) => info.isDirectory(), () => false))) {
-    output.err(`regmirror: no data directory at ${dataDir}`);
-    return 2;
-  }
-  let lock;
-  try {
-    lock = await DataDirectoryLock.acquire(dataDir, flags.repair === true ? 'regmirror verify --repair' : 'regmirror verify');
-  } catch (error) {
-    if (!(error instanceof DataDirectoryInUse)) throw error;
-    output.err(`regmirror: ${error.message}; verify needs it to itself`);
-    return 2;
-  }
-  try {
-    const meta = new SqliteMetadataStore(path.join(dataDir, SQLITE_FILE));
-    try {
-      const summary = await verifyData(new FsObjectStore(dataDir), meta, {
-        repair: flags.repair === true,
-        v1: new V1Layout(settings.v1.storagePrefix),
-        onProblem: (problem) => output.out(describeProblem(problem)),
-      });
-      output.out(describeSummary(dataDir, summary, flags.repair === true));
-      return summary.problems === 0 ? 0 : 1;
-    } finally {
-      await meta.close();
-    }
-  } catch (error) {
-    if (!(error instanceof StorageError || error instanceof MetadataError)) throw error;
-    output.err(`regmirror: verification stopped: ${describeError(error)}`);
-    return 1;
-  } finally {
-    await lock.release();
-  }
+  const repair = flags.repair === true;
+  return withDataDirectory(flags, { command: repair ? 'regmirror verify --repair' : 'regmirror verify', name: 'verify', output }, async ({ settings, dataDir, meta }) => {
+    const summary = await verifyData(new FsObjectStore(dataDir), meta, {
+      repair,
+      v1: new V1Layout(settings.v1.storagePrefix),
+      onProblem: (problem) => output.out(describeProblem(problem)),
+    });
+    output.out(describeSummary(dataDir, summary, repair));
+    return summary.problems === 0 ? 0 : 1;
+  });
 }
 
 export function describeProblem(problem: Problem): string {
@@ -89,13 +41,3 @@ export function describeSummary(dataDir: string, summary: VerifySummary, repair:
   return `verify ${dataDir}: ${hashed}${unverifiable}; ${outcome}`;
 }
 
-function formatBytes(bytes: number): string {
-  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit += 1;
-  }
-  return unit === 0 ? `${bytes} bytes` : `${value.toFixed(1)} ${units[unit]}`;
-}

@@ -30,6 +30,8 @@ export interface ServerParts {
   ready: () => boolean;
   /** The operator's view of each upstream (circuit, budget, last error) and of the cache, served at /_regmirror/status. */
   status: () => Promise<object>;
+  /** Runs garbage collection now (POST /_regmirror/gc), or says what it would remove (?dryRun=true). */
+  collectGarbage: (request: { dryRun: boolean }) => Promise<object>;
   /** Serve /metrics and /_regmirror/* here too (false when they have a listener of their own). */
   adminRoutes: boolean;
   /** A client that sends or takes no bytes for this long is dropped (its upload's temporary removed). */
@@ -149,7 +151,7 @@ export function buildServer(parts: ServerParts): FastifyInstance {
 }
 
 /** The listener of its own for /metrics and /_regmirror/* (admin.listen), with the health checks beside them. */
-export function buildAdminServer(parts: Pick<ServerParts, 'metrics' | 'logger' | 'ready' | 'status'>): FastifyInstance {
+export function buildAdminServer(parts: Pick<ServerParts, 'metrics' | 'logger' | 'ready' | 'status' | 'collectGarbage'>): FastifyInstance {
   const app = Fastify({ loggerInstance: parts.logger, logController: new LogController({ disableRequestLogging: true }), forceCloseConnections: true });
   registerHealthRoutes(app, parts);
   registerAdminRoutes(app, parts);
@@ -164,8 +166,15 @@ function registerHealthRoutes(app: FastifyInstance, parts: Pick<ServerParts, 're
   });
 }
 
-function registerAdminRoutes(app: FastifyInstance, parts: Pick<ServerParts, 'metrics' | 'status'>): void {
+function registerAdminRoutes(app: FastifyInstance, parts: Pick<ServerParts, 'metrics' | 'status' | 'collectGarbage'>): void {
   app.get('/_regmirror/status', async (_request, reply) => reply.send(await parts.status()));
+  app.post<{ Querystring: { dryRun?: string } }>('/_regmirror/gc', async (request, reply) => {
+    const dryRun = request.query.dryRun;
+    if (dryRun !== undefined && dryRun !== 'true' && dryRun !== 'false') {
+      return reply.code(400).send({ error: 'dryRun is true or false' });
+    }
+    return reply.send(await parts.collectGarbage({ dryRun: dryRun === 'true' }));
+  });
   app.get('/metrics', async (_request, reply) => {
     reply.header('content-type', parts.metrics.registry.contentType);
     return reply.send(await parts.metrics.registry.metrics());

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { SqliteMetadataStore } from '../meta/sqlite-store.js';
 import type { RepositoryRef } from '../meta/metadata-store.js';
 import { digestOf, type Digest } from '../oci/digest.js';
+import { parseManifest } from '../oci/manifest.js';
 import { FsObjectStore } from '../store/fs-store.js';
 import { Metrics } from '../telemetry/metrics.js';
 import { LocalRegistry } from './local-registry.js';
@@ -33,4 +34,33 @@ export async function cacheRandomBlob(local: LocalRegistry, size: number, holder
   await local.commitBlob(spool, digest, size, holder);
   await spool.close();
   return { bytes, digest };
+}
+
+const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+
+/**
+ * An OCI image manifest over a config and the given layers (blobs already cached), stored with its place in the
+ * content graph as a pull stores it; `label` makes its digest its own. Returns its digest and bytes.
+ */
+export async function cacheImageManifest(
+  local: LocalRegistry,
+  config: { digest: Digest; size: number },
+  layers: ReadonlyArray<{ digest: Digest; size: number }>,
+  label: string,
+  holder?: RepositoryRef,
+): Promise<{ digest: Digest; bytes: Buffer }> {
+  const bytes = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: OCI_MANIFEST,
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
+      layers: layers.map((layer) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', ...layer })),
+      annotations: { label },
+    }),
+  );
+  const parsed = parseManifest(bytes, OCI_MANIFEST);
+  if (!parsed.ok) throw new Error(`the test manifest does not parse: ${parsed.reason}`);
+  const digest = digestOf(bytes);
+  await local.putManifest({ digest, mediaType: OCI_MANIFEST, bytes }, { references: parsed.references, holder });
+  return { digest, bytes };
 }

@@ -148,12 +148,7 @@ export class LocalRegistry {
    * is not the one deleted.
    */
   async removeContent(removal: ContentRemoval): Promise<RemovedContent> {
-    const digests = [...new Set([...removal.manifests, ...removal.blobs])].filter((digest) => !this.removals.has(digest));
-    let done!: () => void;
-    const finished = new Promise<void>((resolve) => (done = resolve));
-    for (const digest of digests) this.removals.set(digest, finished);
-    try {
-      const claimed = new Set(digests);
+    return this.whileRemoving([...removal.manifests, ...removal.blobs], async (claimed) => {
       const removed = await this.meta.removeContent({
         manifests: removal.manifests.filter((digest) => claimed.has(digest)),
         blobs: removal.blobs.filter((digest) => claimed.has(digest)),
@@ -162,8 +157,39 @@ export class LocalRegistry {
       for (const { digest } of removed.manifests) this.manifests.delete(digest);
       for (const digest of new Set([...removed.manifests, ...removed.blobs].map((entry) => entry.digest))) await this.store.delete(contentKey(digest));
       return removed;
+    });
+  }
+
+  /** Deletes a content file that no record names (GC), unless a record appeared meanwhile. Whether it deleted it. */
+  async removeOrphanFile(digest: Digest): Promise<boolean> {
+    return this.whileRemoving([digest], async (claimed) => {
+      if (!claimed.has(digest) || (await this.meta.getBlob(digest)) !== undefined || (await this.meta.getManifest(digest)) !== undefined) return false;
+      await this.store.delete(contentKey(digest));
+      return true;
+    });
+  }
+
+  /** Forgets a record whose file is gone (GC), unless the file is there again. Whether it forgot it. */
+  async forgetMissing(kind: 'blob' | 'manifest', digest: Digest): Promise<boolean> {
+    return this.whileRemoving([digest], async (claimed) => {
+      if (!claimed.has(digest) || (await this.store.stat(contentKey(digest))) !== undefined) return false;
+      if (kind === 'blob') await this.meta.deleteBlob(digest);
+      else await this.meta.deleteManifest(digest);
+      this.manifests.delete(digest);
+      return true;
+    });
+  }
+
+  /** Runs work with the digests (those not already being removed) claimed: a commit of one of them waits until it is done. */
+  private async whileRemoving<T>(digests: readonly Digest[], work: (claimed: ReadonlySet<Digest>) => Promise<T>): Promise<T> {
+    const claimed = new Set(digests.filter((digest) => !this.removals.has(digest)));
+    let done!: () => void;
+    const finished = new Promise<void>((resolve) => (done = resolve));
+    for (const digest of claimed) this.removals.set(digest, finished);
+    try {
+      return await work(claimed);
     } finally {
-      for (const digest of digests) this.removals.delete(digest);
+      for (const digest of claimed) this.removals.delete(digest);
       done();
     }
   }

@@ -35,7 +35,7 @@ export class FsObjectStore implements ObjectStore {
   async stat(key: string): Promise<ObjectStat | undefined> {
     try {
       const info = await stat(this.filePath(key));
-      return info.isFile() ? { size: info.size } : undefined;
+      return info.isFile() ? { size: info.size, modifiedAt: info.mtimeMs } : undefined;
     } catch (error) {
       if (isNotFound(error)) return undefined;
       throw asStorageError('stat', key, error);
@@ -131,7 +131,7 @@ export class FsObjectStore implements ObjectStore {
           if (isNotFound(error)) return undefined;
           throw error;
         });
-        if (info !== undefined) temporaries.push({ name: entry.name, size: info.isFile() ? info.size : 0 });
+        if (info !== undefined) temporaries.push({ name: entry.name, size: info.isFile() ? info.size : 0, modifiedAt: info.mtimeMs });
       }
       return temporaries;
     });
@@ -143,6 +143,12 @@ export class FsObjectStore implements ObjectStore {
       await Promise.all(names.map((name) => rm(path.join(this.temporaryDir, name), { force: true, recursive: true })));
       return names.length;
     });
+  }
+
+  async removeTemporary(name: string): Promise<void> {
+    // A name from listTemporaries: one entry of the folder, never a path out of it.
+    if (name === '' || name.includes('/') || name === '.' || name === '..') throw new Error(`not a temporary's name: ${name}`);
+    await storageOperation('remove temporary', `${TEMPORARY_FOLDER}/${name}`, () => rm(path.join(this.temporaryDir, name), { force: true, recursive: true }));
   }
 
   private temporaryPath(): string {

@@ -42,7 +42,7 @@ export function objectStoreConformance(name: string, makeStore: () => Promise<Ob
 
     /** Asserts that key holds exactly bytes, through every way of reading it. */
     async function assertHolds(key: string, bytes: Buffer): Promise<void> {
-      assert.deepEqual(await store.stat(key), { size: bytes.length });
+      assert.equal((await store.stat(key))?.size, bytes.length);
       const whole = await store.readBytes(key);
       assert.ok(whole !== undefined, `readBytes(${key}) found nothing`);
       assert.ok(whole.equals(bytes), 'readBytes returned other bytes');
@@ -370,6 +370,33 @@ export function objectStoreConformance(name: string, makeStore: () => Promise<Ob
         await committed.close();
         await discarded.discard();
         assert.deepEqual(await store.listTemporaries(), []);
+      });
+
+      it('tells when each was last written, and removes one by name', async () => {
+        const before = Date.now();
+        const first = await store.createSpool();
+        const second = await store.createSpool();
+        await first.append(randomBytes(10));
+        await second.append(randomBytes(20));
+        const listed = await store.listTemporaries();
+        // Filesystem timestamps may be coarser than Date.now(): a second of slack either way.
+        for (const temporary of listed) assert.ok(Math.abs(temporary.modifiedAt - before) < 1_000, `modifiedAt ${temporary.modifiedAt} vs ${before}`);
+        const firstListed = listed.find((temporary) => temporary.size === 10);
+        assert.ok(firstListed !== undefined);
+        await store.removeTemporary(firstListed.name);
+        await store.removeTemporary(firstListed.name);
+        assert.deepEqual((await store.listTemporaries()).map((temporary) => temporary.size), [20]);
+        await assert.rejects(store.removeTemporary('../blobs'));
+        await first.discard();
+        await second.discard();
+      });
+
+      it('tells when a stored object was last written', async () => {
+        const before = Date.now();
+        const { key, bytes } = content(7);
+        await store.putBytes(key, bytes);
+        const stat = await store.stat(key);
+        assert.ok(stat !== undefined && Math.abs(stat.modifiedAt - before) < 1_000);
       });
     });
 

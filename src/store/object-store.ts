@@ -14,12 +14,16 @@ export interface ByteRange {
 
 export interface ObjectStat {
   size: number;
+  /** When it was last written (ms since epoch): GC leaves what is younger than its grace. */
+  modifiedAt: number;
 }
 
 export interface TemporaryInfo {
   /** Its name in the store's folder of temporaries. */
   name: string;
   size: number;
+  /** When it was last written (ms since epoch): a fill in progress writes to its temporary all along. */
+  modifiedAt: number;
 }
 
 export interface ObjectStore {
@@ -42,4 +46,6 @@ export interface ObjectStore {
   listTemporaries(): Promise<TemporaryInfo[]>;
   /** Removes temporaries left by a crash. Returns how many it removed. */
   removeStaleTemporaries(): Promise<number>;
+  /** Removes one temporary (found abandoned by GC); nothing when it is already gone. */
+  removeTemporary(name: string): Promise<void>;
 }

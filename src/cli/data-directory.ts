@@ -1,0 +1,85 @@
+// What the offline commands (`regmirror verify`, `regmirror gc`) share: the settings, the data directory held
+// with its lock (so never beside a running server), its metadata opened and closed, and the exit statuses:
+// 2 for bad usage or a directory in use or missing, 1 when the storage or the database failed underneath.
+
+import { stat } from 'node:fs/promises';
+import path from 'node:path';
+import { ConfigError } from '../config/config-error.js';
+import { loadSettings, type ConfigFlags, type Settings } from '../config/load.js';
+import { MetadataError } from '../meta/metadata-error.js';
+import { SQLITE_FILE, SqliteMetadataStore } from '../meta/sqlite-store.js';
+import { DataDirectoryInUse, DataDirectoryLock } from '../store/data-directory-lock.js';
+import { StorageError } from '../store/storage-error.js';
+import { describeError } from './describe-error.js';
+
+export interface Output {
+  out(line: string): void;
+  err(line: string): void;
+}
+
+export const STANDARD_OUTPUT: Output = {
+  out: (line) => process.stdout.write(`${line}\n`),
+  err: (line) => process.stderr.write(`${line}\n`),
+};
+
+export interface HeldDataDirectory {
+  settings: Settings;
+  /** Absolute. */
+  dataDir: string;
+  meta: SqliteMetadataStore;
+}
+
+/** Runs work on the data directory the flags name, holding its lock; resolves with the exit status. */
+export async function withDataDirectory(
+  flags: Pick<ConfigFlags, 'config' | 'flavor' | 'data'>,
+  command: { command: string; name: string; output: Output },
+  work: (held: HeldDataDirectory) => Promise<number>,
+): Promise<number> {
+  const { output } = command;
+  let settings;
+  try {
+    settings = loadSettings({ config: flags.config, flavor: flags.flavor, data: flags.data }).settings;
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    output.err(`regmirror: ${error.message}`);
+    return 2;
+  }
+  const dataDir = path.resolve(settings.dataDir);
+  if (!(await stat(dataDir).then((info) => info.isDirectory(), () => false))) {
+    output.err(`regmirror: no data directory at ${dataDir}`);
+    return 2;
+  }
+  let lock;
+  try {
+    lock = await DataDirectoryLock.acquire(dataDir, command.command);
+  } catch (error) {
+    if (!(error instanceof DataDirectoryInUse)) throw error;
+    output.err(`regmirror: ${error.message}; ${command.name} needs it to itself`);
+    return 2;
+  }
+  try {
+    const meta = new SqliteMetadataStore(path.join(dataDir, SQLITE_FILE));
+    try {
+      return await work({ settings, dataDir, meta });
+    } finally {
+      await meta.close();
+    }
+  } catch (error) {
+    if (!(error instanceof StorageError || error instanceof MetadataError)) throw error;
+    output.err(`regmirror: ${command.name} stopped: ${describeError(error)}`);
+    return 1;
+  } finally {
+    await lock.release();
+  }
+}
+
+export function formatBytes(bytes: number): string {
+  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${bytes} bytes` : `${value.toFixed(1)} ${units[unit]}`;
+}
