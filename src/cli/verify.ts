@@ -5,6 +5,7 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { ConfigError } from '../config/config-error.js';
+import { formatSize } from '../config/size.js';
 import { loadSettings, type ConfigFlags } from '../config/load.js';
 import { MetadataError } from '../meta/metadata-error.js';
 import { SQLITE_FILE, SqliteMetadataStore } from '../meta/sqlite-store.js';
@@ -80,22 +81,11 @@ export function describeProblem(problem: Problem): string {
 }
 
 export function describeSummary(dataDir: string, summary: VerifySummary, repair: boolean): string {
-  const hashed = `${summary.contentFiles} content files and ${summary.v1Layers} v1 layers hashed (${formatBytes(summary.bytes)}), ${summary.records} records checked`;
+  const hashed = `${summary.contentFiles} content files and ${summary.v1Layers} v1 layers hashed (${formatSize(summary.bytes)}), ${summary.records} records checked`;
   const unverifiable = summary.v1Unverifiable === 0 ? '' : `, ${summary.v1Unverifiable} v1 layers with no payload checksum to check`;
   const outcome =
     summary.problems === 0
       ? 'all well'
       : `${summary.problems} ${summary.problems === 1 ? 'problem' : 'problems'}${repair ? `, ${summary.repaired} repaired` : ' (--repair removes them, to be fetched again)'}`;
   return `verify ${dataDir}: ${hashed}${unverifiable}; ${outcome}`;
-}
-
-function formatBytes(bytes: number): string {
-  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit += 1;
-  }
-  return unit === 0 ? `${bytes} bytes` : `${value.toFixed(1)} ${units[unit]}`;
 }
