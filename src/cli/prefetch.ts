@@ -363,11 +363,12 @@ function standardOutput(): PrefetchOutput {
     terminal: stdout.isTTY
       ? {
           write: (text) => stdout.write(text),
+          // A terminal that does not say its size (a bare pty) gets the classic one.
           get columns() {
-            return stdout.columns;
+            return stdout.columns || 80;
           },
           get rows() {
-            return stdout.rows;
+            return stdout.rows || 24;
           },
         }
       : undefined,
