@@ -1,12 +1,13 @@
 #!/usr/bin/env -S node --max-semi-space-size=3
 // The regmirror command line: `regmirror serve` and `regmirror verify` with their flags, over the one
-// configuration schema.
+// configuration schema; and `regmirror prefetch`, a client of a running mirror.
 
 import { Command } from 'commander';
 import { ConfigError } from './config/config-error.js';
 import { loadSettings, type ConfigFlags } from './config/load.js';
 import { createLogger, startMirror } from './app.js';
 import { describeError } from './cli/describe-error.js';
+import { DEFAULT_SERVER, runPrefetch, type PrefetchFlags } from './cli/prefetch.js';
 import { runVerify, type VerifyFlags } from './cli/verify.js';
 import { runGc, type GcFlags } from './cli/gc.js';
 import { DataDirectoryInUse } from './store/data-directory-lock.js';
@@ -91,8 +92,18 @@ offlineCommand('gc', 'garbage-collect a data directory no server is using: what 
     process.exitCode = await runGc(flags);
   });
 
-function collect(value: string, previous: string[]): string[] {
-  return [...previous, value];
+program
+  .command('prefetch')
+  .description('pull images through a running mirror so that it caches them; exit 0 when all were pulled, 1 when any failed, 2 on bad usage')
+  .argument('<ref...>', 'images: [REGISTRY/]NAME:TAG or [REGISTRY/]NAME@DIGEST (REGISTRY: a registry name or alias the mirror routes; none: its default upstream)')
+  .option('--server <url>', 'the mirror', DEFAULT_SERVER)
+  .option('--platform <os/arch[/variant]>', 'of an index, only the manifests of this platform; repeatable (default: every platform)', collect)
+  .action(async (references: string[], flags: PrefetchFlags) => {
+    process.exitCode = await runPrefetch(references, flags);
+  });
+
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
 }
 
 program.parseAsync(process.argv).catch((error: unknown) => {

@@ -7,7 +7,8 @@ import { GarbageCollector, type Collected, type GcReport } from '../cache/garbag
 import { LocalRegistry } from '../registry/local-registry.js';
 import { FsObjectStore } from '../store/fs-store.js';
 import { Metrics } from '../telemetry/metrics.js';
-import { formatBytes, STANDARD_OUTPUT, withDataDirectory, type Output } from './data-directory.js';
+import { formatSize } from '../config/size.js';
+import { STANDARD_OUTPUT, withDataDirectory, type Output } from './data-directory.js';
 
 export interface GcFlags extends Pick<ConfigFlags, 'config' | 'flavor' | 'data'> {
   dryRun?: boolean;
@@ -34,13 +35,13 @@ export async function runGc(flags: GcFlags, output: Output = STANDARD_OUTPUT): P
 }
 
 export function describeCollected(collected: Collected, dryRun: boolean): string {
-  return `${dryRun ? 'would remove' : 'removed'} ${collected.kind.replace('_', ' ')} ${collected.subject} (${formatBytes(collected.bytes)})`;
+  return `${dryRun ? 'would remove' : 'removed'} ${collected.kind.replace('_', ' ')} ${collected.subject} (${formatSize(collected.bytes)})`;
 }
 
 export function describeReport(dataDir: string, report: GcReport): string {
   const counts = Object.entries(report.removed)
     .filter(([, count]) => count > 0)
     .map(([kind, count]) => `${count} ${kind.replace('_', ' ')}${count === 1 ? '' : 's'}`);
-  const what = counts.length === 0 ? 'nothing to remove' : `${counts.join(', ')}, ${formatBytes(report.freedBytes)}`;
+  const what = counts.length === 0 ? 'nothing to remove' : `${counts.join(', ')}, ${formatSize(report.freedBytes)}`;
   return `gc ${dataDir}${report.dryRun ? ' (dry run)' : ''}: ${report.marked} objects kept; ${report.dryRun ? 'would remove' : 'removed'} ${what}; ${report.durationMs} ms`;
 }

@@ -3,10 +3,11 @@
 // check could not finish; 2: bad usage, or the data directory is in use or missing.
 
 import type { ConfigFlags } from '../config/load.js';
+import { formatSize } from '../config/size.js';
 import { verifyData, type Problem, type VerifySummary } from '../registry/verify.js';
 import { FsObjectStore } from '../store/fs-store.js';
 import { V1Layout } from '../store/layout.js';
-import { formatBytes, STANDARD_OUTPUT, withDataDirectory, type Output } from './data-directory.js';
+import { STANDARD_OUTPUT, withDataDirectory, type Output } from './data-directory.js';
 
 export interface VerifyFlags extends Pick<ConfigFlags, 'config' | 'flavor' | 'data'> {
   repair?: boolean;
@@ -32,7 +33,7 @@ export function describeProblem(problem: Problem): string {
 }
 
 export function describeSummary(dataDir: string, summary: VerifySummary, repair: boolean): string {
-  const hashed = `${summary.contentFiles} content files and ${summary.v1Layers} v1 layers hashed (${formatBytes(summary.bytes)}), ${summary.records} records checked`;
+  const hashed = `${summary.contentFiles} content files and ${summary.v1Layers} v1 layers hashed (${formatSize(summary.bytes)}), ${summary.records} records checked`;
   const unverifiable = summary.v1Unverifiable === 0 ? '' : `, ${summary.v1Unverifiable} v1 layers with no payload checksum to check`;
   const outcome =
     summary.problems === 0
@@ -40,4 +41,3 @@ export function describeSummary(dataDir: string, summary: VerifySummary, repair:
       : `${summary.problems} ${summary.problems === 1 ? 'problem' : 'problems'}${repair ? `, ${summary.repaired} repaired` : ' (--repair removes them, to be fetched again)'}`;
   return `verify ${dataDir}: ${hashed}${unverifiable}; ${outcome}`;
 }
-

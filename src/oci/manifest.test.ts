@@ -193,6 +193,20 @@ describe('parseManifest', () => {
     ]);
   });
 
+  it('reads the blobs of an image manifest with the sizes they declare, none for an index', () => {
+    const parsed = parseManifest(bytes({ ...ociManifest, layers: [LAYER, { mediaType: LAYER.mediaType, digest: D3 }, { ...LAYER, digest: D1, size: -1 }] }), undefined);
+    assert.ok(parsed.ok);
+    assert.deepEqual(parsed.blobs, [
+      { digest: D1, role: 'config', size: CONFIG.size },
+      { digest: D2, role: 'layer', size: LAYER.size },
+      { digest: D3, role: 'layer', size: undefined },
+      { digest: D1, role: 'layer', size: undefined },
+    ]);
+    const index = parseManifest(bytes(ociIndex), undefined);
+    assert.ok(index.ok);
+    assert.deepEqual(index.blobs, []);
+  });
+
   it('reads what an index references: its child manifests, and its subject', () => {
     const parsed = parseManifest(bytes({ ...ociIndex, subject: { mediaType: MediaType.ociManifest, digest: D3, size: 1 } }), undefined);
     assert.ok(parsed.ok);

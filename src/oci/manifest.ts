@@ -1,6 +1,6 @@
 // Manifest media types, Accept negotiation and the few facts the mirror reads from a manifest:
-// its media type, its children (for indexes), what it references (the content graph), and which child
-// serves linux/amd64.
+// its media type, its children (for indexes), what it references (the content graph) with the sizes of its
+// blobs, and which child serves linux/amd64.
 
 import { isDigest, type Digest } from './digest.js';
 
@@ -49,8 +49,15 @@ export interface ContentReference {
   role: ReferenceRole;
 }
 
+/** A blob an image manifest lists, with the size it declares (undefined when it declares none), for a client fetching it. */
+export interface BlobDescriptor {
+  digest: Digest;
+  role: 'config' | 'layer';
+  size: number | undefined;
+}
+
 export type ManifestParse =
-  | { ok: true; mediaType: string; children: ChildManifest[]; references: ContentReference[] }
+  | { ok: true; mediaType: string; children: ChildManifest[]; references: ContentReference[]; blobs: BlobDescriptor[] }
   | { ok: false; reason: string };
 
 /**
@@ -85,12 +92,13 @@ export function parseManifest(bytes: Uint8Array, contentType: string | undefined
     if (fields.config !== undefined && config === undefined) return { ok: false, reason: 'manifest has a malformed config descriptor' };
     const layers = fields.layers === undefined ? [] : Array.isArray(fields.layers) ? fields.layers.map(digestOfDescriptor) : [undefined];
     if (layers.some((layer) => layer === undefined)) return { ok: false, reason: 'manifest has a malformed layer descriptor' };
-    const references: ContentReference[] = [
-      ...(config === undefined ? [] : [{ digest: config, role: 'config' as const }]),
-      ...layers.flatMap((digest) => (digest === undefined ? [] : [{ digest, role: 'layer' as const }])),
-      ...subjectReferences,
+    const layerEntries = Array.isArray(fields.layers) ? (fields.layers as unknown[]) : [];
+    const blobs: BlobDescriptor[] = [
+      ...(config === undefined ? [] : [{ digest: config, role: 'config' as const, size: sizeOfDescriptor(fields.config) }]),
+      ...layers.flatMap((digest, index) => (digest === undefined ? [] : [{ digest, role: 'layer' as const, size: sizeOfDescriptor(layerEntries[index]) }])),
     ];
-    return { ok: true, mediaType, children: [], references };
+    const references: ContentReference[] = [...blobs.map(({ digest, role }) => ({ digest, role })), ...subjectReferences];
+    return { ok: true, mediaType, children: [], references, blobs };
   }
   if (!Array.isArray(fields.manifests)) return { ok: false, reason: 'index has no manifests array' };
   const children: ChildManifest[] = [];
@@ -100,7 +108,7 @@ export function parseManifest(bytes: Uint8Array, contentType: string | undefined
     children.push(child);
   }
   const references = [...children.map((child) => ({ digest: child.digest, role: 'manifest' as const })), ...subjectReferences];
-  return { ok: true, mediaType, children, references };
+  return { ok: true, mediaType, children, references, blobs: [] };
 }
 
 /** The digest of a descriptor (an object with a valid `digest`), or undefined. */
@@ -108,6 +116,12 @@ function digestOfDescriptor(entry: unknown): Digest | undefined {
   if (typeof entry !== 'object' || entry === null) return undefined;
   const { digest } = entry as Record<string, unknown>;
   return typeof digest === 'string' && isDigest(digest) ? digest : undefined;
+}
+
+function sizeOfDescriptor(entry: unknown): number | undefined {
+  if (typeof entry !== 'object' || entry === null) return undefined;
+  const { size } = entry as Record<string, unknown>;
+  return typeof size === 'number' && Number.isSafeInteger(size) && size >= 0 ? size : undefined;
 }
 
 function inferMediaType(fields: Record<string, unknown>): string | undefined {
