@@ -67,6 +67,17 @@ describe('planEviction', () => {
     assert.deepEqual(roots(planEviction(input([old, recent], refreshed, { targetBytes: held - 1 })).images), [d('recent')]);
   });
 
+  it('a read of a layer other images share refreshes none of them: the least recently used image still goes first', () => {
+    // Every pull of `recent` just now read the shared base too; `old` was last read an hour ago.
+    const baseJustRead = [layer('base', 1000, NOW - 1_000), layer('old app', 500), layer('recent app', 300)];
+    const held = 2 * 110 + 1000 + 500 + 300;
+    const plan = planEviction(input([recent, old], baseJustRead, { targetBytes: held - 1 }));
+    assert.deepEqual(roots(plan.images), [d('old')]);
+    assert.equal(plan.inUseEvicted, 0, 'old is not in use for the base another pull read');
+    const aged = planEviction(input([recent, old], baseJustRead, { targetBytes: held, expiredBefore: NOW - 45 * MINUTE }));
+    assert.deepEqual(roots(aged.images), [d('old')], 'nor kept from its maximum age');
+  });
+
   it('evicts an index with its children, keeping a child another index lists', () => {
     const amd64 = image('amd64', ['amd64 layer'], NOW - 90 * MINUTE);
     const arm64 = image('arm64', ['arm64 layer'], NOW - 90 * MINUTE);

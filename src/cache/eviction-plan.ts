@@ -5,7 +5,8 @@
 // An image is a root of the graph — a manifest no other manifest lists as a child — with everything it reaches:
 // an index its child manifests, each manifest its config and layers. A blob that no manifest references is an
 // image of its own. A `subject` does not hold its target: a signature or SBOM is an image apart, evicted by its
-// own use. Evicting an image removes what no retained image reaches; what it shares with one stays.
+// own use. Evicting an image removes what no retained image reaches; what it shares with one stays. An image is as
+// recently used as what it alone reaches: a read of a layer it shares refreshes none of the images sharing it.
 
 import type { BlobRecord, ContentGraph } from '../meta/metadata-store.js';
 import type { Digest } from '../oci/digest.js';
@@ -52,6 +53,7 @@ interface Image {
   root: Digest;
   /** Everything the root reaches, itself included. */
   reaches: Set<Digest>;
+  /** The latest read of what this image alone reaches. */
   lastAccess: number;
 }
 
@@ -59,6 +61,7 @@ export function planEviction(input: EvictionInput): EvictionPlan {
   const manifests = new Map(input.manifests.map((manifest) => [manifest.digest, manifest]));
   const blobs = new Map(input.blobs.map((blob) => [blob.digest, blob]));
   const sizeOf = (digest: Digest): number => manifests.get(digest)?.size ?? blobs.get(digest)?.size ?? 0;
+  const lastAccessOf = (digest: Digest): number => manifests.get(digest)?.lastAccess ?? blobs.get(digest)?.lastAccess ?? 0;
   const heldBytes = [...manifests.values(), ...blobs.values()].reduce((sum, entry) => sum + entry.size, 0);
 
   const children = new Set(input.manifests.flatMap((manifest) => manifest.references.filter((reference) => reference.role === 'manifest').map((reference) => reference.digest)));
@@ -68,12 +71,17 @@ export function planEviction(input: EvictionInput): EvictionPlan {
   }
   const reachedByManifests = new Set(images.flatMap((image) => [...image.reaches]));
   for (const blob of input.blobs) {
-    if (!reachedByManifests.has(blob.digest)) images.push({ root: blob.digest, reaches: new Set([blob.digest]), lastAccess: blob.lastAccess });
+    if (!reachedByManifests.has(blob.digest)) images.push({ root: blob.digest, reaches: new Set([blob.digest]), lastAccess: 0 });
   }
 
   // How many images reach each digest: it goes only with the last of them.
   const holders = new Map<Digest, number>();
   for (const image of images) for (const digest of image.reaches) holders.set(digest, (holders.get(digest) ?? 0) + 1);
+  // An image's last use is that of what it alone holds (its root at least): a read of a shared base layer cannot
+  // say which image it was for, and refreshing them all would make every image sharing it as recent as the newest.
+  for (const image of images) {
+    for (const digest of image.reaches) if (holders.get(digest) === 1) image.lastAccess = Math.max(image.lastAccess, lastAccessOf(digest));
+  }
 
   const inUse = (image: Image): boolean => image.lastAccess >= input.inUseSince;
   const expired = (image: Image): boolean => input.expiredBefore !== undefined && image.lastAccess < input.expiredBefore;
@@ -103,20 +111,17 @@ export function planEviction(input: EvictionInput): EvictionPlan {
   return plan;
 }
 
-/** A root manifest and everything it reaches; its last access is the latest of all of them. */
+/** A root manifest and everything it reaches (its last access is set once it is known what it shares). */
 function imageOf(root: Digest, manifests: ReadonlyMap<Digest, PlannedManifest>, blobs: ReadonlyMap<Digest, PlannedBlob>): Image {
   const reaches = new Set<Digest>();
-  let lastAccess = 0;
   const visit = (digest: Digest): void => {
     if (reaches.has(digest)) return;
     const manifest = manifests.get(digest);
-    const blob = blobs.get(digest);
     // Referenced but not held (never pulled, or a platform nobody asked for): nothing to free, nothing to keep.
-    if (manifest === undefined && blob === undefined) return;
+    if (manifest === undefined && !blobs.has(digest)) return;
     reaches.add(digest);
-    lastAccess = Math.max(lastAccess, manifest?.lastAccess ?? blob?.lastAccess ?? 0);
     for (const reference of manifest?.references ?? []) if (reference.role !== 'subject') visit(reference.digest);
   };
   visit(root);
-  return { root, reaches, lastAccess };
+  return { root, reaches, lastAccess: 0 };
 }
