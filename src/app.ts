@@ -4,6 +4,7 @@
 import { mkdir } from 'node:fs/promises';
 import { CacheEvictor } from './cache/evictor.js';
 import { GarbageCollector } from './cache/garbage-collector.js';
+import { Prefetcher } from './cache/prefetcher.js';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import type { Settings } from './config/load.js';
@@ -69,7 +70,8 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
   }));
   const router = new UpstreamRouter(upstreams);
   const local = new LocalRegistry(store, meta, { metrics, log: logger });
-  const pinned = (): ReadonlySet<Digest> => new Set();
+  // The prefetcher is made once the mirror is (it pulls through it); these are called only after that.
+  const pinned = (): ReadonlySet<Digest> => prefetcher.pinnedRoots();
   const evictor = new CacheEvictor(local, settings.cacheBound, metrics, { dataDir, pinned, log: logger });
   // A fill writes its temporary all along; one untouched for longer than a fill may last is abandoned.
   const collector = new GarbageCollector(local, { graceMs: settings.gc.graceMs, pinned, abandonedTemporaryMs: Math.max(settings.gc.graceMs, settings.timeouts.fill), metrics, log: logger });
@@ -77,15 +79,23 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
   const mirror = new Mirror(
     local,
     metrics,
-    { fillTimeoutMs: settings.timeouts.fill, notFoundTtlMs: settings.notFoundTtlMs, budget, onStorageFull: () => evictor.soon() },
+    {
+      fillTimeoutMs: settings.timeouts.fill,
+      notFoundTtlMs: settings.notFoundTtlMs,
+      budget,
+      onStorageFull: () => evictor.soon(),
+      keepsStale: (repository, tag): boolean => prefetcher.pinsTag(repository, tag),
+    },
     logger,
   );
+  const prefetcher: Prefetcher = new Prefetcher(mirror, local, router, settings.prefetch, metrics, logger);
   const v1 = settings.v1.enabled ? createV1Mirror(settings, store, meta, metrics, budget, logger) : undefined;
   let accepting = true;
   // Registry names only: an upstream's URL may be an internal address.
   const status = async (): Promise<object> => ({
     upstreams: upstreams.map((upstream) => ({ registry: upstream.settings.registry, ...upstream.client.status() })),
     cache: { ...(await meta.totals()), maxSize: settings.cacheBound.maxSizeBytes ?? null, lastEviction: evictor.lastReport ?? null, lastGc: collector.lastReport ?? null },
+    prefetch: prefetcher.status(),
   });
   const v1Routes = v1 && { mirror: v1, standalone: settings.v1.standalone, nginxXAccelRedirect: settings.v1.nginxXAccelRedirect };
   const v2Routes = { xAccelRedirect: settings.offload.xAccelRedirect };
@@ -109,6 +119,8 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
   const address = await listen(app, settings.listen, { fairAccept: { warn: (error) => logger.warn({ err: error }, 'new connections are accepted one per event-loop turn') } });
   const admin = adminListen === undefined ? undefined : buildAdminServer({ metrics, logger, ready, status, collectGarbage });
   const adminAddress = admin === undefined || adminListen === undefined ? undefined : await listen(admin, adminListen);
+  // Pinned images are known before eviction first looks (from the tags cached), then fetched in the background.
+  await prefetcher.start();
   evictor.start();
   collector.start(settings.gc.intervalMs);
   logger.info({ address, adminAddress, dataDir, upstreams: settings.upstreams.map((u) => ({ registry: u.registry, url: u.url })) }, 'regmirror listening');
@@ -134,6 +146,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
         clearTimeout(grace);
       }
       await admin?.close();
+      prefetcher.stop();
       await mirror.abortFills(new Error('shutting down'));
       await evictor.close();
       await collector.close();

@@ -4,6 +4,7 @@
 
 import type { ConfigFlags } from '../config/load.js';
 import { GarbageCollector, type Collected, type GcReport } from '../cache/garbage-collector.js';
+import { digestsPinnedBy } from '../cache/prefetcher.js';
 import { LocalRegistry } from '../registry/local-registry.js';
 import { FsObjectStore } from '../store/fs-store.js';
 import { Metrics } from '../telemetry/metrics.js';
@@ -22,7 +23,7 @@ export async function runGc(flags: GcFlags, output: Output = STANDARD_OUTPUT): P
     const local = new LocalRegistry(new FsObjectStore(dataDir), meta, { metrics, log: quiet });
     const collector = new GarbageCollector(local, {
       graceMs: settings.gc.graceMs,
-      pinned: () => new Set(),
+      pinned: () => digestsPinnedBy(settings.prefetch.images),
       // The lock is held: no fill is writing a temporary.
       abandonedTemporaryMs: undefined,
       metrics,

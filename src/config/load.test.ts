@@ -373,6 +373,7 @@ describe('loadSettings: cache bound, GC and prefetch from variables and flags', 
     assertConfigError(() => settingsOf({}, { REGMIRROR_CACHE_MIN_FREE_SPACE: '-3%' }), 'cache.minFreeSpace');
     assertConfigError(() => settingsOf({}, { REGMIRROR_PREFETCH_PLATFORMS: 'amd64' }), 'prefetch.platforms.0', 'OS/ARCH');
     assertConfigError(() => settingsOf({}, { REGMIRROR_CACHE_IN_USE_WINDOW: 'soon' }), 'cache.inUseWindow', 'not a duration');
+    assertConfigError(() => settingsOf({}, { REGMIRROR_PREFETCH_IMAGES: 'docker.io/library/alpine:3.20 Alpine:3' }), 'prefetch.images.1', 'invalid repository name', 'Alpine:3');
   });
 });
 

@@ -4,6 +4,8 @@
 import { z } from 'zod';
 import { parseDuration } from './duration.js';
 import { parseSize } from './size.js';
+import { parseImageReference } from '../oci/image-reference.js';
+import { parsePlatform } from '../oci/platform.js';
 
 const duration = z
   .union([z.string(), z.number()])
@@ -45,11 +47,17 @@ const freeSpace = z
     return z.NEVER;
   });
 
-/** An image as REGISTRY/NAME:TAG or REGISTRY/NAME@DIGEST (checked in full when the settings are resolved). */
-const imageReference = z.string().regex(/^[^\s]+$/, 'expected REGISTRY/NAME:TAG or REGISTRY/NAME@DIGEST');
+/** An image as REGISTRY/NAME:TAG or REGISTRY/NAME@DIGEST, checked by the reference grammar. */
+const imageReference = z.string().superRefine((value, context) => {
+  const parsed = parseImageReference(value);
+  if (!parsed.ok) context.addIssue({ code: 'custom', message: `${parsed.reason}: ${value} (expected REGISTRY/NAME:TAG or REGISTRY/NAME@DIGEST)` });
+});
 
 /** OS/ARCH or OS/ARCH/VARIANT, as docker's --platform. */
-const platform = z.string().regex(/^[a-z0-9_.-]+\/[a-z0-9_.-]+(?:\/[a-z0-9_.-]+)?$/, 'expected OS/ARCH or OS/ARCH/VARIANT, e.g. linux/amd64');
+const platform = z.string().superRefine((value, context) => {
+  const parsed = parsePlatform(value);
+  if (!parsed.ok) context.addIssue({ code: 'custom', message: `${parsed.reason}; got ${value}` });
+});
 
 /** Host names (or addresses) on an internal network that an upstream may redirect the mirror to or name as its token realm. */
 const trustedHosts = z.array(z.string().regex(/^[A-Za-z0-9.:_[\]-]+$/, 'expected a host name or an IP address, without a port')).default([]);

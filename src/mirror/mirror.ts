@@ -68,6 +68,8 @@ export interface MirrorOptions {
   notFoundTtlMs: number;
   /** Told when a fill failed for want of space (eviction then runs at once). */
   onStorageFull?: () => void;
+  /** Tags served stale however old when their upstream fails (pinned images'); others up to maxStaleness. */
+  keepsStale?: (repository: RepositoryRef, tag: string) => boolean;
 }
 
 export interface Logger {
@@ -274,7 +276,8 @@ export class Mirror {
         try {
           return stored === undefined ? await this.fetchTag(upstream, target, tag) : await this.revalidateTag(upstream, target, tag, stored);
         } catch (error) {
-          if (stored !== undefined && isUpstreamOutage(error) && age <= upstream.settings.maxStalenessMs) {
+          const staleAllowed = age <= upstream.settings.maxStalenessMs || this.options.keepsStale?.(repository, tag) === true;
+          if (stored !== undefined && isUpstreamOutage(error) && staleAllowed) {
             this.log.warn({ upstream: upstream.settings.registry, repository: target.name, tag, err: (error as Error).message }, 'serving stale tag');
             return { manifest: stored, cache: 'stale' as const };
           }
@@ -379,7 +382,7 @@ function manifestRequest(target: Target, reference: string, method: 'GET' | 'HEA
   return { method, path: `/v2/${target.name}/manifests/${reference}`, repository: target.name, kind: 'manifest', headers: { accept: UPSTREAM_MANIFEST_ACCEPT }, document: true };
 }
 
-function repositoryOf(target: Target): RepositoryRef {
+export function repositoryOf(target: Target): RepositoryRef {
   return { registry: target.registry, name: target.name };
 }
 

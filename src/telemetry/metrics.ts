@@ -109,6 +109,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly prefetches = new Counter({
+    name: 'regmirror_prefetches_total',
+    help: 'Fetches of pinned images (prefetch.images), at start and every prefetch.interval, by outcome (ok, failed).',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+
   readonly gcRuns = new Counter({
     name: 'regmirror_gc_runs_total',
     help: 'Garbage collections, by outcome (done, failed).',
