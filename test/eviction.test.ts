@@ -1,5 +1,5 @@
 // The cache bound with real parts (issue 10, "A size bound"): skopeo pulls a dozen images sharing a base layer
-// through a mirror bounded to about three of them; pull loops from several clients while eviction runs; a tmpfs
+// through a mirror bounded to about three of them; pull loops from several clients while eviction and GC run; a tmpfs
 // data directory filled to ENOSPC mid-fill. Upstream: distribution 2.8.2. What is held is read from the status
 // page and the metadata file (neither refreshes an image); what reached the upstream, from its access log.
 
@@ -238,12 +238,14 @@ describe('the cache bound', { timeout: 180_000 }, () => {
     assert.equal(await mirror.metricValue('regmirror_evictions_total', { reason: 'max_size' }), evictions);
   });
 
-  it('pull loops from four clients while eviction runs: no failed pull, no short body, no wrong bytes', async (t) => {
+  it('pull loops from four clients while eviction and garbage collection run: no failed pull, no short body, no wrong bytes', async (t) => {
     const { maxSize } = boundForThree(images);
     // The default in-use window (1 min): every image is in use, so the bound wins over pulls in progress.
     const mirror = await startRegmirror({
       upstreams: [upstream.url],
-      env: { REGMIRROR_CACHE_MAX_SIZE: String(maxSize), REGMIRROR_CACHE_MIN_FREE_SPACE: '0' },
+      // GC with no grace: whatever no tag holds is collectable at once, and a file without its record yet (a commit
+      // between its rename and its record) is an orphan unless the collector knows the commit is in progress.
+      env: { REGMIRROR_CACHE_MAX_SIZE: String(maxSize), REGMIRROR_CACHE_MIN_FREE_SPACE: '0', REGMIRROR_GC_GRACE: '0', REGMIRROR_GC_INTERVAL: '0' },
       // The access log of a few hundred requests is not read here.
       keepLine: (line) => !line.includes('"msg":"request"'),
     });
@@ -251,6 +253,16 @@ describe('the cache bound', { timeout: 180_000 }, () => {
     const clients = 4;
     const pullsPerClient = 18;
     const counts: PullCounts = { pulls: 0, failed: 0, short: 0, mismatched: 0, errors: [] };
+    let pulling = true;
+    const collections: number[] = [];
+    // A collection after another while the clients pull (at most 200: bounded however long they take).
+    const collecting = (async () => {
+      for (let run = 0; run < 200 && pulling; run++) {
+        const response = await fetch(`${mirror.url}/_regmirror/gc`, { method: 'POST' });
+        collections.push(response.status);
+        await response.arrayBuffer();
+      }
+    })();
     await Promise.all(
       Array.from({ length: clients }, async (_unused, client) => {
         for (let pull = 0; pull < pullsPerClient; pull++) {
@@ -259,14 +271,23 @@ describe('the cache bound', { timeout: 180_000 }, () => {
           await pullOverHttp(mirror, repositoryOf(index + 1), images[index] as BuiltImage, counts);
         }
       }),
-    );
+    ).finally(() => {
+      pulling = false;
+    });
+    await collecting;
+    assert.ok(collections.length > 0 && collections.every((status) => status === 200), `collections answered ${collections.join(' ')}`);
+    // Nothing here is an orphan: a file or record GC took for one was a commit or a removal in progress.
+    assert.equal(await mirror.metricValue('regmirror_gc_removed_total', { kind: 'orphan_file' }), 0, 'no file of a commit in progress taken for an orphan');
+    assert.equal(await mirror.metricValue('regmirror_gc_removed_total', { kind: 'orphan_record' }), 0, 'no record taken for an orphan');
     assert.deepEqual(counts.errors, []);
     assert.deepEqual({ pulls: counts.pulls, failed: counts.failed, short: counts.short, mismatched: counts.mismatched }, { pulls: clients * pullsPerClient, failed: 0, short: 0, mismatched: 0 });
     await settleEviction(mirror, { maxSize, oneImage: Number.POSITIVE_INFINITY });
     assert.ok((await mirror.metricValue('regmirror_evictions_total', { reason: 'max_size' })) > 0, 'evictions happened during the loops');
     assert.equal(await mirror.metricValue('regmirror_damaged_objects_total'), 0, 'eviction is not damage');
     const fills = await mirror.metricValue('regmirror_fills_total', { outcome: 'committed' });
-    t.diagnostic(`${counts.pulls} pulls, ${await mirror.metricValue('regmirror_evictions_total')} images evicted, ${fills} blob fills (${2 * IMAGES} blobs in all)`);
+    t.diagnostic(
+      `${counts.pulls} pulls, ${await mirror.metricValue('regmirror_evictions_total')} images evicted, ${fills} blob fills (${2 * IMAGES} blobs in all), ${collections.length} collections removing ${await mirror.metricValue('regmirror_gc_removed_total')}`,
+    );
   });
 
   describe('a small tmpfs data directory filled up mid-fill', () => {

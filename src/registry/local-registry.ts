@@ -44,6 +44,8 @@ export class LocalRegistry {
   private readonly manifests = new BoundedCache<Digest, StoredManifest>(MANIFEST_MEMORY_BYTES, (manifest) => manifest.bytes.buffer.byteLength);
   /** Content being removed (records, then files), by digest: a commit of the same digest waits for it. */
   private readonly removals = new Map<Digest, Promise<void>>();
+  /** Commits in progress, by digest (how many): their file is there a moment before their record. */
+  private readonly commits = new Map<Digest, number>();
   private readonly storedListeners: Array<() => void> = [];
 
   constructor(
@@ -96,9 +98,10 @@ export class LocalRegistry {
 
   /** Makes a verified spool the blob's content; `holder`: the repository it was fetched for (the content graph). */
   async commitBlob(spool: SpoolFile, digest: Digest, size: number, holder?: RepositoryRef): Promise<void> {
-    await this.removals.get(digest);
-    await this.store.commitSpool(spool, contentKey(digest));
-    await this.meta.putBlob(digest, size, this.now(), holder);
+    await this.committing(digest, async () => {
+      await this.store.commitSpool(spool, contentKey(digest));
+      await this.meta.putBlob(digest, size, this.now(), holder);
+    });
     this.notifyStored();
   }
 
@@ -125,9 +128,10 @@ export class LocalRegistry {
 
   /** Stores a manifest whose digest the caller has verified, with its place in the content graph when known. */
   async putManifest(manifest: StoredManifest, graph?: ManifestGraph): Promise<void> {
-    await this.removals.get(manifest.digest);
-    await this.store.putBytes(contentKey(manifest.digest), manifest.bytes);
-    await this.meta.putManifest({ digest: manifest.digest, mediaType: manifest.mediaType, size: manifest.bytes.length }, this.now(), graph);
+    await this.committing(manifest.digest, async () => {
+      await this.store.putBytes(contentKey(manifest.digest), manifest.bytes);
+      await this.meta.putManifest({ digest: manifest.digest, mediaType: manifest.mediaType, size: manifest.bytes.length }, this.now(), graph);
+    });
     this.manifests.set(manifest.digest, manifest);
     this.notifyStored();
   }
@@ -163,7 +167,8 @@ export class LocalRegistry {
   /** Deletes a content file that no record names (GC), unless a record appeared meanwhile. Whether it deleted it. */
   async removeOrphanFile(digest: Digest): Promise<boolean> {
     return this.whileRemoving([digest], async (claimed) => {
-      if (!claimed.has(digest) || (await this.meta.getBlob(digest)) !== undefined || (await this.meta.getManifest(digest)) !== undefined) return false;
+      if (!claimed.has(digest) || this.commits.has(digest)) return false;
+      if ((await this.meta.getBlob(digest)) !== undefined || (await this.meta.getManifest(digest)) !== undefined) return false;
       await this.store.delete(contentKey(digest));
       return true;
     });
@@ -178,6 +183,22 @@ export class LocalRegistry {
       this.manifests.delete(digest);
       return true;
     });
+  }
+
+  /**
+   * Writes a digest's file, then its record: after any removal of it in progress (so its new file is not the one
+   * that removal deletes), and marked as committing meanwhile (so GC does not take the file for an orphan).
+   */
+  private async committing(digest: Digest, work: () => Promise<void>): Promise<void> {
+    await this.removals.get(digest);
+    this.commits.set(digest, (this.commits.get(digest) ?? 0) + 1);
+    try {
+      await work();
+    } finally {
+      const left = (this.commits.get(digest) ?? 1) - 1;
+      if (left === 0) this.commits.delete(digest);
+      else this.commits.set(digest, left);
+    }
   }
 
   /** Runs work with the digests (those not already being removed) claimed: a commit of one of them waits until it is done. */
