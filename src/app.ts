@@ -56,7 +56,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
   const removed = await store.removeStaleTemporaries();
   if (removed > 0) logger.info({ removed }, 'removed temporaries left by an earlier run');
   const meta = new SqliteMetadataStore(path.join(dataDir, SQLITE_FILE));
-  const metrics = new Metrics({ sendBufferBytes: () => budget.used, cacheTotals: () => meta.totals() });
+  const metrics = new Metrics({ sendBufferBytes: () => budget.used, cacheTotals: () => meta.totals(), cacheTotalsByRegistry: () => meta.totalsByRegistry() });
   const fetchTimeouts = fetchTimeoutsOf(settings.timeouts);
   const upstreams: Upstream[] = settings.upstreams.map((upstream) => ({
     settings: upstream,
@@ -94,7 +94,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
   // Registry names only: an upstream's URL may be an internal address.
   const status = async (): Promise<object> => ({
     upstreams: upstreams.map((upstream) => ({ registry: upstream.settings.registry, ...upstream.client.status() })),
-    cache: { ...(await meta.totals()), maxSize: settings.cacheBound.maxSizeBytes ?? null, lastEviction: evictor.lastReport ?? null, lastGc: collector.lastReport ?? null },
+    cache: { ...(await meta.totals()), byUpstream: await meta.totalsByRegistry(), maxSize: settings.cacheBound.maxSizeBytes ?? null, lastEviction: evictor.lastReport ?? null, lastGc: collector.lastReport ?? null },
     prefetch: prefetcher.status(),
   });
   const v1Routes = v1 && { mirror: v1, standalone: settings.v1.standalone, nginxXAccelRedirect: settings.v1.nginxXAccelRedirect };

@@ -105,13 +105,23 @@ describe('pull-through with skopeo', () => {
     await copyToOci(`docker://${mirror.host}/team/app:v1`, path.join(work, 'counted'), 'app');
     await mirror.fillsSettled();
     const rows = metadataRows(mirror.dataDir);
-    const status = (await (await fetch(`${mirror.url}/_regmirror/status`)).json()) as { cache: { blobs: number; blobBytes: number; manifests: number; manifestBytes: number } };
+    const status = (await (await fetch(`${mirror.url}/_regmirror/status`)).json()) as {
+      cache: { blobs: number; blobBytes: number; manifests: number; manifestBytes: number; byUpstream: Array<{ registry: string; blobs: number; blobBytes: number }> };
+    };
     assert.equal(status.cache.blobs, rows.blobs.length);
     assert.equal(status.cache.manifests, rows.manifests.length);
     const image = single.images[0] as BuiltImage;
     assert.ok(status.cache.blobBytes >= image.layerSizes.reduce((sum, size) => sum + size, 0), 'at least the layers of team/app');
     assert.equal(await mirror.metricValue('regmirror_cache_objects', { kind: 'blob' }), rows.blobs.length);
     assert.equal(await mirror.metricValue('regmirror_cache_bytes', { kind: 'blob' }), status.cache.blobBytes);
+    // One upstream, and every blob fetched for one of its repositories: all of it is that upstream's.
+    const registry = `127.0.0.1:${upstream.port}`;
+    assert.deepEqual(
+      status.cache.byUpstream.map((entry) => [entry.registry, entry.blobs, entry.blobBytes]),
+      [[registry, status.cache.blobs, status.cache.blobBytes]],
+    );
+    assert.equal(await mirror.metricValue('regmirror_cache_upstream_bytes', { kind: 'blob', upstream: registry }), status.cache.blobBytes);
+    assert.equal(await mirror.metricValue('regmirror_cache_upstream_objects', { kind: 'manifest', upstream: registry }), status.cache.manifests);
     // Pulled again, every layer comes from the cache: bytes the upstream was spared, counted under its name.
     const savedBefore = await mirror.metricValue('regmirror_http_response_bytes_total', { cache: 'hit', upstream: `127.0.0.1:${upstream.port}` });
     await copyToOci(`docker://${mirror.host}/team/app:v1`, path.join(work, 'counted-again'), 'app');

@@ -454,6 +454,23 @@ export function metadataStoreConformance(name: string, makeStore: () => Promise<
       });
     });
 
+    describe('totals by registry', () => {
+      it('count what each registry’s repositories hold, shared content in each, unlinked content in none', async () => {
+        const OCI = 'application/vnd.oci.image.manifest.v1+json';
+        await store.putBlob(digest('shared'), 100, T0, ALPINE_HUB);
+        await store.putBlob(digest('shared'), 100, T0, ALPINE_GHCR);
+        await store.putBlob(digest('hub only'), 10, T0, ALPINE_HUB);
+        await store.putBlob(digest('hub twice'), 5, T0, ALPINE_HUB);
+        await store.putBlob(digest('hub twice'), 5, T0, { registry: 'docker.io', name: 'library/busybox' });
+        await store.putBlob(digest('unlinked'), 1000, T0);
+        await store.putManifest({ digest: digest('manifest'), mediaType: OCI, size: 7 }, T0, { references: [], holder: ALPINE_GHCR });
+        assert.deepEqual(await store.totalsByRegistry(), [
+          { registry: 'docker.io', blobs: 3, blobBytes: 115, manifests: 0, manifestBytes: 0 },
+          { registry: 'ghcr.io', blobs: 1, blobBytes: 100, manifests: 1, manifestBytes: 7 },
+        ]);
+      });
+    });
+
     describe('removing content (eviction and GC)', () => {
       const OCI = 'application/vnd.oci.image.manifest.v1+json';
       const INDEX = 'application/vnd.oci.image.index.v1+json';

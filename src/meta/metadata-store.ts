@@ -67,6 +67,12 @@ export interface RemovedContent {
   blobs: Array<{ digest: Digest; size: number }>;
 }
 
+/** What one registry's repositories hold (content several registries hold counts for each). */
+export interface RegistryTotals extends ContentTotals {
+  /** The upstream's registry name; '' for the local registry. */
+  registry: string;
+}
+
 export interface CachedDocument {
   body: Buffer;
   /** When it was fetched (ms since epoch). */
@@ -113,6 +119,8 @@ export interface MetadataStore {
   listManifests(page: Page): Promise<ManifestRecord[]>;
   /** How many blobs and manifests are recorded, and their bytes. */
   totals(): Promise<ContentTotals>;
+  /** The same per registry, by the repositories holding the content (content linked to none is in totals() only). */
+  totalsByRegistry(): Promise<RegistryTotals[]>;
   /** Every manifest with its references and every blob, with sizes and last reads, as one consistent snapshot. */
   graph(): Promise<ContentGraph>;
   /** The digests tags point at (any repository, any registry). */

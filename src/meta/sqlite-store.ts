@@ -17,6 +17,7 @@ import type {
   ManifestRecord,
   MetadataStore,
   Page,
+  RegistryTotals,
   RemovedContent,
   RepositoryRef,
   TagRecord,
@@ -187,6 +188,12 @@ export class SqliteMetadataStore implements MetadataStore {
       deleteDocument: this.db.prepare('DELETE FROM documents WHERE key = ?'),
       totals: this.db.prepare<[], ContentTotals>(
         'SELECT (SELECT count(*) FROM blobs) AS blobs, (SELECT coalesce(sum(size), 0) FROM blobs) AS blobBytes, (SELECT count(*) FROM manifests) AS manifests, (SELECT coalesce(sum(size), 0) FROM manifests) AS manifestBytes',
+      ),
+      blobTotalsByRegistry: this.db.prepare<[], { registry: string; count: number; bytes: number }>(
+        'SELECT held.registry AS registry, count(*) AS count, coalesce(sum(blobs.size), 0) AS bytes FROM (SELECT DISTINCT registry, digest FROM repository_content) AS held JOIN blobs ON blobs.digest = held.digest GROUP BY held.registry',
+      ),
+      manifestTotalsByRegistry: this.db.prepare<[], { registry: string; count: number; bytes: number }>(
+        'SELECT held.registry AS registry, count(*) AS count, coalesce(sum(manifests.size), 0) AS bytes FROM (SELECT DISTINCT registry, digest FROM repository_content) AS held JOIN manifests ON manifests.digest = held.digest GROUP BY held.registry',
       ),
       deleteReferences: this.db.prepare('DELETE FROM content_references WHERE parent = ?'),
       putReference: this.db.prepare('INSERT INTO content_references (parent, position, child, role) VALUES (?, ?, ?, ?)'),
@@ -376,6 +383,23 @@ export class SqliteMetadataStore implements MetadataStore {
       const row = this.statements.totals.get();
       return row ?? { blobs: 0, blobBytes: 0, manifests: 0, manifestBytes: 0 };
     });
+  }
+
+  totalsByRegistry(): Promise<RegistryTotals[]> {
+    return this.guard(
+      'totalsByRegistry',
+      this.db.transaction((): RegistryTotals[] => {
+        const byRegistry = new Map<string, RegistryTotals>();
+        const entry = (registry: string): RegistryTotals => {
+          let totals = byRegistry.get(registry);
+          if (totals === undefined) byRegistry.set(registry, (totals = { registry, blobs: 0, blobBytes: 0, manifests: 0, manifestBytes: 0 }));
+          return totals;
+        };
+        for (const row of this.statements.blobTotalsByRegistry.all()) Object.assign(entry(row.registry), { blobs: row.count, blobBytes: row.bytes });
+        for (const row of this.statements.manifestTotalsByRegistry.all()) Object.assign(entry(row.registry), { manifests: row.count, manifestBytes: row.bytes });
+        return [...byRegistry.values()].sort((a, b) => a.registry.localeCompare(b.registry));
+      }),
+    );
   }
 
   referencesOf(digest: Digest): Promise<ContentReference[]> {

@@ -2,7 +2,7 @@
 // One registry per process (not prom-client's global), so tests can start several servers.
 
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import type { ContentTotals } from '../meta/metadata-store.js';
+import type { ContentTotals, RegistryTotals } from '../meta/metadata-store.js';
 
 /** How a response was produced; also logged per request. */
 export type CacheOutcome = 'hit' | 'miss' | 'fill' | 'stale' | 'revalidated' | 'none';
@@ -143,17 +143,23 @@ export class Metrics {
   });
 
   /** observed: values read when /metrics is scraped. */
-  constructor(observed: { sendBufferBytes?: () => number; cacheTotals?: () => Promise<ContentTotals> } = {}) {
+  constructor(
+    observed: { sendBufferBytes?: () => number; cacheTotals?: () => Promise<ContentTotals>; cacheTotalsByRegistry?: () => Promise<RegistryTotals[]> } = {},
+  ) {
     collectDefaultMetrics({ register: this.registry, prefix: 'regmirror_' });
-    const { sendBufferBytes, cacheTotals } = observed;
-    // Both cache gauges are collected in one scrape (concurrently): they share one count of the metadata.
-    let counted: { at: number; totals: Promise<ContentTotals> } | undefined;
-    const totalsOfThisScrape = (): Promise<ContentTotals> | undefined => {
-      if (cacheTotals === undefined) return undefined;
-      if (counted === undefined || Date.now() - counted.at > 1_000) counted = { at: Date.now(), totals: cacheTotals() };
-      return counted.totals;
+    const { sendBufferBytes, cacheTotals, cacheTotalsByRegistry } = observed;
+    // The gauges of one scrape are collected together: they share one count of the metadata, reused for a second.
+    const sharedFor = <T>(count: (() => Promise<T>) | undefined): (() => Promise<T> | undefined) => {
+      let counted: { at: number; value: Promise<T> } | undefined;
+      return () => {
+        if (count === undefined) return undefined;
+        if (counted === undefined || Date.now() - counted.at > 1_000) counted = { at: Date.now(), value: count() };
+        return counted.value;
+      };
     };
-    const cacheGauge = (name: string, help: string, blob: keyof ContentTotals, manifest: keyof ContentTotals): void => {
+    const totalsOfThisScrape = sharedFor(cacheTotals);
+    const byRegistryOfThisScrape = sharedFor(cacheTotalsByRegistry);
+    const cacheGauges = (name: string, help: string, blob: keyof ContentTotals, manifest: keyof ContentTotals): void => {
       new Gauge({
         name,
         help,
@@ -165,9 +171,22 @@ export class Metrics {
           this.set({ kind: 'manifest' }, totals?.[manifest] ?? 0);
         },
       });
+      new Gauge({
+        name: name.replace('regmirror_cache_', 'regmirror_cache_upstream_'),
+        help: `${help.replace(/, by kind.*$/, '')}, per upstream (registry name; "" for hosted content) and kind: content several upstreams hold counts for each.`,
+        labelNames: ['upstream', 'kind'] as const,
+        registers: [this.registry],
+        async collect() {
+          this.reset();
+          for (const totals of (await byRegistryOfThisScrape()) ?? []) {
+            this.set({ upstream: totals.registry, kind: 'blob' }, totals[blob]);
+            this.set({ upstream: totals.registry, kind: 'manifest' }, totals[manifest]);
+          }
+        },
+      });
     };
-    cacheGauge('regmirror_cache_bytes', 'Bytes of v2 content held, by kind (blob, manifest), as the metadata records them.', 'blobBytes', 'manifestBytes');
-    cacheGauge('regmirror_cache_objects', 'v2 blobs and manifests held, by kind (blob, manifest).', 'blobs', 'manifests');
+    cacheGauges('regmirror_cache_bytes', 'Bytes of v2 content held, by kind (blob, manifest), as the metadata records them.', 'blobBytes', 'manifestBytes');
+    cacheGauges('regmirror_cache_objects', 'v2 blobs and manifests held, by kind (blob, manifest).', 'blobs', 'manifests');
     new Gauge({
       name: 'regmirror_send_buffer_bytes',
       help: 'Memory reserved for sending responses (cached blob buffers, fill windows, reader queues); limits.sendBuffers bounds what is granted large.',
