@@ -16,6 +16,8 @@ export const LOW_WATERMARK = 0.9;
 const CHECK_INTERVAL_MS = 10_000;
 /** After a store, how long to wait for more before checking: a pull stores many blobs in a row. */
 const AFTER_STORE_MS = 200;
+/** How often to say that the cache is above its bound with nothing evictable (every check would be noise). */
+const STUCK_WARNING_INTERVAL_MS = 10 * 60_000;
 /** How often content is looked at for its age alone (each look reads the whole content graph). */
 const AGE_CHECK_INTERVAL_MS = 60_000;
 
@@ -69,6 +71,7 @@ export class CacheEvictor {
   private checkTimer: NodeJS.Timeout | undefined;
   private storeTimer: NodeJS.Timeout | undefined;
   private lastAgeCheck = Number.NEGATIVE_INFINITY;
+  private lastStuckWarning = Number.NEGATIVE_INFINITY;
   private backfilled = false;
   private closed = false;
   private readonly now: () => number;
@@ -181,7 +184,13 @@ export class CacheEvictor {
       inUseSince: readBefore - this.bounds.inUseWindowMs,
       expiredBefore: maxAgeMs === undefined ? undefined : readBefore - maxAgeMs,
     });
-    if (plan.images.length === 0) return { ...idle, reason: overSize || lowOnSpace ? boundReason : undefined, targetBytes, reachesTarget: plan.reachesTarget };
+    if (plan.images.length === 0) {
+      if ((overSize || lowOnSpace) && now - this.lastStuckWarning >= STUCK_WARNING_INTERVAL_MS) {
+        this.lastStuckWarning = now;
+        this.options.log.warn({ heldBytes, targetBytes, freeBytes: disk.freeBytes, minFreeBytes: minFree }, 'cache above its bound with nothing it may evict: what it holds is pinned');
+      }
+      return { ...idle, reason: overSize || lowOnSpace ? boundReason : undefined, targetBytes, reachesTarget: plan.reachesTarget };
+    }
 
     const removed = await this.local.removeContent({ manifests: plan.manifests, blobs: plan.blobs, readBefore });
     const sizes = new Map([...removed.manifests, ...removed.blobs].map((entry) => [entry.digest, entry.size]));
