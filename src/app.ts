@@ -5,6 +5,12 @@ import { mkdir } from 'node:fs/promises';
 import { CacheEvictor } from './cache/evictor.js';
 import { GarbageCollector } from './cache/garbage-collector.js';
 import { Prefetcher } from './cache/prefetcher.js';
+import { AccessRules } from './auth/access-rules.js';
+import { HtpasswdFile } from './auth/htpasswd.js';
+import { loadSigningKey, TokenIssuer } from './auth/tokens.js';
+import { ConfigError } from './config/config-error.js';
+import { AuthGate } from './http/auth-gate.js';
+import { catalogNameOf } from './http/v2-routes.js';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import type { Settings } from './config/load.js';
@@ -89,7 +95,10 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
     logger,
   );
   const prefetcher: Prefetcher = new Prefetcher(mirror, local, router, settings.prefetch, metrics, logger);
-  const v1 = settings.v1.enabled ? createV1Mirror(settings, store, meta, metrics, budget, logger) : undefined;
+  const gate = settings.auth === undefined ? undefined : await createAuthGate(settings.auth, dataDir, router, logger);
+  // The v1 API has no logins yet: with auth on, it is not served rather than served to anyone.
+  if (gate !== undefined && settings.v1.enabled) logger.warn('auth is configured: the v1 API is not served (its logins are not built yet)');
+  const v1 = settings.v1.enabled && gate === undefined ? createV1Mirror(settings, store, meta, metrics, budget, logger) : undefined;
   let accepting = true;
   // Registry names only: an upstream's URL may be an internal address.
   const status = async (): Promise<object> => ({
@@ -115,6 +124,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
     inFlight,
     v1: v1Routes,
     v2: v2Routes,
+    gate,
   });
   const address = await listen(app, settings.listen, { fairAccept: { warn: (error) => logger.warn({ err: error }, 'new connections are accepted one per event-loop turn') } });
   const admin = adminListen === undefined ? undefined : buildAdminServer({ metrics, logger, ready, status, collectGarbage });
@@ -159,6 +169,31 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
     return closing;
   };
   return { address, ...(adminAddress === undefined ? {} : { adminAddress }), close };
+}
+
+async function createAuthGate(auth: NonNullable<Settings['auth']>, dataDir: string, router: UpstreamRouter, log: Logger): Promise<AuthGate> {
+  const htpasswd = await HtpasswdFile.open(auth.htpasswd, log).catch((error: unknown) => {
+    throw new ConfigError(`invalid configuration: auth.htpasswd: cannot read ${auth.htpasswd}: ${(error as Error).message}`, { cause: error });
+  });
+  const key = await loadSigningKey(auth.tokenKey, dataDir).catch((error: unknown) => {
+    throw new ConfigError(`invalid configuration: auth.token.key: ${(error as Error).message}`, { cause: error });
+  });
+  return new AuthGate({
+    htpasswd,
+    rules: new AccessRules(auth.access),
+    issuer: new TokenIssuer(key, { issuer: 'regmirror', service: auth.service, lifetimeMs: auth.tokenLifetimeMs }),
+    service: auth.service,
+    realm: auth.realm,
+    failedLogins: auth.failedLogins,
+    catalogName: (clientName) => {
+      try {
+        return catalogNameOf(router.pick(clientName), router.defaultRegistry);
+      } catch {
+        return undefined;
+      }
+    },
+    log,
+  });
 }
 
 function fetchTimeoutsOf(timeouts: Settings['timeouts']): FetchTimeouts {

@@ -46,6 +46,10 @@ program
     try {
       running = await startMirror(settings, logger);
     } catch (error) {
+      if (error instanceof ConfigError) {
+        process.stderr.write(`regmirror: ${error.message}\n`);
+        process.exit(2);
+      }
       if (!(error instanceof DataDirectoryInUse)) throw error;
       process.stderr.write(`regmirror: ${error.message}; one data directory serves one process\n`);
       process.exit(2);

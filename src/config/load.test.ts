@@ -86,6 +86,7 @@ describe('loadSettings: defaults', () => {
       limits: DEFAULT_LIMITS,
       notFoundTtlMs: 30_000,
       cacheBound: DEFAULT_CACHE_BOUND,
+      auth: undefined,
       gc: DEFAULT_GC,
       prefetch: DEFAULT_PREFETCH,
       adminListen: undefined,
@@ -195,6 +196,7 @@ upstreams:
       limits: { uploadSize: 2 * 1024 ** 3, sendBuffers: 16 * 1024 ** 2 },
       notFoundTtlMs: 10_000,
       cacheBound: DEFAULT_CACHE_BOUND,
+      auth: undefined,
       gc: DEFAULT_GC,
       prefetch: DEFAULT_PREFETCH,
       adminListen: { host: '127.0.0.1', port: 9090 },
@@ -374,6 +376,48 @@ describe('loadSettings: cache bound, GC and prefetch from variables and flags', 
     assertConfigError(() => settingsOf({}, { REGMIRROR_PREFETCH_PLATFORMS: 'amd64' }), 'prefetch.platforms.0', 'OS/ARCH');
     assertConfigError(() => settingsOf({}, { REGMIRROR_CACHE_IN_USE_WINDOW: 'soon' }), 'cache.inUseWindow', 'not a duration');
     assertConfigError(() => settingsOf({}, { REGMIRROR_PREFETCH_IMAGES: 'docker.io/library/alpine:3.20 Alpine:3' }), 'prefetch.images.1', 'invalid repository name', 'Alpine:3');
+  });
+});
+
+describe('loadSettings: auth and access', () => {
+  it('reads auth and the access rules, with their defaults', async () => {
+    const file = await writeTemporary(`
+auth:
+  htpasswd: /etc/regmirror/htpasswd
+access:
+  - users: [alice, ci-bot]
+    repositories: ["**"]
+    actions: [pull]
+  - users: [anonymous]
+    repositories: ["library/*"]
+    actions: [pull]
+`);
+    assert.deepEqual(settingsOf({ config: file }, {}).auth, {
+      htpasswd: '/etc/regmirror/htpasswd',
+      service: 'regmirror',
+      realm: undefined,
+      tokenKey: undefined,
+      tokenLifetimeMs: 300_000,
+      failedLogins: { limit: 10, windowMs: 60_000 },
+      access: [
+        { users: ['alice', 'ci-bot'], repositories: ['**'], actions: ['pull'] },
+        { users: ['anonymous'], repositories: ['library/*'], actions: ['pull'] },
+      ],
+    });
+  });
+
+  it('takes the auth keys from their variables', () => {
+    const auth = settingsOf({}, { REGMIRROR_AUTH_HTPASSWD: '/h', REGMIRROR_AUTH_SERVICE: 'mirror', REGMIRROR_AUTH_REALM: 'https://m.example/auth/token', REGMIRROR_AUTH_TOKEN_KEY: '/k.pem', REGMIRROR_AUTH_TOKEN_LIFETIME: '2m' }).auth;
+    assert.deepEqual(auth && [auth.htpasswd, auth.service, auth.realm, auth.tokenKey, auth.tokenLifetimeMs], ['/h', 'mirror', 'https://m.example/auth/token', '/k.pem', 120_000]);
+  });
+
+  it('refuses rules without auth, an unknown action and a bad glob', async () => {
+    const noAuth = await writeTemporary('access: [{users: [a], repositories: ["**"], actions: [pull]}]\n');
+    assertConfigError(() => settingsOf({ config: noAuth }, {}), 'access: rules need auth');
+    const badAction = await writeTemporary('auth: {htpasswd: /h}\naccess: [{users: [a], repositories: ["**"], actions: [steal]}]\n');
+    assertConfigError(() => settingsOf({ config: badAction }, {}), 'access.0.actions.0');
+    const badGlob = await writeTemporary('auth: {htpasswd: /h}\naccess: [{users: [a], repositories: ["Library/ A"], actions: [pull]}]\n');
+    assertConfigError(() => settingsOf({ config: badGlob }, {}), 'access.0.repositories.0');
   });
 });
 

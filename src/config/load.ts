@@ -59,6 +59,16 @@ export interface PrefetchSettings {
   images: string[];
 }
 
+export interface AuthSettings {
+  htpasswd: string;
+  service: string;
+  realm: string | undefined;
+  tokenKey: string | undefined;
+  tokenLifetimeMs: number;
+  failedLogins: { limit: number; windowMs: number };
+  access: Config['access'];
+}
+
 export interface Settings {
   listen: ListenAddress;
   dataDir: string;
@@ -73,6 +83,8 @@ export interface Settings {
   /** How long an upstream's "not found" is remembered. */
   notFoundTtlMs: number;
   cacheBound: CacheBoundSettings;
+  /** undefined: no client authentication (every client may pull everything). */
+  auth: AuthSettings | undefined;
   gc: GcSettings;
   prefetch: PrefetchSettings;
   /** Where /metrics and /_regmirror/* are served instead of the registry's listener; undefined: on it. */
@@ -110,6 +122,11 @@ const ENVIRONMENT_KEYS: ReadonlyArray<readonly [string, readonly string[]]> = [
   ['REGMIRROR_CACHE_MIN_FREE_SPACE', ['cache', 'minFreeSpace']],
   ['REGMIRROR_CACHE_IN_USE_WINDOW', ['cache', 'inUseWindow']],
   ['REGMIRROR_CACHE_MAX_AGE', ['cache', 'maxAge']],
+  ['REGMIRROR_AUTH_HTPASSWD', ['auth', 'htpasswd']],
+  ['REGMIRROR_AUTH_SERVICE', ['auth', 'service']],
+  ['REGMIRROR_AUTH_REALM', ['auth', 'realm']],
+  ['REGMIRROR_AUTH_TOKEN_KEY', ['auth', 'token', 'key']],
+  ['REGMIRROR_AUTH_TOKEN_LIFETIME', ['auth', 'token', 'lifetime']],
   ['REGMIRROR_GC_INTERVAL', ['gc', 'interval']],
   ['REGMIRROR_GC_GRACE', ['gc', 'grace']],
   ['REGMIRROR_PREFETCH_INTERVAL', ['prefetch', 'interval']],
@@ -256,6 +273,9 @@ function resolveSettings(config: Config, environment: NodeJS.ProcessEnv): Settin
     if (seen.has(upstream.registry)) throw new ConfigError(`invalid configuration: upstreams: ${upstream.registry} is listed twice`);
     seen.add(upstream.registry);
   }
+  if (config.access.length > 0 && config.auth === undefined) {
+    throw new ConfigError('invalid configuration: access: rules need auth (auth.htpasswd) to know who asks');
+  }
   return {
     listen: parseListen(config.listen),
     dataDir: config.data,
@@ -268,6 +288,15 @@ function resolveSettings(config: Config, environment: NodeJS.ProcessEnv): Settin
     limits: config.limits,
     notFoundTtlMs: config.cache.notFoundTtl,
     cacheBound: { maxSizeBytes: config.cache.maxSize, minFreeSpace: config.cache.minFreeSpace, inUseWindowMs: config.cache.inUseWindow, maxAgeMs: config.cache.maxAge },
+    auth: config.auth && {
+      htpasswd: config.auth.htpasswd,
+      service: config.auth.service,
+      realm: config.auth.realm,
+      tokenKey: config.auth.token.key,
+      tokenLifetimeMs: config.auth.token.lifetime,
+      failedLogins: { limit: config.auth.failedLogins.limit, windowMs: config.auth.failedLogins.window },
+      access: config.access,
+    },
     gc: { intervalMs: config.gc.interval, graceMs: config.gc.grace },
     prefetch: { intervalMs: config.prefetch.interval, platforms: config.prefetch.platforms, images: config.prefetch.images },
     adminListen: config.admin.listen === undefined ? undefined : parseListen(config.admin.listen, 'admin.listen'),

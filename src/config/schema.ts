@@ -138,6 +138,37 @@ export const configSchema = z
       })
       .strict()
       .default({ tagFreshness: 300_000, maxStaleness: 7 * 86_400_000, notFoundTtl: 30_000, minFreeSpace: { percent: 5 }, inUseWindow: 60_000 }),
+    /** Client authentication: htpasswd logins, and the docker token flow with this mirror as its issuer. */
+    auth: z
+      .object({
+        htpasswd: z.string().min(1),
+        /** The `service` of the challenge and the audience of issued tokens. */
+        service: z.string().min(1).default('regmirror'),
+        /** The token realm's URL when clients must reach it by another name; default: this mirror's /auth/token. */
+        realm: z.url({ protocol: /^https?$/ }).optional(),
+        token: z
+          .object({ key: z.string().min(1).optional(), lifetime: duration.default(300_000) })
+          .strict()
+          .default({ lifetime: 300_000 }),
+        failedLogins: z
+          .object({ limit: z.coerce.number().int().min(1).default(10), window: duration.default(60_000) })
+          .strict()
+          .default({ limit: 10, window: 60_000 }),
+      })
+      .strict()
+      .optional(),
+    /** Who may do what, by repository (with auth): rules that grant, none that deny. */
+    access: z
+      .array(
+        z
+          .object({
+            users: z.array(z.string().min(1)).min(1),
+            repositories: z.array(z.string().regex(/^[a-z0-9*._:/-]+$/, 'expected a glob over repository names, e.g. library/* or ghcr.io/org/**')).min(1),
+            actions: z.array(z.enum(['pull', 'push', 'delete', 'admin'])).min(1),
+          })
+          .strict(),
+      )
+      .default([]),
     /** Online garbage collection of what no tag, pin or recent read holds. */
     gc: z
       .object({ interval: duration.default(3_600_000), grace: duration.default(3_600_000) })

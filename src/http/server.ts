@@ -15,6 +15,7 @@ import { discardBody, hasBody, lingerForDiscardedBody } from './request-body.js'
 import { V1Error } from '../v1/errors.js';
 import { sendV1Error, toV1Error } from './v1-errors.js';
 import { isV1Url, registerV1Routes, type V1RouteOptions } from './v1-routes.js';
+import type { AuthGate } from './auth-gate.js';
 import { registerV2Routes, type V2RouteOptions } from './v2-routes.js';
 import { errorHandler, internalError, sendRegistryError, toRegistryError } from './wire-errors.js';
 
@@ -41,6 +42,8 @@ export interface ServerParts {
   /** The Docker Registry v1 API, when enabled. */
   v1?: V1RouteOptions;
   v2?: V2RouteOptions;
+  /** Who may do what, when `auth` is configured: the v2 API, its token realm, and the admin routes here. */
+  gate?: AuthGate | undefined;
 }
 
 export function buildServer(parts: ServerParts): FastifyInstance {
@@ -145,7 +148,8 @@ export function buildServer(parts: ServerParts): FastifyInstance {
 
   registerHealthRoutes(app, parts);
   if (parts.adminRoutes) registerAdminRoutes(app, parts);
-  registerV2Routes(app, parts.mirror, parts.router, parts.v2);
+  parts.gate?.registerTokenRoute(app);
+  registerV2Routes(app, parts.mirror, parts.router, { ...parts.v2, gate: parts.gate });
   if (parts.v1 !== undefined) registerV1Routes(app, parts.v1);
   return app;
 }
@@ -166,7 +170,15 @@ function registerHealthRoutes(app: FastifyInstance, parts: Pick<ServerParts, 're
   });
 }
 
-function registerAdminRoutes(app: FastifyInstance, parts: Pick<ServerParts, 'metrics' | 'status' | 'collectGarbage'>): void {
+function registerAdminRoutes(app: FastifyInstance, parts: Pick<ServerParts, 'metrics' | 'status' | 'collectGarbage' | 'gate'>): void {
+  const gate = parts.gate;
+  if (gate !== undefined) {
+    // On the registry's listener with auth on: a user the rules make an admin (the admin listener needs none).
+    app.addHook('onRequest', async (request) => {
+      const path = request.url.split('?', 1)[0] ?? '';
+      if (path === '/metrics' || path.startsWith('/_regmirror/')) gate.requireAdmin(request, await gate.identify(request));
+    });
+  }
   app.get('/_regmirror/status', async (_request, reply) => reply.send(await parts.status()));
   app.post<{ Querystring: { dryRun?: string } }>('/_regmirror/gc', async (request, reply) => {
     const dryRun = request.query.dryRun;

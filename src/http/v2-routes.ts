@@ -9,6 +9,8 @@ import type { BlobAnswer, Mirror } from '../mirror/mirror.js';
 import type { Target, UpstreamRouter } from '../mirror/upstream-router.js';
 import { parseV2Path, type V2Route } from './v2-path.js';
 import { describeRequest } from './request-context.js';
+import type { Action } from '../auth/access-rules.js';
+import type { AuthGate, Caller } from './auth-gate.js';
 
 /** distribution's default page size for listings. */
 const DEFAULT_PAGE_SIZE = 100;
@@ -23,6 +25,8 @@ export interface V2RouteOptions {
    * they fill) stay here.
    */
   xAccelRedirect?: string | undefined;
+  /** Who may do what (when `auth` is configured); undefined: everyone may pull everything. */
+  gate?: AuthGate | undefined;
 }
 
 export function registerV2Routes(app: FastifyInstance, mirror: Mirror, router: UpstreamRouter, options: V2RouteOptions = {}): void {
@@ -33,12 +37,23 @@ export function registerV2Routes(app: FastifyInstance, mirror: Mirror, router: U
     const route = parseV2Path(path);
     if (route === undefined) throw new RegistryError('NOT_FOUND', { message: 'unknown endpoint' });
     describeRequest(request, { kind: route.kind });
-    return dispatch(route, request, reply, query);
+    const caller = options.gate === undefined ? undefined : await admit(options.gate, route, request, query);
+    return dispatch(route, request, reply, query, caller);
   };
+
+  /** Who the caller is, and whether it may do what the request asks (else a 401, 403 or 429 is thrown). */
+  async function admit(gate: AuthGate, route: V2Route, request: FastifyRequest, query: URLSearchParams): Promise<Caller> {
+    const caller = await gate.identify(request);
+    if (route.kind === 'base') gate.requireAuthenticated(request, caller);
+    if (route.kind === 'base' || route.kind === 'catalog') return caller;
+    const target = router.pick(route.name, { namespace: query.get('ns') ?? undefined, host: request.headers.host });
+    gate.authorize(request, caller, { name: route.name, catalogName: catalogNameOf(target, router.defaultRegistry), action: actionOf(request.method) });
+    return caller;
+  }
   app.route({ method: [...ALL_METHODS], url: '/v2', handler });
   app.route({ method: [...ALL_METHODS], url: '/v2/*', handler });
 
-  async function dispatch(route: V2Route, request: FastifyRequest, reply: FastifyReply, query: URLSearchParams): Promise<FastifyReply> {
+  async function dispatch(route: V2Route, request: FastifyRequest, reply: FastifyReply, query: URLSearchParams, caller: Caller | undefined): Promise<FastifyReply> {
     const method = request.method;
     if (route.kind === 'upload' || (method !== 'GET' && method !== 'HEAD')) {
       throw new RegistryError('UNSUPPORTED', { message: 'this mirror does not accept pushes or deletes yet' });
@@ -49,7 +64,10 @@ export function registerV2Routes(app: FastifyInstance, mirror: Mirror, router: U
         return reply.header('content-type', 'application/json').send(head ? undefined : '{}');
       case 'catalog': {
         const page = readPage(query);
-        const names = await mirror.catalog({ ...(page.last === undefined ? {} : { last: page.last }), limit: page.limit + 1 }, router.defaultRegistry);
+        const listed = await mirror.catalog({ ...(page.last === undefined ? {} : { last: page.last }), limit: page.limit + 1 }, router.defaultRegistry);
+        // Only what the caller may pull (a page may then hold fewer than n names; its Link still leads on).
+        const gate = options.gate;
+        const names = gate === undefined || caller === undefined ? listed : listed.filter((name) => gate.mayList(caller, name));
         return sendPage(reply, head, '/v2/_catalog', { repositories: names.slice(0, page.limit) }, names, page.limit, undefined);
       }
       case 'tags': {
@@ -95,6 +113,16 @@ export function registerV2Routes(app: FastifyInstance, mirror: Mirror, router: U
     if (namespace !== undefined) reply.header('oci-namespace', namespace);
     return target;
   }
+}
+
+/** The repository as the rules and the catalog name it: the default upstream's bare, any other's under its registry. */
+export function catalogNameOf(target: Target, defaultRegistry: string): string {
+  return target.registry === defaultRegistry || target.registry === '' ? target.name : `${target.registry}/${target.name}`;
+}
+
+function actionOf(method: string): Action {
+  if (method === 'GET' || method === 'HEAD') return 'pull';
+  return method === 'DELETE' ? 'delete' : 'push';
 }
 
 function sendBlob(request: FastifyRequest, reply: FastifyReply, answer: BlobAnswer, xAccelRedirect: string | undefined): FastifyReply {
