@@ -10,23 +10,32 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { requireCommand, runCommand } from '../test/support/commands.js';
 import { makeTempDir, removeDir } from '../test/support/temp.js';
-import type { BenchContext } from './lib/context.js';
+import type { BenchBasics, BenchContext } from './lib/context.js';
 import { FULL_SIZES, QUICK_SIZES, startUpstream } from './lib/images.js';
 import { progress, progressDone } from './lib/progress.js';
 import { markdownTable, type Row } from './lib/report.js';
 import { coldMeasures } from './measures/cold.js';
+import { evictionMeasures } from './measures/eviction.js';
 import { metadataMeasures } from './measures/metadata.js';
 import { stalledMeasures } from './measures/stalled.js';
 import { warmMeasures } from './measures/warm.js';
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
-const GROUPS = { warm: warmMeasures, cold: coldMeasures, metadata: metadataMeasures, stalled: stalledMeasures } as const;
+/** The groups in the order they run; those against the peer need the upstream and its images, the others do not. */
+const GROUPS = {
+  warm: { upstream: true, measures: warmMeasures },
+  cold: { upstream: true, measures: coldMeasures },
+  metadata: { upstream: false, measures: metadataMeasures },
+  stalled: { upstream: true, measures: stalledMeasures },
+  eviction: { upstream: false, measures: evictionMeasures },
+} as const satisfies Record<string, { upstream: true; measures: (ctx: BenchContext) => Promise<Row[]> } | { upstream: false; measures: (ctx: BenchBasics) => Promise<Row[]> }>;
 type Group = keyof typeof GROUPS;
 
-const USAGE = `npm run bench -- [--quick] [--runs N] [--only warm,cold,metadata,stalled] [--note TEXT] [--cpu-prof]
+const USAGE = `npm run bench -- [--quick] [--runs N] [--only warm,cold,metadata,stalled,eviction] [--note TEXT] [--cpu-prof]
   --quick      layers of 1, 5 and 50 MiB instead of 1, 50 and 500 MiB; 2 runs; short wrk runs
   --runs N     runs per measure (default 5; at least 5 for figures worth quoting)
-  --only LIST  some of the groups: warm (cached content), cold (fresh caches), metadata (at scale), stalled (clients that never read)
+  --only LIST  some of the groups: warm (cached content), cold (fresh caches), metadata (at scale), stalled (clients that never read),
+               eviction (deciding and freeing at scale); metadata and eviction need no upstream: alone, none is started
   --note TEXT  kept in the results file (e.g. "machine shared with test suites")
   --cpu-prof   regmirror writes V8 CPU profiles into bench/results/profiles/<date>/`;
 
@@ -51,8 +60,9 @@ async function main(): Promise<void> {
   if (!Number.isInteger(runs) || runs < 1 || runs > 50) throw new Error(`--runs: expected 1 to 50, got ${values.runs ?? ''}`);
   const groups = (values.only?.split(',') ?? Object.keys(GROUPS)).map((name) => name.trim());
   for (const name of groups) if (!(name in GROUPS)) throw new Error(`--only: unknown group ${name}; one of ${Object.keys(GROUPS).join(', ')}`);
+  const needsUpstream = (groups as Group[]).some((group) => GROUPS[group].upstream);
 
-  for (const command of ['docker-registry', 'skopeo', 'nginx', 'wrk', 'ab', 'curl']) await requireCommand(command);
+  if (needsUpstream) for (const command of ['docker-registry', 'skopeo', 'nginx', 'wrk', 'ab', 'curl']) await requireCommand(command);
   await access(path.join(BENCH_DIR, '..', 'dist', 'cli.js')).catch((error: unknown) => {
     throw new Error('dist/cli.js is missing: npm run build (bench/run.sh does)', { cause: error });
   });
@@ -63,12 +73,9 @@ async function main(): Promise<void> {
   if (values['cpu-prof']) await mkdir(profileDir, { recursive: true });
   const loadBefore = os.loadavg();
   const scratch = await makeTempDir('regmirror-bench-');
-  const { upstream, images } = await startUpstream(path.join(BENCH_DIR, '.cache'), quick ? QUICK_SIZES : FULL_SIZES, progress);
-  const ctx: BenchContext = {
+  const basics: BenchBasics = {
     quick,
     runs,
-    upstream,
-    images,
     scratch,
     regmirrorNodeArgs: values['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
     wrkSeconds: quick ? 2 : 10,
@@ -76,14 +83,25 @@ async function main(): Promise<void> {
   };
   const rows: Row[] = [];
   const startedAt = Date.now();
+  let ctx: BenchContext | undefined;
   try {
-    for (const group of groups as Group[]) rows.push(...(await GROUPS[group](ctx)));
+    if (needsUpstream) ctx = { ...basics, ...(await startUpstream(path.join(BENCH_DIR, '.cache'), quick ? QUICK_SIZES : FULL_SIZES, progress)) };
+    for (const group of groups as Group[]) {
+      const chosen = GROUPS[group];
+      if (!chosen.upstream) {
+        rows.push(...(await chosen.measures(basics)));
+        continue;
+      }
+      if (ctx === undefined) throw new Error(`${group} needs the upstream, which was not started`);
+      rows.push(...(await chosen.measures(ctx)));
+    }
   } finally {
     progressDone();
-    await upstream.destroy();
+    await ctx?.upstream.destroy();
     await removeDir(scratch);
   }
 
+  const images = ctx?.images;
   const table = markdownTable(rows);
   console.log(`\n${table}\n`);
   const results = {
@@ -100,10 +118,10 @@ async function main(): Promise<void> {
       loadAverageBefore: loadBefore,
       loadAverageAfter: os.loadavg(),
       node: process.version,
-      distribution: (await runCommand('docker-registry', ['--version'])).stdout.trim(),
-      nginx: (await runCommand('nginx', ['-v'])).stderr.trim(),
+      distribution: needsUpstream ? (await runCommand('docker-registry', ['--version'])).stdout.trim() : undefined,
+      nginx: needsUpstream ? (await runCommand('nginx', ['-v'])).stderr.trim() : undefined,
     },
-    images: { sizes: images.sizes, appPullBytes: images.app.pullBytes, concurrentPullBytes: images.concurrent.pullBytes },
+    images: images === undefined ? undefined : { sizes: images.sizes, appPullBytes: images.app.pullBytes, concurrentPullBytes: images.concurrent.pullBytes },
     table,
     rows,
   };

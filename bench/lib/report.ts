@@ -28,6 +28,8 @@ export const fmt = {
   rps: (rate: number): string => `${Math.round(rate)} req/s`,
   mib: (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(0)} MiB`,
   times: (value: number): string => `${value.toFixed(2)}×`,
+  /** A count as the rows name it: 1k, 10k, 100.4k. */
+  count: (value: number): string => (value >= 1000 ? `${Number((value / 1000).toFixed(1))}k` : String(value)),
 };
 
 export function markdownTable(rows: Row[]): string {

@@ -11,7 +11,7 @@ import { MEDIA_TYPES } from '../../test/support/images.js';
 import { SqliteMetadataStore } from '../../src/meta/sqlite-store.js';
 import { contentKey } from '../../src/store/layout.js';
 import { digestOf, type Digest } from '../../src/oci/digest.js';
-import type { BenchContext } from '../lib/context.js';
+import type { BenchBasics } from '../lib/context.js';
 import { fmt, type Row } from '../lib/report.js';
 import { alternate } from '../lib/schedule.js';
 import { startRegmirror, type BenchServer } from '../lib/servers.js';
@@ -35,13 +35,9 @@ function digestOfText(text: string): Digest {
   return digestOf(Buffer.from(text));
 }
 
-function label(count: number): string {
-  return count >= 1000 ? `${count / 1000}k` : String(count);
-}
-
 /** A data directory with count blobs and count/10 tags, as a plain registry (registry '') holds them. */
 async function seed(count: number): Promise<Seeded> {
-  const dataDir = await makeTempDir(`regmirror-bench-meta-${label(count)}-`);
+  const dataDir = await makeTempDir(`regmirror-bench-meta-${fmt.count(count)}-`);
   const meta = new SqliteMetadataStore(path.join(dataDir, 'metadata.sqlite'));
   const now = Date.now();
   const stride = Math.max(1, Math.floor(count / SAMPLED_PATHS));
@@ -82,16 +78,16 @@ async function seed(count: number): Promise<Seeded> {
   return { count, dataDir, blobPaths, tagPaths };
 }
 
-export async function metadataMeasures(ctx: BenchContext): Promise<Row[]> {
+export async function metadataMeasures(ctx: BenchBasics): Promise<Row[]> {
   const counts = ctx.quick ? [1_000, 10_000] : [1_000, 10_000, 100_000];
   const seeded: Seeded[] = [];
   const running: BenchServer[] = [];
   try {
     for (const count of counts) {
-      ctx.say(`metadata at scale: seeding ${label(count)} blobs and ${label(count / 10)} tags`);
+      ctx.say(`metadata at scale: seeding ${fmt.count(count)} blobs and ${fmt.count(count / 10)} tags`);
       seeded.push(await seed(count));
     }
-    const byLabel = new Map(seeded.map((data) => [label(data.count), data]));
+    const byLabel = new Map(seeded.map((data) => [fmt.count(data.count), data]));
     const labels = [...byLabel.keys()];
     const startup = await alternate(ctx.runs, labels, async (name, run) => {
       ctx.say(`metadata at scale: start-up with ${name} blobs, run ${run}/${ctx.runs}`);
