@@ -91,6 +91,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
       budget,
       onStorageFull: () => evictor.soon(),
       keepsStale: (repository, tag): boolean => prefetcher.pinsTag(repository, tag),
+      confirmHolding: settings.auth !== undefined,
     },
     logger,
   );
@@ -185,9 +186,10 @@ async function createAuthGate(auth: NonNullable<Settings['auth']>, dataDir: stri
     service: auth.service,
     realm: auth.realm,
     failedLogins: auth.failedLogins,
-    catalogName: (clientName) => {
+    resolve: (name) => {
       try {
-        return catalogNameOf(router.pick(clientName), router.defaultRegistry);
+        const target = router.pick(name);
+        return { catalogName: catalogNameOf(target, router.defaultRegistry), privateUpstream: target.upstream?.settings.private === true };
       } catch {
         return undefined;
       }

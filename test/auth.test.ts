@@ -40,12 +40,20 @@ describe('client authentication and access rules', { timeout: 300_000 }, () => {
     publicImage = await buildImageLayout(path.join(work, 'public'), 'v1', [{ layers: [{ size: 50_000, seed: 6102 }] }]);
     await pushLayout(app, `127.0.0.1:${upstream.port}/team/app:v1`);
     await pushLayout(publicImage, `127.0.0.1:${upstream.port}/library/public:v1`);
+    // The same image as team/app under a public name: a repository that really holds its blobs.
+    await pushLayout(app, `127.0.0.1:${upstream.port}/library/shared:v1`);
     const htpasswd = path.join(work, 'htpasswd');
     await writeHtpasswd(htpasswd, PASSWORDS);
     const config = path.join(work, 'regmirror.yaml');
     await writeFile(
       config,
       [
+        'upstreams:',
+        `  - url: ${upstream.url}`,
+        // The same registry again under another name, private: anonymous rules do not reach it.
+        `  - registry: private.example`,
+        `    url: ${upstream.url}`,
+        '    private: true',
         'auth:',
         `  htpasswd: ${htpasswd}`,
         '  failedLogins: {limit: 5, window: 1m}',
@@ -59,13 +67,16 @@ describe('client authentication and access rules', { timeout: 300_000 }, () => {
         '  - users: [anonymous]',
         '    repositories: ["library/*"]',
         '    actions: [pull]',
+        '  - users: [anonymous]',
+        '    repositories: ["private.example/**"]',
+        '    actions: [pull]',
         '  - users: [root]',
         '    repositories: ["**"]',
         '    actions: [admin]',
         '',
       ].join('\n'),
     );
-    mirror = await startRegmirror({ upstreams: [upstream.url], configFile: config });
+    mirror = await startRegmirror({ configFile: config });
   });
 
   after(async () => {
@@ -156,12 +167,45 @@ describe('client authentication and access rules', { timeout: 300_000 }, () => {
     assert.equal(otherService.status, 403);
   });
 
+  it('serves a digest only under a repository that holds it, asking the upstream once for one it does not know', async () => {
+    const image = app.images[0];
+    assert.ok(image !== undefined);
+    const layer = image.layerDigests[0] ?? '';
+    await copyToOci(`docker://${mirror.host}/team/app:v1`, path.join(work, 'alice-again'), 'v1', { creds: `alice:${PASSWORDS.alice}` });
+    const anonymous = await token(undefined, 'repository:library/public:pull repository:library/shared:pull');
+    const bearer = `Bearer ${anonymous.token ?? ''}`;
+    // Cached for team/app; library/public does not hold it (the upstream says 404): never the content.
+    await assertRefused(await get(`/v2/library/public/blobs/${layer}`, bearer), 404, 'BLOB_UNKNOWN');
+    await assertRefused(await get(`/v2/library/public/manifests/${image.manifestDigest}`, bearer), 404, 'MANIFEST_UNKNOWN');
+    // library/shared does hold it: confirmed once with a HEAD, then served from the cache.
+    await upstream.settle();
+    const headsBefore = upstream.countRequests('HEAD', new RegExp(`^/v2/library/shared/blobs/${layer}$`));
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const shared = await get(`/v2/library/shared/blobs/${layer}`, bearer);
+      assert.equal(shared.status, 200);
+      assert.equal(Buffer.from(await shared.arrayBuffer()).length, image.layerSizes[0]);
+    }
+    await upstream.settle();
+    assert.equal(upstream.countRequests('HEAD', new RegExp(`^/v2/library/shared/blobs/${layer}$`)) - headsBefore, 1, 'asked once, then linked');
+    assert.equal(upstream.countRequests('GET', new RegExp(`^/v2/library/shared/blobs/${layer}$`)), 0, 'the bytes came from the cache');
+  });
+
+  it('serves nothing of a private upstream to anonymous callers, whatever the rules for anonymous say', async () => {
+    const anonymous = await token(undefined, 'repository:private.example/team/app:pull');
+    const refused = await get('/v2/private.example/team/app/manifests/v1', `Bearer ${anonymous.token ?? ''}`);
+    await assertRefused(refused, 401, 'UNAUTHORIZED');
+    assert.equal((await get('/v2/private.example/team/app/manifests/v1', basic('alice'))).status, 200, 'a rule naming the caller grants it');
+    const anonymousCatalog = await token(undefined, 'registry:catalog:*');
+    const listed = (await (await get('/v2/_catalog', `Bearer ${anonymousCatalog.token ?? ''}`)).json()) as { repositories: string[] };
+    assert.ok(!listed.repositories.some((name) => name.startsWith('private.example/')), listed.repositories.join(' '));
+  });
+
   it('lists in the catalog only what the caller may pull', async () => {
     const anonymous = await token(undefined, 'registry:catalog:*');
     const listed = (await (await get('/v2/_catalog', `Bearer ${anonymous.token ?? ''}`)).json()) as { repositories: string[] };
-    assert.deepEqual(listed.repositories, ['library/public']);
+    assert.deepEqual(listed.repositories, ['library/public', 'library/shared']);
     const alices = (await (await get('/v2/_catalog', basic('alice'))).json()) as { repositories: string[] };
-    assert.deepEqual(alices.repositories, ['library/public', 'team/app']);
+    assert.deepEqual(alices.repositories, ['library/public', 'library/shared', 'private.example/team/app', 'team/app']);
   });
 
   it('keeps /metrics and /_regmirror/* for admins', async () => {

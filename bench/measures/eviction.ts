@@ -12,6 +12,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { CacheEvictor, type EvictionBounds } from '../../src/cache/evictor.js';
 import { planEviction, type EvictionPlan } from '../../src/cache/eviction-plan.js';
+import { GarbageCollector } from '../../src/cache/garbage-collector.js';
 import type { ContentReference } from '../../src/oci/manifest.js';
 import type { RepositoryRef } from '../../src/meta/metadata-store.js';
 import { SQLITE_FILE, SqliteMetadataStore } from '../../src/meta/sqlite-store.js';
@@ -225,10 +226,7 @@ interface Decision {
   readBefore: number;
 }
 
-/**
- * What the evictor does to decide, timed: flushAccess, graph(), planEviction — one synchronous stretch (the
- * SQLite calls resolve at once, and nothing between them waits for I/O).
- */
+/** What the evictor does to decide, timed: flushAccess, graph() (read in pages), planEviction (paced). */
 async function decide(data: Seeded, freeBytes: number, collect: () => void): Promise<Decision> {
   const totals = await data.meta.totals();
   const heldBytes = totals.blobBytes + totals.manifestBytes;
@@ -241,7 +239,7 @@ async function decide(data: Seeded, freeBytes: number, collect: () => void): Pro
   const graphStarted = performance.now();
   const graph = await data.meta.graph();
   const planStarted = performance.now();
-  const plan = planEviction({ ...graph, pinned: new Set(), targetBytes: heldBytes - freeBytes, inUseSince: readBefore - IN_USE_WINDOW_MS });
+  const plan = await planEviction({ ...graph, pinned: new Set(), targetBytes: heldBytes - freeBytes, inUseSince: readBefore - IN_USE_WINDOW_MS });
   const ended = performance.now();
   collect();
   const heapBytes = process.memoryUsage().heapUsed - heapBefore;
@@ -333,6 +331,24 @@ async function runEvictor(data: Seeded): Promise<ScaleFigures['run']> {
   }
 }
 
+/**
+ * A garbage collection at the scale (gc.grace of a year: everything is recent, so it removes nothing): the cost of
+ * the mark over the graph and the orphan scan over every file and record, and its longest event-loop block.
+ */
+async function runCollector(data: Seeded): Promise<EvictorRun> {
+  const collector = new GarbageCollector(data.local, {
+    graceMs: 365 * DAY_MS,
+    pinned: () => new Set(),
+    abandonedTemporaryMs: DAY_MS,
+    metrics: new Metrics(),
+    log: { info: () => undefined, error: () => undefined },
+  });
+  const { value: report, ms, blockMs } = await monitored(() => collector.run({ dryRun: false }));
+  const removed = Object.values(report.removed).reduce((sum, count) => sum + count, 0);
+  if (removed !== 0) throw new Error(`gc at ${fmt.count(data.images)} images removed ${removed} objects from a cache where everything is recent`);
+  return { ms, blockMs, objects: report.marked, freedBytes: 0 };
+}
+
 interface ScaleFigures {
   name: string;
   images: number;
@@ -345,6 +361,7 @@ interface ScaleFigures {
   freeGib: Freeing;
   /** The first run, a later one, and a cache.maxAge check that finds nothing to evict. */
   run: { first: EvictorRun; later: EvictorRun; ageCheck: EvictorRun };
+  gc: EvictorRun;
 }
 
 async function measureScale(ctx: BenchBasics, images: number, collect: () => void): Promise<ScaleFigures> {
@@ -367,8 +384,10 @@ async function measureScale(ctx: BenchBasics, images: number, collect: () => voi
     const freeGib = await free(data, lastOf(gib));
     ctx.say(`eviction at scale: ${name} images, CacheEvictor.run()`);
     const run = await runEvictor(data);
+    ctx.say(`eviction at scale: ${name} images, GarbageCollector.run()`);
+    const gc = await runCollector(data);
     if (data.warnings.length > 0) throw new Error(`eviction at ${name} images: the registry logged ${data.warnings.join('; ')}`);
-    return { name, images, blobs: data.blobs, heldBytes: data.heldBytes, diskKiB: data.diskKiB, tenth, freeTenth, gib, freeGib, run };
+    return { name, images, blobs: data.blobs, heldBytes: data.heldBytes, diskKiB: data.diskKiB, tenth, freeTenth, gib, freeGib, run, gc };
   } finally {
     await data.meta.close();
     await removeDir(data.dataDir);
@@ -403,14 +422,14 @@ export async function evictionMeasures(ctx: BenchBasics): Promise<Row[]> {
   return [
     row(
       'eviction-decide-tenth',
-      'time to decide to free a tenth of what is held (flushAccess, graph(), planEviction: one synchronous stretch)',
+      'time to decide to free a tenth of what is held (flushAccess, graph() in pages, planEviction paced)',
       (scale) => ms(scale.tenth),
       (scale, value) => `${fmt.ms(value)} (graph ${fmt.ms(median(scale.tenth.map((decision) => decision.graphMs)))}, plan ${fmt.ms(median(scale.tenth.map((decision) => decision.planMs)))})`,
       'ms',
     ),
     row(
       'eviction-free-tenth',
-      'time to free that tenth (LocalRegistry.removeContent: the records in one transaction, then each file), objects removed per second; ratio and target per object',
+      'time to free that tenth (LocalRegistry.removeContent: the records in transactions of 500, then each file), objects removed per second; ratio and target per object',
       (scale) => [scale.freeTenth.ms / scale.freeTenth.objects],
       (scale) => `${fmt.seconds(scale.freeTenth.ms / 1000)}: ${scale.freeTenth.objects} objects, ${rate(scale.freeTenth)} (records ${fmt.ms(scale.freeTenth.recordsMs)})`,
       'ms per object',
@@ -437,6 +456,13 @@ export async function evictionMeasures(ctx: BenchBasics): Promise<Row[]> {
       'a cache.maxAge check that evicts nothing (one a minute when cache.maxAge is set): the run, and its longest event-loop block',
       (scale) => [scale.run.ageCheck.blockMs],
       (scale, value) => `${fmt.ms(scale.run.ageCheck.ms)}, block ${fmt.ms(value)}`,
+      'ms',
+    ),
+    row(
+      'eviction-gc',
+      'a garbage collection that removes nothing (everything recent): the mark over the graph and the scan of every file and record; its longest event-loop block',
+      (scale) => [scale.gc.ms],
+      (scale) => `${fmt.seconds(scale.gc.ms / 1000)} (${fmt.count(scale.gc.objects)} marked), block ${fmt.ms(scale.gc.blockMs)}`,
       'ms',
     ),
     row('eviction-heap', 'heap the graph and the plan hold while deciding a tenth (after a full collection)', (scale) => scale.tenth.map((decision) => decision.heapBytes), (_scale, value) => fmt.mib(value), 'bytes'),

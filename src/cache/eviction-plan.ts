@@ -10,6 +10,7 @@
 
 import type { BlobRecord, ContentGraph } from '../meta/metadata-store.js';
 import type { Digest } from '../oci/digest.js';
+import { Pacer } from '../event-loop/pacer.js';
 
 /** A manifest as MetadataStore.graph() gives it: size, last read, references. */
 export type PlannedManifest = ContentGraph['manifests'][number];
@@ -57,30 +58,53 @@ interface Image {
   lastAccess: number;
 }
 
-export function planEviction(input: EvictionInput): EvictionPlan {
-  const manifests = new Map(input.manifests.map((manifest) => [manifest.digest, manifest]));
-  const blobs = new Map(input.blobs.map((blob) => [blob.digest, blob]));
+/** Plans, letting the event loop run between images (at 100k blobs planning takes most of a second). */
+export async function planEviction(input: EvictionInput, pacer: Pacer = new Pacer()): Promise<EvictionPlan> {
+  // Every loop over the whole graph lets the event loop run (at 100k blobs each holds it for tens of milliseconds).
+  const manifests = new Map<Digest, PlannedManifest>();
+  const children = new Set<Digest>();
+  let heldBytes = 0;
+  for (const manifest of input.manifests) {
+    manifests.set(manifest.digest, manifest);
+    heldBytes += manifest.size;
+    for (const reference of manifest.references) if (reference.role === 'manifest') children.add(reference.digest);
+    await pacer.pace();
+  }
+  const blobs = new Map<Digest, PlannedBlob>();
+  for (const blob of input.blobs) {
+    blobs.set(blob.digest, blob);
+    heldBytes += blob.size;
+    await pacer.pace();
+  }
   const sizeOf = (digest: Digest): number => manifests.get(digest)?.size ?? blobs.get(digest)?.size ?? 0;
   const lastAccessOf = (digest: Digest): number => manifests.get(digest)?.lastAccess ?? blobs.get(digest)?.lastAccess ?? 0;
-  const heldBytes = [...manifests.values(), ...blobs.values()].reduce((sum, entry) => sum + entry.size, 0);
 
-  const children = new Set(input.manifests.flatMap((manifest) => manifest.references.filter((reference) => reference.role === 'manifest').map((reference) => reference.digest)));
   const images: Image[] = [];
+  const reachedByManifests = new Set<Digest>();
   for (const manifest of input.manifests) {
-    if (!children.has(manifest.digest)) images.push(imageOf(manifest.digest, manifests, blobs));
+    if (!children.has(manifest.digest)) {
+      const image = imageOf(manifest.digest, manifests, blobs);
+      images.push(image);
+      for (const digest of image.reaches) reachedByManifests.add(digest);
+    }
+    await pacer.pace();
   }
-  const reachedByManifests = new Set(images.flatMap((image) => [...image.reaches]));
   for (const blob of input.blobs) {
     if (!reachedByManifests.has(blob.digest)) images.push({ root: blob.digest, reaches: new Set([blob.digest]), lastAccess: 0 });
+    await pacer.pace();
   }
 
   // How many images reach each digest: it goes only with the last of them.
   const holders = new Map<Digest, number>();
-  for (const image of images) for (const digest of image.reaches) holders.set(digest, (holders.get(digest) ?? 0) + 1);
+  for (const image of images) {
+    for (const digest of image.reaches) holders.set(digest, (holders.get(digest) ?? 0) + 1);
+    await pacer.pace();
+  }
   // An image's last use is that of what it alone holds (its root at least): a read of a shared base layer cannot
   // say which image it was for, and refreshing them all would make every image sharing it as recent as the newest.
   for (const image of images) {
     for (const digest of image.reaches) if (holders.get(digest) === 1) image.lastAccess = Math.max(image.lastAccess, lastAccessOf(digest));
+    await pacer.pace();
   }
 
   const inUse = (image: Image): boolean => image.lastAccess >= input.inUseSince;
@@ -106,6 +130,7 @@ export function planEviction(input: EvictionInput): EvictionPlan {
       else if (blobs.has(digest)) plan.blobs.push(digest);
       plan.freedBytes += sizeOf(digest);
     }
+    await pacer.pace();
   }
   plan.reachesTarget = heldBytes - plan.freedBytes <= input.targetBytes;
   return plan;

@@ -177,7 +177,7 @@ export class CacheEvictor {
     await meta.flushAccess();
     const readBefore = this.now();
     const graph = await meta.graph();
-    const plan = planEviction({
+    const plan = await planEviction({
       ...graph,
       pinned: this.options.pinned(),
       targetBytes,

@@ -9,6 +9,7 @@ import type { Digest } from '../oci/digest.js';
 import type { LocalRegistry } from '../registry/local-registry.js';
 import { CONTENT_FOLDER, contentKey, digestOfContentKey } from '../store/layout.js';
 import type { Metrics } from '../telemetry/metrics.js';
+import { Pacer } from '../event-loop/pacer.js';
 
 const RECORD_PAGE = 1000;
 
@@ -123,10 +124,11 @@ export class GarbageCollector {
     const recentSince = decidedAt - this.options.graceMs;
     const graph = await meta.graph();
     const roots = new Set<Digest>([...(await meta.taggedDigests()), ...this.options.pinned()]);
-    const marked = markFrom(graph, roots, recentSince);
+    const pacer = new Pacer();
+    const marked = await markFrom(graph, roots, recentSince, pacer);
     report.marked = marked.size;
 
-    const manifests = sweepOrder(graph, marked);
+    const manifests = await sweepOrder(graph, marked, pacer);
     const blobs = graph.blobs.filter((blob) => !marked.has(blob.digest)).map((blob) => blob.digest);
     if (dryRun) {
       const sizes = new Map([...graph.manifests, ...graph.blobs].map((entry) => [entry.digest, entry.size]));
@@ -189,7 +191,7 @@ export class GarbageCollector {
 }
 
 /** Everything reachable from the roots, and from what was read or stored since `recentSince`. */
-function markFrom(graph: ContentGraph, roots: ReadonlySet<Digest>, recentSince: number): Set<Digest> {
+async function markFrom(graph: ContentGraph, roots: ReadonlySet<Digest>, recentSince: number, pacer: Pacer): Promise<Set<Digest>> {
   const references = new Map(graph.manifests.map((manifest) => [manifest.digest, manifest.references]));
   const marked = new Set<Digest>();
   const pending: Digest[] = [...roots];
@@ -199,12 +201,13 @@ function markFrom(graph: ContentGraph, roots: ReadonlySet<Digest>, recentSince: 
     marked.add(digest);
     // A subject does not hold its target.
     for (const reference of references.get(digest) ?? []) if (reference.role !== 'subject' && !marked.has(reference.digest)) pending.push(reference.digest);
+    await pacer.pace();
   }
   return marked;
 }
 
 /** The unmarked manifests, each before the manifests it lists (an index before its children). */
-function sweepOrder(graph: ContentGraph, marked: ReadonlySet<Digest>): Digest[] {
+async function sweepOrder(graph: ContentGraph, marked: ReadonlySet<Digest>, pacer: Pacer): Promise<Digest[]> {
   const unmarked = new Map(graph.manifests.filter((manifest) => !marked.has(manifest.digest)).map((manifest) => [manifest.digest, manifest]));
   const order: Digest[] = [];
   const placed = new Set<Digest>();
@@ -221,6 +224,9 @@ function sweepOrder(graph: ContentGraph, marked: ReadonlySet<Digest>): Digest[] 
     placed.add(digest);
     order.push(digest);
   };
-  for (const digest of unmarked.keys()) place(digest, new Set());
+  for (const digest of unmarked.keys()) {
+    place(digest, new Set());
+    await pacer.pace();
+  }
   return order;
 }

@@ -106,6 +106,7 @@ describe('loadSettings: defaults', () => {
         trustedHosts: [],
         tagFreshnessMs: FIVE_MINUTES,
         maxStalenessMs: SEVEN_DAYS,
+        private: false,
       },
     ]);
   });
@@ -186,8 +187,9 @@ upstreams:
           trustedHosts: [],
           tagFreshnessMs: 600_000,
           maxStalenessMs: 86_400_000,
+          private: false,
         },
-        { registry: 'ghcr.io', wireName: 'registry', aliases: [], hosts: [], url: 'https://ghcr.io', credentials: undefined, trustedHosts: [], tagFreshnessMs: 60_000, maxStalenessMs: 7_200_000 },
+        { registry: 'ghcr.io', wireName: 'registry', aliases: [], hosts: [], url: 'https://ghcr.io', credentials: undefined, trustedHosts: [], tagFreshnessMs: 60_000, maxStalenessMs: 7_200_000, private: false },
       ],
       v1: DEFAULT_V1,
       offload: { xAccelRedirect: '/_regmirror_data' },

@@ -266,6 +266,7 @@ function resolveSettings(config: Config, environment: NodeJS.ProcessEnv): Settin
       trustedHosts: upstream.trustedHosts,
       tagFreshnessMs: upstream.tagFreshness ?? config.cache.tagFreshness,
       maxStalenessMs: upstream.maxStaleness ?? config.cache.maxStaleness,
+      private: upstream.private,
     };
   });
   const seen = new Set<string>();

@@ -86,6 +86,8 @@ export const upstreamSchema = z
     trustedHosts,
     tagFreshness: duration.optional(),
     maxStaleness: duration.optional(),
+    /** With auth: what is cached from it is served only to callers a rule names (anonymous rules do not apply). */
+    private: z.boolean().default(false),
   })
   .strict();
 

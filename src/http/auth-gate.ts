@@ -21,8 +21,11 @@ export interface AuthGateOptions {
   realm: string | undefined;
   /** Failed logins allowed per client address and user name within the window, before 429. */
   failedLogins: { limit: number; windowMs: number };
-  /** A repository as a token request names it (no query or Host to route by) → the name the rules match, or undefined when it routes nowhere. */
-  catalogName: (clientName: string) => string | undefined;
+  /**
+   * A repository as a token request or the catalog names it (no query or Host to route by) → the name the rules
+   * match and whether its upstream is private; undefined when it routes nowhere.
+   */
+  resolve: (name: string) => { catalogName: string; privateUpstream: boolean } | undefined;
   log: { warn(fields: object, message: string): void };
 }
 
@@ -39,6 +42,8 @@ export interface RepositoryScope {
   name: string;
   /** The same as the rules see it (the catalog's name of where the request routes). */
   catalogName: string;
+  /** Its upstream is private: anonymous callers get nothing, whatever the rules for anonymous say. */
+  privateUpstream: boolean;
   action: Action;
 }
 
@@ -91,11 +96,14 @@ export class AuthGate {
    */
   allows(caller: Caller, scope: RepositoryScope): boolean {
     const tokenHolds = caller.token === undefined || caller.token.access.some((access) => access.type === 'repository' && access.name === scope.name && access.actions.includes(scope.action));
-    return tokenHolds && this.options.rules.granted(caller.identity, scope.catalogName).has(scope.action);
+    if (!tokenHolds || (scope.privateUpstream && caller.identity.kind === 'anonymous')) return false;
+    return this.options.rules.granted(caller.identity, scope.catalogName).has(scope.action);
   }
 
   /** Whether the catalog shows the caller a repository (by the catalog's name): those it may pull. */
   mayList(caller: Caller, catalogName: string): boolean {
+    const resolved = this.options.resolve(catalogName);
+    if (resolved === undefined || (resolved.privateUpstream && caller.identity.kind === 'anonymous')) return false;
     return this.options.rules.granted(caller.identity, catalogName).has('pull');
   }
 
@@ -138,9 +146,9 @@ export class AuthGate {
         continue;
       }
       if (type !== 'repository') continue;
-      const catalogName = this.options.catalogName(name);
-      if (catalogName === undefined) continue;
-      const granted = this.options.rules.granted(identity, catalogName);
+      const resolved = this.options.resolve(name);
+      if (resolved === undefined) continue;
+      const granted = resolved.privateUpstream && identity.kind === 'anonymous' ? new Set<Action>() : this.options.rules.granted(identity, resolved.catalogName);
       const actions = asked.filter((action): action is Action => (action === 'pull' || action === 'push' || action === 'delete') && granted.has(action));
       // docker asks push,pull for a push: a token with what was granted, the rest refused when it is used.
       access.push({ type: 'repository', name, actions });

@@ -47,7 +47,12 @@ export function registerV2Routes(app: FastifyInstance, mirror: Mirror, router: U
     if (route.kind === 'base') gate.requireAuthenticated(request, caller);
     if (route.kind === 'base' || route.kind === 'catalog') return caller;
     const target = router.pick(route.name, { namespace: query.get('ns') ?? undefined, host: request.headers.host });
-    gate.authorize(request, caller, { name: route.name, catalogName: catalogNameOf(target, router.defaultRegistry), action: actionOf(request.method) });
+    gate.authorize(request, caller, {
+      name: route.name,
+      catalogName: catalogNameOf(target, router.defaultRegistry),
+      privateUpstream: target.upstream?.settings.private === true,
+      action: actionOf(request.method),
+    });
     return caller;
   }
   app.route({ method: [...ALL_METHODS], url: '/v2', handler });

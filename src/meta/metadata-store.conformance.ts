@@ -414,7 +414,25 @@ export function metadataStoreConformance(name: string, makeStore: () => Promise<
         assert.equal(await store.holdsContent(ALPINE_HUB, image.digest), false);
       });
 
-      it('is read whole as one snapshot: manifests with references and last reads, blobs', async () => {
+      it('is read whole, past the pages it is read in', async () => {
+        const OCI_TYPE = 'application/vnd.oci.image.manifest.v1+json';
+        const layers = Array.from({ length: 2_100 }, (_unused, index) => digest(`many ${index}`));
+        for (const layer of layers) await store.putBlob(layer, 1, T0);
+        await store.putManifest({ digest: digest('wide'), mediaType: OCI_TYPE, size: 9 }, T0, { references: layers.map((layer) => ({ digest: layer, role: 'layer' as const })) });
+        for (let index = 0; index < 2_100; index++) await store.putManifest({ digest: digest(`narrow ${index}`), mediaType: OCI_TYPE, size: 1 }, T0);
+        const graph = await store.graph();
+        assert.equal(graph.blobs.length, 2_100);
+        assert.equal(graph.manifests.length, 2_101);
+        assert.deepEqual(
+          graph.manifests.find((manifest) => manifest.digest === digest('wide'))?.references.map((reference) => reference.digest),
+          layers,
+          'every reference, in order',
+        );
+        const removed = await store.removeContent({ manifests: [digest('wide')], blobs: layers, readBefore: T0 + SECOND });
+        assert.equal(removed.blobs.length, 2_100, 'a removal of many, past the transactions it is cut into');
+      });
+
+      it('is read whole: manifests with references and last reads, blobs', async () => {
         const references = [
           { digest: digest('config'), role: 'config' as const },
           { digest: digest('layer'), role: 'layer' as const },
@@ -441,6 +459,15 @@ export function metadataStoreConformance(name: string, makeStore: () => Promise<
         assert.equal(await store.holdsContent(ALPINE_GHCR, layer), true);
         assert.equal(await store.holdsContent(ALPINE_HUB, layer), false);
         assert.equal(await store.hasRepository(ALPINE_GHCR), true);
+      });
+
+      it('links content already stored to another repository, idempotently', async () => {
+        await store.putBlob(digest('layer'), 10, T0, ALPINE_HUB);
+        await store.linkContent(ALPINE_GHCR, digest('layer'), T0 + SECOND);
+        await store.linkContent(ALPINE_GHCR, digest('layer'), T0 + 2 * SECOND);
+        assert.equal(await store.holdsContent(ALPINE_GHCR, digest('layer')), true);
+        assert.equal(await store.hasRepository(ALPINE_GHCR), true);
+        assert.equal(await store.holdsContent(LOCAL_APP, digest('layer')), false);
       });
 
       it('forgets a deleted manifest’s references and links, and a deleted blob’s links', async () => {

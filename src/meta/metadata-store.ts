@@ -113,6 +113,8 @@ export interface MetadataStore {
   referencesOf(digest: Digest): Promise<ContentReference[]>;
   /** Whether a repository holds a manifest or blob (distribution's per-repository link). */
   holdsContent(repository: RepositoryRef, digest: Digest): Promise<boolean>;
+  /** Records that a repository holds content already stored (its upstream confirmed it, or a tag there points at it). */
+  linkContent(repository: RepositoryRef, digest: Digest, now: number): Promise<void>;
   /** Forgets a manifest, its references and its repositories' links (a damaged file); tags stay, and refetch it. */
   deleteManifest(digest: Digest): Promise<void>;
   /** Manifest records in digest order, a page at a time (for verify). */
@@ -121,13 +123,17 @@ export interface MetadataStore {
   totals(): Promise<ContentTotals>;
   /** The same per registry, by the repositories holding the content (content linked to none is in totals() only). */
   totalsByRegistry(): Promise<RegistryTotals[]>;
-  /** Every manifest with its references and every blob, with sizes and last reads, as one consistent snapshot. */
+  /**
+   * Every manifest with its references and every blob, with sizes and last reads. Read in pages, letting the event
+   * loop run between them: not one snapshot, so what decides on it checks each removal again (removeContent).
+   */
   graph(): Promise<ContentGraph>;
   /** The digests tags point at (any repository, any registry). */
   taggedDigests(): Promise<Digest[]>;
   /**
-   * Removes the records of content that eviction or GC decided on, in one transaction that checks each again
-   * (the compare-and-set that keeps a decision made on a snapshot safe): a manifest or blob read since
+   * Removes the records of content that eviction or GC decided on, each checked again in the transaction that
+   * removes it (the compare-and-set that keeps a decision made on an older read safe; a long removal is cut into
+   * transactions of a few hundred, the event loop let run between them): a manifest or blob read since
    * `readBefore` (reads noted and not yet flushed count), or referenced by a manifest that stays, is kept. With a
    * manifest go its references, its repositories' links and the tags pointing at it; with a blob its links.
    */

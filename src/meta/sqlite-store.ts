@@ -6,6 +6,7 @@
 import Database from 'better-sqlite3';
 import type { Digest } from '../oci/digest.js';
 import { isSqliteFailure, MetadataError } from './metadata-error.js';
+import { Pacer } from '../event-loop/pacer.js';
 import type { ContentReference, ReferenceRole } from '../oci/manifest.js';
 import type {
   BlobRecord,
@@ -25,6 +26,11 @@ import type {
 
 /** The database's file in the data directory. */
 export const SQLITE_FILE = 'metadata.sqlite';
+
+/** Rows read at a time when the whole content graph is read. */
+const GRAPH_PAGE = 2_000;
+/** Records removed in one transaction: a removal of thousands lets the event loop run between them. */
+const REMOVAL_CHUNK = 500;
 
 /** Reads (touchBlob, touchManifest) are kept in memory and written together this often, off the hot path. */
 const ACCESS_FLUSH_MS = 5_000;
@@ -151,9 +157,15 @@ export class SqliteMetadataStore implements MetadataStore {
         'INSERT INTO manifests (digest, media_type, size, created_at, last_access) VALUES (?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING',
       ),
       touchManifest: this.db.prepare('UPDATE manifests SET last_access = ? WHERE digest = ? AND last_access < ?'),
-      graphManifests: this.db.prepare<[], { digest: string; size: number; last_access: number }>('SELECT digest, size, last_access FROM manifests'),
-      graphReferences: this.db.prepare<[], { parent: string; child: string; role: ReferenceRole }>('SELECT parent, child, role FROM content_references ORDER BY parent, position'),
-      graphBlobs: this.db.prepare<[], { digest: string; size: number; last_access: number }>('SELECT digest, size, last_access FROM blobs'),
+      graphManifests: this.db.prepare<[string, number], { digest: string; size: number; last_access: number }>(
+        'SELECT digest, size, last_access FROM manifests WHERE digest > ? ORDER BY digest LIMIT ?',
+      ),
+      graphReferences: this.db.prepare<[string, string, number, number], { parent: string; position: number; child: string; role: ReferenceRole }>(
+        'SELECT parent, position, child, role FROM content_references WHERE parent > ? OR (parent = ? AND position > ?) ORDER BY parent, position LIMIT ?',
+      ),
+      graphBlobs: this.db.prepare<[string, number], { digest: string; size: number; last_access: number }>(
+        'SELECT digest, size, last_access FROM blobs WHERE digest > ? ORDER BY digest LIMIT ?',
+      ),
       deleteManifest: this.db.prepare('DELETE FROM manifests WHERE digest = ?'),
       unlinkContent: this.db.prepare('DELETE FROM repository_content WHERE digest = ?'),
       deleteTagsOf: this.db.prepare('DELETE FROM tags WHERE digest = ?'),
@@ -360,22 +372,42 @@ export class SqliteMetadataStore implements MetadataStore {
     );
   }
 
-  graph(): Promise<ContentGraph> {
-    return this.guard(
-      'graph',
-      this.db.transaction((): ContentGraph => {
-        const references = new Map<string, ContentReference[]>();
-        for (const row of this.statements.graphReferences.all()) {
-          const list = references.get(row.parent) ?? [];
-          list.push({ digest: row.child as Digest, role: row.role });
-          references.set(row.parent, list);
-        }
-        return {
-          manifests: this.statements.graphManifests.all().map((row) => ({ digest: row.digest as Digest, size: row.size, lastAccess: row.last_access, references: references.get(row.digest) ?? [] })),
-          blobs: this.statements.graphBlobs.all().map((row) => ({ digest: row.digest as Digest, size: row.size, lastAccess: row.last_access })),
-        };
-      }),
-    );
+  async graph(): Promise<ContentGraph> {
+    // Page by page, letting the event loop run between them: at 100k blobs one read of it all held the loop for
+    // most of a second. Not one snapshot: what decides on it checks each removal again (removeContent).
+    const pacer = new Pacer();
+    const references = new Map<string, ContentReference[]>();
+    for (let after = { parent: '', position: -1 }; ; ) {
+      const rows = await this.guard('graph', () => this.statements.graphReferences.all(after.parent, after.parent, after.position, GRAPH_PAGE));
+      for (const row of rows) {
+        const list = references.get(row.parent) ?? [];
+        list.push({ digest: row.child as Digest, role: row.role });
+        references.set(row.parent, list);
+      }
+      const last = rows.at(-1);
+      if (last === undefined || rows.length < GRAPH_PAGE) break;
+      after = { parent: last.parent, position: last.position };
+      await pacer.pace();
+    }
+    const manifests: ContentGraph['manifests'] = [];
+    for (let after = ''; ; ) {
+      const rows = await this.guard('graph', () => this.statements.graphManifests.all(after, GRAPH_PAGE));
+      for (const row of rows) manifests.push({ digest: row.digest as Digest, size: row.size, lastAccess: row.last_access, references: references.get(row.digest) ?? [] });
+      const last = rows.at(-1);
+      if (last === undefined || rows.length < GRAPH_PAGE) break;
+      after = last.digest;
+      await pacer.pace();
+    }
+    const blobs: BlobRecord[] = [];
+    for (let after = ''; ; ) {
+      const rows = await this.guard('graph', () => this.statements.graphBlobs.all(after, GRAPH_PAGE));
+      for (const row of rows) blobs.push({ digest: row.digest as Digest, size: row.size, lastAccess: row.last_access });
+      const last = rows.at(-1);
+      if (last === undefined || rows.length < GRAPH_PAGE) break;
+      after = last.digest;
+      await pacer.pace();
+    }
+    return { manifests, blobs };
   }
 
   totals(): Promise<ContentTotals> {
@@ -406,6 +438,10 @@ export class SqliteMetadataStore implements MetadataStore {
     return this.guard('referencesOf', () => this.statements.referencesOf.all(digest).map((row) => ({ digest: row.child as Digest, role: row.role })));
   }
 
+  linkContent(repository: RepositoryRef, digest: Digest, now: number): Promise<void> {
+    return this.guard('linkContent', this.db.transaction(() => this.link(repository, digest, now)));
+  }
+
   holdsContent(repository: RepositoryRef, digest: Digest): Promise<boolean> {
     return this.guard('holdsContent', () => this.statements.holdsContent.get(repository.registry, repository.name, digest) !== undefined);
   }
@@ -432,25 +468,32 @@ export class SqliteMetadataStore implements MetadataStore {
     return this.guard('taggedDigests', () => this.statements.taggedDigests.all().map((row) => row.digest as Digest));
   }
 
-  removeContent(removal: ContentRemoval): Promise<RemovedContent> {
-    // Reads noted in memory count as reads: written first, in the same transaction as the checks.
-    return this.withReadsWritten('removeContent', (): RemovedContent => {
-      const removed: RemovedContent = { manifests: [], blobs: [] };
-      for (const digest of removal.manifests) {
-        const row = this.statements.manifestReadBefore.get(digest, removal.readBefore);
-        if (row === undefined || this.statements.isReferenced.get(digest) !== undefined) continue;
-        this.forgetManifest(digest);
-        this.statements.deleteTagsOf.run(digest);
-        removed.manifests.push({ digest, size: row.size });
-      }
-      for (const digest of removal.blobs) {
-        const row = this.statements.blobReadBefore.get(digest, removal.readBefore);
-        if (row === undefined || this.statements.isReferenced.get(digest) !== undefined) continue;
-        this.forgetBlob(digest);
-        removed.blobs.push({ digest, size: row.size });
-      }
-      return removed;
-    });
+  async removeContent(removal: ContentRemoval): Promise<RemovedContent> {
+    // In transactions of REMOVAL_CHUNK records, the loop let run between them; each first writes the reads noted
+    // in memory, so a read since the decision counts, whichever chunk its content is in. Manifests go first
+    // (parents before children, as given), so what they alone referenced is no longer referenced when its turn comes.
+    const removed: RemovedContent = { manifests: [], blobs: [] };
+    const work = [...removal.manifests.map((digest) => ({ kind: 'manifest' as const, digest })), ...removal.blobs.map((digest) => ({ kind: 'blob' as const, digest }))];
+    const pacer = new Pacer();
+    for (let start = 0; start < work.length; start += REMOVAL_CHUNK) {
+      const chunk = work.slice(start, start + REMOVAL_CHUNK);
+      await this.withReadsWritten('removeContent', () => {
+        for (const { kind, digest } of chunk) {
+          const row = kind === 'manifest' ? this.statements.manifestReadBefore.get(digest, removal.readBefore) : this.statements.blobReadBefore.get(digest, removal.readBefore);
+          if (row === undefined || this.statements.isReferenced.get(digest) !== undefined) continue;
+          if (kind === 'manifest') {
+            this.forgetManifest(digest);
+            this.statements.deleteTagsOf.run(digest);
+            removed.manifests.push({ digest, size: row.size });
+          } else {
+            this.forgetBlob(digest);
+            removed.blobs.push({ digest, size: row.size });
+          }
+        }
+      });
+      await pacer.pace();
+    }
+    return removed;
   }
 
   listManifests(page: Page): Promise<ManifestRecord[]> {

@@ -70,6 +70,12 @@ export interface MirrorOptions {
   onStorageFull?: () => void;
   /** Tags served stale however old when their upstream fails (pinned images'); others up to maxStaleness. */
   keepsStale?: (repository: RepositoryRef, tag: string) => boolean;
+  /**
+   * Serve a cached blob or manifest by digest only under a repository that holds it (with auth: content fetched
+   * for one repository is not readable under another name). A repository not yet known to hold it is asked of
+   * its upstream once (a HEAD), then linked.
+   */
+  confirmHolding?: boolean;
 }
 
 export interface Logger {
@@ -82,6 +88,8 @@ export class Mirror {
   private readonly fills = new SingleFlight<Digest, BlobFill>();
   /** Manifest fetches and tag revalidations in progress, by registry/name:reference. */
   private readonly manifestFlights = new SingleFlight<string, ManifestAnswer>();
+  /** Upstream confirmations that a repository holds a digest, in progress, by registry/name@kind:digest. */
+  private readonly holdingFlights = new SingleFlight<string, void>();
   /** Aborted at shutdown: a fill still waiting for upstream headers must not hold the stop until they time out. */
   private readonly shutdown = new AbortController();
   private readonly notFound: NotFoundCache;
@@ -103,6 +111,7 @@ export class Mirror {
   async blob(target: Target, digest: Digest, method: 'GET' | 'HEAD', rangeHeader: string | undefined, delivery: BlobDelivery = 'stream'): Promise<BlobAnswer> {
     const cachedSize = await this.local.statBlob(digest);
     if (cachedSize !== undefined) {
+      await this.confirmHeld(target, digest, 'blob');
       const answer = await this.cachedBlob(digest, cachedSize, method, rangeHeader, delivery);
       if (answer !== undefined) return answer;
     }
@@ -110,6 +119,8 @@ export class Mirror {
     if (upstream === undefined) throw new RegistryError('BLOB_UNKNOWN', { detail: { digest } });
     const inProgress = this.fills.get(digest);
     if (inProgress === undefined) return this.notFound.guard(`${target.registry}/${target.name}@blob:${digest}`, () => this.coldBlob(upstream, target, digest, method, rangeHeader));
+    // A fill another repository started: this one must hold the blob too.
+    await this.confirmHeld(target, digest, 'blob');
     if (method === 'HEAD') return this.headColdBlob(upstream, target, digest, inProgress);
     // The fill may have settled while we waited for it: then its spool is no longer ours to read.
     const fill = await inProgress;
@@ -246,7 +257,10 @@ export class Mirror {
 
   private async manifestByDigest(target: Target, digest: Digest): Promise<ManifestAnswer> {
     const stored = await this.local.getManifest(digest);
-    if (stored !== undefined) return { manifest: stored, cache: 'hit' };
+    if (stored !== undefined) {
+      await this.confirmHeld(target, digest, 'manifest');
+      return { manifest: stored, cache: 'hit' };
+    }
     const upstream = target.upstream;
     if (upstream === undefined) throw new RegistryError('MANIFEST_UNKNOWN', { detail: { digest } });
     const key = `${target.registry}/${target.name}@${digest}`;
@@ -334,6 +348,25 @@ export class Mirror {
     const manifest = { digest, mediaType: parsed.mediaType, bytes };
     await this.local.putManifest(manifest, { references: parsed.references, holder: repositoryOf(target) });
     return manifest;
+  }
+
+  /** With confirmHolding: refuses content the target's repository is not known, nor confirmed by its upstream, to hold. */
+  private async confirmHeld(target: Target, digest: Digest, kind: 'blob' | 'manifest'): Promise<void> {
+    if (this.options.confirmHolding !== true) return;
+    const repository = repositoryOf(target);
+    if (await this.local.holdsContent(repository, digest)) return;
+    const unknown = kind === 'blob' ? 'BLOB_UNKNOWN' : 'MANIFEST_UNKNOWN';
+    const upstream = target.upstream;
+    if (upstream === undefined) throw new RegistryError(unknown, { detail: { digest } });
+    const key = `${target.registry}/${target.name}@${kind}:${digest}`;
+    await this.holdingFlights.run(key, () =>
+      this.notFound.guard(`${key}:held`, async () => {
+        const response = await upstream.client.send(kind === 'blob' ? blobRequest(target, digest, 'HEAD') : manifestRequest(target, digest, 'HEAD'));
+        await response.body.dump();
+        if (response.status !== 200) throw upstream.client.errorFor(response, unknown);
+        await this.local.linkContent(repository, digest);
+      }),
+    );
   }
 
   // ---- listings ----

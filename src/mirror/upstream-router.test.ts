@@ -17,6 +17,7 @@ function upstream(registry: string, extra: Partial<UpstreamSettings> = {}): Upst
     trustedHosts: [],
     tagFreshnessMs: 1,
     maxStalenessMs: 1,
+    private: false,
     ...extra,
   };
   // The router reads settings only; the client is never called here.

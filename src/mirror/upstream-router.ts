@@ -14,6 +14,8 @@ export interface UpstreamSettings extends UpstreamClientOptions {
   hosts: string[];
   tagFreshnessMs: number;
   maxStalenessMs: number;
+  /** With auth: anonymous callers get nothing cached from it, whatever the rules for anonymous say. */
+  private: boolean;
 }
 
 export interface Upstream {

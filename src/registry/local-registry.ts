@@ -239,9 +239,18 @@ export class LocalRegistry {
     return this.meta.getTag(repository, tag);
   }
 
+  /** Points a tag at a stored manifest; the repository then holds that manifest (its upstream said so). */
   async setTag(repository: RepositoryRef, tag: string, digest: Digest): Promise<void> {
-    await this.meta.addRepository(repository, this.now());
+    await this.meta.linkContent(repository, digest, this.now());
     await this.meta.putTag(repository, tag, { digest, fetchedAt: this.now() });
+  }
+
+  holdsContent(repository: RepositoryRef, digest: Digest): Promise<boolean> {
+    return this.meta.holdsContent(repository, digest);
+  }
+
+  linkContent(repository: RepositoryRef, digest: Digest): Promise<void> {
+    return this.meta.linkContent(repository, digest, this.now());
   }
 
   deleteTag(repository: RepositoryRef, tag: string): Promise<void> {
