@@ -1,9 +1,10 @@
 // regmirror terminating TLS in front of distribution 2.8.2 (plain http on loopback), with a throwaway CA made by
 // openssl: skopeo and podman pull through it verifying the certificate; plain http and TLS 1.1 are refused; the
-// certificate is reloaded when its files are replaced (by rename, or a symlink swapped, then SIGHUP) while a
-// keep-alive connection opened before keeps working, and broken files keep the certificate in use; mutual TLS
-// refuses clients without a certificate of its CA; idle and half-open connections are dropped, and a stop does not
-// wait for a handshake that never comes. Everything is proved by what clients see and what regmirror logs.
+// certificate is reloaded when its files change (a Kubernetes secret volume updated, files renamed over; a directory
+// swapped above them, then SIGHUP) while a keep-alive connection opened before keeps working, and broken files keep
+// the certificate in use; mutual TLS refuses clients without a certificate of its CA; idle and half-open connections
+// are dropped, and a stop does not wait for a handshake that never comes. Everything is proved by what clients see
+// and what regmirror logs.
 
 import assert from 'node:assert/strict';
 import { mkdir, readFile, rename, symlink, writeFile } from 'node:fs/promises';
@@ -153,17 +154,23 @@ describe('TLS', () => {
   describe('a mirror terminating TLS, and its admin listener', () => {
     let mirror: Regmirror;
     let adminPort: number;
-    /** The configured files are tls/live/server.{crt,key}; live is a symlink to a directory of one certificate. */
+    /**
+     * The configured files are tls/live/server.{crt,key}. live is a symlink to a directory laid out as a Kubernetes
+     * secret volume: server.crt -> ..data/server.crt, and ..data -> a directory of the real files, swapped on update.
+     */
     let live: string;
     let keepAlive: Agent;
     let keptSocket: TLSSocket;
 
-    /** The directory `live` points to holds this certificate (copied, so tests can replace the files). */
-    async function certificateDirectory(name: string, issued: IssuedCertificate): Promise<void> {
-      const directory = path.join(work, 'tls', name);
-      await mkdir(directory, { recursive: true });
-      await writeFile(path.join(directory, 'server.crt'), issued.certificate);
-      await writeFile(path.join(directory, 'server.key'), issued.key);
+    /** What kubelet does for a new version of the secret (cert-manager renewing it): a new directory, ..data swapped by rename. */
+    async function secretVolume(volume: string, version: string, issued: IssuedCertificate): Promise<void> {
+      const newVolume = (await mkdir(volume, { recursive: true })) !== undefined;
+      await mkdir(path.join(volume, version));
+      await writeFile(path.join(volume, version, 'server.crt'), issued.certificate);
+      await writeFile(path.join(volume, version, 'server.key'), issued.key);
+      await symlink(version, path.join(volume, '..data_tmp'));
+      await rename(path.join(volume, '..data_tmp'), path.join(volume, '..data'));
+      if (newVolume) for (const name of ['server.crt', 'server.key']) await symlink(path.join('..data', name), path.join(volume, name));
     }
 
     /** The request on the connection opened before every reload: still served, on that same connection. */
@@ -176,9 +183,9 @@ describe('TLS', () => {
     }
 
     before(async () => {
-      await certificateDirectory('first', first);
+      await secretVolume(path.join(work, 'tls', 'volume-a'), '..2026_01', first);
       live = path.join(work, 'tls', 'live');
-      await symlink('first', live);
+      await symlink('volume-a', live);
       mirror = await startRegmirror({
         upstreams: [upstream.url],
         env: {
@@ -243,24 +250,20 @@ describe('TLS', () => {
       assert.equal((await getText(`https://127.0.0.1:${adminPort}/metrics`, { tls: { ca: ca.ca } })).status, 200);
     });
 
-    it('takes new files replaced by rename, and a swapped directory on SIGHUP, keeping open connections', async () => {
+    it('takes an updated secret volume without a signal, and a directory swapped above the files on SIGHUP, keeping open connections', async () => {
       // Opened here, not before the client tests: a connection idle for timeouts.clientIdle is dropped.
       const opened = await getOver(keepAlive, mirror.port, '/v2/');
       assert.equal(opened.status, 200);
       keptSocket = opened.socket;
-      // The file-change path: the pair of the second certificate renamed over the files, no signal.
-      const firstDirectory = path.join(work, 'tls', 'first');
-      await writeFile(path.join(firstDirectory, 'server.key.new'), second.key);
-      await writeFile(path.join(firstDirectory, 'server.crt.new'), second.certificate);
-      await rename(path.join(firstDirectory, 'server.key.new'), path.join(firstDirectory, 'server.key'));
-      await rename(path.join(firstDirectory, 'server.crt.new'), path.join(firstDirectory, 'server.crt'));
+      // The file-change path, no signal: the secret volume updated to the second certificate.
+      await secretVolume(path.join(work, 'tls', 'volume-a'), '..2026_02', second);
       await loggedAtLeast(mirror, 1, reloaded('file change', second.serialNumber));
       assert.equal(await servedSerial(mirror.port, ca.ca), second.serialNumber, 'a new connection gets the new certificate');
       await keptConnectionServes();
 
       // The symlink above the files swapped to another directory: nothing the watches see; SIGHUP reads the files again.
-      await certificateDirectory('third', third);
-      await symlink('third', `${live}.new`);
+      await secretVolume(path.join(work, 'tls', 'volume-b'), '..2026_03', third);
+      await symlink('volume-b', `${live}.new`);
       await rename(`${live}.new`, live);
       process.kill(mirror.pid() ?? 0, 'SIGHUP');
       await loggedAtLeast(mirror, 1, reloaded('SIGHUP', third.serialNumber));
@@ -270,7 +273,7 @@ describe('TLS', () => {
     });
 
     it('keeps the certificate in use when the files are broken, and takes the next good ones', async () => {
-      // SIGHUP re-armed the watches on the directory the link now points to.
+      // SIGHUP re-armed the watches on the directory the link now points to. Files replaced by rename, as editors do.
       await replaceByRename(path.join(live, 'server.crt'), 'not a certificate\n');
       await loggedAtLeast(mirror, 1, reloadFailed('file change'));
       process.kill(mirror.pid() ?? 0, 'SIGHUP');
