@@ -17,6 +17,8 @@ import type { Settings } from './config/load.js';
 import { InFlightRequests } from './http/in-flight.js';
 import { listen } from './http/listen.js';
 import { buildAdminServer, buildServer } from './http/server.js';
+import { httpsServerOptions, TlsReloader } from './http/tls.js';
+import { readTlsFiles } from './config/tls-files.js';
 import { SQLITE_FILE, SqliteMetadataStore } from './meta/sqlite-store.js';
 import { Mirror } from './mirror/mirror.js';
 import { UpstreamClient } from './mirror/upstream-client.js';
@@ -40,6 +42,8 @@ export interface RunningMirror {
   address: { host: string; port: number };
   /** Where /metrics and /_regmirror/* are served, when admin.listen is set. */
   adminAddress?: { host: string; port: number };
+  /** Reads again what may change under a running process (SIGHUP): the TLS files. */
+  reload(): void;
   close(): Promise<void>;
 }
 
@@ -52,6 +56,10 @@ export function createLogger(level: Settings['logLevel']): Logger {
 }
 
 export async function startMirror(settings: Settings, logger: Logger = createLogger(settings.logLevel)): Promise<RunningMirror> {
+  // Before anything else: files that changed since the settings were loaded fail the start as a configuration error.
+  const tlsFiles = settings.tls;
+  const tlsMaterial = tlsFiles && readTlsFiles(tlsFiles);
+  const tls = tlsMaterial && httpsServerOptions(tlsMaterial, settings.timeouts.clientIdle);
   const dataDir = path.resolve(settings.dataDir);
   await mkdir(dataDir, { recursive: true });
   // Before anything touches the directory: another process's fills are in tmp/. The kernel frees it if we die.
@@ -126,9 +134,14 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
     v1: v1Routes,
     v2: v2Routes,
     gate,
+    tls,
   });
+  const admin = adminListen === undefined ? undefined : buildAdminServer({ metrics, logger, ready, status, collectGarbage, tls });
+  // The admin listener takes the registry's certificate (and client CA): one set of files, one reload.
+  const tlsReloader = tlsFiles && tlsMaterial && new TlsReloader(tlsFiles, tlsMaterial, logger);
+  for (const server of admin === undefined ? [app.server] : [app.server, admin.server]) tlsReloader?.serve(server);
+  tlsReloader?.watch();
   const address = await listen(app, settings.listen, { fairAccept: { warn: (error) => logger.warn({ err: error }, 'new connections are accepted one per event-loop turn') } });
-  const admin = adminListen === undefined ? undefined : buildAdminServer({ metrics, logger, ready, status, collectGarbage });
   const adminAddress = admin === undefined || adminListen === undefined ? undefined : await listen(admin, adminListen);
   // Pinned images are known before eviction first looks (from the tags cached), then fetched in the background.
   await prefetcher.start();
@@ -142,6 +155,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
       // Drain: still listening (a probe of /readyz gets its 503, so load balancers turn away) until the requests in
       // flight are done or the grace is over; then stop listening, and close what is still open when the grace ends.
       accepting = false;
+      tlsReloader?.close();
       const graceEnds = Date.now() + settings.timeouts.shutdownGrace;
       await inFlight.idleWithin(settings.timeouts.shutdownGrace);
       const grace = setTimeout(
@@ -169,7 +183,11 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
     })();
     return closing;
   };
-  return { address, ...(adminAddress === undefined ? {} : { adminAddress }), close };
+  const reload = (): void => {
+    if (tlsReloader === undefined) logger.info('reload: nothing to reload (no TLS files)');
+    else tlsReloader.reload('SIGHUP');
+  };
+  return { address, ...(adminAddress === undefined ? {} : { adminAddress }), reload, close };
 }
 
 async function createAuthGate(auth: NonNullable<Settings['auth']>, dataDir: string, router: UpstreamRouter, log: Logger): Promise<AuthGate> {

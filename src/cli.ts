@@ -72,6 +72,11 @@ program
     };
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
+    // A reload, as nginx and distribution take it; also keeps a lost terminal from stopping the server.
+    process.on('SIGHUP', () => {
+      logger.info({ signal: 'SIGHUP' }, 'reloading');
+      running.reload();
+    });
   });
 
 /** A command that works on a data directory no server is using: the options that find it. */

@@ -6,6 +6,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { makeTestCa, type IssuedCertificate, type TestCa } from '../../test/support/certificates.js';
 import { ConfigError } from './config-error.js';
 import { loadSettings, parseListen, parseUpstreamFlag, type ConfigFlags, type ListenAddress, type Settings } from './load.js';
 import type { UpstreamInput } from './schema.js';
@@ -90,6 +91,7 @@ describe('loadSettings: defaults', () => {
       gc: DEFAULT_GC,
       prefetch: DEFAULT_PREFETCH,
       adminListen: undefined,
+      tls: undefined,
     });
   });
 
@@ -202,6 +204,7 @@ upstreams:
       gc: DEFAULT_GC,
       prefetch: DEFAULT_PREFETCH,
       adminListen: { host: '127.0.0.1', port: 9090 },
+      tls: undefined,
     });
   });
 
@@ -605,5 +608,68 @@ describe('loadSettings: credentials', () => {
       () => settingsOf({ config: file }, {}),
       (error: unknown) => error instanceof ConfigError && error.message.includes('listed twice') && !error.message.includes('hunter2'),
     );
+  });
+});
+
+describe('loadSettings: TLS', () => {
+  let ca: TestCa;
+  let server: IssuedCertificate;
+  let other: IssuedCertificate;
+
+  before(async () => {
+    ca = await makeTestCa();
+    server = await ca.issueServer('server');
+    other = await ca.issueServer('other');
+  });
+
+  after(async () => {
+    await ca?.destroy();
+  });
+
+  it('is off by default: plain http', () => {
+    assert.equal(settingsOf({}, {}).tls, undefined);
+  });
+
+  it('reads the paths from the file, and from REGMIRROR_TLS_* over it', async () => {
+    const file = await writeTemporary(`tls:\n  certificate: ${JSON.stringify(other.certificateFile)}\n  key: ${JSON.stringify(other.keyFile)}\n`);
+    assert.deepEqual(settingsOf({ config: file }, {}).tls, { certificate: other.certificateFile, key: other.keyFile, clientCA: undefined });
+    const environment = { REGMIRROR_TLS_CERTIFICATE: server.certificateFile, REGMIRROR_TLS_KEY: server.keyFile, REGMIRROR_TLS_CLIENT_CA: ca.caFile };
+    assert.deepEqual(settingsOf({ config: file }, environment).tls, { certificate: server.certificateFile, key: server.keyFile, clientCA: ca.caFile });
+  });
+
+  it('refuses a certificate without its key, a key without its certificate, a client CA without either', () => {
+    assertConfigError(() => settingsOf({}, { REGMIRROR_TLS_CERTIFICATE: server.certificateFile }), 'tls.key', 'required with tls.certificate');
+    assertConfigError(() => settingsOf({}, { REGMIRROR_TLS_KEY: server.keyFile }), 'tls.certificate', 'required with tls.key');
+    assertConfigError(() => settingsOf({}, { REGMIRROR_TLS_CLIENT_CA: ca.caFile }), 'tls.certificate', 'required with tls.clientCA');
+  });
+
+  it('refuses a file it cannot read, naming the key and the file', () => {
+    const missing = path.join(directory, 'no-such.pem');
+    assertConfigError(() => settingsOf({}, { REGMIRROR_TLS_CERTIFICATE: missing, REGMIRROR_TLS_KEY: server.keyFile }), 'tls.certificate', missing, 'ENOENT');
+    assertConfigError(() => settingsOf({}, { REGMIRROR_TLS_CERTIFICATE: server.certificateFile, REGMIRROR_TLS_KEY: missing }), 'tls.key', missing);
+    const files = { REGMIRROR_TLS_CERTIFICATE: server.certificateFile, REGMIRROR_TLS_KEY: server.keyFile };
+    assertConfigError(() => settingsOf({}, { ...files, REGMIRROR_TLS_CLIENT_CA: missing }), 'tls.clientCA', missing);
+  });
+
+  it('refuses a key of another certificate, naming the key', () => {
+    assertConfigError(
+      () => settingsOf({}, { REGMIRROR_TLS_CERTIFICATE: server.certificateFile, REGMIRROR_TLS_KEY: other.keyFile }),
+      'tls.key',
+      other.keyFile,
+      'does not match the certificate',
+    );
+  });
+
+  it('refuses files that hold no PEM certificate or key, without repeating the key', async () => {
+    const garbage = await writeTemporary('not a certificate\n', 'garbage.pem');
+    const files = { REGMIRROR_TLS_CERTIFICATE: server.certificateFile, REGMIRROR_TLS_KEY: server.keyFile };
+    assertConfigError(() => settingsOf({}, { ...files, REGMIRROR_TLS_CERTIFICATE: garbage }), 'tls.certificate', 'no PEM certificate');
+    // Swapped: the certificate where the key belongs, and the key where the certificate belongs.
+    assertConfigError(() => settingsOf({}, { ...files, REGMIRROR_TLS_KEY: server.certificateFile }), 'tls.key', 'no unencrypted PEM private key');
+    assert.throws(
+      () => settingsOf({}, { ...files, REGMIRROR_TLS_CERTIFICATE: server.keyFile }),
+      (error: unknown) => error instanceof ConfigError && error.message.includes('tls.certificate') && !error.message.includes(server.key.split('\n')[1] ?? 'BEGIN'),
+    );
+    assertConfigError(() => settingsOf({}, { ...files, REGMIRROR_TLS_CLIENT_CA: garbage }), 'tls.clientCA', 'no PEM certificate');
   });
 });

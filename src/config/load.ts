@@ -6,6 +6,7 @@ import { parse as parseYaml } from 'yaml';
 import { ConfigError } from './config-error.js';
 import { isLegacyDocument, translateLegacyConfig } from './legacy.js';
 import { configSchema, type Config, type FreeSpace, type UpstreamInput } from './schema.js';
+import { readTlsFiles, type TlsFiles } from './tls-files.js';
 import type { UpstreamSettings } from '../mirror/upstream-router.js';
 import type { Credentials } from '../upstream/credentials.js';
 import type { V1SourceOptions } from '../v1/source-client.js';
@@ -89,6 +90,8 @@ export interface Settings {
   prefetch: PrefetchSettings;
   /** Where /metrics and /_regmirror/* are served instead of the registry's listener; undefined: on it. */
   adminListen: ListenAddress | undefined;
+  /** TLS on the registry's listener and the admin one, checked at load; undefined: plain http. */
+  tls: TlsFiles | undefined;
 }
 
 export interface ConfigFlags {
@@ -133,6 +136,9 @@ const ENVIRONMENT_KEYS: ReadonlyArray<readonly [string, readonly string[]]> = [
   ['REGMIRROR_LIMITS_UPLOAD_SIZE', ['limits', 'uploadSize']],
   ['REGMIRROR_LIMITS_SEND_BUFFERS', ['limits', 'sendBuffers']],
   ['REGMIRROR_ADMIN_LISTEN', ['admin', 'listen']],
+  ['REGMIRROR_TLS_CERTIFICATE', ['tls', 'certificate']],
+  ['REGMIRROR_TLS_KEY', ['tls', 'key']],
+  ['REGMIRROR_TLS_CLIENT_CA', ['tls', 'clientCA']],
   ['REGMIRROR_OFFLOAD_X_ACCEL_REDIRECT', ['offload', 'xAccelRedirect']],
   ['REGMIRROR_CIRCUIT_FAILURE_THRESHOLD', ['circuit', 'failureThreshold']],
   ['REGMIRROR_CIRCUIT_BACKOFF_BASE', ['circuit', 'backoffBase']],
@@ -301,7 +307,16 @@ function resolveSettings(config: Config, environment: NodeJS.ProcessEnv): Settin
     gc: { intervalMs: config.gc.interval, graceMs: config.gc.grace },
     prefetch: { intervalMs: config.prefetch.interval, platforms: config.prefetch.platforms, images: config.prefetch.images },
     adminListen: config.admin.listen === undefined ? undefined : parseListen(config.admin.listen, 'admin.listen'),
+    tls: resolveTls(config.tls),
   };
+}
+
+/** The TLS files, read once here so that a missing file or a key of another certificate stops the start (status 2). */
+function resolveTls(tls: Config['tls']): TlsFiles | undefined {
+  if (tls.certificate === undefined || tls.key === undefined) return undefined;
+  const files = { certificate: tls.certificate, key: tls.key, clientCA: tls.clientCA };
+  readTlsFiles(files);
+  return files;
 }
 
 function resolveV1(v1: Config['v1'], environment: NodeJS.ProcessEnv): V1Settings {

@@ -205,6 +205,16 @@ export const configSchema = z
       .default({ uploadSize: 10 * 1024 ** 3, sendBuffers: 64 * 1024 ** 2 }),
     /** A listener of its own for /metrics and /_regmirror/* (then not served on the registry's listener). */
     admin: z.object({ listen: z.string().optional() }).strict().default({}),
+    /** TLS on the listeners (both or neither of certificate and key); none: plain http. */
+    tls: z
+      .object({ certificate: z.string().min(1).optional(), key: z.string().min(1).optional(), clientCA: z.string().min(1).optional() })
+      .strict()
+      .superRefine((tls, context) => {
+        if (tls.certificate !== undefined && tls.key === undefined) context.addIssue({ code: 'custom', path: ['key'], message: 'required with tls.certificate' });
+        if (tls.certificate === undefined && tls.key !== undefined) context.addIssue({ code: 'custom', path: ['certificate'], message: 'required with tls.key' });
+        if (tls.certificate === undefined && tls.clientCA !== undefined) context.addIssue({ code: 'custom', path: ['certificate'], message: 'required with tls.clientCA (mutual TLS is on top of TLS)' });
+      })
+      .default({}),
     timeouts: z
       .object({
         connect: duration.default(10_000),

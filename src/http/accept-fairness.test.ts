@@ -1,14 +1,20 @@
 // Tests for accept fairness: with copies of the listening socket a blocked event loop takes many queued connections
-// in its next turn (without them: one), and the turn budget starts request work in FIFO slices of about its budget.
+// in its next turn (without them: one), for http and https servers alike, and the turn budget starts request work in
+// FIFO slices of about its budget.
 
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:http';
+import { createServer, type RequestListener, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import { describe, it } from 'node:test';
+import { connect as connectTls } from 'node:tls';
+import { makeTestCa } from '../../test/support/certificates.js';
+import { readTlsFiles } from '../config/tls-files.js';
 import { addAcceptCopies, createTurnBudget } from './accept-fairness.js';
+import { httpsServerOptions } from './tls.js';
 
-async function listening(): Promise<{ server: Server; port: number }> {
-  const server = createServer((_request, response) => response.end('ok'));
+async function listening(create: (handler: RequestListener) => Server = createServer): Promise<{ server: Server; port: number }> {
+  const server = create((_request, response) => response.end('ok'));
   await new Promise<void>((resolve) => server.listen({ host: '127.0.0.1', port: 0, backlog: 4096 }, resolve));
   return { server, port: (server.address() as AddressInfo).port };
 }
@@ -67,6 +73,35 @@ describe('addAcceptCopies', () => {
     });
     assert.equal(refused, true, 'no descriptor of the socket is left listening');
     assert.deepEqual(warnings, []);
+  });
+  it('hands the connections a copy accepted to an https server, which does their TLS handshakes', async (t) => {
+    const ca = await makeTestCa();
+    t.after(() => ca.destroy());
+    const issued = await ca.issueServer('server');
+    const tls = httpsServerOptions(readTlsFiles({ certificate: issued.certificateFile, key: issued.keyFile, clientCA: undefined }), 10_000);
+    const fair = await listening((handler) => createHttpsServer(tls, handler));
+    const copies = addAcceptCopies(fair.server, { copies: 16, backlog: 4096 }, (error) => assert.fail(error));
+    assert.equal(await copies.ready, 16);
+    const many = await acceptedInOneTurn(fair.server, fair.port, 40);
+    assert.ok(many.firstTurn >= 16, `17 descriptors accepted ${many.firstTurn} in their first turn`);
+    // Every connection, whichever descriptor took it, completes its handshake against the CA and is answered.
+    const answers = await Promise.all(
+      many.sockets.map(
+        (socket) =>
+          new Promise<string>((resolve, reject) => {
+            const secure = connectTls({ socket, ca: ca.ca, servername: 'localhost' }, () => {
+              secure.write('GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n');
+            });
+            let text = '';
+            secure.on('data', (chunk: Buffer) => (text += chunk.toString()));
+            secure.once('end', () => resolve(text));
+            secure.once('error', reject);
+          }),
+      ),
+    );
+    assert.equal(answers.filter((answer) => /^HTTP\/1\.1 200 OK/.test(answer)).length, 40);
+    copies.close();
+    await new Promise<void>((resolve) => fair.server.close(() => resolve()));
   });
 });
 

@@ -2,6 +2,7 @@
 // alone on a host without IPv6. Any other failure (the port taken, not permitted) stops the start, saying why.
 // The registry's listener takes new connections fairly under load (accept-fairness.ts).
 
+import { Server as TlsServer } from 'node:tls';
 import type { FastifyInstance } from 'fastify';
 import type { ListenAddress } from '../config/load.js';
 import { ACCEPT_COPIES, addAcceptCopies, LISTEN_BACKLOG, type AcceptCopies } from './accept-fairness.js';
@@ -45,19 +46,22 @@ export async function listen(app: FastifyInstance, where: ListenAddress, options
 }
 
 async function bind(app: FastifyInstance, host: string | undefined, port: number): Promise<void> {
+  // fastify names the scheme after its own https option, which a server made by a serverFactory does not set.
+  const secure = app.server instanceof TlsServer;
+  const listenTextResolver = (address: string): string => `Server listening at ${secure ? address.replace(/^http:/, 'https:') : address}`;
   if (host !== undefined) {
-    await app.listen({ host, port, backlog: LISTEN_BACKLOG }).catch((error: unknown) => {
+    await app.listen({ host, port, backlog: LISTEN_BACKLOG, listenTextResolver }).catch((error: unknown) => {
       throw listenError(`${host.includes(':') ? `[${host}]` : host}:${port}`, error);
     });
     return;
   }
   try {
-    await app.listen({ host: '::', port, ipv6Only: false, backlog: LISTEN_BACKLOG });
+    await app.listen({ host: '::', port, ipv6Only: false, backlog: LISTEN_BACKLOG, listenTextResolver });
     return;
   } catch (error) {
     if (!isIpv6Unavailable(error)) throw listenError(`:${port} (every interface)`, error);
   }
-  await app.listen({ host: '0.0.0.0', port, backlog: LISTEN_BACKLOG }).catch((error: unknown) => {
+  await app.listen({ host: '0.0.0.0', port, backlog: LISTEN_BACKLOG, listenTextResolver }).catch((error: unknown) => {
     throw listenError(`0.0.0.0:${port} (no IPv6 on this host)`, error);
   });
 }

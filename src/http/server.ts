@@ -2,7 +2,8 @@
 // timeout for long pulls), the v2 routes, health and metrics endpoints, and one JSON access-log line
 // per request with its cache outcome.
 
-import { createServer } from 'node:http';
+import { createServer, type RequestListener, type Server } from 'node:http';
+import { createServer as createHttpsServer, type ServerOptions as HttpsServerOptions } from 'node:https';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Mirror } from '../mirror/mirror.js';
 import type { UpstreamRouter } from '../mirror/upstream-router.js';
@@ -17,6 +18,7 @@ import { sendV1Error, toV1Error } from './v1-errors.js';
 import { isV1Url, registerV1Routes, type V1RouteOptions } from './v1-routes.js';
 import type { AuthGate } from './auth-gate.js';
 import { registerV2Routes, type V2RouteOptions } from './v2-routes.js';
+import { dropHandshakesOnClose } from './tls.js';
 import { errorHandler, internalError, sendRegistryError, toRegistryError } from './wire-errors.js';
 
 /** How long an idle keep-alive connection is kept (fastify's default, which applies only to servers it creates). */
@@ -44,6 +46,8 @@ export interface ServerParts {
   v2?: V2RouteOptions;
   /** Who may do what, when `auth` is configured: the v2 API, its token realm, and the admin routes here. */
   gate?: AuthGate | undefined;
+  /** An https server with these options (http/tls.ts); undefined: plain http. */
+  tls?: HttpsServerOptions;
 }
 
 export function buildServer(parts: ServerParts): FastifyInstance {
@@ -53,7 +57,7 @@ export function buildServer(parts: ServerParts): FastifyInstance {
     // accepts and reads new connections every few milliseconds. fastify applies its own timeout options only to a
     // server it creates: this one gets them here.
     serverFactory: (handler) => {
-      const server = createServer((request, response) => turns.admit(() => handler(request, response)));
+      const server = createRawServer(parts.tls, (request, response) => turns.admit(() => handler(request, response)));
       // No limit on a whole request (multi-GB pulls and pushes); a connection idle for clientIdleMs is dropped instead.
       server.requestTimeout = 0;
       server.setTimeout(parts.clientIdleMs);
@@ -78,6 +82,7 @@ export function buildServer(parts: ServerParts): FastifyInstance {
       void sendRegistryError(reply, toRegistryError(error) ?? internalError(), request.method);
     },
   });
+  dropHandshakesOnClose(app);
   // The v2 routes read no body: no parser (JSON or text) may run and answer a 400 before the route's 405; what a
   // client sends anyway is discarded (see request-body.ts).
   app.removeAllContentTypeParsers();
@@ -155,11 +160,26 @@ export function buildServer(parts: ServerParts): FastifyInstance {
 }
 
 /** The listener of its own for /metrics and /_regmirror/* (admin.listen), with the health checks beside them. */
-export function buildAdminServer(parts: Pick<ServerParts, 'metrics' | 'logger' | 'ready' | 'status' | 'collectGarbage'>): FastifyInstance {
-  const app = Fastify({ loggerInstance: parts.logger, logController: new LogController({ disableRequestLogging: true }), forceCloseConnections: true });
+export function buildAdminServer(parts: Pick<ServerParts, 'metrics' | 'logger' | 'ready' | 'status' | 'collectGarbage' | 'tls'>): FastifyInstance {
+  const app = Fastify({
+    serverFactory: (handler) => {
+      const server = createRawServer(parts.tls, handler);
+      server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+      return server;
+    },
+    loggerInstance: parts.logger,
+    logController: new LogController({ disableRequestLogging: true }),
+    forceCloseConnections: true,
+  });
+  dropHandshakesOnClose(app);
   registerHealthRoutes(app, parts);
   registerAdminRoutes(app, parts);
   return app;
+}
+
+/** http, or https over the TLS options; fastify's routes work on either unchanged. */
+function createRawServer(tls: HttpsServerOptions | undefined, handler: RequestListener): Server {
+  return tls === undefined ? createServer(handler) : createHttpsServer(tls, handler);
 }
 
 function registerHealthRoutes(app: FastifyInstance, parts: Pick<ServerParts, 'ready'>): void {

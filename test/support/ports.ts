@@ -1,7 +1,11 @@
 // Loopback ports for test servers: pick a free one (retrying a start whose port another process took
 // meanwhile), and wait until an HTTP server answers on one. Everything binds and connects to 127.0.0.1 only.
 import { createServer } from 'node:net';
-import { request } from 'node:http';
+import { request, type IncomingMessage } from 'node:http';
+import { request as httpsRequest, type RequestOptions as HttpsRequestOptions } from 'node:https';
+
+/** What a client needs to reach a server over TLS: the CA it trusts, and its own certificate for mutual TLS. */
+export type ClientTls = Pick<HttpsRequestOptions, 'ca' | 'cert' | 'key'>;
 
 /** A port that was free on 127.0.0.1 a moment ago (listen on :0, read it, close). */
 export async function freePort(): Promise<number> {
@@ -44,13 +48,19 @@ export async function startOnFreePort<T>(start: (port: number) => Promise<T>, op
   }
 }
 
-/** One GET; resolves with the status code, rejects on connection errors or after timeoutMs. */
-function probeStatus(url: string, timeoutMs: number): Promise<number> {
-  return new Promise<number>((resolve, reject) => {
-    const req = request(url, { method: 'GET', agent: false, timeout: timeoutMs }, (res) => {
-      res.resume();
-      resolve(res.statusCode ?? 0);
-    });
+/** One GET (https when the URL says so); resolves with the status and body, rejects on connection errors or after timeoutMs. */
+export function getText(url: string, options: { timeoutMs?: number; tls?: ClientTls } = {}): Promise<{ status: number; body: string }> {
+  const timeoutMs = options.timeoutMs ?? 30_000;
+  return new Promise((resolve, reject) => {
+    const requestOptions = { method: 'GET', agent: false, timeout: timeoutMs, ...options.tls } as const;
+    const respond = (res: IncomingMessage): void => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (body += chunk));
+      res.once('error', reject);
+      res.once('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    };
+    const req = url.startsWith('https:') ? httpsRequest(url, requestOptions, respond) : request(url, requestOptions, respond);
     req.once('timeout', () => req.destroy(new Error(`no answer from ${url} within ${timeoutMs} ms`)));
     req.once('error', reject);
     req.end();
@@ -73,7 +83,7 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
  * Polls url (every intervalMs, default 100) until any HTTP response with status < 500 arrives. Rejects after
  * timeoutMs with the last error, or as soon as signal aborts (e.g. because the server process died).
  */
-export async function waitForHttp(url: string, timeoutMs = 15_000, opts: { signal?: AbortSignal; intervalMs?: number } = {}): Promise<void> {
+export async function waitForHttp(url: string, timeoutMs = 15_000, opts: { signal?: AbortSignal; intervalMs?: number; tls?: ClientTls } = {}): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let lastProblem = 'no attempt made';
   for (;;) {
@@ -81,7 +91,7 @@ export async function waitForHttp(url: string, timeoutMs = 15_000, opts: { signa
     const remaining = deadline - Date.now();
     if (remaining <= 0) throw new Error(`waitForHttp ${url}: nothing answered below 500 within ${timeoutMs} ms; last: ${lastProblem}`);
     try {
-      const status = await probeStatus(url, Math.min(remaining, 2_000));
+      const { status } = await getText(url, { timeoutMs: Math.min(remaining, 2_000), tls: opts.tls });
       if (status < 500) return;
       lastProblem = `HTTP ${status}`;
     } catch (err) {

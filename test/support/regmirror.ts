@@ -5,7 +5,7 @@ import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import { waitForHttp } from './ports.js';
+import { getText, waitForHttp, type ClientTls } from './ports.js';
 import { startProcess, type ManagedProcess } from './processes.js';
 import { makeTempDir, removeDir } from './temp.js';
 
@@ -27,6 +27,8 @@ export interface RegmirrorOptions {
   cli?: string;
   /** Which output lines lines() keeps (default all): under load, leave out the access log. */
   keepLine?: (line: string) => boolean;
+  /** The mirror serves TLS (its tls.* settings are in env or the config file): reach it over https with these. */
+  tls?: ClientTls;
 }
 
 export interface AccessEntry {
@@ -76,6 +78,7 @@ export async function startRegmirror(options: RegmirrorOptions = {}): Promise<Re
   const dataDir = options.dataDir ?? (await makeTempDir('regmirror-data-'));
   // 0 until the first start: regmirror binds a port of its own choosing and says which; restarts keep it.
   let port = options.port ?? 0;
+  const scheme = options.tls === undefined ? 'http' : 'https';
   const argsFor = (listenPort: number): string[] => {
     const args = [...REGMIRROR_NODE_FLAGS, options.cli ?? CLI, 'serve', '--listen', `127.0.0.1:${listenPort}`, '--data', dataDir];
     for (const upstream of options.upstreams ?? []) args.push('--upstream', upstream);
@@ -93,7 +96,7 @@ export async function startRegmirror(options: RegmirrorOptions = {}): Promise<Re
       const bound = await listeningPort(child);
       if (port !== 0 && bound !== port) throw new Error(`regmirror listens on ${bound}, not ${port}`);
       port = bound;
-      await waitForHttp(`http://127.0.0.1:${port}/healthz`, 15_000);
+      await waitForHttp(`${scheme}://127.0.0.1:${port}/healthz`, 15_000, { tls: options.tls });
     } catch (error) {
       await child.stop('SIGKILL');
       throw error;
@@ -105,12 +108,10 @@ export async function startRegmirror(options: RegmirrorOptions = {}): Promise<Re
   };
   const lines = (): string[] => [...history, ...(current?.lines() ?? [])];
   await start();
-  const url = `http://127.0.0.1:${port}`;
+  const url = `${scheme}://127.0.0.1:${port}`;
+  const get = async (target: string): Promise<string> => (await getText(`${url}${target}`, { tls: options.tls })).body;
 
-  const metrics = async (): Promise<string> => {
-    const response = await fetch(`${url}/metrics`);
-    return response.text();
-  };
+  const metrics = (): Promise<string> => get('/metrics');
   return {
     url,
     host: `127.0.0.1:${port}`,
@@ -121,7 +122,7 @@ export async function startRegmirror(options: RegmirrorOptions = {}): Promise<Re
     accessEntries: () => lines().flatMap((line) => parseAccessEntry(line)).filter((entry) => !entry.path.includes(SETTLE_MARKER)),
     settle: async (timeoutMs = 10_000) => {
       const marker = `${SETTLE_MARKER}=${randomUUID()}`;
-      await (await fetch(`${url}/healthz?${marker}`)).arrayBuffer();
+      await get(`/healthz?${marker}`);
       const deadline = Date.now() + timeoutMs;
       while (!lines().some((line) => line.includes(marker))) {
         if (Date.now() > deadline) throw new Error('regmirror did not log the settle marker in time');

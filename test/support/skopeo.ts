@@ -71,23 +71,29 @@ export async function skopeo(args: string[], opts: SkopeoOptions = {}): Promise<
   return { stdout: stdout.toString('utf8'), stderr };
 }
 
-/** The exact manifest (or index) bytes the registry serves for ref, e.g. docker://127.0.0.1:P/repo:tag. */
-export async function inspectRaw(ref: string, opts: { tlsVerify?: boolean; creds?: string; timeoutMs?: number } = {}): Promise<Buffer> {
-  const args = ['inspect', '--raw', `--tls-verify=${String(opts.tlsVerify ?? false)}`];
+/**
+ * The exact manifest (or index) bytes the registry serves for ref, e.g. docker://127.0.0.1:P/repo:tag. With certDir
+ * (a directory holding ca.crt, and client.cert/client.key for mutual TLS), over TLS verified against it.
+ */
+export async function inspectRaw(ref: string, opts: { tlsVerify?: boolean; certDir?: string; creds?: string; timeoutMs?: number } = {}): Promise<Buffer> {
+  const args = ['inspect', '--raw', ...(opts.certDir === undefined ? [`--tls-verify=${String(opts.tlsVerify ?? false)}`] : ['--cert-dir', opts.certDir])];
   if (opts.creds !== undefined) args.push('--creds', opts.creds);
   args.push(ref);
   const { stdout } = await runSkopeo(args, opts.timeoutMs ?? 120_000);
   return stdout;
 }
 
-/** Pulls ref (plain HTTP allowed) into the OCI layout outDir under tag; `all` copies every platform of an index. */
+/**
+ * Pulls ref into the OCI layout outDir under tag: plain HTTP allowed, or with srcCertDir over TLS verified against its
+ * ca.crt; `all` copies every platform of an index.
+ */
 export async function copyToOci(
   ref: string,
   outDir: string,
   tag: string,
-  opts: { all?: boolean; creds?: string; timeoutMs?: number } = {},
+  opts: { all?: boolean; creds?: string; srcCertDir?: string; timeoutMs?: number } = {},
 ): Promise<void> {
-  const args = ['copy', '--quiet', '--src-tls-verify=false'];
+  const args = ['copy', '--quiet', ...(opts.srcCertDir === undefined ? ['--src-tls-verify=false'] : ['--src-cert-dir', opts.srcCertDir])];
   if (opts.all === true) args.push('--all');
   if (opts.creds !== undefined) args.push('--src-creds', opts.creds);
   args.push(ref, `oci:${outDir}:${tag}`);
