@@ -6,6 +6,7 @@ import { CacheEvictor } from './cache/evictor.js';
 import { GarbageCollector } from './cache/garbage-collector.js';
 import { Prefetcher } from './cache/prefetcher.js';
 import { AccessRules } from './auth/access-rules.js';
+import { ExternalTokens } from './auth/external-tokens.js';
 import { HtpasswdFile } from './auth/htpasswd.js';
 import { loadSigningKey, TokenIssuer } from './auth/tokens.js';
 import { ConfigError } from './config/config-error.js';
@@ -191,16 +192,27 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
 }
 
 async function createAuthGate(auth: NonNullable<Settings['auth']>, dataDir: string, router: UpstreamRouter, log: Logger): Promise<AuthGate> {
-  const htpasswd = await HtpasswdFile.open(auth.htpasswd, log).catch((error: unknown) => {
-    throw new ConfigError(`invalid configuration: auth.htpasswd: cannot read ${auth.htpasswd}: ${(error as Error).message}`, { cause: error });
-  });
+  const file = auth.htpasswd;
+  const htpasswd =
+    file === undefined
+      ? undefined
+      : await HtpasswdFile.open(file, log).catch((error: unknown) => {
+          throw new ConfigError(`invalid configuration: auth.htpasswd: cannot read ${file}: ${(error as Error).message}`, { cause: error });
+        });
+  const issuerSettings = auth.externalIssuer;
+  const external =
+    issuerSettings === undefined
+      ? undefined
+      : await ExternalTokens.open({ ...issuerSettings, audience: auth.service }).catch((error: unknown) => {
+          throw new ConfigError(`invalid configuration: auth.token: ${(error as Error).message}`, { cause: error });
+        });
   const key = await loadSigningKey(auth.tokenKey, dataDir).catch((error: unknown) => {
     throw new ConfigError(`invalid configuration: auth.token.key: ${(error as Error).message}`, { cause: error });
   });
   return new AuthGate({
     htpasswd,
     rules: new AccessRules(auth.access),
-    issuer: new TokenIssuer(key, { issuer: 'regmirror', service: auth.service, lifetimeMs: auth.tokenLifetimeMs }),
+    issuer: new TokenIssuer(key, { issuer: 'regmirror', service: auth.service, lifetimeMs: auth.tokenLifetimeMs, external }),
     service: auth.service,
     realm: auth.realm,
     failedLogins: auth.failedLogins,

@@ -4,6 +4,8 @@
 // in the OCI shape, never the content; failed logins rate-limited; credentials and tokens never logged.
 
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import { SignJWT } from 'jose';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -17,6 +19,19 @@ import { makeTempDir, removeDir } from './support/temp.js';
 
 const PASSWORDS = { alice: 'alice-secret-7f3a', bob: 'bob-secret-91c2', root: 'root-secret-44d0' };
 const ACCEPT = [MEDIA_TYPES.ociManifest, MEDIA_TYPES.ociIndex].join(', ');
+/** A login service elsewhere, whose tokens the mirror accepts too (auth.token.issuer). */
+const EXTERNAL_LOGIN = generateKeyPairSync('ec', { namedCurve: 'P-384' });
+
+function externalToken(subject: string, repository: string, key = EXTERNAL_LOGIN.privateKey): Promise<string> {
+  return new SignJWT({ access: [{ type: 'repository', name: repository, actions: ['pull'] }] })
+    .setProtectedHeader({ alg: 'ES384' })
+    .setIssuer('https://login.test')
+    .setAudience('regmirror')
+    .setSubject(subject)
+    .setIssuedAt()
+    .setExpirationTime('5m')
+    .sign(key);
+}
 
 function basic(user: keyof typeof PASSWORDS, password: string = PASSWORDS[user]): string {
   return `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
@@ -44,6 +59,8 @@ describe('client authentication and access rules', { timeout: 300_000 }, () => {
     await pushLayout(app, `127.0.0.1:${upstream.port}/library/shared:v1`);
     const htpasswd = path.join(work, 'htpasswd');
     await writeHtpasswd(htpasswd, PASSWORDS);
+    const loginKey = path.join(work, 'login.pem');
+    await writeFile(loginKey, EXTERNAL_LOGIN.publicKey.export({ type: 'spki', format: 'pem' }));
     const config = path.join(work, 'regmirror.yaml');
     await writeFile(
       config,
@@ -57,6 +74,7 @@ describe('client authentication and access rules', { timeout: 300_000 }, () => {
         'auth:',
         `  htpasswd: ${htpasswd}`,
         '  failedLogins: {limit: 5, window: 1m}',
+        `  token: {issuer: "https://login.test", publicKeys: [${loginKey}]}`,
         'access:',
         '  - users: [alice]',
         '    repositories: ["**"]',
@@ -198,6 +216,13 @@ describe('client authentication and access rules', { timeout: 300_000 }, () => {
     const anonymousCatalog = await token(undefined, 'registry:catalog:*');
     const listed = (await (await get('/v2/_catalog', `Bearer ${anonymousCatalog.token ?? ''}`)).json()) as { repositories: string[] };
     assert.ok(!listed.repositories.some((name) => name.startsWith('private.example/')), listed.repositories.join(' '));
+  });
+
+  it('accepts tokens of the external issuer, as the rules grant their subject', async () => {
+    assert.equal((await get('/v2/team/app/manifests/v1', `Bearer ${await externalToken('alice', 'team/app')}`)).status, 200);
+    await assertRefused(await get('/v2/team/app/manifests/v1', `Bearer ${await externalToken('bob', 'team/app')}`), 403, 'DENIED');
+    const forged = await externalToken('alice', 'team/app', generateKeyPairSync('ec', { namedCurve: 'P-384' }).privateKey);
+    await assertRefused(await get('/v2/team/app/manifests/v1', `Bearer ${forged}`), 401, 'UNAUTHORIZED');
   });
 
   it('lists in the catalog only what the caller may pull', async () => {

@@ -60,7 +60,14 @@ export class TokenIssuer {
 
   constructor(
     private readonly privateKey: KeyObject,
-    private readonly options: { issuer: string; service: string; lifetimeMs: number; now?: () => number },
+    private readonly options: {
+      issuer: string;
+      service: string;
+      lifetimeMs: number;
+      now?: () => number;
+      /** Tokens of another issuer, accepted as well (auth.token.issuer). */
+      external?: { verify(token: string, now: number): Promise<VerifiedToken | undefined> } | undefined;
+    },
   ) {
     this.publicKey = createPublicKey(privateKey);
   }
@@ -99,13 +106,17 @@ export class TokenIssuer {
       });
       const access = readAccess(payload.access);
       if (access === undefined || typeof payload.exp !== 'number') return undefined;
-      const verified = { subject: payload.sub ?? '', access, expiresAt: payload.exp * 1000 };
-      if (this.verified.size >= REMEMBER_MAX) this.verified.clear();
-      this.verified.set(token, verified);
-      return verified;
+      return this.remember(token, { subject: payload.sub ?? '', access, expiresAt: payload.exp * 1000 });
     } catch {
-      return undefined;
+      const external = await this.options.external?.verify(token, this.now());
+      return external === undefined ? undefined : this.remember(token, external);
     }
+  }
+
+  private remember(token: string, verified: VerifiedToken): VerifiedToken {
+    if (this.verified.size >= REMEMBER_MAX) this.verified.clear();
+    this.verified.set(token, verified);
+    return verified;
   }
 
   private now(): number {
@@ -113,7 +124,8 @@ export class TokenIssuer {
   }
 }
 
-function readAccess(claim: unknown): TokenAccess[] | undefined {
+/** distribution's `access` claim: [{type, name, actions}]; undefined when it is not that shape. */
+export function readAccess(claim: unknown): TokenAccess[] | undefined {
   if (!Array.isArray(claim)) return undefined;
   const access: TokenAccess[] = [];
   for (const entry of claim as unknown[]) {

@@ -408,7 +408,20 @@ access:
         { users: ['alice', 'ci-bot'], repositories: ['**'], actions: ['pull'] },
         { users: ['anonymous'], repositories: ['library/*'], actions: ['pull'] },
       ],
+      externalIssuer: undefined,
     });
+  });
+
+  it('reads an external issuer, and refuses one without keys or a realm', async () => {
+    const file = await writeTemporary('auth:\n  realm: https://login.example/token\n  token:\n    issuer: https://login.example\n    jwks: /etc/regmirror/jwks.json\n');
+    const auth = settingsOf({ config: file }, {}).auth;
+    assert.deepEqual(auth && [auth.htpasswd, auth.externalIssuer], [undefined, { issuer: 'https://login.example', publicKeys: [], jwks: '/etc/regmirror/jwks.json' }]);
+    const noKeys = await writeTemporary('auth:\n  realm: https://login.example/token\n  token:\n    issuer: https://login.example\n');
+    assertConfigError(() => settingsOf({ config: noKeys }, {}), 'auth.token.issuer needs auth.token.publicKeys or auth.token.jwks');
+    const noRealm = await writeTemporary('auth:\n  token:\n    issuer: https://login.example\n    publicKeys: [/k.pem]\n');
+    assertConfigError(() => settingsOf({ config: noRealm }, {}), 'auth.realm must name');
+    const nothing = await writeTemporary('auth:\n  service: x\n');
+    assertConfigError(() => settingsOf({ config: nothing }, {}), 'give auth.htpasswd, auth.token.issuer, or both');
   });
 
   it('takes the auth keys from their variables', () => {

@@ -61,13 +61,16 @@ export interface PrefetchSettings {
 }
 
 export interface AuthSettings {
-  htpasswd: string;
+  /** undefined: logins live with the external issuer only. */
+  htpasswd: string | undefined;
   service: string;
   realm: string | undefined;
   tokenKey: string | undefined;
   tokenLifetimeMs: number;
   failedLogins: { limit: number; windowMs: number };
   access: Config['access'];
+  /** Tokens of another issuer accepted too. */
+  externalIssuer: { issuer: string; publicKeys: string[]; jwks: string | undefined } | undefined;
 }
 
 export interface Settings {
@@ -130,6 +133,8 @@ const ENVIRONMENT_KEYS: ReadonlyArray<readonly [string, readonly string[]]> = [
   ['REGMIRROR_AUTH_REALM', ['auth', 'realm']],
   ['REGMIRROR_AUTH_TOKEN_KEY', ['auth', 'token', 'key']],
   ['REGMIRROR_AUTH_TOKEN_LIFETIME', ['auth', 'token', 'lifetime']],
+  ['REGMIRROR_AUTH_TOKEN_ISSUER', ['auth', 'token', 'issuer']],
+  ['REGMIRROR_AUTH_TOKEN_JWKS', ['auth', 'token', 'jwks']],
   ['REGMIRROR_GC_INTERVAL', ['gc', 'interval']],
   ['REGMIRROR_GC_GRACE', ['gc', 'grace']],
   ['REGMIRROR_PREFETCH_INTERVAL', ['prefetch', 'interval']],
@@ -281,7 +286,7 @@ function resolveSettings(config: Config, environment: NodeJS.ProcessEnv): Settin
     seen.add(upstream.registry);
   }
   if (config.access.length > 0 && config.auth === undefined) {
-    throw new ConfigError('invalid configuration: access: rules need auth (auth.htpasswd) to know who asks');
+    throw new ConfigError('invalid configuration: access: rules need auth (auth.htpasswd or auth.token.issuer) to know who asks');
   }
   return {
     listen: parseListen(config.listen),
@@ -303,6 +308,8 @@ function resolveSettings(config: Config, environment: NodeJS.ProcessEnv): Settin
       tokenLifetimeMs: config.auth.token.lifetime,
       failedLogins: { limit: config.auth.failedLogins.limit, windowMs: config.auth.failedLogins.window },
       access: config.access,
+      externalIssuer:
+        config.auth.token.issuer === undefined ? undefined : { issuer: config.auth.token.issuer, publicKeys: config.auth.token.publicKeys, jwks: config.auth.token.jwks },
     },
     gc: { intervalMs: config.gc.interval, graceMs: config.gc.grace },
     prefetch: { intervalMs: config.prefetch.interval, platforms: config.prefetch.platforms, images: config.prefetch.images },

@@ -143,21 +143,33 @@ export const configSchema = z
     /** Client authentication: htpasswd logins, and the docker token flow with this mirror as its issuer. */
     auth: z
       .object({
-        htpasswd: z.string().min(1),
+        htpasswd: z.string().min(1).optional(),
         /** The `service` of the challenge and the audience of issued tokens. */
         service: z.string().min(1).default('regmirror'),
         /** The token realm's URL when clients must reach it by another name; default: this mirror's /auth/token. */
         realm: z.url({ protocol: /^https?$/ }).optional(),
         token: z
-          .object({ key: z.string().min(1).optional(), lifetime: duration.default(300_000) })
+          .object({
+            key: z.string().min(1).optional(),
+            lifetime: duration.default(300_000),
+            /** Tokens of this issuer (`iss`) are accepted too, checked against publicKeys or jwks. */
+            issuer: z.string().min(1).optional(),
+            publicKeys: z.array(z.string().min(1)).default([]),
+            jwks: z.string().min(1).optional(),
+          })
           .strict()
-          .default({ lifetime: 300_000 }),
+          .default({ lifetime: 300_000, publicKeys: [] }),
         failedLogins: z
           .object({ limit: z.coerce.number().int().min(1).default(10), window: duration.default(60_000) })
           .strict()
           .default({ limit: 10, window: 60_000 }),
       })
       .strict()
+      .refine((auth) => auth.htpasswd !== undefined || auth.token.issuer !== undefined, { message: 'give auth.htpasswd, auth.token.issuer, or both' })
+      .refine((auth) => auth.htpasswd !== undefined || auth.realm !== undefined, { message: 'with no htpasswd, auth.realm must name the external issuer’s token endpoint' })
+      .refine((auth) => auth.token.issuer === undefined || auth.token.publicKeys.length > 0 || auth.token.jwks !== undefined, {
+        message: 'auth.token.issuer needs auth.token.publicKeys or auth.token.jwks',
+      })
       .optional(),
     /** Who may do what, by repository (with auth): rules that grant, none that deny. */
     access: z

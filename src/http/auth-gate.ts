@@ -12,7 +12,8 @@ import { RegistryError } from '../registry/errors.js';
 import { sendRegistryError } from './wire-errors.js';
 
 export interface AuthGateOptions {
-  htpasswd: HtpasswdFile;
+  /** undefined: no logins here (tokens come from an external issuer); Basic credentials are then refused. */
+  htpasswd: HtpasswdFile | undefined;
   rules: AccessRules;
   issuer: TokenIssuer;
   /** The `service` of the challenge and of issued tokens' audience. */
@@ -109,6 +110,8 @@ export class AuthGate {
 
   /** GET /auth/token: a token holding what the rules grant of what was asked (nothing asked: a token for /v2/). */
   registerTokenRoute(app: FastifyInstance): void {
+    // Logins live with the external issuer: its realm issues the tokens.
+    if (this.options.htpasswd === undefined) return;
     app.get('/auth/token', async (request: FastifyRequest<{ Querystring: Record<string, string | string[] | undefined> }>, reply: FastifyReply) => {
       try {
         const caller = await this.identify(request);
@@ -170,7 +173,8 @@ export class AuthGate {
       const retryAfter = Math.max(1, Math.ceil(((recent[0] ?? now) + windowMs - now) / 1000));
       throw new RegistryError('TOOMANYREQUESTS', { message: 'too many failed logins; retry later', headers: { 'retry-after': String(retryAfter) } });
     }
-    if (name !== '' && (await this.options.htpasswd.verify(name, password))) {
+    const htpasswd = this.options.htpasswd;
+    if (name !== '' && htpasswd !== undefined && (await htpasswd.verify(name, password))) {
       this.failures.delete(key);
       return { identity: { kind: 'user', name }, token: undefined, authenticated: true };
     }
