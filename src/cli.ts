@@ -107,6 +107,7 @@ program
   .argument('<ref...>', 'images: [REGISTRY/]NAME:TAG or [REGISTRY/]NAME@DIGEST (REGISTRY: a registry name or alias the mirror routes; none: its default upstream)')
   .option('--server <url>', 'the mirror', DEFAULT_SERVER)
   .option('--platform <os/arch[/variant]>', 'of an index, only the manifests of this platform; repeatable (default: every platform)', collect)
+  .option('--creds <user:password>', 'log in to a mirror with auth (or REGMIRROR_PREFETCH_CREDS, which ps does not show)')
   .action(async (references: string[], flags: PrefetchFlags) => {
     process.exitCode = await runPrefetch(references, flags);
   });

@@ -13,7 +13,7 @@ import { startDistribution, type Distribution } from './support/distribution.js'
 import { writeHtpasswd } from './support/htpasswd.js';
 import { buildImageLayout, MEDIA_TYPES, pushLayout, type BuiltLayout } from './support/images.js';
 import { makePodman } from './support/podman.js';
-import { startRegmirror, type Regmirror } from './support/regmirror.js';
+import { runRegmirror, startRegmirror, type Regmirror } from './support/regmirror.js';
 import { copyToOci, inspectRaw } from './support/skopeo.js';
 import { makeTempDir, removeDir } from './support/temp.js';
 
@@ -250,6 +250,17 @@ describe('client authentication and access rules', { timeout: 300_000 }, () => {
     await assertRefused(last, 429, 'TOOMANYREQUESTS');
     assert.equal((await get('/v2/', basic('root'))).status, 429, 'even the right password, until the window passes');
     assert.equal((await get('/v2/', basic('alice'))).status, 200, 'another user is not locked out');
+  });
+
+  it('lets regmirror prefetch log in, or pull anonymously what anonymous callers may', async () => {
+    const withCreds = await runRegmirror(['prefetch', '--server', mirror.url, '--creds', `alice:${PASSWORDS.alice}`, 'team/app:v1']);
+    assert.equal(withCreds.code, 0, withCreds.stderr);
+    const fromEnvironment = await runRegmirror(['prefetch', '--server', mirror.url, 'team/app:v1'], { env: { REGMIRROR_PREFETCH_CREDS: `alice:${PASSWORDS.alice}` } });
+    assert.equal(fromEnvironment.code, 0, fromEnvironment.stderr);
+    const anonymous = await runRegmirror(['prefetch', '--server', mirror.url, 'library/public:v1', 'team/app:v1']);
+    assert.equal(anonymous.code, 1);
+    assert.match(anonymous.stderr, /team\/app:v1.*401/);
+    assert.doesNotMatch(anonymous.stderr, /library\/public/, 'the image anonymous callers may pull was pulled');
   });
 
   it('never logs a password or a token', async () => {

@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { describeAnswer, readUsage, runPrefetch, type PrefetchOutput } from './prefetch.js';
+import { describeAnswer, parseBearerChallenge, readUsage, runPrefetch, type PrefetchOutput } from './prefetch.js';
 
 const SERVER = 'http://127.0.0.1:5000';
 
@@ -108,5 +108,22 @@ describe('describeAnswer', () => {
     assert.doesNotMatch(said, /\p{Cc}/u);
     assert.ok(said.startsWith('HTTP 400 Bad Request: DENIED  [2Jgone  xxx'));
     assert.ok(said.endsWith('x; A; B'), 'at most three errors, each cut at 200 characters');
+  });
+});
+
+describe('parseBearerChallenge', () => {
+  it('reads realm, service and scope of a Bearer challenge', () => {
+    assert.deepEqual(parseBearerChallenge('Bearer realm="https://m.example/auth/token",service="regmirror",scope="repository:team/app:pull"'), {
+      realm: 'https://m.example/auth/token',
+      service: 'regmirror',
+      scope: 'repository:team/app:pull',
+    });
+  });
+
+  it('ignores Basic challenges, a missing or non-http realm', () => {
+    assert.equal(parseBearerChallenge('Basic realm="regmirror"'), undefined);
+    assert.equal(parseBearerChallenge('Bearer service="x"'), undefined);
+    assert.equal(parseBearerChallenge('Bearer realm="file:///etc/passwd"'), undefined);
+    assert.equal(parseBearerChallenge(undefined), undefined);
   });
 });

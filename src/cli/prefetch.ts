@@ -28,6 +28,8 @@ export const DEFAULT_SERVER = 'http://127.0.0.1:5000';
 
 export interface PrefetchFlags {
   server: string;
+  /** USER:PASSWORD for a mirror with auth (else REGMIRROR_PREFETCH_CREDS; else anonymous). */
+  creds?: string | undefined;
   /** Of an index, the children of these platforms; all of them when none is given. */
   platform?: string[] | undefined;
 }
@@ -52,13 +54,23 @@ const MAX_ERROR_BODY_BYTES = 64 * 1024;
 const MANIFEST_ACCEPT = MANIFEST_MEDIA_TYPES.join(', ');
 
 /** Pulls the images; resolves with the exit status: 0 all pulled, 1 any failed, 2 bad usage (before any request). */
-export async function runPrefetch(references: readonly string[], flags: PrefetchFlags, output: PrefetchOutput = standardOutput()): Promise<number> {
+export async function runPrefetch(
+  references: readonly string[],
+  flags: PrefetchFlags,
+  output: PrefetchOutput = standardOutput(),
+  environment: NodeJS.ProcessEnv = process.env,
+): Promise<number> {
   const usage = readUsage(references, flags);
   if (!usage.ok) {
     for (const problem of usage.problems) output.err(`regmirror prefetch: ${problem}`);
     return 2;
   }
-  const client = new MirrorClient(usage.origin);
+  const creds = flags.creds ?? environment.REGMIRROR_PREFETCH_CREDS;
+  if (creds !== undefined && !creds.includes(':')) {
+    output.err('regmirror prefetch: --creds: expected USER:PASSWORD');
+    return 2;
+  }
+  const client = new MirrorClient(usage.origin, creds);
   const prefetch = new Prefetch(client, usage.platforms, (blob) => {
     if (output.terminal === undefined) output.out(blobLine(blob));
   });
@@ -261,23 +273,83 @@ class PrefetchFailure extends Error {
   override readonly name = 'PrefetchFailure';
 }
 
-/** The mirror over plain HTTP: one keep-alive pool, deadlines, no redirect followed (the mirror answers itself). */
+/**
+ * The mirror over HTTP: one keep-alive pool, deadlines, no redirect followed (the mirror answers itself). A 401
+ * with a Bearer challenge runs the docker token flow once per scope (with --creds, or anonymously) and retries.
+ */
 class MirrorClient {
   private readonly agent = new Agent({ headersTimeout: HEADERS_TIMEOUT_MS, bodyTimeout: BODY_IDLE_TIMEOUT_MS, connections: BLOB_CONCURRENCY + MANIFEST_CONCURRENCY });
+  /** Tokens by scope (the challenge's), as promises: the requests of one repository share one token request. */
+  private readonly tokens = new Map<string, Promise<string>>();
 
-  constructor(private readonly origin: string) {}
+  constructor(
+    private readonly origin: string,
+    private readonly creds: string | undefined,
+  ) {}
 
   async get(what: string, path: string, headers: Record<string, string>, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
+    const first = await this.send(what, path, headers, signal, undefined);
+    const challenge = first.statusCode === 401 ? parseBearerChallenge(headerValue(first.headers['www-authenticate'])) : undefined;
+    if (challenge === undefined) return first;
+    await first.body.dump();
+    const key = `${challenge.realm} ${challenge.service} ${challenge.scope}`;
+    let token = this.tokens.get(key);
+    if (token === undefined) {
+      token = this.fetchToken(what, challenge);
+      this.tokens.set(key, token);
+      token.catch(() => this.tokens.delete(key));
+    }
+    return this.send(what, path, headers, signal, `Bearer ${await token}`);
+  }
+
+  private async send(what: string, path: string, headers: Record<string, string>, signal: AbortSignal | undefined, authorization: string | undefined): Promise<Dispatcher.ResponseData> {
     try {
-      return await this.agent.request({ origin: this.origin, path, method: 'GET', headers: { 'user-agent': 'regmirror-prefetch', ...headers }, signal });
+      const all = { 'user-agent': 'regmirror-prefetch', ...headers, ...(authorization === undefined ? {} : { authorization }) };
+      return await this.agent.request({ origin: this.origin, path, method: 'GET', headers: all, signal });
     } catch (error) {
       throw new PrefetchFailure(`${what}: no answer from ${this.origin}`, { cause: error });
     }
   }
 
+  private async fetchToken(what: string, challenge: BearerChallenge): Promise<string> {
+    const url = new URL(challenge.realm);
+    if (challenge.service !== undefined) url.searchParams.set('service', challenge.service);
+    if (challenge.scope !== undefined) url.searchParams.set('scope', challenge.scope);
+    const headers: Record<string, string> = { 'user-agent': 'regmirror-prefetch' };
+    if (this.creds !== undefined) headers.authorization = `Basic ${Buffer.from(this.creds).toString('base64')}`;
+    let response: Dispatcher.ResponseData;
+    try {
+      response = await this.agent.request({ origin: url.origin, path: `${url.pathname}${url.search}`, method: 'GET', headers });
+    } catch (error) {
+      throw new PrefetchFailure(`${what}: no answer from the token realm ${url.origin}`, { cause: error });
+    }
+    const body = await readWhole(`${what}: token`, response.body, MAX_ERROR_BODY_BYTES);
+    if (response.statusCode !== 200) throw new PrefetchFailure(`${what}: the token realm refused${this.creds === undefined ? ' (no --creds given)' : ''}: ${describeAnswer(response.statusCode, body)}`);
+    const parsed = JSON.parse(body.toString('utf8')) as { token?: unknown; access_token?: unknown };
+    const token = typeof parsed.token === 'string' ? parsed.token : parsed.access_token;
+    if (typeof token !== 'string' || token === '') throw new PrefetchFailure(`${what}: the token realm answered no token`);
+    return token;
+  }
+
   close(): Promise<void> {
     return this.agent.close();
   }
+}
+
+interface BearerChallenge {
+  realm: string;
+  service: string | undefined;
+  scope: string | undefined;
+}
+
+/** `Bearer realm="…",service="…",scope="…"`; undefined for any other challenge. */
+export function parseBearerChallenge(header: string | undefined): BearerChallenge | undefined {
+  if (header === undefined || !/^bearer\s/i.test(header)) return undefined;
+  const parameters = new Map<string, string>();
+  for (const match of header.slice(6).matchAll(/([a-zA-Z]+)="([^"]*)"/g)) parameters.set((match[1] ?? '').toLowerCase(), match[2] ?? '');
+  const realm = parameters.get('realm');
+  if (realm === undefined || !/^https?:\/\//.test(realm)) return undefined;
+  return { realm, service: parameters.get('service'), scope: parameters.get('scope') };
 }
 
 async function readWhole(what: string, body: Dispatcher.ResponseData['body'], limit: number): Promise<Buffer> {
