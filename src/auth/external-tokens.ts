@@ -28,7 +28,7 @@ export class ExternalTokens {
     const keys: JWK[] = [];
     for (const file of options.publicKeys) {
       const key = createPublicKey(await readFile(file, 'utf8'));
-      keys.push(key.export({ format: 'jwk' }) as JWK);
+      keys.push(key.export({ format: 'jwk' }));
     }
     if (options.jwks !== undefined) {
       const set = JSON.parse(await readFile(options.jwks, 'utf8')) as JSONWebKeySet;
