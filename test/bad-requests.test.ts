@@ -154,6 +154,7 @@ describe('bad requests get clear OCI errors', () => {
     const target = `/v2/team/app/blobs/${layerDigest}`;
     const size = layer.length;
     assert.equal((await rawRequest(mirror.port, 'GET', target)).status, 200); // cached now (the blob test filled it)
+    await mirror.fillsSettled();
     assert.ok((await mirror.metricValue('regmirror_fills_total', { outcome: 'committed' })) >= 1);
 
     const whole = async (range: string): Promise<void> => {

@@ -57,7 +57,9 @@ describe('the data directory lock', { timeout: 120_000 }, () => {
       assert.equal(response.status, 200);
       assert.ok(response.complete, `the fill went on to the end (${String(response.error)})`);
       assert.equal(sha256Of(response.body), digest);
-      await waitUntil('the blob is committed', () => fileExists(committedBlobPath(first.dataDir, digest)));
+      // The client has its last byte a moment before the commit (sync, rename, record, count) ends.
+      await first.fillsSettled();
+      assert.ok(await fileExists(committedBlobPath(first.dataDir, digest)));
       assert.equal(await first.metricValue('regmirror_fills_total', { outcome: 'committed' }), 1);
     } finally {
       await first.destroy();
