@@ -15,7 +15,7 @@ import { makeTestCa, type TestCa } from './support/certificates.js';
 import { startConnectProxy, type ConnectProxy } from './support/connect-proxy.js';
 import { startContainerd, writeHostsDir } from './support/containerd.js';
 import { startDistribution, type Distribution } from './support/distribution.js';
-import { startDockerd, type Dockerd } from './support/dockerd.js';
+import { startDockerdOnOwnContainerd } from './support/dockerd.js';
 import { writeHtpasswd } from './support/htpasswd.js';
 import { buildImageLayout, pushLayout, type BuiltImage } from './support/images.js';
 import { startRegmirror, type Regmirror } from './support/regmirror.js';
@@ -46,29 +46,26 @@ describe('docker and containerd log in to a mirror over TLS', () => {
     await pushLayout(appLayout, `127.0.0.1:${upstream.port}/team/app:v1`);
     await pushLayout(publicLayout, `127.0.0.1:${upstream.port}/library/public:v1`);
     [app, publicImage] = [appLayout.images[0] as BuiltImage, publicLayout.images[0] as BuiltImage];
-    const htpasswd = path.join(work, 'htpasswd');
-    await writeHtpasswd(htpasswd, PASSWORDS);
+    await writeHtpasswd(path.join(work, 'htpasswd'), PASSWORDS);
+    // Alice may pull team/*, anyone library/*; nobody anything else.
+    const yaml = `
+upstreams:
+  - url: ${upstream.url}
+tls:
+  certificate: ${certificate.certificateFile}
+  key: ${certificate.keyFile}
+auth:
+  htpasswd: ${path.join(work, 'htpasswd')}
+access:
+  - users: [alice]
+    repositories: ["team/*"]
+    actions: [pull]
+  - users: [anonymous]
+    repositories: ["library/*"]
+    actions: [pull]
+`;
     const config = path.join(work, 'regmirror.yaml');
-    await writeFile(
-      config,
-      [
-        'upstreams:',
-        `  - url: ${upstream.url}`,
-        'tls:',
-        `  certificate: ${certificate.certificateFile}`,
-        `  key: ${certificate.keyFile}`,
-        'auth:',
-        `  htpasswd: ${htpasswd}`,
-        'access:',
-        '  - users: [alice]',
-        '    repositories: ["team/*"]',
-        '    actions: [pull]',
-        '  - users: [anonymous]',
-        '    repositories: ["library/*"]',
-        '    actions: [pull]',
-        '',
-      ].join('\n'),
-    );
+    await writeFile(config, yaml);
     mirror = await startRegmirror({ configFile: config, tls: { ca: ca.ca } });
     mirrorName = `${MIRROR_NAME}:${mirror.port}`;
     proxy = await startConnectProxy({ [mirrorName]: mirror.port });
@@ -95,18 +92,8 @@ describe('docker and containerd log in to a mirror over TLS', () => {
   }
 
   it('dockerd: CA in certs.d, docker login, pulls by the mirror\'s name and through registry-mirrors', { timeout: CLIENT_TIMEOUT }, async (t: TestContext) => {
-    const containerd = await startContainerd();
-    let dockerd: Dockerd;
-    try {
-      dockerd = await startDockerd({ containerdAddress: containerd.address, registryMirrors: [`https://${mirrorName}`], privateCertsD: true, env: proxy.env });
-    } catch (error) {
-      await containerd.destroy();
-      throw error;
-    }
-    t.after(async () => {
-      await dockerd.destroy();
-      await containerd.destroy();
-    });
+    const dockerd = await startDockerdOnOwnContainerd({ registryMirrors: [`https://${mirrorName}`], privateCertsD: true, env: proxy.env });
+    t.after(() => dockerd.destroy());
     const login = (user: keyof typeof PASSWORDS, password: string = PASSWORDS[user]): Promise<string> =>
       dockerd.docker(['login', '--username', user, '--password', password, mirrorName]);
 
@@ -141,7 +128,7 @@ describe('docker and containerd log in to a mirror over TLS', () => {
     const refusedMark = proxy.refused().length;
     await assert.rejects(dockerd.pull('docker.io/team/app:v1'), /registry-1\.docker\.io/);
     assert.ok((await servedSince(mark)).includes('GET /v2/team/app/manifests/v1 401'));
-    assert.deepEqual(proxy.refused().slice(refusedMark), ['registry-1.docker.io:443']);
+    assert.deepEqual(proxy.refused().slice(refusedMark), ['CONNECT registry-1.docker.io:443']);
     // The mirror's credentials stored as Docker Hub's (what `docker login` would store, had Docker Hub accepted them).
     const cliConfig = path.join(dockerd.dir, 'cli', 'config.json');
     const stored = JSON.parse(await readFile(cliConfig, 'utf8')) as { auths: Record<string, unknown> };

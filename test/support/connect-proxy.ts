@@ -6,7 +6,7 @@ export interface ConnectProxy {
   url: string;
   /** HTTP_PROXY and HTTPS_PROXY (both cases) pointing here; Go clients never proxy loopback addresses themselves. */
   env: NodeJS.ProcessEnv;
-  /** The destination (`host:port`) of every CONNECT that was refused. */
+  /** Every request it refused, as `METHOD TARGET`, e.g. `CONNECT registry-1.docker.io:443`. */
   refused(): string[];
   stop(): Promise<void>;
 }
@@ -34,7 +34,7 @@ export async function startConnectProxy(routes: Record<string, number>): Promise
       const [method = '', destination = ''] = (head.split('\r\n')[0] ?? '').split(' ');
       const port = method === 'CONNECT' ? routes[destination] : undefined;
       if (port === undefined) {
-        refused.push(destination);
+        refused.push(`${method} ${destination}`);
         client.end('HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n');
         return;
       }

@@ -3,6 +3,7 @@
 // Driven with the docker CLI through DOCKER_HOST. With certsD, dockerd trusts registries' CAs from a directory of the test.
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { startContainerd } from './containerd.js';
 import { hermeticEnv, requireCommand, runCommand, startDaemon, unmountUnder } from './commands.js';
 import { makeTempDir, removeDir } from './temp.js';
 
@@ -132,6 +133,25 @@ export async function startDockerd(opts: DockerdOptions): Promise<Dockerd> {
     destroy: async () => {
       await stop();
       await cleanup();
+    },
+  };
+}
+
+/** A dockerd on a containerd of its own (started with the same env); destroy() stops dockerd before the containerd under it. */
+export async function startDockerdOnOwnContainerd(opts: Omit<DockerdOptions, 'containerdAddress'>): Promise<Dockerd> {
+  const containerd = await startContainerd(opts.env === undefined ? {} : { env: opts.env });
+  let dockerd: Dockerd;
+  try {
+    dockerd = await startDockerd({ ...opts, containerdAddress: containerd.address });
+  } catch (error) {
+    await containerd.destroy();
+    throw error;
+  }
+  return {
+    ...dockerd,
+    destroy: async () => {
+      await dockerd.destroy();
+      await containerd.destroy();
     },
   };
 }
