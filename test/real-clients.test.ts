@@ -13,14 +13,14 @@
 
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
-import { createServer, type Socket } from 'node:net';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { startConnectProxy, type ConnectProxy } from './support/connect-proxy.js';
 import { containerdConfig, hostsToml, startContainerd, writeHostsDir } from './support/containerd.js';
 import { startDistribution, type Distribution } from './support/distribution.js';
-import { dockerdConfig, registryMirrorSettings, startDockerd, type Dockerd } from './support/dockerd.js';
+import { dockerdConfig, registryMirrorSettings, startDockerdOnOwnContainerd } from './support/dockerd.js';
 import { buildImageLayout, layoutBlobPath, pushLayout, type BuiltImage } from './support/images.js';
 import { makePodman, PODMAN_CONTAINERS_CONF, podmanStorageConf, registriesConf } from './support/podman.js';
 import { freePort } from './support/ports.js';
@@ -29,46 +29,6 @@ import { copyToOci, inspectRaw } from './support/skopeo.js';
 import { makeTempDir, removeDir } from './support/temp.js';
 
 const CLIENT_TEST_TIMEOUT = 240_000;
-
-interface TrapProxy {
-  url: string;
-  /** HTTP_PROXY/HTTPS_PROXY (both cases) pointing at the trap. Go clients never proxy loopback, so the mirror is reached directly. */
-  env: NodeJS.ProcessEnv;
-  /** The first line of every connection so far, e.g. `CONNECT registry-1.docker.io:443 HTTP/1.1`. */
-  attempts(): string[];
-  stop(): Promise<void>;
-}
-
-async function startTrapProxy(): Promise<TrapProxy> {
-  const attempts: string[] = [];
-  const sockets = new Set<Socket>();
-  const server = createServer((socket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-    socket.on('error', () => undefined);
-    socket.once('data', (chunk: Buffer) => {
-      attempts.push(chunk.toString('latin1').split('\r\n')[0] ?? '');
-      socket.destroy();
-    });
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const address = server.address();
-  if (address === null || typeof address === 'string') throw new Error('trap proxy: no port');
-  const url = `http://127.0.0.1:${address.port}`;
-  return {
-    url,
-    env: { HTTP_PROXY: url, HTTPS_PROXY: url, http_proxy: url, https_proxy: url },
-    attempts: () => [...attempts],
-    stop: () =>
-      new Promise<void>((resolve) => {
-        for (const socket of sockets) socket.destroy();
-        server.close(() => resolve());
-      }),
-  };
-}
 
 /** One mirror access-log entry, its v2 path taken apart. */
 interface Served extends AccessEntry {
@@ -146,7 +106,8 @@ describe('real clients through one regmirror with docker.io and ghcr.io upstream
   let hubApp: BuiltImage;
   let ghcrApp: BuiltImage;
   let alpine: BuiltImage;
-  let trap: TrapProxy;
+  /** Routes nothing: every client's HTTP(S)_PROXY, where a request for a registry off this machine is recorded and refused. */
+  let trap: ConnectProxy;
 
   before(async () => {
     work = await makeTempDir('real-clients');
@@ -162,7 +123,7 @@ describe('real clients through one regmirror with docker.io and ghcr.io upstream
     [hubApp, ghcrApp, alpine] = [first, second, third];
     // The same name on both upstreams, different images: a pull routed to the wrong one shows.
     assert.notEqual(hubApp.manifestDigest, ghcrApp.manifestDigest);
-    trap = await startTrapProxy();
+    trap = await startConnectProxy({});
   });
 
   after(async () => {
@@ -184,7 +145,7 @@ describe('real clients through one regmirror with docker.io and ghcr.io upstream
 
   /** Upstream log positions now, and the trap's: what follows belongs to this test. */
   function marks(): { hub: number; ghcr: number; trap: number } {
-    return { hub: hub.accessEntries().length, ghcr: ghcr.accessEntries().length, trap: trap.attempts().length };
+    return { hub: hub.accessEntries().length, ghcr: ghcr.accessEntries().length, trap: trap.refused().length };
   }
 
   async function settleAll(mirror: Regmirror): Promise<void> {
@@ -236,7 +197,7 @@ describe('real clients through one regmirror with docker.io and ghcr.io upstream
     assertUpstreamFilled(hub, mark.hub, 'library/alpine', alpine);
     assert.equal(hub.accessEntries().slice(mark.hub).filter((entry) => /^\/v2\/alpine\//.test(entry.path)).length, 0, 'the upstream never saw alpine without library/');
     assert.equal(ghcr.accessEntries().slice(mark.ghcr).filter((entry) => entry.path.includes('alpine')).length, 0, 'alpine never reached ghcr.io');
-    assert.deepEqual(trap.attempts().slice(mark.trap), [], 'no request left for a registry off this machine');
+    assert.deepEqual(trap.refused().slice(mark.trap), [], 'no request left for a registry off this machine');
   });
 
   it('containerd (ctr) uses a _default hosts.toml for every registry, and falls back to the registry itself for one the mirror lacks', { timeout: CLIENT_TEST_TIMEOUT }, async (t) => {
@@ -266,7 +227,7 @@ describe('real clients through one regmirror with docker.io and ghcr.io upstream
     assertUpstreamFilled(ghcr, mark.ghcr, 'team/app', ghcrApp);
     assertUpstreamFilled(hub, mark.hub, 'team/app', hubApp);
     assert.deepEqual(
-      trap.attempts().slice(mark.trap).map((line) => line.split(' ').slice(0, 2).join(' ')).filter((line, index, all) => all.indexOf(line) === index),
+      trap.refused().slice(mark.trap).filter((line, index, all) => all.indexOf(line) === index),
       ['CONNECT quay.io:443'],
       'only the unmirrored registry was tried directly',
     );
@@ -303,27 +264,16 @@ describe('real clients through one regmirror with docker.io and ghcr.io upstream
     assertMirrorServed(served, { name: 'ghcr.io/team/app', ns: undefined, upstream: 'ghcr.io', tag: 'v1', image: ghcrApp });
     assertUpstreamFilled(hub, mark.hub, 'team/app', hubApp);
     assertUpstreamFilled(ghcr, mark.ghcr, 'team/app', ghcrApp);
-    assert.deepEqual(trap.attempts().slice(mark.trap), []);
+    assert.deepEqual(trap.refused().slice(mark.trap), []);
   });
 
   it('dockerd pulls docker.io through registry-mirrors', { timeout: CLIENT_TEST_TIMEOUT }, async (t) => {
     const mirror = await startMirror(t);
     const mark = marks();
-    const containerd = await startContainerd({ env: trap.env });
-    let dockerd: Dockerd;
-    try {
-      dockerd = await timed(t, 'dockerd start', () =>
-        startDockerd({ containerdAddress: containerd.address, registryMirrors: [mirror.url], insecureRegistries: [mirror.host], env: trap.env }),
-      );
-    } catch (err) {
-      await containerd.destroy();
-      throw err;
-    }
-    // dockerd stops before the containerd under it.
-    t.after(async () => {
-      await dockerd.destroy();
-      await containerd.destroy();
-    });
+    const dockerd = await timed(t, 'dockerd start', () =>
+      startDockerdOnOwnContainerd({ registryMirrors: [mirror.url], insecureRegistries: [mirror.host], env: trap.env }),
+    );
+    t.after(() => dockerd.destroy());
 
     await timed(t, 'docker pull docker.io/team/app:v1', () => dockerd.pull('docker.io/team/app:v1'));
     const image = await dockerd.inspectImage('docker.io/team/app:v1');
@@ -338,16 +288,16 @@ describe('real clients through one regmirror with docker.io and ghcr.io upstream
     assertUpstreamFilled(hub, mark.hub, 'team/app', hubApp);
     assert.equal(requestsSince(ghcr, mark.ghcr), 0, 'nothing reached ghcr.io');
     // dockerd did not (also) go to Docker Hub: its fallback would have reached the trap.
-    assert.deepEqual(trap.attempts().slice(mark.trap), []);
+    assert.deepEqual(trap.refused().slice(mark.trap), []);
 
     // What the mirror cannot serve, dockerd fetches from Docker Hub itself (here: the trap).
-    const trapMark = trap.attempts().length;
+    const trapMark = trap.refused().length;
     await assert.rejects(dockerd.pull('docker.io/team/absent:v1', { timeoutMs: 60_000 }));
     await mirror.settle();
     assert.ok(servedRequests(mirror).some((entry) => entry.name === 'team/absent' && entry.kind === 'manifests' && entry.status === 404));
     assert.ok(
-      trap.attempts().slice(trapMark).some((line) => line.startsWith('CONNECT registry-1.docker.io:443 ')),
-      `dockerd did not fall back to Docker Hub: ${trap.attempts().slice(trapMark).join('; ')}`,
+      trap.refused().slice(trapMark).includes('CONNECT registry-1.docker.io:443'),
+      `dockerd did not fall back to Docker Hub: ${trap.refused().slice(trapMark).join('; ')}`,
     );
   });
 

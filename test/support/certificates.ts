@@ -20,8 +20,8 @@ export interface TestCa {
   /** The CA certificate (PEM), what clients trust. */
   caFile: string;
   ca: string;
-  /** A certificate for a server at 127.0.0.1 and localhost (names are the files' base names, unique per CA). */
-  issueServer(name: string): Promise<IssuedCertificate>;
+  /** A certificate for a server at 127.0.0.1, localhost and dnsNames (names are the files' base names, unique per CA). */
+  issueServer(name: string, dnsNames?: string[]): Promise<IssuedCertificate>;
   /** A certificate for a client (extendedKeyUsage clientAuth). */
   issueClient(name: string): Promise<IssuedCertificate>;
   destroy(): Promise<void>;
@@ -55,7 +55,7 @@ export async function makeTestCa(commonName = 'regmirror test CA'): Promise<Test
     dir,
     caFile: file('ca.crt'),
     ca,
-    issueServer: (name) => issue(name, ['subjectAltName=IP:127.0.0.1,DNS:localhost', 'extendedKeyUsage=serverAuth', 'keyUsage=critical,digitalSignature']),
+    issueServer: (name, dnsNames = []) => issue(name, [`subjectAltName=${['IP:127.0.0.1', 'DNS:localhost', ...dnsNames.map((dns) => `DNS:${dns}`)].join(',')}`, 'extendedKeyUsage=serverAuth', 'keyUsage=critical,digitalSignature']),
     issueClient: (name) => issue(name, ['extendedKeyUsage=clientAuth', 'keyUsage=critical,digitalSignature']),
     destroy: () => removeDir(dir),
   };

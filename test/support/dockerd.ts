@@ -1,8 +1,9 @@
 // A private dockerd for tests: data-root, exec-root, pidfile, trust key and API socket in a temp dir,
 // on top of a containerd the test started, with no networking of its own (no bridge, no iptables).
-// Driven with the docker CLI through DOCKER_HOST.
-import { writeFile } from 'node:fs/promises';
+// Driven with the docker CLI through DOCKER_HOST. With certsD, dockerd trusts registries' CAs from a directory of the test.
+import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { startContainerd } from './containerd.js';
 import { hermeticEnv, requireCommand, runCommand, startDaemon, unmountUnder } from './commands.js';
 import { makeTempDir, removeDir } from './temp.js';
 
@@ -15,6 +16,12 @@ export interface DockerdOptions {
   insecureRegistries?: string[];
   /** Extra environment for the daemon (it is the one that talks to registries). */
   env?: NodeJS.ProcessEnv;
+  /**
+   * Give dockerd a certs.d of the test's own (Dockerd.certsD, `HOST:PORT/ca.crt`). dockerd 20.10 has no setting for
+   * its path (/etc/docker/certs.d, or ~/.config/docker/certs.d only under RootlessKit), so the daemon runs in a mount
+   * namespace of its own where a directory of the test is bind-mounted over /etc/docker: nothing of the host changes.
+   */
+  privateCertsD?: boolean;
 }
 
 export interface DockerImage {
@@ -29,6 +36,8 @@ export interface Dockerd {
   /** unix://DIR/docker.sock */
   host: string;
   configPath: string;
+  /** With privateCertsD: the directory dockerd sees as /etc/docker/certs.d. */
+  certsD: string;
   lines(): string[];
   /** `docker ARGS…` against this daemon; resolves with stdout. */
   docker(args: string[], opts?: { timeoutMs?: number }): Promise<string>;
@@ -86,10 +95,17 @@ export async function startDockerd(opts: DockerdOptions): Promise<Dockerd> {
   };
 
   await writeFile(configPath, `${JSON.stringify(dockerdConfig(dir, opts), null, 2)}\n`);
+  const etcDocker = path.join(dir, 'etc-docker');
+  const certsD = path.join(etcDocker, 'certs.d');
+  await mkdir(certsD, { recursive: true });
+  // unshare and sh exec into dockerd: one process, so the helper's signals reach dockerd itself.
+  const [command, args] = opts.privateCertsD === true
+    ? [await requireCommand('unshare'), ['--mount', '--propagation', 'private', 'sh', '-c', 'mount --bind "$0" /etc/docker && exec "$@"', etcDocker, dockerd, '--config-file', configPath]]
+    : [dockerd, ['--config-file', configPath]];
   const proc = await startDaemon({
     name: 'dockerd',
-    command: dockerd,
-    args: ['--config-file', configPath],
+    command,
+    args,
     env: daemonEnv,
     readyLine: /API listen on /,
     timeoutMs: 60_000,
@@ -102,6 +118,7 @@ export async function startDockerd(opts: DockerdOptions): Promise<Dockerd> {
     dir,
     host,
     configPath,
+    certsD,
     lines: () => proc.lines(),
     docker,
     pull: async (ref, pullOpts = {}) => {
@@ -116,6 +133,25 @@ export async function startDockerd(opts: DockerdOptions): Promise<Dockerd> {
     destroy: async () => {
       await stop();
       await cleanup();
+    },
+  };
+}
+
+/** A dockerd on a containerd of its own (started with the same env); destroy() stops dockerd before the containerd under it. */
+export async function startDockerdOnOwnContainerd(opts: Omit<DockerdOptions, 'containerdAddress'>): Promise<Dockerd> {
+  const containerd = await startContainerd(opts.env === undefined ? {} : { env: opts.env });
+  let dockerd: Dockerd;
+  try {
+    dockerd = await startDockerd({ ...opts, containerdAddress: containerd.address });
+  } catch (error) {
+    await containerd.destroy();
+    throw error;
+  }
+  return {
+    ...dockerd,
+    destroy: async () => {
+      await dockerd.destroy();
+      await containerd.destroy();
     },
   };
 }
