@@ -14,6 +14,7 @@ import type { BenchBasics, BenchContext } from './lib/context.js';
 import { FULL_SIZES, QUICK_SIZES, startUpstream } from './lib/images.js';
 import { progress, progressDone } from './lib/progress.js';
 import { markdownTable, type Row } from './lib/report.js';
+import { authMeasures } from './measures/auth.js';
 import { coldMeasures } from './measures/cold.js';
 import { evictionMeasures } from './measures/eviction.js';
 import { metadataMeasures } from './measures/metadata.js';
@@ -28,14 +29,16 @@ const GROUPS = {
   metadata: { upstream: false, measures: metadataMeasures },
   stalled: { upstream: true, measures: stalledMeasures },
   eviction: { upstream: false, measures: evictionMeasures },
+  auth: { upstream: true, measures: authMeasures },
 } as const satisfies Record<string, { upstream: true; measures: (ctx: BenchContext) => Promise<Row[]> } | { upstream: false; measures: (ctx: BenchBasics) => Promise<Row[]> }>;
 type Group = keyof typeof GROUPS;
 
-const USAGE = `npm run bench -- [--quick] [--runs N] [--only warm,cold,metadata,stalled,eviction] [--note TEXT] [--cpu-prof]
+const USAGE = `npm run bench -- [--quick] [--runs N] [--only warm,cold,metadata,stalled,eviction,auth] [--note TEXT] [--cpu-prof]
   --quick      layers of 1, 5 and 50 MiB instead of 1, 50 and 500 MiB; 2 runs; short wrk runs
   --runs N     runs per measure (default 5; at least 5 for figures worth quoting)
   --only LIST  some of the groups: warm (cached content), cold (fresh caches), metadata (at scale), stalled (clients that never read),
-               eviction (deciding and freeing at scale); metadata and eviction need no upstream: alone, none is started
+               eviction (deciding and freeing at scale), auth (warm requests with and without client authentication);
+               metadata and eviction need no upstream: alone, none is started
   --note TEXT  kept in the results file (e.g. "machine shared with test suites")
   --cpu-prof   regmirror writes V8 CPU profiles into bench/results/profiles/<date>/`;
 

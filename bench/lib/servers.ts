@@ -5,7 +5,7 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { distributionConfig } from '../../test/support/distribution.js';
+import { distributionConfig, type DistributionOptions } from '../../test/support/distribution.js';
 import { freePort, waitForHttp } from '../../test/support/ports.js';
 import { REGMIRROR_NODE_FLAGS } from '../../test/support/regmirror.js';
 import { startProcess, type ManagedProcess } from '../../test/support/processes.js';
@@ -48,12 +48,12 @@ async function launch(label: string, command: string, args: string[], options: {
 }
 
 /** distribution 2.8.2 as a pull-through cache of upstreamUrl, on an empty storage root. */
-export async function startPeer(upstreamUrl: string): Promise<BenchServer> {
+export async function startPeer(upstreamUrl: string, auth?: DistributionOptions['auth']): Promise<BenchServer> {
   const dir = await makeTempDir('regmirror-bench-peer-');
   const port = await freePort();
   const configPath = path.join(dir, 'config.yml');
   // JSON is YAML; distribution reads it as such.
-  await writeFile(configPath, JSON.stringify(distributionConfig(port, path.join(dir, 'data'), { proxyRemoteUrl: upstreamUrl })));
+  await writeFile(configPath, JSON.stringify(distributionConfig(port, path.join(dir, 'data'), { proxyRemoteUrl: upstreamUrl, auth })));
   return launch('distribution (peer)', 'docker-registry', ['serve', configPath], { dir, port, probe: '/v2/' });
 }
 
@@ -65,6 +65,8 @@ export interface RegmirrorOptions {
   env?: NodeJS.ProcessEnv;
   /** Arguments for node itself, before the script (--cpu-prof is not allowed in NODE_OPTIONS). */
   nodeArgs?: string[];
+  /** A configuration file (--config); the options above still apply, as flags. */
+  config?: string;
 }
 
 /** regmirror at its defaults (log level info: one access-log line per request, as the peer writes). */
@@ -74,6 +76,21 @@ export async function startRegmirror(options: RegmirrorOptions = {}): Promise<Be
   const dataDir = options.dataDir ?? path.join(dir, 'data');
   const args = [...REGMIRROR_NODE_FLAGS, ...(options.nodeArgs ?? []), CLI, 'serve', '--listen', `127.0.0.1:${port}`, '--data', dataDir];
   if (options.upstreamUrl !== undefined) args.push('--upstream', options.upstreamUrl);
+  if (options.config !== undefined) args.push('--config', options.config);
   const server = await launch('regmirror', process.execPath, args, { dir, port, probe: '/healthz', env: options.env });
   return { ...server, dataDir };
+}
+
+/** What a measure starts, to stop at its end: `keep` passes a server through; `stopAll` stops them, the last started first. */
+export function serverStack(): { keep: <T extends { stop(): Promise<void> }>(server: T) => T; stopAll: () => Promise<void> } {
+  const started: Array<{ stop(): Promise<void> }> = [];
+  return {
+    keep: (server) => {
+      started.unshift(server);
+      return server;
+    },
+    stopAll: async () => {
+      for (const server of started) await server.stop();
+    },
+  };
 }

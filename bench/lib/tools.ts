@@ -184,11 +184,12 @@ export async function sampleRss(pid: number, intervalMs = 20, maxMs = 600_000): 
 }
 
 /** `skopeo copy` of repository:tag from host into a fresh directory under scratch (removed after); seconds taken. */
-export async function pullImage(host: string, reference: string, scratch: string, timeoutMs = 900_000): Promise<number> {
+export async function pullImage(host: string, reference: string, scratch: string, timeoutMs = 900_000, creds?: string): Promise<number> {
   const out = await mkdtemp(path.join(scratch, 'pull-'));
   try {
     const started = performance.now();
-    await skopeo(['copy', '--quiet', '--src-tls-verify=false', `docker://${host}/${reference}`, `dir:${out}`], { timeoutMs });
+    const login = creds === undefined ? [] : ['--src-creds', creds];
+    await skopeo(['copy', '--quiet', '--src-tls-verify=false', ...login, `docker://${host}/${reference}`, `dir:${out}`], { timeoutMs });
     return (performance.now() - started) / 1000;
   } finally {
     await rm(out, { recursive: true, force: true });

@@ -9,7 +9,7 @@ import type { BenchContext } from '../lib/context.js';
 import { appBlobPath, largeLayer } from '../lib/images.js';
 import { fmt, type Row } from '../lib/report.js';
 import { alternate } from '../lib/schedule.js';
-import { startPeer, startRegmirror, type BenchServer } from '../lib/servers.js';
+import { serverStack, startPeer, startRegmirror, type BenchServer } from '../lib/servers.js';
 import { MiB, mediansOf, ratio } from '../lib/stats.js';
 import { abHead, childPids, download, pullImage, sampleRss, wrk } from '../lib/tools.js';
 
@@ -19,11 +19,7 @@ const RSS_LIMIT = 128 * MiB;
 const CONCURRENT_PULLS = 8;
 
 export async function warmMeasures(ctx: BenchContext): Promise<Row[]> {
-  const started: Array<{ stop(): Promise<void> }> = [];
-  const keep = <T extends { stop(): Promise<void> }>(server: T): T => {
-    started.unshift(server);
-    return server;
-  };
+  const { keep, stopAll } = serverStack();
   try {
     ctx.say('warm: starting the peer, regmirror, regmirror with the offload, nginx in front and nginx alone');
     const peer = keep(await startPeer(ctx.upstream.url));
@@ -48,7 +44,7 @@ export async function warmMeasures(ctx: BenchContext): Promise<Row[]> {
       ...(await requestRates(ctx, peer, mirror)),
     ];
   } finally {
-    for (const server of started) await server.stop();
+    await stopAll();
   }
 }
 
