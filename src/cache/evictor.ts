@@ -38,7 +38,8 @@ export interface DiskSpace {
 export interface EvictionReport {
   /** Why it ran; undefined when within every bound (nothing done). */
   reason: EvictionReason | undefined;
-  heldBytes: number;
+  /** What the cache held when the run began; undefined when nothing needed it counted (no size bound, space enough). */
+  heldBytes: number | undefined;
   targetBytes: number | undefined;
   images: number;
   freedBytes: number;
@@ -72,7 +73,6 @@ export class CacheEvictor {
   private storeTimer: NodeJS.Timeout | undefined;
   private lastAgeCheck = Number.NEGATIVE_INFINITY;
   private lastStuckWarning = Number.NEGATIVE_INFINITY;
-  private backfilled = false;
   private closed = false;
   private readonly now: () => number;
   private readonly diskSpace: (dir: string) => Promise<DiskSpace>;
@@ -147,8 +147,6 @@ export class CacheEvictor {
 
   private async evict(): Promise<EvictionReport> {
     const meta = this.local.meta;
-    const totals = await meta.totals();
-    const heldBytes = totals.blobBytes + totals.manifestBytes;
     const disk = await this.diskSpace(this.options.dataDir);
     const minFree = minFreeBytes(this.bounds.minFreeSpace, disk);
     this.metrics.cacheBound.set({ bound: 'min_free_space' }, minFree);
@@ -156,11 +154,15 @@ export class CacheEvictor {
 
     const now = this.now();
     const { maxSizeBytes, maxAgeMs } = this.bounds;
-    const overSize = maxSizeBytes !== undefined && heldBytes > maxSizeBytes;
     const lowOnSpace = disk.freeBytes < minFree;
     const ageDue = maxAgeMs !== undefined && now - this.lastAgeCheck >= AGE_CHECK_INTERVAL_MS;
-    const idle: EvictionReport = { reason: undefined, heldBytes, targetBytes: undefined, images: 0, freedBytes: 0, inUseEvicted: 0, reachesTarget: true };
-    if (!overSize && !lowOnSpace && !ageDue) return idle;
+    const idle: EvictionReport = { reason: undefined, heldBytes: undefined, targetBytes: undefined, images: 0, freedBytes: 0, inUseEvicted: 0, reachesTarget: true };
+    // With no size bound and space enough, nothing needs the count (a sum over every record): checks after stores stay cheap.
+    if (maxSizeBytes === undefined && !lowOnSpace && !ageDue) return idle;
+    const totals = await meta.totals();
+    const heldBytes = totals.blobBytes + totals.manifestBytes;
+    const overSize = maxSizeBytes !== undefined && heldBytes > maxSizeBytes;
+    if (!overSize && !lowOnSpace && !ageDue) return { ...idle, heldBytes };
     if (ageDue) this.lastAgeCheck = now;
 
     let targetBytes = Number.POSITIVE_INFINITY;
@@ -169,11 +171,8 @@ export class CacheEvictor {
     if (lowOnSpace) targetBytes = Math.min(targetBytes, Math.max(0, heldBytes - (Math.ceil(minFree * (2 - LOW_WATERMARK)) - disk.freeBytes)));
     const boundReason: EvictionReason = overSize ? 'max_size' : 'min_free_space';
 
-    if (!this.backfilled) {
-      // Manifests cached before the content graph existed: their references, so that their layers count as theirs.
-      await this.local.backfillReferences();
-      this.backfilled = true;
-    }
+    // Manifests cached before the content graph existed: their references, so that their layers count as theirs.
+    await this.local.backfillReferences();
     await meta.flushAccess();
     const readBefore = this.now();
     const graph = await meta.graph();

@@ -47,6 +47,9 @@ export class LocalRegistry {
   /** Commits in progress, by digest (how many): their file is there a moment before their record. */
   private readonly commits = new Map<Digest, number>();
   private readonly storedListeners: Array<() => void> = [];
+  /** The backfill of references in progress (backfillReferences), and whether one has finished in this process. */
+  private backfill: Promise<number> | undefined;
+  private backfilled = false;
 
   constructor(
     readonly store: ObjectStore,
@@ -218,9 +221,22 @@ export class LocalRegistry {
   /**
    * Records the references of stored manifests that have none recorded (cached before the content graph
    * existed), read from their bytes; a manifest that is damaged or unparsable is left as it is (verify reports
-   * it). Returns how many were recorded. Whatever walks the graph (eviction, GC) runs this first.
+   * it). Returns how many were recorded. Whatever walks the graph (eviction, GC) runs this first; it reads the whole
+   * graph once per process (what is stored after it is stored with its references), later calls share that run.
    */
-  async backfillReferences(): Promise<number> {
+  backfillReferences(): Promise<number> {
+    if (this.backfilled) return Promise.resolve(0);
+    this.backfill ??= this.recordMissingReferences()
+      .then((recorded) => {
+        this.backfilled = true;
+        return recorded;
+      })
+      // A failure (the database) is tried again by the next caller.
+      .finally(() => (this.backfill = undefined));
+    return this.backfill;
+  }
+
+  private async recordMissingReferences(): Promise<number> {
     let recorded = 0;
     for (const manifest of (await this.meta.graph()).manifests) {
       if (manifest.references.length > 0) continue;
