@@ -5,13 +5,6 @@ import { mkdir } from 'node:fs/promises';
 import { CacheEvictor } from './cache/evictor.js';
 import { GarbageCollector } from './cache/garbage-collector.js';
 import { Prefetcher } from './cache/prefetcher.js';
-import { AccessRules } from './auth/access-rules.js';
-import { ExternalTokens } from './auth/external-tokens.js';
-import { HtpasswdFile } from './auth/htpasswd.js';
-import { loadSigningKey, TokenIssuer } from './auth/tokens.js';
-import { ConfigError } from './config/config-error.js';
-import { AuthGate } from './http/auth-gate.js';
-import { catalogNameOf } from './http/v2-routes.js';
 import path from 'node:path';
 import { pino, type Logger } from 'pino';
 import type { Settings } from './config/load.js';
@@ -105,7 +98,8 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
     logger,
   );
   const prefetcher: Prefetcher = new Prefetcher(mirror, local, router, settings.prefetch, metrics, logger);
-  const gate = settings.auth === undefined ? undefined : await createAuthGate(settings.auth, dataDir, router, logger);
+  // Loaded only when configured: an instance without auth does not carry its modules (jose, bcryptjs).
+  const gate = settings.auth === undefined ? undefined : await (await import('./http/auth-setup.js')).createAuthGate(settings.auth, dataDir, router, logger);
   // The v1 API has no logins yet: with auth on, it is not served rather than served to anyone.
   if (gate !== undefined && settings.v1.enabled) logger.warn('auth is configured: the v1 API is not served (its logins are not built yet)');
   const v1 = settings.v1.enabled && gate === undefined ? createV1Mirror(settings, store, meta, metrics, budget, logger) : undefined;
@@ -189,43 +183,6 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
     else tlsReloader.reload('SIGHUP');
   };
   return { address, ...(adminAddress === undefined ? {} : { adminAddress }), reload, close };
-}
-
-async function createAuthGate(auth: NonNullable<Settings['auth']>, dataDir: string, router: UpstreamRouter, log: Logger): Promise<AuthGate> {
-  const file = auth.htpasswd;
-  const htpasswd =
-    file === undefined
-      ? undefined
-      : await HtpasswdFile.open(file, log).catch((error: unknown) => {
-          throw new ConfigError(`invalid configuration: auth.htpasswd: cannot read ${file}: ${(error as Error).message}`, { cause: error });
-        });
-  const issuerSettings = auth.externalIssuer;
-  const external =
-    issuerSettings === undefined
-      ? undefined
-      : await ExternalTokens.open({ ...issuerSettings, audience: auth.service }).catch((error: unknown) => {
-          throw new ConfigError(`invalid configuration: auth.token: ${(error as Error).message}`, { cause: error });
-        });
-  const key = await loadSigningKey(auth.tokenKey, dataDir).catch((error: unknown) => {
-    throw new ConfigError(`invalid configuration: auth.token.key: ${(error as Error).message}`, { cause: error });
-  });
-  return new AuthGate({
-    htpasswd,
-    rules: new AccessRules(auth.access),
-    issuer: new TokenIssuer(key, { issuer: 'regmirror', service: auth.service, lifetimeMs: auth.tokenLifetimeMs, external }),
-    service: auth.service,
-    realm: auth.realm,
-    failedLogins: auth.failedLogins,
-    resolve: (name) => {
-      try {
-        const target = router.pick(name);
-        return { catalogName: catalogNameOf(target, router.defaultRegistry), privateUpstream: target.upstream?.settings.private === true };
-      } catch {
-        return undefined;
-      }
-    },
-    log,
-  });
 }
 
 function fetchTimeoutsOf(timeouts: Settings['timeouts']): FetchTimeouts {

@@ -87,5 +87,5 @@ export class HtpasswdFile {
   }
 }
 
-/** A bcrypt hash of nothing anyone knows, for names that do not exist. */
-const DUMMY_HASH = bcrypt.hashSync('regmirror: no such user', 10);
+/** A bcrypt hash (cost 10, as htpasswd -B) of nothing anyone knows, for names that do not exist; made once, written here. */
+const DUMMY_HASH = '$2b$10$17pbZxPcgl4HIRNOQy7Wv.7Y41vh4R46zJJMMcdOsH3utb.i0bCTi';

@@ -56,7 +56,7 @@ export interface EvictorOptions {
   diskSpace?: (dir: string) => Promise<DiskSpace>;
 }
 
-export async function diskSpaceOf(dir: string): Promise<DiskSpace> {
+async function diskSpaceOf(dir: string): Promise<DiskSpace> {
   const stats = await statfs(dir);
   // bavail: what an unprivileged writer may still use (root's reserve excluded).
   return { freeBytes: stats.bavail * stats.bsize, totalBytes: stats.blocks * stats.bsize };

@@ -3,7 +3,7 @@
 // has held it for a slice. At 100k blobs such work takes seconds; no request waits more than a slice for it.
 
 /** How long work may hold the event loop before it lets others run. */
-export const SLICE_MS = 10;
+const SLICE_MS = 10;
 
 export class Pacer {
   private sliceStarted = performance.now();

@@ -1,0 +1,51 @@
+// Builds the auth gate from the settings (htpasswd, the token key, an external issuer, the rules). Its own module,
+// loaded by app.ts only when `auth` is configured, so an instance without auth does not load jose and bcryptjs.
+
+import type { Logger } from 'pino';
+import { AccessRules } from '../auth/access-rules.js';
+import { ExternalTokens } from '../auth/external-tokens.js';
+import { HtpasswdFile } from '../auth/htpasswd.js';
+import { loadSigningKey, TokenIssuer } from '../auth/tokens.js';
+import { ConfigError } from '../config/config-error.js';
+import type { Settings } from '../config/load.js';
+import type { UpstreamRouter } from '../mirror/upstream-router.js';
+import { AuthGate } from './auth-gate.js';
+import { catalogNameOf } from './v2-routes.js';
+
+export async function createAuthGate(auth: NonNullable<Settings['auth']>, dataDir: string, router: UpstreamRouter, log: Logger): Promise<AuthGate> {
+  const file = auth.htpasswd;
+  const htpasswd =
+    file === undefined
+      ? undefined
+      : await HtpasswdFile.open(file, log).catch((error: unknown) => {
+          throw new ConfigError(`invalid configuration: auth.htpasswd: cannot read ${file}: ${(error as Error).message}`, { cause: error });
+        });
+  const issuerSettings = auth.externalIssuer;
+  const external =
+    issuerSettings === undefined
+      ? undefined
+      : await ExternalTokens.open({ ...issuerSettings, audience: auth.service }).catch((error: unknown) => {
+          throw new ConfigError(`invalid configuration: auth.token: ${(error as Error).message}`, { cause: error });
+        });
+  const key = await loadSigningKey(auth.tokenKey, dataDir).catch((error: unknown) => {
+    throw new ConfigError(`invalid configuration: auth.token.key: ${(error as Error).message}`, { cause: error });
+  });
+  return new AuthGate({
+    htpasswd,
+    rules: new AccessRules(auth.access),
+    issuer: new TokenIssuer(key, { issuer: 'regmirror', service: auth.service, lifetimeMs: auth.tokenLifetimeMs, external }),
+    service: auth.service,
+    realm: auth.realm,
+    failedLogins: auth.failedLogins,
+    resolve: (name) => {
+      try {
+        const target = router.pick(name);
+        return { catalogName: catalogNameOf(target, router.defaultRegistry), privateUpstream: target.upstream?.settings.private === true };
+      } catch {
+        return undefined;
+      }
+    },
+    log,
+  });
+}
+
