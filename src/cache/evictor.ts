@@ -1,6 +1,6 @@
 // Keeps the cache within its bounds (cache.maxSize, cache.minFreeSpace, cache.maxAge) in the background:
-// checked after content is stored and on a timer, never on a request's path. One run at a time: it reads the
-// content graph, plans which images go (eviction-plan.ts) and removes them through the LocalRegistry, whose
+// checked after content is stored and on a timer, never on a request's path. One run at a time: it plans which
+// images go from the content graph in the metadata (eviction-plan.ts) and removes them through the LocalRegistry, whose
 // removal checks each decision again, so a pull that reads an image meanwhile keeps it.
 
 import { statfs } from 'node:fs/promises';
@@ -18,7 +18,7 @@ const CHECK_INTERVAL_MS = 10_000;
 const AFTER_STORE_MS = 200;
 /** How often to say that the cache is above its bound with nothing evictable (every check would be noise). */
 const STUCK_WARNING_INTERVAL_MS = 10 * 60_000;
-/** How often content is looked at for its age alone (each look reads the whole content graph). */
+/** How often content is looked at for its age alone (a sum over every record, then the least recently read roots). */
 const AGE_CHECK_INTERVAL_MS = 60_000;
 
 export type EvictionReason = 'max_size' | 'min_free_space' | 'max_age';
@@ -175,10 +175,9 @@ export class CacheEvictor {
     await this.local.backfillReferences();
     await meta.flushAccess();
     const readBefore = this.now();
-    const graph = await meta.graph();
-    const plan = await planEviction({
-      ...graph,
+    const plan = await planEviction(meta, {
       pinned: this.options.pinned(),
+      heldBytes,
       targetBytes,
       inUseSince: readBefore - this.bounds.inUseWindowMs,
       expiredBefore: maxAgeMs === undefined ? undefined : readBefore - maxAgeMs,

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { digestOf, type Digest } from '../oci/digest.js';
-import type { MetadataStore, RepositoryRef } from './metadata-store.js';
+import type { ContentEntry, MetadataStore, RepositoryRef } from './metadata-store.js';
 
 export interface MetadataStoreFixture {
   store: MetadataStore;
@@ -478,6 +478,86 @@ export function metadataStoreConformance(name: string, makeStore: () => Promise<
         assert.deepEqual(await store.referencesOf(image.digest), []);
         assert.equal(await store.holdsContent(ALPINE_HUB, image.digest), false);
         assert.equal(await store.holdsContent(ALPINE_HUB, digest('layer')), false);
+      });
+    });
+
+    describe('the graph in last-read order (eviction)', () => {
+      const OCI = 'application/vnd.oci.image.manifest.v1+json';
+      const INDEX = 'application/vnd.oci.image.index.v1+json';
+      const entry = (label: string, kind: 'manifest' | 'blob', size: number, lastAccess: number, holders: number): ContentEntry => ({ digest: digest(label), kind, size, lastAccess, holders });
+
+      beforeEach(async () => {
+        // An index over two platform manifests sharing a base layer; a blob no manifest references; a signature.
+        await store.putManifest({ digest: digest('index'), mediaType: INDEX, size: 30 }, T0 + 3 * SECOND, {
+          references: [
+            { digest: digest('amd64'), role: 'manifest' },
+            { digest: digest('arm64'), role: 'manifest' },
+            { digest: digest('never pulled'), role: 'manifest' },
+          ],
+        });
+        for (const platform of ['amd64', 'arm64']) {
+          await store.putManifest({ digest: digest(platform), mediaType: OCI, size: 20 }, T0, {
+            references: [
+              { digest: digest(`${platform} config`), role: 'config' },
+              { digest: digest('base'), role: 'layer' },
+              { digest: digest(`${platform} app`), role: 'layer' },
+            ],
+          });
+          await store.putBlob(digest(`${platform} config`), 2, T0);
+          await store.putBlob(digest(`${platform} app`), 200, T0);
+        }
+        // Recorded after the manifests that reference it, as a fill stores a layer after its manifest.
+        await store.putBlob(digest('base'), 1000, T0 + SECOND);
+        await store.putBlob(digest('stray'), 5, T0 + 2 * SECOND);
+        await store.putManifest({ digest: digest('signature'), mediaType: OCI, size: 9 }, T0 + 4 * SECOND, { references: [{ digest: digest('amd64'), role: 'subject' }] });
+      });
+
+      it('pages the roots, least recently read first, from any place in that order', async () => {
+        const roots = [entry('stray', 'blob', 5, T0 + 2 * SECOND, 0), entry('index', 'manifest', 30, T0 + 3 * SECOND, 0), entry('signature', 'manifest', 9, T0 + 4 * SECOND, 0)];
+        assert.deepEqual(await store.rootsByLastRead(undefined, 10), roots, 'a subject does not hold its target; children are not roots');
+        assert.deepEqual(await store.rootsByLastRead(undefined, 2), roots.slice(0, 2));
+        assert.deepEqual(await store.rootsByLastRead(roots[1], 2), roots.slice(2));
+        assert.deepEqual(await store.rootsByLastRead({ lastAccess: T0 + 2 * SECOND, digest: digest('stray') }, 1), roots.slice(1, 2), 'after a place, never at it');
+        await store.touchBlob(digest('stray'), T0 + 5 * SECOND);
+        await store.flushAccess();
+        assert.deepEqual((await store.rootsByLastRead(undefined, 10)).map((root) => root.digest), [digest('index'), digest('signature'), digest('stray')], 'a read moves a root to the end');
+      });
+
+      it('orders equal reads by digest, across manifests and blobs', async () => {
+        await store.putBlob(digest('tie blob'), 1, T0 + 9 * SECOND);
+        await store.putManifest({ digest: digest('tie manifest'), mediaType: OCI, size: 1 }, T0 + 9 * SECOND, { references: [] });
+        const ties = [digest('tie blob'), digest('tie manifest')].sort();
+        const tail = await store.rootsByLastRead({ lastAccess: T0 + 4 * SECOND, digest: digest('signature') }, 10);
+        assert.deepEqual(tail.map((root) => root.digest), ties);
+        assert.deepEqual((await store.rootsByLastRead({ lastAccess: T0 + 9 * SECOND, digest: ties[0] ?? digest('') }, 10)).map((root) => root.digest), ties.slice(1));
+      });
+
+      it('gives what a manifest holds that is recorded, and what holds a digest', async () => {
+        assert.deepEqual(await store.heldBy(digest('index')), [entry('amd64', 'manifest', 20, T0, 1), entry('arm64', 'manifest', 20, T0, 1)], 'not the platform never pulled');
+        assert.deepEqual(await store.heldBy(digest('amd64')), [entry('amd64 config', 'blob', 2, T0, 1), entry('base', 'blob', 1000, T0 + SECOND, 2), entry('amd64 app', 'blob', 200, T0, 1)]);
+        assert.deepEqual(await store.heldBy(digest('signature')), [], 'its subject is not held');
+        assert.deepEqual((await store.holdersOf(digest('base'))).sort((a, b) => (a.digest < b.digest ? -1 : 1)), [
+          { digest: digest('amd64'), holders: 1 },
+          { digest: digest('arm64'), holders: 1 },
+        ].sort((a, b) => (a.digest < b.digest ? -1 : 1)));
+        assert.deepEqual(await store.holdersOf(digest('amd64')), [{ digest: digest('index'), holders: 0 }], 'not the signature');
+        assert.deepEqual(await store.holdersOf(digest('stray')), []);
+      });
+
+      it('keeps the holders counts as references and records come and go', async () => {
+        const holdersOfBase = async (): Promise<number | undefined> => (await store.heldBy(digest('arm64'))).find((held) => held.digest === digest('base'))?.holders;
+        await store.putManifest({ digest: digest('amd64'), mediaType: OCI, size: 20 }, T0, { references: [{ digest: digest('amd64 config'), role: 'config' }] });
+        assert.equal(await holdersOfBase(), 1, 'amd64 recorded again without the base');
+        await store.deleteManifest(digest('index'));
+        assert.deepEqual((await store.rootsByLastRead(undefined, 10)).map((root) => root.digest).sort(), [digest('amd64'), digest('amd64 app'), digest('arm64'), digest('stray'), digest('signature')].sort(), 'the index gone, its children are roots (and the layer amd64 no longer lists)');
+        await store.removeContent({ manifests: [digest('arm64')], blobs: [digest('base'), digest('arm64 app'), digest('arm64 config')], readBefore: T0 + 10 * SECOND });
+        await store.putBlob(digest('base'), 1000, T0 + 20 * SECOND);
+        const roots = await store.rootsByLastRead(undefined, 10);
+        assert.deepEqual(roots.find((root) => root.digest === digest('base')), entry('base', 'blob', 1000, T0 + 20 * SECOND, 0), 'recorded again with nothing referencing it');
+        await store.putManifest({ digest: digest('again'), mediaType: OCI, size: 3 }, T0, { references: [{ digest: digest('base'), role: 'layer' }, { digest: digest('base'), role: 'layer' }] });
+        assert.equal((await store.heldBy(digest('again')))[0]?.holders, 2, 'a layer listed twice counts twice');
+        await store.deleteManifest(digest('again'));
+        assert.ok((await store.rootsByLastRead(undefined, 10)).some((root) => root.digest === digest('base')), 'and goes back to 0 with it');
       });
     });
 

@@ -44,6 +44,27 @@ export interface ContentGraph {
   blobs: BlobRecord[];
 }
 
+/** A manifest or blob as eviction weighs it: its size, its last read, and whether anything holds it. */
+export interface ContentEntry {
+  digest: Digest;
+  kind: 'manifest' | 'blob';
+  size: number;
+  lastAccess: number;
+  /** How many references other than a subject recorded manifests make to it: 0 for a root of the graph. */
+  holders: number;
+}
+
+/** A place in last-read order: what comes after it was read later, or at the same time with a greater digest. */
+export interface ReadOrderPosition {
+  lastAccess: number;
+  digest: Digest;
+}
+
+/** Last-read order, as rootsByLastRead() pages it: by last read, then by digest (code-unit order, as SQL's). */
+export function byLastRead(a: ReadOrderPosition, b: ReadOrderPosition): number {
+  return a.lastAccess - b.lastAccess || (a.digest < b.digest ? -1 : a.digest > b.digest ? 1 : 0);
+}
+
 /** What the metadata holds, counted (v2 blobs and manifests; v1 content is kept apart). */
 export interface ContentTotals {
   blobs: number;
@@ -128,6 +149,16 @@ export interface MetadataStore {
    * loop run between them: not one snapshot, so what decides on it checks each removal again (removeContent).
    */
   graph(): Promise<ContentGraph>;
+  /**
+   * Roots of the content graph — what no recorded manifest holds: an image's top manifest, a blob no manifest
+   * references — least recently read first, `limit` after `after`: an indexed range whatever the cache holds, so
+   * eviction reads as many as it evicts, not the whole graph.
+   */
+  rootsByLastRead(after: ReadOrderPosition | undefined, limit: number): Promise<ContentEntry[]>;
+  /** What a manifest holds (its references other than a subject) that is recorded, in the order it lists them. */
+  heldBy(manifest: Digest): Promise<ContentEntry[]>;
+  /** The manifests that hold a digest (reference it other than as a subject), each with its own holders count. */
+  holdersOf(digest: Digest): Promise<Array<{ digest: Digest; holders: number }>>;
   /** The digests tags point at (any repository, any registry). */
   taggedDigests(): Promise<Digest[]>;
   /**

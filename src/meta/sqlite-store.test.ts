@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict';
 import Database from 'better-sqlite3';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -10,6 +10,7 @@ import { digestOf } from '../oci/digest.js';
 import { isSqliteFailure, MetadataError } from './metadata-error.js';
 import { metadataStoreConformance } from './metadata-store.conformance.js';
 import { SqliteMetadataStore } from './sqlite-store.js';
+import { CHECKPOINT_BYTES } from './wal-checkpointer.js';
 
 async function makeSqliteStore(): Promise<{ store: SqliteMetadataStore; file: string; cleanup: () => Promise<void> }> {
   const directory = await mkdtemp(path.join(tmpdir(), 'regmirror-sqlite-'));
@@ -61,6 +62,45 @@ describe('SqliteMetadataStore', () => {
       assert.equal((await reopened.graph()).manifests[0]?.lastAccess, 6_000);
     } finally {
       await reopened.close();
+      await cleanup();
+    }
+  });
+
+  it('opens a database made before holders were counted: each record gets the count of what references it', async () => {
+    const { store, file, cleanup } = await makeSqliteStore();
+    const layer = digestOf(Buffer.from('layer'));
+    const image = digestOf(Buffer.from('image'));
+    await store.putBlob(layer, 10, 1_000);
+    await store.putManifest({ digest: image, mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 5 }, 1_000, { references: [{ digest: layer, role: 'layer' }] });
+    await store.close();
+    const old = new Database(file);
+    old.exec('DROP TRIGGER reference_holds; DROP TRIGGER reference_releases; DROP TRIGGER blob_holders; DROP TRIGGER manifest_holders');
+    old.exec('DROP INDEX blob_roots_by_last_access; DROP INDEX manifest_roots_by_last_access; ALTER TABLE blobs DROP COLUMN holders; ALTER TABLE manifests DROP COLUMN holders');
+    old.close();
+    const reopened = new SqliteMetadataStore(file);
+    try {
+      assert.deepEqual((await reopened.rootsByLastRead(undefined, 10)).map((root) => root.digest), [image], 'the layer is held');
+      assert.equal((await reopened.heldBy(image))[0]?.holders, 1);
+    } finally {
+      await reopened.close();
+      await cleanup();
+    }
+  });
+
+  it('checkpoints its log on a worker thread, never inside a commit on the event loop', async () => {
+    const { store, file, cleanup } = await makeSqliteStore();
+    try {
+      const databaseBytes = async (): Promise<number> => (await stat(file)).size;
+      const before = await databaseBytes();
+      // 6 MiB of commits in one synchronous stretch: past the log's limit, with no turn of the loop for the worker.
+      for (let index = 0; index < 96; index++) await store.putDocument(`document ${index}`, Buffer.alloc(64 * 1024, index), 1_000);
+      assert.ok((await stat(`${file}-wal`)).size > CHECKPOINT_BYTES, 'the log grew past its limit');
+      assert.equal(await databaseBytes(), before, 'no commit checkpointed it');
+      const deadline = Date.now() + 10_000;
+      while ((await databaseBytes()) < 6 * 1024 * 1024 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.ok((await databaseBytes()) >= 6 * 1024 * 1024, 'the worker copied the log into the database');
+      assert.equal((await store.getDocument('document 95'))?.body.length, 64 * 1024);
+    } finally {
       await cleanup();
     }
   });

@@ -7,10 +7,13 @@ import Database from 'better-sqlite3';
 import type { Digest } from '../oci/digest.js';
 import { isSqliteFailure, MetadataError } from './metadata-error.js';
 import { Pacer } from '../event-loop/pacer.js';
+import { byLastRead } from './metadata-store.js';
+import { CHECKPOINT_BYTES, WalCheckpointer } from './wal-checkpointer.js';
 import type { ContentReference, ReferenceRole } from '../oci/manifest.js';
 import type {
   BlobRecord,
   CachedDocument,
+  ContentEntry,
   ContentGraph,
   ContentRemoval,
   ContentTotals,
@@ -18,6 +21,7 @@ import type {
   ManifestRecord,
   MetadataStore,
   Page,
+  ReadOrderPosition,
   RegistryTotals,
   RemovedContent,
   RepositoryRef,
@@ -29,25 +33,50 @@ export const SQLITE_FILE = 'metadata.sqlite';
 
 /** Rows read at a time when the whole content graph is read. */
 const GRAPH_PAGE = 2_000;
-/** Records removed in one transaction: a removal of thousands lets the event loop run between them. */
-const REMOVAL_CHUNK = 500;
+/** Work done in one transaction of a removal: a removal of thousands lets the event loop run between them. */
+const REMOVAL_SLICE_MS = 10;
 
 /** Reads (touchBlob, touchManifest) are kept in memory and written together this often, off the hot path. */
 const ACCESS_FLUSH_MS = 5_000;
+
+/** How many references other than a subject a blob or manifest has from recorded manifests: 0 for a root. */
+const HOLDERS_OF = (digest: string): string => `(SELECT count(*) FROM content_references WHERE child = ${digest} AND role != 'subject')`;
+
+/**
+ * `holders` kept by the database itself, whichever statement adds or removes a reference or a record: eviction
+ * finds the roots of the graph, least recently read first, in an index of the records whose count is 0.
+ */
+const HOLDERS_TRIGGERS = `
+CREATE TRIGGER IF NOT EXISTS reference_holds AFTER INSERT ON content_references WHEN NEW.role != 'subject' BEGIN
+  UPDATE blobs SET holders = holders + 1 WHERE digest = NEW.child;
+  UPDATE manifests SET holders = holders + 1 WHERE digest = NEW.child;
+END;
+CREATE TRIGGER IF NOT EXISTS reference_releases AFTER DELETE ON content_references WHEN OLD.role != 'subject' BEGIN
+  UPDATE blobs SET holders = holders - 1 WHERE digest = OLD.child;
+  UPDATE manifests SET holders = holders - 1 WHERE digest = OLD.child;
+END;
+CREATE TRIGGER IF NOT EXISTS blob_holders AFTER INSERT ON blobs BEGIN
+  UPDATE blobs SET holders = ${HOLDERS_OF('NEW.digest')} WHERE digest = NEW.digest;
+END;
+CREATE TRIGGER IF NOT EXISTS manifest_holders AFTER INSERT ON manifests BEGIN
+  UPDATE manifests SET holders = ${HOLDERS_OF('NEW.digest')} WHERE digest = NEW.digest;
+END;`;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS blobs (
   digest TEXT PRIMARY KEY,
   size INTEGER NOT NULL,
   created_at INTEGER NOT NULL,
-  last_access INTEGER NOT NULL
+  last_access INTEGER NOT NULL,
+  holders INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS manifests (
   digest TEXT PRIMARY KEY,
   media_type TEXT NOT NULL,
   size INTEGER NOT NULL,
   created_at INTEGER NOT NULL,
-  last_access INTEGER NOT NULL DEFAULT 0
+  last_access INTEGER NOT NULL DEFAULT 0,
+  holders INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS repositories (
   registry TEXT NOT NULL,
@@ -71,6 +100,9 @@ CREATE TABLE IF NOT EXISTS content_references (
   PRIMARY KEY (parent, position)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS content_references_by_child ON content_references (child);
+${HOLDERS_TRIGGERS}
+CREATE INDEX IF NOT EXISTS blob_roots_by_last_access ON blobs (last_access, digest) WHERE holders = 0;
+CREATE INDEX IF NOT EXISTS manifest_roots_by_last_access ON manifests (last_access, digest) WHERE holders = 0;
 CREATE TABLE IF NOT EXISTS repository_content (
   registry TEXT NOT NULL,
   repository TEXT NOT NULL,
@@ -86,6 +118,17 @@ CREATE TABLE IF NOT EXISTS documents (
   fetched_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 `;
+
+interface EntryRow {
+  digest: string;
+  size: number;
+  last_access: number;
+  holders: number;
+}
+
+function entryOf(row: EntryRow, kind: ContentEntry['kind']): ContentEntry {
+  return { digest: row.digest as Digest, kind, size: row.size, lastAccess: row.last_access, holders: row.holders };
+}
 
 export interface SqliteOptions {
   /** How long a statement waits for another connection's write, in all, before it fails with SQLITE_BUSY. */
@@ -113,6 +156,7 @@ export class SqliteMetadataStore implements MetadataStore {
   private accessFlush: NodeJS.Timeout | undefined;
   /** Settles when the statements waiting behind a busy database have run; undefined when none wait. */
   private waiting: Promise<void> | undefined;
+  private readonly checkpointer: WalCheckpointer;
 
   constructor(file: string, options: SqliteOptions = {}) {
     this.busyTimeoutMs = Math.trunc(options.busyTimeoutMs ?? 5000);
@@ -122,10 +166,16 @@ export class SqliteMetadataStore implements MetadataStore {
       this.db.pragma(`busy_timeout = ${this.busyTimeoutMs}`);
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = NORMAL');
+      // The log is checkpointed on a worker thread; should the worker fail, by this connection's commits again.
+      this.db.pragma('wal_autocheckpoint = 0');
       this.migrate();
       this.db.exec(SCHEMA);
       this.statements = this.prepare();
       this.db.pragma(`busy_timeout = ${Math.min(BUSY_SLICE_MS, this.busyTimeoutMs)}`);
+      this.checkpointer = new WalCheckpointer(file, () => {
+        if (this.db.open) this.db.pragma(`wal_autocheckpoint = ${CHECKPOINT_BYTES / 4096}`);
+      });
+      this.checkpointer.start();
     } catch (error) {
       throw isSqliteFailure(error) ? new MetadataError('open', error) : error;
     }
@@ -137,6 +187,14 @@ export class SqliteMetadataStore implements MetadataStore {
     if (manifestColumns.length > 0 && !manifestColumns.some((column) => column.name === 'last_access')) {
       // Not read since the upgrade, as far as anyone knows: as recent as its record.
       this.db.exec('ALTER TABLE manifests ADD COLUMN last_access INTEGER NOT NULL DEFAULT 0; UPDATE manifests SET last_access = created_at');
+    }
+    const hasReferences = (this.db.pragma('table_info(content_references)') as unknown[]).length > 0;
+    for (const table of ['blobs', 'manifests']) {
+      const columns = this.db.pragma(`table_info(${table})`) as Array<{ name: string }>;
+      if (columns.length === 0 || columns.some((column) => column.name === 'holders')) continue;
+      this.db.exec(`ALTER TABLE ${table} ADD COLUMN holders INTEGER NOT NULL DEFAULT 0`);
+      // A version with no references table recorded no references: every count is 0.
+      if (hasReferences) this.db.exec(`UPDATE ${table} SET holders = ${HOLDERS_OF(`${table}.digest`)}`);
     }
   }
 
@@ -165,6 +223,20 @@ export class SqliteMetadataStore implements MetadataStore {
       ),
       graphBlobs: this.db.prepare<[string, number], { digest: string; size: number; last_access: number }>(
         'SELECT digest, size, last_access FROM blobs WHERE digest > ? ORDER BY digest LIMIT ?',
+      ),
+      // `holders = 0` as written: what lets SQLite use the partial indexes of the roots.
+      blobRoots: this.db.prepare<[number, string, number], EntryRow>(
+        'SELECT digest, size, last_access, holders FROM blobs WHERE holders = 0 AND (last_access, digest) > (?, ?) ORDER BY last_access, digest LIMIT ?',
+      ),
+      manifestRoots: this.db.prepare<[number, string, number], EntryRow>(
+        'SELECT digest, size, last_access, holders FROM manifests WHERE holders = 0 AND (last_access, digest) > (?, ?) ORDER BY last_access, digest LIMIT ?',
+      ),
+      heldBy: this.db.prepare<[string, string], EntryRow & { kind: ContentEntry['kind'] }>(
+        "SELECT r.child AS digest, 'manifest' AS kind, m.size AS size, m.last_access AS last_access, m.holders AS holders, r.position AS position FROM content_references r JOIN manifests m ON m.digest = r.child WHERE r.parent = ? AND r.role != 'subject' " +
+          "UNION ALL SELECT r.child, 'blob', b.size, b.last_access, b.holders, r.position FROM content_references r JOIN blobs b ON b.digest = r.child WHERE r.parent = ? AND r.role != 'subject' ORDER BY position",
+      ),
+      holdersOf: this.db.prepare<[string], { digest: string; holders: number }>(
+        "SELECT DISTINCT r.parent AS digest, m.holders AS holders FROM content_references r JOIN manifests m ON m.digest = r.parent WHERE r.child = ? AND r.role != 'subject'",
       ),
       deleteManifest: this.db.prepare('DELETE FROM manifests WHERE digest = ?'),
       unlinkContent: this.db.prepare('DELETE FROM repository_content WHERE digest = ?'),
@@ -410,6 +482,23 @@ export class SqliteMetadataStore implements MetadataStore {
     return { manifests, blobs };
   }
 
+  rootsByLastRead(after: ReadOrderPosition | undefined, limit: number): Promise<ContentEntry[]> {
+    return this.guard('rootsByLastRead', () => {
+      const from = after ?? { lastAccess: Number.MIN_SAFE_INTEGER, digest: '' };
+      const manifests = this.statements.manifestRoots.all(from.lastAccess, from.digest, limit).map((row) => entryOf(row, 'manifest'));
+      const blobs = this.statements.blobRoots.all(from.lastAccess, from.digest, limit).map((row) => entryOf(row, 'blob'));
+      return [...manifests, ...blobs].sort(byLastRead).slice(0, limit);
+    });
+  }
+
+  heldBy(manifest: Digest): Promise<ContentEntry[]> {
+    return this.guard('heldBy', () => this.statements.heldBy.all(manifest, manifest).map((row) => entryOf(row, row.kind)));
+  }
+
+  holdersOf(digest: Digest): Promise<Array<{ digest: Digest; holders: number }>> {
+    return this.guard('holdersOf', () => this.statements.holdersOf.all(digest).map((row) => ({ digest: row.digest as Digest, holders: row.holders })));
+  }
+
   totals(): Promise<ContentTotals> {
     return this.guard('totals', () => {
       const row = this.statements.totals.get();
@@ -469,16 +558,23 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   async removeContent(removal: ContentRemoval): Promise<RemovedContent> {
-    // In transactions of REMOVAL_CHUNK records, the loop let run between them; each first writes the reads noted
-    // in memory, so a read since the decision counts, whichever chunk its content is in. Manifests go first
-    // (parents before children, as given), so what they alone referenced is no longer referenced when its turn comes.
+    // In transactions of at most REMOVAL_SLICE_MS of work, the loop let run between them (a manifest's removal
+    // updates every record it referenced: 500 of them took 250-400 ms at 50k blobs); each first writes the reads
+    // noted in memory, so a read since the decision counts, whichever transaction its content is in. Manifests go
+    // first (parents before children, as given), so what they alone referenced is no longer referenced when its
+    // turn comes.
     const removed: RemovedContent = { manifests: [], blobs: [] };
     const work = [...removal.manifests.map((digest) => ({ kind: 'manifest' as const, digest })), ...removal.blobs.map((digest) => ({ kind: 'blob' as const, digest }))];
     const pacer = new Pacer();
-    for (let start = 0; start < work.length; start += REMOVAL_CHUNK) {
-      const chunk = work.slice(start, start + REMOVAL_CHUNK);
-      await this.withReadsWritten('removeContent', () => {
-        for (const { kind, digest } of chunk) {
+    for (let next = 0; next < work.length; ) {
+      next = await this.withReadsWritten('removeContent', () => {
+        const deadline = performance.now() + REMOVAL_SLICE_MS;
+        let index = next;
+        do {
+          const item = work[index];
+          index += 1;
+          if (item === undefined) continue;
+          const { kind, digest } = item;
           const row = kind === 'manifest' ? this.statements.manifestReadBefore.get(digest, removal.readBefore) : this.statements.blobReadBefore.get(digest, removal.readBefore);
           if (row === undefined || this.statements.isReferenced.get(digest) !== undefined) continue;
           if (kind === 'manifest') {
@@ -489,7 +585,8 @@ export class SqliteMetadataStore implements MetadataStore {
             this.forgetBlob(digest);
             removed.blobs.push({ digest, size: row.size });
           }
-        }
+        } while (index < work.length && performance.now() < deadline);
+        return index;
       });
       await pacer.pace();
     }
@@ -555,6 +652,7 @@ export class SqliteMetadataStore implements MetadataStore {
       await this.flushAccess();
     } finally {
       clearTimeout(this.accessFlush);
+      await this.checkpointer.close();
       await this.guard('close', () => void this.db.close());
     }
   }
