@@ -52,7 +52,7 @@ export async function createAuthGate(auth: NonNullable<Settings['auth']>, dataDi
   });
 }
 
-
+/** The v1 API's checks over the gate (v1-auth.ts), made here so that app.ts loads neither without auth. */
 export function createV1Guard(gate: AuthGate, mirror: V1Mirror): V1AuthGuard {
   return new V1AuthGuard(gate, mirror);
 }
