@@ -99,10 +99,9 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
   );
   const prefetcher: Prefetcher = new Prefetcher(mirror, local, router, settings.prefetch, metrics, logger);
   // Loaded only when configured: an instance without auth does not carry its modules (jose, bcryptjs).
-  const gate = settings.auth === undefined ? undefined : await (await import('./http/auth-setup.js')).createAuthGate(settings.auth, dataDir, router, logger);
-  // The v1 API has no logins yet: with auth on, it is not served rather than served to anyone.
-  if (gate !== undefined && settings.v1.enabled) logger.warn('auth is configured: the v1 API is not served (its logins are not built yet)');
-  const v1 = settings.v1.enabled && gate === undefined ? createV1Mirror(settings, store, meta, metrics, budget, logger) : undefined;
+  const authSetup = settings.auth === undefined ? undefined : await import('./http/auth-setup.js');
+  const gate = settings.auth === undefined || authSetup === undefined ? undefined : await authSetup.createAuthGate(settings.auth, dataDir, router, logger);
+  const v1 = settings.v1.enabled ? createV1Mirror(settings, store, meta, metrics, budget, logger) : undefined;
   let accepting = true;
   // Registry names only: an upstream's URL may be an internal address.
   const status = async (): Promise<object> => ({
@@ -110,7 +109,12 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
     cache: { ...(await meta.totals()), byUpstream: await meta.totalsByRegistry(), maxSize: settings.cacheBound.maxSizeBytes ?? null, lastEviction: evictor.lastReport ?? null, lastGc: collector.lastReport ?? null },
     prefetch: prefetcher.status(),
   });
-  const v1Routes = v1 && { mirror: v1, standalone: settings.v1.standalone, nginxXAccelRedirect: settings.v1.nginxXAccelRedirect };
+  const v1Routes = v1 && {
+    mirror: v1,
+    standalone: settings.v1.standalone,
+    nginxXAccelRedirect: settings.v1.nginxXAccelRedirect,
+    guard: gate && authSetup?.createV1Guard(gate, v1),
+  };
   const v2Routes = { xAccelRedirect: settings.offload.xAccelRedirect };
   const ready = (): boolean => accepting;
   const inFlight = new InFlightRequests();

@@ -1,5 +1,6 @@
-// Builds the auth gate from the settings (htpasswd, the token key, an external issuer, the rules). Its own module,
-// loaded by app.ts only when `auth` is configured, so an instance without auth does not load jose and bcryptjs.
+// Builds the auth gate from the settings (htpasswd, the token key, an external issuer, the rules), and the v1 API's
+// guard over it. Its own module, loaded by app.ts only when `auth` is configured, so an instance without auth does not
+// load jose and bcryptjs.
 
 import type { Logger } from 'pino';
 import { AccessRules } from '../auth/access-rules.js';
@@ -9,7 +10,9 @@ import { loadSigningKey, TokenIssuer } from '../auth/tokens.js';
 import { ConfigError } from '../config/config-error.js';
 import type { Settings } from '../config/load.js';
 import type { UpstreamRouter } from '../mirror/upstream-router.js';
+import type { V1Mirror } from '../v1/mirror.js';
 import { AuthGate } from './auth-gate.js';
+import { V1AuthGuard } from './v1-auth.js';
 import { catalogNameOf } from './v2-routes.js';
 
 export async function createAuthGate(auth: NonNullable<Settings['auth']>, dataDir: string, router: UpstreamRouter, log: Logger): Promise<AuthGate> {
@@ -49,3 +52,7 @@ export async function createAuthGate(auth: NonNullable<Settings['auth']>, dataDi
   });
 }
 
+/** The v1 API's checks over the gate (v1-auth.ts), made here so that app.ts loads neither without auth. */
+export function createV1Guard(gate: AuthGate, mirror: V1Mirror): V1AuthGuard {
+  return new V1AuthGuard(gate, mirror);
+}

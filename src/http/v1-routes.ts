@@ -6,13 +6,14 @@ import type { IncomingMessage } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { contentRange } from '../oci/range.js';
 import { V1Error } from '../v1/errors.js';
-import { DEFAULT_REPOSITORY_JSON, parseJson, parseRepositoryName, parseV1Path, pythonJson, repositoryPath, type V1Route } from '../v1/grammar.js';
+import { DEFAULT_REPOSITORY_JSON, parseJson, parseRepositoryName, parseV1Path, pythonJson, repositoryPath, type SearchResult, type V1Route } from '../v1/grammar.js';
 import type { ImageJsonAnswer, SourceContext, V1Mirror } from '../v1/mirror.js';
 import { forwardedHeaders, SOURCE_NAME } from '../v1/source-client.js';
 import type { CacheOutcome } from '../telemetry/metrics.js';
 import type { V1RepositoryName } from '../store/layout.js';
 import { bodyChunks, discardBody } from './request-body.js';
 import { describeRequest } from './request-context.js';
+import type { V1Admission, V1AuthGuard } from './v1-auth.js';
 import { NO_CACHE_HEADERS, v1ErrorHandler } from './v1-errors.js';
 
 /** The docker-registry release whose API this is. */
@@ -31,6 +32,8 @@ export interface V1RouteOptions {
   standalone: boolean;
   /** nginx_x_accel_redirect: a URI prefix nginx maps to the data directory (no trailing slash). */
   nginxXAccelRedirect: string | undefined;
+  /** Who may do what, when `auth` is configured (v1-auth.ts); undefined: anyone may do anything, as docker-registry. */
+  guard?: V1AuthGuard | undefined;
 }
 
 /**
@@ -48,7 +51,7 @@ export function isV1Url(url: string | undefined): boolean {
 }
 
 export function registerV1Routes(app: FastifyInstance, options: V1RouteOptions): void {
-  const { mirror } = options;
+  const { mirror, guard } = options;
 
   // An encapsulated scope: its own body handling and error writer, leaving the v2 routes as they are.
   void app.register((scope, _options, done) => {
@@ -78,7 +81,10 @@ export function registerV1Routes(app: FastifyInstance, options: V1RouteOptions):
     const method = request.method;
     if (method === 'HEAD' || method === 'OPTIONS' || method === 'PATCH') throw new V1Error('METHOD_NOT_ALLOWED');
     const context: SourceContext = { headers: forwardedHeaders(request.headers), ...clientRepository(request) };
+    // Every request, before anything is read or written: with auth, who the caller is and whether it may.
+    const admission = await guard?.admit(route, request, options.standalone, context);
     const noted = <T extends { cache: CacheOutcome }>(answer: T): T => note(request, answer);
+    const setIndexHeaders = (name: V1RepositoryName, access: 'read' | 'write' | 'delete'): Promise<void> => indexHeaders(request, reply, name, access, admission, guard);
 
     switch (route.kind) {
       case 'ping': {
@@ -87,7 +93,7 @@ export function registerV1Routes(app: FastifyInstance, options: V1RouteOptions):
         return sendJson(reply.header('x-docker-registry-standalone', standalone), 200, '{}');
       }
       case 'image':
-        return image(route, request, reply, context);
+        return image(route, request, reply, context, admission);
       case 'tags':
         if (method === 'DELETE') return deleteRepository(route.name, reply);
         allow(method, ['GET']);
@@ -96,9 +102,12 @@ export function registerV1Routes(app: FastifyInstance, options: V1RouteOptions):
         switch (allow(method, ['GET', 'PUT', 'DELETE'])) {
           case 'GET':
             return sendJson(reply, 200, pythonJson(noted(await mirror.tag(route.name, route.tag, context)).value));
-          case 'PUT':
-            await mirror.putTag(route.name, route.tag, await readJsonBody(request.raw), request.headers['user-agent'] ?? '');
+          case 'PUT': {
+            const body = await readJsonBody(request.raw);
+            if (admission !== undefined) await guard?.requireTaggable(admission, route.name, body, context);
+            await mirror.putTag(route.name, route.tag, body, request.headers['user-agent'] ?? '');
             return sendJson(reply, 200, 'true');
+          }
           default:
             await mirror.deleteTag(route.name, route.tag);
             return sendJson(reply, 200, 'true');
@@ -124,20 +133,24 @@ export function registerV1Routes(app: FastifyInstance, options: V1RouteOptions):
         requireStandalone();
         allow(method, ['PUT']);
         await mirror.putIndexImages(route.name, await readJsonBody(request.raw));
-        return sendJson(indexHeaders(request, reply, route.name, 'write'), 200, '""');
+        await setIndexHeaders(route.name, 'write');
+        return sendJson(reply, 200, '""');
       case 'index-images':
         requireStandalone();
         switch (allow(method, ['GET', 'PUT', 'DELETE'])) {
           case 'GET': {
             const answer = noted(await mirror.indexImages(route.name, context));
-            return sendJson(indexHeaders(request, reply, route.name, 'read'), 200, answer.value);
+            await setIndexHeaders(route.name, 'read');
+            return sendJson(reply, 200, answer.value);
           }
           case 'PUT':
             await mirror.putIndexImages(route.name, await readJsonBody(request.raw));
-            return indexHeaders(request, reply, route.name, 'write').code(204).send();
+            await setIndexHeaders(route.name, 'write');
+            return reply.code(204).send();
           default:
             mirror.deleteIndexImages();
-            return indexHeaders(request, reply, route.name, 'delete').code(204).send();
+            await setIndexHeaders(route.name, 'delete');
+            return reply.code(204).send();
         }
       case 'auth':
         requireStandalone();
@@ -155,7 +168,11 @@ export function registerV1Routes(app: FastifyInstance, options: V1RouteOptions):
       case 'search': {
         allow(method, ['GET']);
         const answer = noted(await mirror.search(query.get('q') ?? '', context));
-        return sendJson(reply, 200, pythonJson(answer.value));
+        if (guard === undefined || admission === undefined) return sendJson(reply, 200, pythonJson(answer.value));
+        // Only what the caller may pull.
+        const results: SearchResult[] = [];
+        for (const result of answer.value.results) if (await guard.mayList(admission, result.name)) results.push(result);
+        return sendJson(reply, 200, pythonJson({ ...answer.value, num_results: results.length, results }));
       }
     }
   }
@@ -165,6 +182,7 @@ export function registerV1Routes(app: FastifyInstance, options: V1RouteOptions):
     request: FastifyRequest,
     reply: FastifyReply,
     context: SourceContext,
+    admission: V1Admission | undefined,
   ): Promise<FastifyReply> {
     const { id } = route;
     const method = request.method;
@@ -174,7 +192,9 @@ export function registerV1Routes(app: FastifyInstance, options: V1RouteOptions):
       return sendJson(reply, 200, 'true');
     }
     if (method === 'PUT' && route.resource === 'json') {
-      await mirror.putImageJson(id, await readJsonBody(request.raw));
+      const body = await readJsonBody(request.raw);
+      if (admission !== undefined) await guard?.requireParent(admission, id, body, context);
+      await mirror.putImageJson(id, body, admission?.pushFor);
       return sendJson(reply, 200, 'true');
     }
     if (method === 'PUT' && route.resource === 'layer') {
@@ -259,18 +279,30 @@ function setImageCacheHeaders(reply: FastifyReply): void {
 
 /**
  * The standalone index's answer headers: the endpoints are this server (the Host the client used), and the
- * token, when the client asks for one, is the mirror's own — random, never a source's.
+ * token, when the client asks for one, is the mirror's own, never a source's: with auth, one of the guard's, signed
+ * and checked on every request; without, random, as docker-registry's standalone index gave (and never checked).
  */
-function indexHeaders(request: FastifyRequest, reply: FastifyReply, name: V1RepositoryName, access: 'read' | 'write' | 'delete'): FastifyReply {
+async function indexHeaders(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  name: V1RepositoryName,
+  access: 'read' | 'write' | 'delete',
+  admission: V1Admission | undefined,
+  guard: V1AuthGuard | undefined,
+): Promise<void> {
   const host = request.headers.host;
   const { localAddress, localPort } = request.raw.socket;
   const local = localAddress?.includes(':') === true ? `[${localAddress}]:${localPort}` : `${localAddress}:${localPort}`;
   reply.header('x-docker-endpoints', host !== undefined && /^[A-Za-z0-9.:[\]-]{1,300}$/.test(host) ? host : local);
-  if (request.headers['x-docker-token']?.toString().toLowerCase() !== 'true') return reply;
+  if (request.headers['x-docker-token']?.toString().toLowerCase() !== 'true') return;
+  const token = guard !== undefined && admission !== undefined ? await guard.token(admission, name, access) : randomToken(name, access);
+  reply.header('x-docker-token', token).header('www-authenticate', token);
+}
+
+function randomToken(name: V1RepositoryName, access: 'read' | 'write' | 'delete'): string {
   let signature = '';
   for (let index = 0; index < 16; index++) signature += TOKEN_ALPHABET[randomInt(TOKEN_ALPHABET.length)];
-  const token = `Token signature=${signature},repository="${repositoryPath(name)}",access=${access}`;
-  return reply.header('x-docker-token', token).header('www-authenticate', token);
+  return `Token signature=${signature},repository="${repositoryPath(name)}",access=${access}`;
 }
 
 /** The repository a client's token names (a token this server issued): it picks the source's token for image requests. */

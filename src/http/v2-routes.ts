@@ -50,7 +50,7 @@ export function registerV2Routes(app: FastifyInstance, mirror: Mirror, router: U
     gate.authorize(request, caller, {
       name: route.name,
       catalogName: catalogNameOf(target, router.defaultRegistry),
-      privateUpstream: target.upstream?.settings.private === true,
+      private: target.upstream?.settings.private === true,
       action: actionOf(request.method),
     });
     return caller;

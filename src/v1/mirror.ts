@@ -17,6 +17,7 @@ import type { CacheOutcome, Metrics } from '../telemetry/metrics.js';
 import { isSourceOutage, layerTooLarge, V1Error, type V1ErrorCodeName } from './errors.js';
 import {
   DEFAULT_REPOSITORY_JSON,
+  isImageId,
   mergeSearchResults,
   parseAncestry,
   parseChecksumHeader,
@@ -30,7 +31,7 @@ import {
   type SearchAnswer,
 } from './grammar.js';
 import { layerCheck } from './layer-check.js';
-import { V1Registry } from './registry.js';
+import { V1Registry, type ImageState } from './registry.js';
 import { SOURCE_NAME, type SourceRequest, type V1SourceClient } from './source-client.js';
 
 /** Image json, ancestry, repository json, tag lists, image lists and search answers are small. */
@@ -105,9 +106,21 @@ export class V1Mirror {
 
   // ---- pushes, tags and deletes: a plain registry's (refused when this instance mirrors) ----
 
-  async putImageJson(id: string, body: Buffer): Promise<void> {
+  /** The first step of an image's push; `pushedFor` (with auth) records the repository whose push it is. */
+  async putImageJson(id: string, body: Buffer, pushedFor?: V1RepositoryName): Promise<void> {
     this.requireWritable();
     await this.local.putImageJson(id, body);
+    if (pushedFor !== undefined) await this.meta.putDocument(pushedForKey(id), Buffer.from(repositoryPath(pushedFor)), this.now());
+  }
+
+  /** The repository (`namespace/name`) an image was pushed for, when a push under auth recorded it. */
+  async pushedFor(id: string): Promise<string | undefined> {
+    return (await this.meta.getDocument(pushedForKey(id)))?.body.toString('utf8');
+  }
+
+  /** Whether the image is here: absent, being pushed, or complete. */
+  imageState(id: string): Promise<ImageState> {
+    return this.local.imageState(id);
   }
 
   /** A layer push; more than maxLayerBytes (announced or sent) is refused and nothing is kept. */
@@ -192,6 +205,41 @@ export class V1Mirror {
       await this.local.storeAncestry(id, bytes);
       return { value: bytes, cache: 'miss' as const };
     });
+  }
+
+  /**
+   * The repositories here (`namespace/name`) that hold an image: those whose tags reach it through its ancestry, and
+   * the one it was pushed for (its push is not tagged yet, or its tag moved on).
+   */
+  async imageHolders(id: string): Promise<string[]> {
+    const holders = await this.local.imageHolders(id);
+    const pushedFor = await this.pushedFor(id);
+    return pushedFor === undefined || holders.includes(pushedFor) ? holders : [...holders, pushedFor];
+  }
+
+  /** Whether a repository holds an image: here (see imageHolders), or, mirroring, the source's tags of it reach the image. */
+  async holdsImage(name: V1RepositoryName, id: string, context: SourceContext): Promise<boolean> {
+    if ((await this.imageHolders(id)).includes(repositoryPath(name))) return true;
+    if (this.source === undefined) return false;
+    // What is not there, or not complete, reaches nothing; a source that fails is the request's failure.
+    const found = <T>(error: unknown, absent: T): T => {
+      if (error instanceof V1Error && error.status < 500) return absent;
+      throw error;
+    };
+    const tags = await this.tags(name, context).then(
+      (answer) => answer.value,
+      (error: unknown) => found(error, {}),
+    );
+    const tagged = [...new Set(Object.values(tags))].filter(isImageId);
+    if (tagged.includes(id)) return true;
+    for (const image of tagged) {
+      const ancestry = await this.ancestry(image, context).then(
+        (answer) => parseAncestry(answer.value, image),
+        (error: unknown) => found(error, undefined),
+      );
+      if (ancestry?.includes(id) === true) return true;
+    }
+    return false;
   }
 
   /** Whether the image is here, complete: only then is a conditional GET answered 304. */
@@ -458,6 +506,10 @@ export class V1Mirror {
 
 function sizeKey(id: string): string {
   return `v1/image-size/${id}`;
+}
+
+function pushedForKey(id: string): string {
+  return `v1/pushed-for/${id}`;
 }
 
 function invalidFromSource(what: string): V1Error {

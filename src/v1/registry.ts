@@ -6,6 +6,7 @@ import type { ByteRange, ObjectStore } from '../store/object-store.js';
 import type { V1Layout, V1RepositoryName } from '../store/layout.js';
 import type { SpoolFile } from '../store/spool-file.js';
 import { layerTooLarge, V1Error } from './errors.js';
+import { ImageHolders } from './image-holders.js';
 import {
   checksumsFile,
   isImageId,
@@ -41,6 +42,11 @@ export class V1Registry {
    * in memory, not a walk of every repository folder.
    */
   private repositoryIndex: Promise<Set<string>> | undefined;
+  /**
+   * Which repositories hold which images (their tags' ancestry), for authorization: read from the storage at the first
+   * question, then kept up to date by this registry's writes as the repository index is.
+   */
+  private holderIndex: Promise<ImageHolders> | undefined;
 
   constructor(
     private readonly store: ObjectStore,
@@ -282,11 +288,55 @@ export class V1Registry {
     return names;
   }
 
-  /** Keeps the repository index (once read) in step with a write: the repository has files (present) or not. */
+  /** The local repositories (`namespace/name`) whose tags reach an image, itself or through an image's ancestry. */
+  async imageHolders(id: string): Promise<string[]> {
+    this.holderIndex ??= this.readHolderIndex();
+    return (await this.holderIndex).holdersOf(id);
+  }
+
+  private async readHolderIndex(): Promise<ImageHolders> {
+    try {
+      const holders = new ImageHolders();
+      this.repositoryIndex ??= this.readRepositoryIndex();
+      for (const path of [...(await this.repositoryIndex)]) {
+        const [namespace = '', repository = ''] = path.split('/');
+        await holders.refresh(path, () => this.reach({ namespace, repository }));
+      }
+      return holders;
+    } catch (error) {
+      // Asked again, it is read again: a storage failure is not remembered.
+      this.holderIndex = undefined;
+      throw error;
+    }
+  }
+
+  /** The images a repository's tags reach: each tagged image and its ancestors. */
+  private async reach(name: V1RepositoryName): Promise<Set<string>> {
+    const reached = new Set<string>();
+    for (const id of Object.values((await this.tags(name)) ?? {})) {
+      // An ancestor of an image already reached: its ancestry is in already.
+      if (!isImageId(id) || reached.has(id)) continue;
+      const ancestry = await this.store.readBytes(this.layout.imageKey(id, 'ancestry'));
+      for (const ancestor of (ancestry && parseAncestry(ancestry, id)) ?? [id]) reached.add(ancestor);
+    }
+    return reached;
+  }
+
+  /** Keeps the repository and holder indexes (once read) in step with a write: the repository has files (present) or not. */
   private async indexed(name: V1RepositoryName, present: boolean): Promise<void> {
-    if (this.repositoryIndex === undefined) return;
-    const names = await this.repositoryIndex;
-    if (present) names.add(repositoryPath(name));
-    else names.delete(repositoryPath(name));
+    if (this.repositoryIndex !== undefined) {
+      const names = await this.repositoryIndex;
+      if (present) names.add(repositoryPath(name));
+      else names.delete(repositoryPath(name));
+    }
+    const holderIndex = this.holderIndex;
+    if (holderIndex === undefined) return;
+    try {
+      await (await holderIndex).refresh(repositoryPath(name), () => this.reach(name));
+    } catch {
+      // The write is done; the holders of this repository could not be read again: the whole index is dropped and read
+      // afresh at the next question, rather than kept stale (a deleted tag must stop granting its images).
+      if (this.holderIndex === holderIndex) this.holderIndex = undefined;
+    }
   }
 }
