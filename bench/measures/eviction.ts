@@ -48,8 +48,11 @@ const WRITE_BATCH = 64;
 
 /** The default cache.inUseWindow. */
 const IN_USE_WINDOW_MS = 60_000;
-/** Before each decision, reads of this share of the images (manifest and blobs) are noted: what flushAccess writes. */
-const READ_SHARE = 0.01;
+/**
+ * Before each decision, reads of this many images (manifest and blobs) are noted: what flushAccess writes. A fixed
+ * number at every count: the traffic since the last flush (5 s at most) sets it, not what the cache holds.
+ */
+const READS_NOTED = 20;
 /** The "free 1 GB", in the bound's unit. */
 const ONE_GIB = GiB;
 /** Growth from the smallest to the largest count still called flat. */
@@ -198,10 +201,10 @@ async function seed(images: number, say: (text: string) => void): Promise<Seeded
   };
 }
 
-/** Reads of a hundredth of the images, one to two hours ago, noted in memory as hits note them (flushAccess writes them). */
+/** Reads of READS_NOTED images, one to two hours ago, noted in memory as hits note them (flushAccess writes them). */
 async function noteReads(data: Seeded): Promise<void> {
   const now = Date.now();
-  for (let read = 0; read < Math.ceil(data.images * READ_SHARE); read++) {
+  for (let read = 0; read < READS_NOTED; read++) {
     const image = data.byImage[Math.floor(data.random() * data.byImage.length)];
     if (image === undefined) continue;
     const at = now - 2 * 3_600_000 + Math.round(data.random() * 3_600_000);

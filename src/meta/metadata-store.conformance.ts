@@ -376,6 +376,12 @@ export function metadataStoreConformance(name: string, makeStore: () => Promise<
         assert.deepEqual(await store.totals(), { blobs: 2, blobBytes: 350, manifests: 1, manifestBytes: 42 });
         await store.deleteBlob(digest('one'));
         assert.deepEqual(await store.totals(), { blobs: 1, blobBytes: 250, manifests: 1, manifestBytes: 42 });
+        await store.putBlob(digest('two'), 300, T0 + 2 * HOUR);
+        await store.putManifest({ digest: digest('m'), mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 42 }, T0);
+        assert.deepEqual(await store.totals(), { blobs: 1, blobBytes: 300, manifests: 1, manifestBytes: 42 }, 'a blob recorded again with another size');
+        await store.removeContent({ manifests: [digest('m')], blobs: [digest('two')], readBefore: T0 + 3 * HOUR });
+        await store.deleteManifest(digest('unknown'));
+        assert.deepEqual(await store.totals(), { blobs: 0, blobBytes: 0, manifests: 0, manifestBytes: 0 });
       });
     });
 

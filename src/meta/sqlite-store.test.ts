@@ -66,7 +66,7 @@ describe('SqliteMetadataStore', () => {
     }
   });
 
-  it('opens a database made before holders were counted: each record gets the count of what references it', async () => {
+  it('opens a database made before holders and totals were counted: each record gets the count of what references it, the totals their sums', async () => {
     const { store, file, cleanup } = await makeSqliteStore();
     const layer = digestOf(Buffer.from('layer'));
     const image = digestOf(Buffer.from('image'));
@@ -75,10 +75,13 @@ describe('SqliteMetadataStore', () => {
     await store.close();
     const old = new Database(file);
     old.exec('DROP TRIGGER reference_holds; DROP TRIGGER reference_releases; DROP TRIGGER blob_holders; DROP TRIGGER manifest_holders');
+    for (const kind of ['blob', 'manifest']) old.exec(`DROP TRIGGER ${kind}_counted; DROP TRIGGER ${kind}_uncounted; DROP TRIGGER ${kind}_resized`);
+    old.exec('DROP TABLE content_totals');
     old.exec('DROP INDEX blob_roots_by_last_access; DROP INDEX manifest_roots_by_last_access; ALTER TABLE blobs DROP COLUMN holders; ALTER TABLE manifests DROP COLUMN holders');
     old.close();
     const reopened = new SqliteMetadataStore(file);
     try {
+      assert.deepEqual(await reopened.totals(), { blobs: 1, blobBytes: 10, manifests: 1, manifestBytes: 5 }, 'totals summed from the records');
       assert.deepEqual((await reopened.rootsByLastRead(undefined, 10)).map((root) => root.digest), [image], 'the layer is held');
       assert.equal((await reopened.heldBy(image))[0]?.holders, 1);
     } finally {
@@ -100,6 +103,31 @@ describe('SqliteMetadataStore', () => {
       while ((await databaseBytes()) < 6 * 1024 * 1024 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
       assert.ok((await databaseBytes()) >= 6 * 1024 * 1024, 'the worker copied the log into the database');
       assert.equal((await store.getDocument('document 95'))?.body.length, 64 * 1024);
+    } finally {
+      await cleanup();
+    }
+  });
+
+  it('keeps its log from growing with what is committed while commits keep coming', async () => {
+    const { store, file, cleanup } = await makeSqliteStore();
+    try {
+      const body = Buffer.alloc(64 * 1024, 7);
+      let written = 0;
+      // Commits for 3.5 s (three checkpoints at least) in bursts of 50 ms, the loop let run between them, so that
+      // the worker copies while commits come; bounded by a count too.
+      const until = Date.now() + 3_500;
+      for (let index = 0; index < 50_000 && Date.now() < until; ) {
+        const burst = Date.now() + 50;
+        while (index < 50_000 && Date.now() < burst) {
+          await store.putDocument(`document ${index % 200}`, body, index);
+          written += body.length;
+          index += 1;
+        }
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      const logBytes = (await stat(`${file}-wal`).catch(() => ({ size: 0 }))).size;
+      assert.ok(written > 3 * CHECKPOINT_BYTES, `${written} bytes committed`);
+      assert.ok(logBytes < written / 2, `the log holds ${logBytes} of the ${written} bytes committed`);
     } finally {
       await cleanup();
     }

@@ -62,6 +62,22 @@ CREATE TRIGGER IF NOT EXISTS manifest_holders AFTER INSERT ON manifests BEGIN
   UPDATE manifests SET holders = ${HOLDERS_OF('NEW.digest')} WHERE digest = NEW.digest;
 END;`;
 
+/** What the records hold, summed as they change (triggers), so that totals() reads one row however many there are. */
+const TOTALS_TRIGGERS = ['blob', 'manifest']
+  .map(
+    (kind) => `
+CREATE TRIGGER IF NOT EXISTS ${kind}_counted AFTER INSERT ON ${kind}s BEGIN
+  UPDATE content_totals SET ${kind}s = ${kind}s + 1, ${kind}_bytes = ${kind}_bytes + NEW.size;
+END;
+CREATE TRIGGER IF NOT EXISTS ${kind}_uncounted AFTER DELETE ON ${kind}s BEGIN
+  UPDATE content_totals SET ${kind}s = ${kind}s - 1, ${kind}_bytes = ${kind}_bytes - OLD.size;
+END;
+CREATE TRIGGER IF NOT EXISTS ${kind}_resized AFTER UPDATE OF size ON ${kind}s BEGIN
+  UPDATE content_totals SET ${kind}_bytes = ${kind}_bytes - OLD.size + NEW.size;
+END;`,
+  )
+  .join('');
+
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS blobs (
   digest TEXT PRIMARY KEY,
@@ -112,6 +128,18 @@ CREATE TABLE IF NOT EXISTS repository_content (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS repository_content_by_digest ON repository_content (digest);
 CREATE INDEX IF NOT EXISTS tags_by_digest ON tags (digest);
+CREATE TABLE IF NOT EXISTS content_totals (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  blobs INTEGER NOT NULL,
+  blob_bytes INTEGER NOT NULL,
+  manifests INTEGER NOT NULL,
+  manifest_bytes INTEGER NOT NULL
+);
+-- Made with the table, or by this version from what an earlier one recorded.
+INSERT INTO content_totals (id, blobs, blob_bytes, manifests, manifest_bytes)
+  SELECT 1, (SELECT count(*) FROM blobs), (SELECT coalesce(sum(size), 0) FROM blobs), (SELECT count(*) FROM manifests), (SELECT coalesce(sum(size), 0) FROM manifests)
+  WHERE NOT EXISTS (SELECT 1 FROM content_totals);
+${TOTALS_TRIGGERS}
 CREATE TABLE IF NOT EXISTS documents (
   key TEXT PRIMARY KEY,
   body BLOB NOT NULL,
@@ -169,7 +197,8 @@ export class SqliteMetadataStore implements MetadataStore {
       // The log is checkpointed on a worker thread; should the worker fail, by this connection's commits again.
       this.db.pragma('wal_autocheckpoint = 0');
       this.migrate();
-      this.db.exec(SCHEMA);
+      // One transaction: the totals are made from the records with nothing recorded in between.
+      this.db.transaction(() => this.db.exec(SCHEMA))();
       this.statements = this.prepare();
       this.db.pragma(`busy_timeout = ${Math.min(BUSY_SLICE_MS, this.busyTimeoutMs)}`);
       this.checkpointer = new WalCheckpointer(file, () => {
@@ -271,7 +300,7 @@ export class SqliteMetadataStore implements MetadataStore {
       ),
       deleteDocument: this.db.prepare('DELETE FROM documents WHERE key = ?'),
       totals: this.db.prepare<[], ContentTotals>(
-        'SELECT (SELECT count(*) FROM blobs) AS blobs, (SELECT coalesce(sum(size), 0) FROM blobs) AS blobBytes, (SELECT count(*) FROM manifests) AS manifests, (SELECT coalesce(sum(size), 0) FROM manifests) AS manifestBytes',
+        'SELECT blobs, blob_bytes AS blobBytes, manifests, manifest_bytes AS manifestBytes FROM content_totals WHERE id = 1',
       ),
       blobTotalsByRegistry: this.db.prepare<[], { registry: string; count: number; bytes: number }>(
         'SELECT held.registry AS registry, count(*) AS count, coalesce(sum(blobs.size), 0) AS bytes FROM (SELECT DISTINCT registry, digest FROM repository_content) AS held JOIN blobs ON blobs.digest = held.digest GROUP BY held.registry',

@@ -11,14 +11,24 @@ export const CHECKPOINT_BYTES = 4 * 1024 * 1024;
 /** How often the log is looked at. */
 const CHECK_INTERVAL_MS = 1_000;
 
-/** The worker: one connection to the database, a passive checkpoint (it never waits for a writer) per message. */
+/** How long the worker waits for a writer to finish before a checkpoint gives up (the next check tries again). */
+const WRITER_WAIT_MS = 2_000;
+
+/**
+ * The worker: one connection to the database, a checkpoint per message. TRUNCATE, not PASSIVE: a passive
+ * checkpoint never finishes while commits keep coming (each adds to the log as it copies), and a log never wholly
+ * copied is never restarted: it grew to 4 GB while 100k blobs were recorded. TRUNCATE waits for the writer of the
+ * moment, holds new ones back while it copies (the server's statements wait for it as for any busy database),
+ * and empties the file.
+ */
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.driver);
 const db = new Database(workerData.file, { fileMustExist: true });
+db.pragma('busy_timeout = ${WRITER_WAIT_MS}');
 parentPort.on('message', () => {
   try {
-    db.pragma('wal_checkpoint(PASSIVE)');
+    db.pragma('wal_checkpoint(TRUNCATE)');
     parentPort.postMessage({ ok: true });
   } catch (error) {
     parentPort.postMessage({ ok: false, message: String(error && error.message || error) });
