@@ -430,7 +430,7 @@ export async function evictionMeasures(ctx: BenchBasics): Promise<Row[]> {
     ),
     row(
       'eviction-free-tenth',
-      'time to free that tenth (LocalRegistry.removeContent: the records in transactions of 500, then each file), objects removed per second; ratio and target per object',
+      'time to free that tenth (LocalRegistry.removeContent: the records in transactions of 10 ms of work, then each file), objects removed per second; ratio and target per object',
       (scale) => [scale.freeTenth.ms / scale.freeTenth.objects],
       (scale) => `${fmt.seconds(scale.freeTenth.ms / 1000)}: ${scale.freeTenth.objects} objects, ${rate(scale.freeTenth)} (records ${fmt.ms(scale.freeTenth.recordsMs)})`,
       'ms per object',
