@@ -18,7 +18,7 @@ import { performance } from 'node:perf_hooks';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { startConnectProxy, type ConnectProxy } from './support/connect-proxy.js';
-import { containerdConfig, hostsToml, startContainerd, writeHostsDir } from './support/containerd.js';
+import { containerdConfig, criPluginConfig, criRegistryConfig, hostsToml, startContainerd, writeHostsDir } from './support/containerd.js';
 import { startDistribution, type Distribution } from './support/distribution.js';
 import { dockerdConfig, registryMirrorSettings, startDockerdOnOwnContainerd } from './support/dockerd.js';
 import { buildImageLayout, layoutBlobPath, pushLayout, type BuiltImage } from './support/images.js';
@@ -334,6 +334,9 @@ describe('real clients through one regmirror with docker.io and ghcr.io upstream
       'containerd docker.io': hostsToml({ server: 'https://registry-1.docker.io', mirror: `http://${mirror}` }),
       'containerd ghcr.io': hostsToml({ server: 'https://ghcr.io', mirror: `http://${mirror}` }),
       'containerd _default': hostsToml({ mirror: `http://${mirror}` }),
+      // Kubernetes nodes (test/auth-cri.test.ts): the CRI plugin's hosts directory, and docker.io mirrored over TLS.
+      'kubernetes containerd config.toml': ['version = 2', '', ...criRegistryConfig('/etc/containerd/certs.d')].join('\n'),
+      'kubernetes docker.io hosts.toml': hostsToml({ server: 'https://registry-1.docker.io', mirror: `https://${mirror}`, ca: '/etc/containerd/certs.d/docker.io/mirror-ca.crt' }),
       'podman registries.conf': registriesConf([
         { prefix: 'docker.io', location: 'registry-1.docker.io', mirrors: [{ location: mirror, insecure: true }] },
         { prefix: 'ghcr.io', location: 'ghcr.io', mirrors: [{ location: `${mirror}/ghcr.io`, insecure: true }] },
@@ -341,6 +344,7 @@ describe('real clients through one regmirror with docker.io and ghcr.io upstream
       'dockerd daemon.json': `${JSON.stringify(registryMirrorSettings([`http://${mirror}`], [mirror]), null, 2)}\n`,
       // How the suite runs each daemon (DIR: the test's temp dir, M: the mirror's port).
       'test containerd config.toml': containerdConfig('DIR'),
+      'test containerd config.toml with CRI': criPluginConfig('DIR', 'DIR/certs.d').join('\n'),
       'test dockerd daemon.json': `${JSON.stringify(
         dockerdConfig('DIR', { containerdAddress: 'CONTAINERD_DIR/containerd.sock', registryMirrors: ['http://127.0.0.1:M'], insecureRegistries: ['127.0.0.1:M'] }),
         null,

@@ -1,6 +1,6 @@
-// A private containerd daemon for tests (root, state, sockets in a temp dir; CRI disabled), driven with
-// ctr: pulls through `hosts.toml` mirrors, and what it then holds (`ctr images ls`, `ctr content ls`).
-// dockerd can run on top of it (its "containerd" setting is this daemon's address).
+// A private containerd daemon for tests (root, state, sockets in a temp dir; CRI disabled unless asked for), driven
+// with ctr: pulls through `hosts.toml` mirrors, and what it then holds (`ctr images ls`, `ctr content ls`).
+// dockerd can run on top of it (its "containerd" setting is this daemon's address); kubelet's calls go to its CRI plugin.
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { hermeticEnv, requireCommand, runCommand, startDaemon } from './commands.js';
@@ -9,6 +9,8 @@ import { makeTempDir, removeDir } from './temp.js';
 export interface ContainerdOptions {
   /** Extra environment for the daemon and for ctr (ctr itself talks to registries on a pull). */
   env?: NodeJS.ProcessEnv;
+  /** Run the CRI plugin (what kubelet talks to, on the same socket), reading registries' hosts.toml from this directory. */
+  criHostsDir?: string;
 }
 
 export interface ContainerdImage {
@@ -39,13 +41,13 @@ export interface Containerd {
   destroy(): Promise<void>;
 }
 
-/** The daemon's config.toml: everything under dir, CRI (Kubernetes) disabled. */
-export function containerdConfig(dir: string): string {
+/** The daemon's config.toml: everything under dir; CRI (Kubernetes) disabled, or on with its hosts directory. */
+export function containerdConfig(dir: string, criHostsDir?: string): string {
   return [
     'version = 2',
     `root = ${JSON.stringify(path.join(dir, 'root'))}`,
     `state = ${JSON.stringify(path.join(dir, 'state'))}`,
-    'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
+    ...(criHostsDir === undefined ? ['disabled_plugins = ["io.containerd.grpc.v1.cri"]'] : []),
     '',
     '[grpc]',
     `  address = ${JSON.stringify(path.join(dir, 'containerd.sock'))}`,
@@ -57,16 +59,42 @@ export function containerdConfig(dir: string): string {
     '[plugins."io.containerd.internal.v1.opt"]',
     `  path = ${JSON.stringify(path.join(dir, 'opt'))}`,
     '',
+    ...(criHostsDir === undefined ? [] : criPluginConfig(dir, criHostsDir)),
   ].join('\n');
+}
+
+/**
+ * The CRI plugin's tables (containerd 1.6 and 1.7): its streaming server on loopback, a CNI directory of its own rather
+ * than the host's /etc/cni/net.d (no pod runs here: only its image service is used), and registries from hosts.toml.
+ */
+export function criPluginConfig(dir: string, hostsDir: string): string[] {
+  return [
+    '[plugins."io.containerd.grpc.v1.cri"]',
+    '  stream_server_address = "127.0.0.1"',
+    '  stream_server_port = "0"',
+    '',
+    '[plugins."io.containerd.grpc.v1.cri".cni]',
+    `  bin_dir = ${JSON.stringify(path.join(dir, 'cni', 'bin'))}`,
+    `  conf_dir = ${JSON.stringify(path.join(dir, 'cni', 'net.d'))}`,
+    '',
+    ...criRegistryConfig(hostsDir),
+  ];
+}
+
+/** What a Kubernetes node's config.toml needs for hosts.toml mirrors (containerd 1.6 and 1.7). */
+export function criRegistryConfig(hostsDir: string): string[] {
+  return ['[plugins."io.containerd.grpc.v1.cri".registry]', `  config_path = ${JSON.stringify(hostsDir)}`, ''];
 }
 
 /**
  * One registry's `hosts.toml`: try the mirror first for pull and resolve, then fall back to `server`
  * (omit server, as in `_default`, to fall back to the registry itself).
  */
-export function hostsToml(opts: { server?: string; mirror: string }): string {
+export function hostsToml(opts: { server?: string; mirror: string; ca?: string }): string {
   const lines = opts.server === undefined ? [] : [`server = ${JSON.stringify(opts.server)}`, ''];
-  lines.push(`[host.${JSON.stringify(opts.mirror)}]`, '  capabilities = ["pull", "resolve"]', '');
+  lines.push(`[host.${JSON.stringify(opts.mirror)}]`, '  capabilities = ["pull", "resolve"]');
+  if (opts.ca !== undefined) lines.push(`  ca = ${JSON.stringify(opts.ca)}`);
+  lines.push('');
   return lines.join('\n');
 }
 
@@ -104,7 +132,7 @@ export async function startContainerd(options: ContainerdOptions = {}): Promise<
     return stdout;
   };
 
-  await writeFile(configPath, containerdConfig(dir));
+  await writeFile(configPath, containerdConfig(dir, options.criHostsDir));
   const proc = await startDaemon({
     name: 'containerd',
     command: containerd,
