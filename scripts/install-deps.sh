@@ -23,6 +23,8 @@ PACKAGES=(
   nginx
   # Traces the fs store's system calls: commits fsync their folder (test/durability.test.ts).
   strace
+  # Builds the OCI conformance suite from the team's kit (test/oci-conformance.test.ts).
+  golang-go
 )
 
 # Commands that must exist afterwards (checked before and after installing).
@@ -39,6 +41,7 @@ COMMANDS=(
   docker
   nginx
   strace
+  go
 )
 
 if [ "${1:-}" = "--bench" ]; then

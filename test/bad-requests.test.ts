@@ -224,12 +224,12 @@ describe('bad requests get clear OCI errors', () => {
       { what: 'lone % in a digest', target: '/v2/team/app/blobs/sha256:%', status: 400, code: undefined },
       { what: 'path with a trailing /', target: '/v2/team/app/manifests/v1/', status: 404, code: 'NOT_FOUND' },
       // tags
-      { what: '129-character tag', target: `/v2/team/app/manifests/${'t'.repeat(129)}`, status: 400, code: 'TAG_INVALID' },
-      { what: 'tag starting with .', target: '/v2/team/app/manifests/.hidden', status: 400, code: 'TAG_INVALID' },
-      { what: 'tag ..', target: '/v2/team/app/manifests/..', status: 400, code: 'TAG_INVALID' },
-      { what: 'tag starting with -', target: '/v2/team/app/manifests/-v1', status: 400, code: 'TAG_INVALID' },
-      { what: 'tag with %2F..', target: `/v2/team/app/manifests/..%2F..%2F${MARK}`, status: 400, code: 'TAG_INVALID' },
-      { what: 'tag with an escaped NUL', target: '/v2/team/app/manifests/v1%00', status: 400, code: 'TAG_INVALID' },
+      { what: '129-character tag', target: `/v2/team/app/manifests/${'t'.repeat(129)}`, status: 404, code: 'MANIFEST_UNKNOWN' },
+      { what: 'tag starting with .', target: '/v2/team/app/manifests/.hidden', status: 404, code: 'MANIFEST_UNKNOWN' },
+      { what: 'tag ..', target: '/v2/team/app/manifests/..', status: 404, code: 'MANIFEST_UNKNOWN' },
+      { what: 'tag starting with -', target: '/v2/team/app/manifests/-v1', status: 404, code: 'MANIFEST_UNKNOWN' },
+      { what: 'tag with %2F..', target: `/v2/team/app/manifests/..%2F..%2F${MARK}`, status: 404, code: 'MANIFEST_UNKNOWN' },
+      { what: 'tag with an escaped NUL', target: '/v2/team/app/manifests/v1%00', status: 404, code: 'MANIFEST_UNKNOWN' },
       // digests
       { what: 'sha256 with 63 hex', target: `/v2/team/app/blobs/sha256:${hex.slice(1)}`, status: 400, code: 'DIGEST_INVALID' },
       { what: 'manifest sha256 with 63 hex', target: `/v2/team/app/manifests/sha256:${hex.slice(1)}`, status: 400, code: 'DIGEST_INVALID' },

@@ -56,9 +56,14 @@ function repositoryName(segments: string[]): string {
   return name;
 }
 
+/**
+ * A tag that fails the grammar names no manifest: 404 MANIFEST_UNKNOWN, as the distribution spec (and its
+ * conformance suite's `.INVALID_MANIFEST_NAME`) asks of a pull. A push to such a tag would be TAG_INVALID (400);
+ * this mirror takes no pushes yet.
+ */
 function parseReference(text: string): Reference {
   if (text.includes(':')) return { kind: 'digest', digest: requireDigest(text) };
-  if (!isValidTag(text)) throw new RegistryError('TAG_INVALID', { message: 'invalid tag', detail: { tag: text.slice(0, 200) } });
+  if (!isValidTag(text)) throw new RegistryError('MANIFEST_UNKNOWN', { message: 'manifest unknown: not a valid tag', detail: { tag: text.slice(0, 200) } });
   return { kind: 'tag', tag: text };
 }
 
