@@ -4,12 +4,13 @@
 // is space again the same requests succeed.
 
 import assert from 'node:assert/strict';
-import { mkdir, open, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { runCommand, unmountUnder } from './support/commands.js';
 import { startDistribution, type Distribution } from './support/distribution.js';
 import { rawGet, sha256Of } from './support/fault-upstream.js';
+import { fillDisk } from './support/full-disk.js';
 import { buildImageLayout, layoutBlobPath, pushLayout, type BuiltLayout } from './support/images.js';
 import { startRegmirror, type Regmirror } from './support/regmirror.js';
 import { makeTempDir, removeDir } from './support/temp.js';
@@ -17,23 +18,6 @@ import { makeV1Chain, V1Client, v1Request } from './support/v1-client.js';
 
 const REPOSITORY = 'team/full';
 const STORAGE_UNAVAILABLE = 'storage unavailable; retry later';
-
-/** Writes a file into dir until the filesystem is full; returns its path. */
-async function fillDisk(dir: string): Promise<string> {
-  const file = join(dir, 'filler');
-  const handle = await open(file, 'w');
-  const chunk = Buffer.alloc(256 * 1024, 0x5a);
-  try {
-    // A tmpfs of 8 MiB takes at most 32 such chunks; bounded well past that.
-    for (let written = 0; written < 1000; written++) await handle.write(chunk);
-    throw new Error(`${dir} did not fill up`);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOSPC') throw error;
-  } finally {
-    await handle.close();
-  }
-  return file;
-}
 
 /** Error-level log lines saying the storage is unavailable, with the system's or the database's code. */
 function storageErrors(mirror: Regmirror): Array<{ type: string; code: string }> {
@@ -79,7 +63,7 @@ describe('a full data directory', { timeout: 180_000 }, () => {
       const layer = image.layerDigests[0] ?? '';
       const manifestUrl = `${mirror.url}/v2/${REPOSITORY}/manifests/v1`;
       const blobUrl = `${mirror.url}/v2/${REPOSITORY}/blobs/${layer}`;
-      const filler = await fillDisk(mountPoint);
+      const fillers = await fillDisk(mountPoint);
 
       const manifest = await rawGet(manifestUrl);
       assert.equal(manifest.status, 503);
@@ -102,7 +86,7 @@ describe('a full data directory', { timeout: 180_000 }, () => {
       if (blob.status === 503) assert.deepEqual(JSON.parse(blob.body.toString('utf8')), { errors: [{ code: 'UNAVAILABLE', message: STORAGE_UNAVAILABLE }] });
       assert.deepEqual(await readdir(join(dataDir, 'blobs')).catch(() => []), [], 'nothing committed');
 
-      await rm(filler);
+      for (const filler of fillers) await rm(filler);
       const again = await rawGet(manifestUrl, { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } });
       assert.equal(again.status, 200);
       assert.ok(again.body.equals(image.manifestBytes));
@@ -123,14 +107,14 @@ describe('a full data directory', { timeout: 180_000 }, () => {
     try {
       const [image] = makeV1Chain('full', [{ size: 40_000, seed: 962 }]);
       assert.ok(image !== undefined);
-      const filler = await fillDisk(mountPoint);
+      const fillers = await fillDisk(mountPoint);
       const refused = await v1Request(`${registry.url}/v1/images/${image.id}/json`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: image.json });
       assert.equal(refused.status, 503);
       assert.deepEqual(JSON.parse(refused.body.toString('utf8')), { error: STORAGE_UNAVAILABLE });
       await registry.settle();
       assert.ok(storageErrors(registry).length >= 1, 'logged at error level');
 
-      await rm(filler);
+      for (const filler of fillers) await rm(filler);
       const client = new V1Client(registry.url);
       await client.push('team/full', 'v1', [image]);
       const pulled = await client.pull('team/full', 'v1');

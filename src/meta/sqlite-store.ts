@@ -8,7 +8,7 @@ import type { Digest } from '../oci/digest.js';
 import { isSqliteFailure, MetadataError } from './metadata-error.js';
 import { Pacer } from '../event-loop/pacer.js';
 import { byLastRead } from './metadata-store.js';
-import { CHECKPOINT_BYTES, WalCheckpointer } from './wal-checkpointer.js';
+import { CHECKPOINT_BYTES, LOG_FILE_LIMIT_BYTES, WalCheckpointer } from './wal-checkpointer.js';
 import type { ContentReference, ReferenceRole } from '../oci/manifest.js';
 import type {
   BlobRecord,
@@ -196,6 +196,7 @@ export class SqliteMetadataStore implements MetadataStore {
       this.db.pragma('synchronous = NORMAL');
       // The log is checkpointed on a worker thread; should the worker fail, by this connection's commits again.
       this.db.pragma('wal_autocheckpoint = 0');
+      this.db.pragma(`journal_size_limit = ${LOG_FILE_LIMIT_BYTES}`);
       this.migrate();
       // One transaction: the totals are made from the records with nothing recorded in between.
       this.db.transaction(() => this.db.exec(SCHEMA))();

@@ -6,20 +6,23 @@ import { stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 
-/** The log's size from which it is checkpointed: SQLite's own default (1000 pages of 4 KiB). */
+/** A log of this many bytes of pages (SQLite's own default: 1000 pages of 4 KiB) is restarted however busy the writers. */
 export const CHECKPOINT_BYTES = 4 * 1024 * 1024;
+/** What the log's file is cut down to when it starts again after a burst (journal_size_limit). */
+export const LOG_FILE_LIMIT_BYTES = 4 * CHECKPOINT_BYTES;
 /** How often the log is looked at. */
 const CHECK_INTERVAL_MS = 1_000;
-
-/** How long the worker waits for a writer to finish before a checkpoint gives up (the next check tries again). */
+/** How long the worker waits for a writer to finish before a RESTART gives up (the next check tries again). */
 const WRITER_WAIT_MS = 2_000;
 
 /**
- * The worker: one connection to the database, a checkpoint per message. TRUNCATE, not PASSIVE: a passive
- * checkpoint never finishes while commits keep coming (each adds to the log as it copies), and a log never wholly
- * copied is never restarted: it grew to 4 GB while 100k blobs were recorded. TRUNCATE waits for the writer of the
- * moment, holds new ones back while it copies (the server's statements wait for it as for any busy database),
- * and empties the file.
+ * The worker: one connection to the database, a checkpoint per message. First PASSIVE, as SQLite's own automatic
+ * checkpoint: it copies what it can without making a writer wait, and once all is copied the next commit writes
+ * the log from its start again, in the file's existing space (so commits still fit in it when the disk is full).
+ * A passive checkpoint never finishes while commits keep coming, and a log never wholly copied is never restarted
+ * (it grew to 4 GB while 100k blobs were recorded): past CHECKPOINT_BYTES of pages left behind, RESTART, which waits
+ * for the writer of the moment and holds new ones back while it copies (the server's statements wait for it as for
+ * any busy database). Never TRUNCATE: an emptied file has to grow again, and on a full disk it cannot.
  */
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
@@ -28,7 +31,8 @@ const db = new Database(workerData.file, { fileMustExist: true });
 db.pragma('busy_timeout = ${WRITER_WAIT_MS}');
 parentPort.on('message', () => {
   try {
-    db.pragma('wal_checkpoint(TRUNCATE)');
+    const [passive] = db.pragma('wal_checkpoint(PASSIVE)');
+    if (passive.checkpointed < passive.log && passive.log * db.pragma('page_size', { simple: true }) >= ${CHECKPOINT_BYTES}) db.pragma('wal_checkpoint(RESTART)');
     parentPort.postMessage({ ok: true });
   } catch (error) {
     parentPort.postMessage({ ok: false, message: String(error && error.message || error) });
@@ -55,13 +59,13 @@ export class WalCheckpointer {
     this.timer = setInterval(() => void this.check(), CHECK_INTERVAL_MS).unref();
   }
 
-  /** Checkpoints when the log has grown past CHECKPOINT_BYTES and changed since the last checkpoint. */
+  /** Checkpoints when something was committed since the last checkpoint (the log's file changed). */
   async check(): Promise<void> {
     if (this.checking || this.failed) return;
     this.checking = true;
     try {
       const log = await stat(`${this.file}-wal`).catch(() => undefined);
-      if (log === undefined || log.size < CHECKPOINT_BYTES || log.mtimeMs === this.checkpointedAt) return;
+      if (log === undefined || log.size === 0 || log.mtimeMs === this.checkpointedAt) return;
       await this.checkpoint();
       this.checkpointedAt = log.mtimeMs;
     } catch (error) {
