@@ -23,6 +23,9 @@ PACKAGES=(
   nginx
   # Traces the fs store's system calls: commits fsync their folder (test/durability.test.ts).
   strace
+  # The postgres MetadataStore (src/meta/postgres-store.test.ts, test/postgres-metadata.test.ts), started by
+  # ../shared/testing/pg-start.sh from /usr/lib/postgresql/15/bin.
+  postgresql-15
 )
 
 # Commands that must exist afterwards (checked before and after installing).
@@ -39,6 +42,12 @@ COMMANDS=(
   docker
   nginx
   strace
+)
+
+# Programs that are not on PATH (Debian keeps PostgreSQL's server programs under its versioned directory).
+FILES=(
+  /usr/lib/postgresql/15/bin/pg_ctl
+  /usr/lib/postgresql/15/bin/initdb
 )
 
 if [ "${1:-}" = "--bench" ]; then
@@ -60,6 +69,9 @@ fi
 missing_commands=()
 for cmd in "${COMMANDS[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing_commands+=("$cmd")
+done
+for file in "${FILES[@]}"; do
+  [ -x "$file" ] || missing_commands+=("$file")
 done
 
 if [ "${#missing_packages[@]}" -eq 0 ] && [ "${#missing_commands[@]}" -eq 0 ]; then
@@ -95,6 +107,9 @@ fi
 still_missing=()
 for cmd in "${COMMANDS[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || still_missing+=("$cmd")
+done
+for file in "${FILES[@]}"; do
+  [ -x "$file" ] || still_missing+=("$file")
 done
 if [ "${#still_missing[@]}" -ne 0 ]; then
   echo "install-deps: FAILED: still missing after install: ${still_missing[*]}" >&2
