@@ -353,7 +353,21 @@ describe('PostgresMetadataStore', () => {
       await gone.stop();
       await assert.rejects(store.getBlob(digest('before')), (error: unknown) => error instanceof MetadataError && error.operation === 'getBlob' && error.code === 'ECONNREFUSED');
       await assert.rejects(store.close(), (error: unknown) => error instanceof MetadataError && error.operation === 'flushAccess', 'the reads it could not write are reported');
-      await assert.rejects(PostgresMetadataStore.open({ url: schema.url }), (error: unknown) => error instanceof MetadataError && error.operation === 'migrate' && error.code === 'ECONNREFUSED');
+      await assert.rejects(PostgresMetadataStore.open({ url: schema.url }), (error: unknown) => error instanceof MetadataError && error.operation === 'open' && error.code === 'ECONNREFUSED');
+    });
+
+    it('logs in with the password given apart from the URL, and answers a wrong one with a MetadataError', async () => {
+      const schema = await server.schema();
+      const url = await server.passwordRole(schema, 'regmirror_password_test', 'right horse');
+      try {
+        const store = await PostgresMetadataStore.open({ url, password: 'right horse' });
+        await store.putBlob(digest('logged in'), 1, 1_000);
+        await store.close();
+        await assert.rejects(PostgresMetadataStore.open({ url, password: 'wrong horse' }), (error: unknown) => error instanceof MetadataError && error.code === '28P01');
+      } finally {
+        await schema.drop();
+        await server.query('DROP ROLE regmirror_password_test');
+      }
     });
 
     it('tells failures of the server from bugs by their code', () => {

@@ -414,7 +414,7 @@ export class PostgresMetadataStore implements MetadataStore {
     pool.on('error', (error) => options.onIdleError?.(error));
     const store = new PostgresMetadataStore(pool);
     try {
-      while (await store.transaction('migrate', (client) => migrateOneStep(client))) {
+      while (await store.transaction('open', (client) => migrateOneStep(client))) {
         // each step is a transaction of its own
       }
     } catch (error) {

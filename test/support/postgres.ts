@@ -3,10 +3,11 @@
 // serves a whole test file; and an admin connection to look at what a store wrote.
 
 import { execFileSync } from 'node:child_process';
-import { access, constants } from 'node:fs/promises';
+import { access, constants, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { parseIntoClientConfig } from 'pg-connection-string';
 import { runCommand } from './commands.js';
 import { freePort } from './ports.js';
 
@@ -28,6 +29,11 @@ export interface Postgres {
   logFile: string;
   /** A fresh, empty schema; `options` are more `-c name=value` settings for the connections of its URL. */
   schema(options?: { settings?: Record<string, string>; applicationName?: string }): Promise<PostgresSchema>;
+  /**
+   * A role that must log in with its password (scram-sha-256; every other role keeps trust auth), owning the schema
+   * named: the URL of the schema with this role instead of postgres.
+   */
+  passwordRole(schema: PostgresSchema, role: string, password: string): Promise<string>;
   /** A statement on the admin connection (the superuser, search_path public). */
   query<R extends pg.QueryResultRow>(sql: string, parameters?: unknown[]): Promise<R[]>;
   /** Stops the server and removes its directory (once). */
@@ -81,6 +87,27 @@ export async function startPostgres(): Promise<Postgres> {
       const parameters = new URLSearchParams({ options: Object.entries(settings).map(([key, value]) => `-c ${key}=${value}`).join(' ') });
       if (options.applicationName !== undefined) parameters.set('application_name', options.applicationName);
       return { name, url: `${url}?${parameters.toString()}`, drop: async () => void (await query(`DROP SCHEMA ${name} CASCADE`)) };
+    },
+    passwordRole: async (schema, role, password) => {
+      await query(`CREATE ROLE ${role} LOGIN PASSWORD '${password.replace(/'/g, "''")}'`);
+      await query(`ALTER SCHEMA ${schema.name} OWNER TO ${role}`);
+      // pg_hba.conf is read top down: this role's line before the trust lines initdb wrote.
+      const hba = path.join(dir, 'data', 'pg_hba.conf');
+      await writeFile(hba, `host all ${role} 127.0.0.1/32 scram-sha-256\n${await readFile(hba, 'utf8')}`);
+      await query('SELECT pg_reload_conf()');
+      const url = schema.url.replace('postgres://postgres@', `postgres://${role}@`);
+      // The server reloads on its own time: until a wrong password is refused, the role still logs in on trust.
+      for (let tries = 0; ; tries++) {
+        const probe = new pg.Client({ ...parseIntoClientConfig(url), password: `not ${password}` });
+        const refused = await probe.connect().then(
+          () => false,
+          (error: unknown) => (error as { code?: unknown }).code === '28P01',
+        );
+        await probe.end().catch(() => undefined);
+        if (refused) return url;
+        if (tries >= 100) throw new Error(`the server still lets ${role} in without its password`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
     },
     stop: async () => {
       await admin.end();
