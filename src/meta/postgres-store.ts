@@ -46,8 +46,8 @@ export interface PostgresOptions {
   onIdleError?: (error: Error) => void;
 }
 
-export const DEFAULT_POOL_SIZE = 10;
-export const DEFAULT_STATEMENT_TIMEOUT_MS = 10_000;
+const DEFAULT_POOL_SIZE = 10;
+const DEFAULT_STATEMENT_TIMEOUT_MS = 10_000;
 
 /** Rows read at a time when the whole content graph is read. */
 const GRAPH_PAGE = 2_000;
@@ -377,7 +377,7 @@ function failureOf(operation: string, error: unknown): Error {
   return isPostgresFailure(error) ? new MetadataError(operation, error) : (error as Error);
 }
 
-/** A short random pause before another try, so that two victims of one deadlock do not meet again at once. */
+/** A short random pause before another try, longer at each: a server restarting, or two victims of one deadlock, get time. */
 function pauseBeforeRetry(attempt: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, attempt * (5 + Math.random() * 20)));
 }
@@ -424,7 +424,7 @@ export class PostgresMetadataStore implements MetadataStore {
     return store;
   }
 
-  /** One statement; a failure of the database becomes a MetadataError, a deadlock's victim is tried again. */
+  /** One statement; a failure of the database becomes a MetadataError, after more tries where one may pass (isRetryable). */
   private async run<R extends QueryResultRow>(operation: string, sql: string, parameters: unknown[] = []): Promise<R[]> {
     for (let attempt = 1; ; attempt++) {
       try {
@@ -439,7 +439,7 @@ export class PostgresMetadataStore implements MetadataStore {
     }
   }
 
-  /** Runs work in one transaction on one connection, tried again whole when it was a deadlock's victim. */
+  /** Runs work in one transaction on one connection, tried again whole where another try may pass (isRetryable). */
   private async transaction<T>(operation: string, work: (client: PoolClient) => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       let client: PoolClient;
