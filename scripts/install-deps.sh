@@ -25,6 +25,9 @@ PACKAGES=(
   strace
   # Builds the OCI conformance suite from the team's kit (test/oci-conformance.test.ts).
   golang-go
+  # The postgres MetadataStore (src/meta/postgres-store.test.ts, test/postgres-metadata.test.ts), started by
+  # ../shared/testing/pg-start.sh from /usr/lib/postgresql/15/bin.
+  postgresql-15
 )
 
 # Commands that must exist afterwards (checked before and after installing).
@@ -42,6 +45,12 @@ COMMANDS=(
   nginx
   strace
   go
+)
+
+# Programs that are not on PATH (Debian keeps PostgreSQL's server programs under its versioned directory).
+FILES=(
+  /usr/lib/postgresql/15/bin/pg_ctl
+  /usr/lib/postgresql/15/bin/initdb
 )
 
 if [ "${1:-}" = "--bench" ]; then
@@ -63,6 +72,9 @@ fi
 missing_commands=()
 for cmd in "${COMMANDS[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing_commands+=("$cmd")
+done
+for file in "${FILES[@]}"; do
+  [ -x "$file" ] || missing_commands+=("$file")
 done
 
 if [ "${#missing_packages[@]}" -eq 0 ] && [ "${#missing_commands[@]}" -eq 0 ]; then
@@ -98,6 +110,9 @@ fi
 still_missing=()
 for cmd in "${COMMANDS[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || still_missing+=("$cmd")
+done
+for file in "${FILES[@]}"; do
+  [ -x "$file" ] || still_missing+=("$file")
 done
 if [ "${#still_missing[@]}" -ne 0 ]; then
   echo "install-deps: FAILED: still missing after install: ${still_missing[*]}" >&2

@@ -13,7 +13,7 @@ import { listen } from './http/listen.js';
 import { buildAdminServer, buildServer } from './http/server.js';
 import { httpsServerOptions, TlsReloader } from './http/tls.js';
 import { readTlsFiles } from './config/tls-files.js';
-import { SQLITE_FILE, SqliteMetadataStore } from './meta/sqlite-store.js';
+import { openMetadataStore } from './meta/open-metadata-store.js';
 import { Mirror } from './mirror/mirror.js';
 import { UpstreamClient } from './mirror/upstream-client.js';
 import { UpstreamRouter, type Upstream } from './mirror/upstream-router.js';
@@ -63,7 +63,15 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
   await store.init();
   const removed = await store.removeStaleTemporaries();
   if (removed > 0) logger.info({ removed }, 'removed temporaries left by an earlier run');
-  const meta = new SqliteMetadataStore(path.join(dataDir, SQLITE_FILE));
+  // With PostgreSQL the lock still guards the local files (fills in tmp/, the fs store); nodes sharing one database
+  // do not see each other yet (cluster membership comes with the cluster work).
+  let meta: MetadataStore;
+  try {
+    meta = await openMetadataStore(settings.metadata, dataDir, logger);
+  } catch (error) {
+    await lock.release();
+    throw error;
+  }
   const metrics = new Metrics({ sendBufferBytes: () => budget.used, cacheTotals: () => meta.totals(), cacheTotalsByRegistry: () => meta.totalsByRegistry() });
   const fetchTimeouts = fetchTimeoutsOf(settings.timeouts);
   const upstreams: Upstream[] = settings.upstreams.map((upstream) => ({
@@ -146,7 +154,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
   await prefetcher.start();
   evictor.start();
   collector.start(settings.gc.intervalMs);
-  logger.info({ address, adminAddress, dataDir, upstreams: settings.upstreams.map((u) => ({ registry: u.registry, url: u.url })) }, 'regmirror listening');
+  logger.info({ address, adminAddress, dataDir, metadata: settings.metadata.driver, upstreams: settings.upstreams.map((u) => ({ registry: u.registry, url: u.url })) }, 'regmirror listening');
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {

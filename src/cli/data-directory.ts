@@ -7,7 +7,8 @@ import path from 'node:path';
 import { ConfigError } from '../config/config-error.js';
 import { loadSettings, type ConfigFlags, type Settings } from '../config/load.js';
 import { MetadataError } from '../meta/metadata-error.js';
-import { SQLITE_FILE, SqliteMetadataStore } from '../meta/sqlite-store.js';
+import type { MetadataStore } from '../meta/metadata-store.js';
+import { openMetadataStore } from '../meta/open-metadata-store.js';
 import { DataDirectoryInUse, DataDirectoryLock } from '../store/data-directory-lock.js';
 import { StorageError } from '../store/storage-error.js';
 import { describeError } from './describe-error.js';
@@ -26,7 +27,7 @@ export interface HeldDataDirectory {
   settings: Settings;
   /** Absolute. */
   dataDir: string;
-  meta: SqliteMetadataStore;
+  meta: MetadataStore;
 }
 
 /** Runs work on the data directory the flags name, holding its lock; resolves with the exit status. */
@@ -58,7 +59,8 @@ export async function withDataDirectory(
     return 2;
   }
   try {
-    const meta = new SqliteMetadataStore(path.join(dataDir, SQLITE_FILE));
+    // With PostgreSQL, the lock holds this node's files only: other nodes on the database keep working.
+    const meta = await openMetadataStore(settings.metadata, dataDir);
     try {
       return await work({ settings, dataDir, meta });
     } finally {

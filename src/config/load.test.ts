@@ -92,6 +92,7 @@ describe('loadSettings: defaults', () => {
       prefetch: DEFAULT_PREFETCH,
       adminListen: undefined,
       tls: undefined,
+      metadata: { driver: 'sqlite' },
     });
   });
 
@@ -205,6 +206,7 @@ upstreams:
       prefetch: DEFAULT_PREFETCH,
       adminListen: { host: '127.0.0.1', port: 9090 },
       tls: undefined,
+      metadata: { driver: 'sqlite' },
     });
   });
 
@@ -684,5 +686,77 @@ describe('loadSettings: TLS', () => {
       (error: unknown) => error instanceof ConfigError && error.message.includes('tls.certificate') && !error.message.includes(server.key.split('\n')[1] ?? 'BEGIN'),
     );
     assertConfigError(() => settingsOf({}, { ...files, REGMIRROR_TLS_CLIENT_CA: garbage }), 'tls.clientCA', 'no PEM certificate');
+  });
+});
+
+describe('loadSettings: metadata', () => {
+  it('reads the postgres driver from the file, the password from the variable it names, pool and timeout defaults', async () => {
+    const file = await writeTemporary('metadata:\n  driver: postgres\n  url: postgres://regmirror@db.example:5432/regmirror\n  passwordEnv: DB_PASSWORD\n');
+    assert.deepEqual(settingsOf({ config: file }, { DB_PASSWORD: 'hunter2' }).metadata, {
+      driver: 'postgres',
+      url: 'postgres://regmirror@db.example:5432/regmirror',
+      password: 'hunter2',
+      poolSize: 10,
+      statementTimeoutMs: 10_000,
+    });
+  });
+
+  it('takes every key from its REGMIRROR_METADATA_* variable, over the file', async () => {
+    const file = await writeTemporary('metadata:\n  driver: sqlite\n');
+    const settings = settingsOf(
+      { config: file },
+      {
+        REGMIRROR_METADATA_DRIVER: 'postgres',
+        REGMIRROR_METADATA_URL: 'postgresql://regmirror@127.0.0.1/cache?sslmode=require',
+        REGMIRROR_METADATA_PASSWORD_ENV: 'PGPW',
+        PGPW: 'pw',
+        REGMIRROR_METADATA_POOL_SIZE: '25',
+        REGMIRROR_METADATA_STATEMENT_TIMEOUT: '2.5s',
+      },
+    );
+    assert.deepEqual(settings.metadata, { driver: 'postgres', url: 'postgresql://regmirror@127.0.0.1/cache?sslmode=require', password: 'pw', poolSize: 25, statementTimeoutMs: 2_500 });
+  });
+
+  it('leaves the password to PostgreSQL\'s own ways (PGPASSWORD, ~/.pgpass) when no variable is named', () => {
+    const settings = settingsOf({}, { REGMIRROR_METADATA_DRIVER: 'postgres', REGMIRROR_METADATA_URL: 'postgres://regmirror@db.example/regmirror' });
+    assert.deepEqual(settings.metadata, { driver: 'postgres', url: 'postgres://regmirror@db.example/regmirror', password: undefined, poolSize: 10, statementTimeoutMs: 10_000 });
+  });
+
+  const invalid: { name: string; yaml: string; fragments: string[] }[] = [
+    { name: 'an unknown driver', yaml: 'metadata:\n  driver: mysql\n', fragments: ['metadata.driver'] },
+    { name: 'postgres without a URL', yaml: 'metadata:\n  driver: postgres\n', fragments: ['metadata.url', 'required with metadata.driver: postgres'] },
+    { name: 'a URL for sqlite', yaml: 'metadata:\n  url: postgres://db.example/r\n', fragments: ['metadata.url', 'only with metadata.driver: postgres'] },
+    { name: 'a password variable for sqlite', yaml: 'metadata:\n  passwordEnv: PW\n', fragments: ['metadata.passwordEnv', 'only with metadata.driver: postgres'] },
+    { name: 'a URL of another scheme', yaml: 'metadata:\n  driver: postgres\n  url: mysql://db.example/r\n', fragments: ['metadata.url', 'postgres://'] },
+    { name: 'a URL that is none', yaml: 'metadata:\n  driver: postgres\n  url: db.example\n', fragments: ['metadata.url', 'not a URL'] },
+    { name: 'a password variable that is no name', yaml: 'metadata:\n  driver: postgres\n  url: postgres://db.example/r\n  passwordEnv: "$PW"\n', fragments: ['metadata.passwordEnv'] },
+    { name: 'a pool of none', yaml: 'metadata:\n  driver: postgres\n  url: postgres://db.example/r\n  poolSize: 0\n', fragments: ['metadata.poolSize'] },
+    { name: 'a pool that is no number', yaml: 'metadata:\n  driver: postgres\n  url: postgres://db.example/r\n  poolSize: many\n', fragments: ['metadata.poolSize'] },
+    { name: 'a bad statement timeout', yaml: 'metadata:\n  driver: postgres\n  url: postgres://db.example/r\n  statementTimeout: soon\n', fragments: ['metadata.statementTimeout', 'not a duration'] },
+    { name: 'a statement timeout of 0', yaml: 'metadata:\n  driver: postgres\n  url: postgres://db.example/r\n  statementTimeout: 0\n', fragments: ['metadata.statementTimeout', 'more than 0'] },
+    { name: 'an unknown metadata key', yaml: 'metadata:\n  driver: postgres\n  url: postgres://db.example/r\n  password: x\n', fragments: ['metadata', 'password'] },
+  ];
+  for (const { name, yaml, fragments } of invalid) {
+    it(`reports ${name}`, async () => {
+      const file = await writeTemporary(yaml);
+      assertConfigError(() => settingsOf({ config: file }, {}), ...fragments);
+    });
+  }
+
+  it('reports a password variable that is not set, naming the key and the variable', () => {
+    assertConfigError(
+      () => settingsOf({}, { REGMIRROR_METADATA_DRIVER: 'postgres', REGMIRROR_METADATA_URL: 'postgres://db.example/r', REGMIRROR_METADATA_PASSWORD_ENV: 'DB_PW' }),
+      'metadata.passwordEnv',
+      'DB_PW is not set',
+    );
+  });
+
+  it('refuses a password in the URL, without repeating it', () => {
+    for (const url of ['postgres://regmirror:hunter2@db.example/r', 'postgres://regmirror@db.example/r?password=hunter2']) {
+      assert.throws(
+        () => settingsOf({}, { REGMIRROR_METADATA_DRIVER: 'postgres', REGMIRROR_METADATA_URL: url }),
+        (error: unknown) => error instanceof ConfigError && error.message.includes('metadata.url') && error.message.includes('passwordEnv') && !error.message.includes('hunter2'),
+      );
+    }
   });
 });

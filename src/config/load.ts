@@ -7,6 +7,7 @@ import { ConfigError } from './config-error.js';
 import { isLegacyDocument, translateLegacyConfig } from './legacy.js';
 import { configSchema, type Config, type FreeSpace, type UpstreamInput } from './schema.js';
 import { readTlsFiles, type TlsFiles } from './tls-files.js';
+import type { MetadataSettings } from '../meta/open-metadata-store.js';
 import type { UpstreamSettings } from '../mirror/upstream-router.js';
 import type { Credentials } from '../upstream/credentials.js';
 import type { V1SourceOptions } from '../v1/source-client.js';
@@ -95,6 +96,7 @@ export interface Settings {
   adminListen: ListenAddress | undefined;
   /** TLS on the registry's listener and the admin one, checked at load; undefined: plain http. */
   tls: TlsFiles | undefined;
+  metadata: MetadataSettings;
 }
 
 export interface ConfigFlags {
@@ -155,6 +157,11 @@ const ENVIRONMENT_KEYS: ReadonlyArray<readonly [string, readonly string[]]> = [
   ['REGMIRROR_TIMEOUTS_FILL', ['timeouts', 'fill']],
   ['REGMIRROR_TIMEOUTS_CLIENT_IDLE', ['timeouts', 'clientIdle']],
   ['REGMIRROR_TIMEOUTS_SHUTDOWN_GRACE', ['timeouts', 'shutdownGrace']],
+  ['REGMIRROR_METADATA_DRIVER', ['metadata', 'driver']],
+  ['REGMIRROR_METADATA_URL', ['metadata', 'url']],
+  ['REGMIRROR_METADATA_PASSWORD_ENV', ['metadata', 'passwordEnv']],
+  ['REGMIRROR_METADATA_POOL_SIZE', ['metadata', 'poolSize']],
+  ['REGMIRROR_METADATA_STATEMENT_TIMEOUT', ['metadata', 'statementTimeout']],
 ];
 /** A space- or comma-separated list of `[REGISTRY=]URL`, replacing the file's upstreams. */
 const ENVIRONMENT_UPSTREAMS = 'REGMIRROR_UPSTREAMS';
@@ -315,7 +322,20 @@ function resolveSettings(config: Config, environment: NodeJS.ProcessEnv): Settin
     prefetch: { intervalMs: config.prefetch.interval, platforms: config.prefetch.platforms, images: config.prefetch.images },
     adminListen: config.admin.listen === undefined ? undefined : parseListen(config.admin.listen, 'admin.listen'),
     tls: resolveTls(config.tls),
+    metadata: resolveMetadata(config.metadata, environment),
   };
+}
+
+function resolveMetadata(metadata: Config['metadata'], environment: NodeJS.ProcessEnv): MetadataSettings {
+  if (metadata.driver === 'sqlite') return { driver: 'sqlite' };
+  let password: string | undefined;
+  if (metadata.passwordEnv !== undefined) {
+    password = environment[metadata.passwordEnv];
+    if (password === undefined) throw new ConfigError(`invalid configuration: metadata.passwordEnv: ${metadata.passwordEnv} is not set`);
+  }
+  // The schema made sure of it with this driver.
+  const url = metadata.url ?? '';
+  return { driver: 'postgres', url, password, poolSize: metadata.poolSize, statementTimeoutMs: metadata.statementTimeout };
 }
 
 /** The TLS files, read once here so that a missing file or a key of another certificate stops the start (status 2). */

@@ -117,6 +117,46 @@ const v1Schema = z
   })
   .strict();
 
+/** Where the metadata lives: SQLite in the data directory, or a PostgreSQL database several nodes may share. */
+const metadataSchema = z
+  .object({
+    driver: z.enum(['sqlite', 'postgres']).default('sqlite'),
+    /** postgres://USER@HOST:PORT/DATABASE; the password comes from the variable passwordEnv names. */
+    url: z.string().min(1).optional(),
+    /** The name of an environment variable holding the database password (never the password itself). */
+    passwordEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected the name of an environment variable, e.g. REGMIRROR_DB_PASSWORD').optional(),
+    poolSize: z.coerce.number().int().min(1).max(1000).default(10),
+    statementTimeout: duration.default(10_000),
+  })
+  .strict()
+  .superRefine((metadata, context) => {
+    if (metadata.driver === 'postgres' && metadata.url === undefined) context.addIssue({ code: 'custom', path: ['url'], message: 'required with metadata.driver: postgres' });
+    if (metadata.driver === 'sqlite') {
+      for (const key of ['url', 'passwordEnv'] as const) {
+        if (metadata[key] !== undefined) context.addIssue({ code: 'custom', path: [key], message: 'only with metadata.driver: postgres' });
+      }
+    }
+    if (metadata.url !== undefined) {
+      const problem = postgresUrlProblem(metadata.url);
+      if (problem !== undefined) context.addIssue({ code: 'custom', path: ['url'], message: problem });
+    }
+    if (metadata.statementTimeout === 0) context.addIssue({ code: 'custom', path: ['statementTimeout'], message: 'must be more than 0 (a statement must not wait for ever)' });
+  });
+
+/** What is wrong with a PostgreSQL URL, never repeating it (it may hold a password). */
+function postgresUrlProblem(text: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return 'not a URL (expected postgres://USER@HOST:PORT/DATABASE)';
+  }
+  if (url.protocol !== 'postgres:' && url.protocol !== 'postgresql:') return `expected a postgres:// URL, not ${url.protocol}//`;
+  // A password in the file would be logged and copied around with it.
+  if (url.password !== '' || url.searchParams.has('password')) return 'put the password in the variable metadata.passwordEnv names, not in the URL';
+  return undefined;
+}
+
 // zod 4's .default() skips the transform: defaults are given in milliseconds, the parsed (output) unit.
 export const configSchema = z
   .object({
@@ -227,6 +267,7 @@ export const configSchema = z
         if (tls.certificate === undefined && tls.clientCA !== undefined) context.addIssue({ code: 'custom', path: ['certificate'], message: 'required with tls.clientCA (mutual TLS is on top of TLS)' });
       })
       .default({}),
+    metadata: metadataSchema.default({ driver: 'sqlite', poolSize: 10, statementTimeout: 10_000 }),
     timeouts: z
       .object({
         connect: duration.default(10_000),

@@ -9,6 +9,7 @@ import { isSqliteFailure, MetadataError } from './metadata-error.js';
 import { Pacer } from '../event-loop/pacer.js';
 import { byLastRead } from './metadata-store.js';
 import { CHECKPOINT_BYTES, LOG_FILE_LIMIT_BYTES, WalCheckpointer } from './wal-checkpointer.js';
+import { NotedReads } from './noted-reads.js';
 import type { ContentReference, ReferenceRole } from '../oci/manifest.js';
 import type {
   BlobRecord,
@@ -35,9 +36,6 @@ export const SQLITE_FILE = 'metadata.sqlite';
 const GRAPH_PAGE = 2_000;
 /** Work done in one transaction of a removal: a removal of thousands lets the event loop run between them. */
 const REMOVAL_SLICE_MS = 10;
-
-/** Reads (touchBlob, touchManifest) are kept in memory and written together this often, off the hot path. */
-const ACCESS_FLUSH_MS = 5_000;
 
 /** How many references other than a subject a blob or manifest has from recorded manifests: 0 for a root. */
 const HOLDERS_OF = (digest: string): string => `(SELECT count(*) FROM content_references WHERE child = ${digest} AND role != 'subject')`;
@@ -178,10 +176,8 @@ export class SqliteMetadataStore implements MetadataStore {
   private readonly db: Database.Database;
   private readonly statements: ReturnType<SqliteMetadataStore['prepare']>;
   private readonly busyTimeoutMs: number;
-  /** Reads noted and not yet written: digest → the latest read. */
-  private readonly blobReads = new Map<Digest, number>();
-  private readonly manifestReads = new Map<Digest, number>();
-  private accessFlush: NodeJS.Timeout | undefined;
+  /** Reads noted and not yet written. */
+  private readonly reads = new NotedReads(() => this.flushAccess());
   /** Settles when the statements waiting behind a busy database have run; undefined when none wait. */
   private waiting: Promise<void> | undefined;
   private readonly checkpointer: WalCheckpointer;
@@ -399,51 +395,36 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   touchBlob(digest: Digest, now: number): Promise<void> {
-    this.noteAccess(this.blobReads, digest, now);
+    this.reads.noteBlob(digest, now);
     return Promise.resolve();
   }
 
   touchManifest(digest: Digest, now: number): Promise<void> {
-    this.noteAccess(this.manifestReads, digest, now);
+    this.reads.noteManifest(digest, now);
     return Promise.resolve();
-  }
-
-  private noteAccess(reads: Map<Digest, number>, digest: Digest, now: number): void {
-    reads.set(digest, Math.max(now, reads.get(digest) ?? 0));
-    this.accessFlush ??= setTimeout(() => void this.flushAccess().catch(() => undefined), ACCESS_FLUSH_MS).unref();
   }
 
   /** Writes the reads noted since the last flush, in one transaction. */
   flushAccess(): Promise<void> {
-    if (this.blobReads.size === 0 && this.manifestReads.size === 0) {
-      clearTimeout(this.accessFlush);
-      this.accessFlush = undefined;
+    if (this.reads.empty) {
+      this.reads.stop();
       return Promise.resolve();
     }
     return this.withReadsWritten('flushAccess', () => undefined);
   }
 
-  /**
-   * Runs work in one transaction that first writes the reads noted so far. A failure keeps them for the next
-   * flush (the timer's own failures are dropped there: a later flush, or the close, tries again and reports).
-   */
+  /** Runs work in one transaction that first writes the reads noted so far. A failure keeps them for the next flush. */
   private withReadsWritten<T>(operation: string, work: () => T): Promise<T> {
-    clearTimeout(this.accessFlush);
-    this.accessFlush = undefined;
-    const blobs = [...this.blobReads];
-    const manifests = [...this.manifestReads];
-    this.blobReads.clear();
-    this.manifestReads.clear();
+    const taken = this.reads.take();
     return this.guard(
       operation,
       this.db.transaction(() => {
-        for (const [digest, at] of blobs) this.statements.touchBlob.run(at, digest, at);
-        for (const [digest, at] of manifests) this.statements.touchManifest.run(at, digest, at);
+        for (const [digest, at] of taken.blobs) this.statements.touchBlob.run(at, digest, at);
+        for (const [digest, at] of taken.manifests) this.statements.touchManifest.run(at, digest, at);
         return work();
       }),
     ).catch((error: unknown) => {
-      for (const [digest, at] of blobs) this.noteAccess(this.blobReads, digest, at);
-      for (const [digest, at] of manifests) this.noteAccess(this.manifestReads, digest, at);
+      this.reads.restore(taken);
       throw error;
     });
   }
@@ -681,7 +662,7 @@ export class SqliteMetadataStore implements MetadataStore {
     try {
       await this.flushAccess();
     } finally {
-      clearTimeout(this.accessFlush);
+      this.reads.stop();
       await this.checkpointer.close();
       await this.guard('close', () => void this.db.close());
     }
