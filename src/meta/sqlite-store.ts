@@ -198,9 +198,13 @@ export class SqliteMetadataStore implements MetadataStore {
       this.db.transaction(() => this.db.exec(SCHEMA))();
       this.statements = this.prepare();
       this.db.pragma(`busy_timeout = ${Math.min(BUSY_SLICE_MS, this.busyTimeoutMs)}`);
-      this.checkpointer = new WalCheckpointer(file, () => {
-        if (this.db.open) this.db.pragma(`wal_autocheckpoint = ${CHECKPOINT_BYTES / 4096}`);
-      });
+      this.checkpointer = new WalCheckpointer(
+        file,
+        (work) => this.afterWaiting(work),
+        () => {
+          if (this.db.open) this.db.pragma(`wal_autocheckpoint = ${CHECKPOINT_BYTES / 4096}`);
+        },
+      );
       this.checkpointer.start();
     } catch (error) {
       throw isSqliteFailure(error) ? new MetadataError('open', error) : error;
@@ -337,7 +341,12 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   private inTurn<T>(operation: string, work: () => T, foundBusy: boolean): Promise<T> {
-    const turn = (this.waiting ?? Promise.resolve()).then(() => this.untilNotBusy(operation, work, foundBusy));
+    return this.afterWaiting(() => this.untilNotBusy(operation, work, foundBusy));
+  }
+
+  /** Runs work once the statements already waiting have run; every statement asked meanwhile waits for it. */
+  private afterWaiting<T>(work: () => Promise<T>): Promise<T> {
+    const turn = (this.waiting ?? Promise.resolve()).then(work);
     const settled = turn.then(
       () => undefined,
       () => undefined,

@@ -6,33 +6,32 @@ import { stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 
-/** A log of this many bytes of pages (SQLite's own default: 1000 pages of 4 KiB) is restarted however busy the writers. */
+/** SQLite's own checkpoint size (1000 pages of 4 KiB): what the connection checkpoints at should the worker fail. */
 export const CHECKPOINT_BYTES = 4 * 1024 * 1024;
-/** What the log's file is cut down to when it starts again after a burst (journal_size_limit). */
+/** What the log's file is cut back to when it starts again (journal_size_limit); a larger one has not started again. */
 export const LOG_FILE_LIMIT_BYTES = 4 * CHECKPOINT_BYTES;
 /** How often the log is looked at. */
 const CHECK_INTERVAL_MS = 1_000;
-/** How long the worker waits for a writer to finish before a RESTART gives up (the next check tries again). */
+/** How long the worker waits for a reader or writer of another process before a RESTART gives up (the next check tries again). */
 const WRITER_WAIT_MS = 2_000;
 
 /**
- * The worker: one connection to the database, a checkpoint per message. First PASSIVE, as SQLite's own automatic
+ * The worker: one connection to the database, a checkpoint per message. PASSIVE, as SQLite's own automatic
  * checkpoint: it copies what it can without making a writer wait, and once all is copied the next commit writes
  * the log from its start again, in the file's existing space (so commits still fit in it when the disk is full).
- * A passive checkpoint never finishes while commits keep coming, and a log never wholly copied is never restarted
- * (it grew to 4 GB while 100k blobs were recorded): past CHECKPOINT_BYTES of pages left behind, RESTART, which waits
- * for the writer of the moment and holds new ones back while it copies (the server's statements wait for it as for
- * any busy database). Never TRUNCATE: an emptied file has to grow again, and on a full disk it cannot.
+ * RESTART when asked: copies all and has the next commit start the log again; it is asked while the server's
+ * connection holds its statements back (WalCheckpointer's `exclusive`), for a writer that never pauses starves it
+ * (it waits for the writer lock between sleeps). Never TRUNCATE: an emptied file has to grow again, and on a full
+ * disk it cannot.
  */
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.driver);
 const db = new Database(workerData.file, { fileMustExist: true });
 db.pragma('busy_timeout = ${WRITER_WAIT_MS}');
-parentPort.on('message', () => {
+parentPort.on('message', (mode) => {
   try {
-    const [passive] = db.pragma('wal_checkpoint(PASSIVE)');
-    if (passive.checkpointed < passive.log && passive.log * db.pragma('page_size', { simple: true }) >= ${CHECKPOINT_BYTES}) db.pragma('wal_checkpoint(RESTART)');
+    db.pragma(mode === 'restart' ? 'wal_checkpoint(RESTART)' : 'wal_checkpoint(PASSIVE)');
     parentPort.postMessage({ ok: true });
   } catch (error) {
     parentPort.postMessage({ ok: false, message: String(error && error.message || error) });
@@ -49,9 +48,13 @@ export class WalCheckpointer {
   private checkpointedAt = 0;
   private pending: { resolve: () => void; reject: (error: Error) => void } | undefined;
 
-  /** `onUnavailable`: the worker could not run; the connection should checkpoint by itself again. */
+  /**
+   * `exclusive` runs work while the server's connection holds its statements back (they wait, the event loop
+   * does not); `onUnavailable`: the worker could not run, the connection should checkpoint by itself again.
+   */
   constructor(
     private readonly file: string,
+    private readonly exclusive: (work: () => Promise<void>) => Promise<void>,
     private readonly onUnavailable: (error: Error) => void,
   ) {}
 
@@ -66,7 +69,11 @@ export class WalCheckpointer {
     try {
       const log = await stat(`${this.file}-wal`).catch(() => undefined);
       if (log === undefined || log.size === 0 || log.mtimeMs === this.checkpointedAt) return;
-      await this.checkpoint();
+      await this.checkpoint('passive');
+      // A log that started again is cut back to LOG_FILE_LIMIT_BYTES: one past it has not, for commits came while
+      // each passive checkpoint copied (what it copies is the log as it was when it began).
+      const after = await stat(`${this.file}-wal`).catch(() => undefined);
+      if (after !== undefined && after.size > LOG_FILE_LIMIT_BYTES) await this.exclusive(() => this.checkpoint('restart'));
       this.checkpointedAt = log.mtimeMs;
     } catch (error) {
       this.fail(error instanceof Error ? error : new Error(String(error)));
@@ -83,11 +90,11 @@ export class WalCheckpointer {
     await worker?.terminate();
   }
 
-  private checkpoint(): Promise<void> {
+  private checkpoint(mode: 'passive' | 'restart'): Promise<void> {
     const worker = (this.worker ??= this.startWorker());
     return new Promise((resolve, reject) => {
       this.pending = { resolve, reject };
-      worker.postMessage('checkpoint');
+      worker.postMessage(mode);
     });
   }
 
