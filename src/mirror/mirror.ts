@@ -26,6 +26,7 @@ import { SingleFlight } from '../flight/single-flight.js';
 import type { BufferBudget } from '../memory/buffer-budget.js';
 import { contentLength, headerValue, type UpstreamResponse } from '../upstream/fetcher.js';
 import { abortFills, BlobFill, digestCheck } from './blob-fill.js';
+import { freshnessOf, isUpstreamOutage } from './freshness.js';
 import { NotFoundCache } from './not-found-cache.js';
 import type { UpstreamRequest } from './upstream-client.js';
 import type { Target, Upstream } from './upstream-router.js';
@@ -282,15 +283,15 @@ export class Mirror {
       if (stored === undefined) throw new RegistryError('MANIFEST_UNKNOWN', { detail: { tag } });
       return { manifest: stored, cache: 'hit' };
     }
-    const age = record === undefined ? Number.POSITIVE_INFINITY : this.now() - record.fetchedAt;
-    if (stored !== undefined && age < upstream.settings.tagFreshnessMs) return { manifest: stored, cache: 'hit' };
+    const freshness = freshnessOf(upstream.settings, record?.fetchedAt, this.now());
+    if (stored !== undefined && freshness.fresh) return { manifest: stored, cache: 'hit' };
     const key = `${target.registry}/${target.name}:${tag}`;
     return this.manifestFlights.run(key, () =>
       this.notFound.guard(key, async () => {
         try {
           return stored === undefined ? await this.fetchTag(upstream, target, tag) : await this.revalidateTag(upstream, target, tag, stored);
         } catch (error) {
-          const staleAllowed = age <= upstream.settings.maxStalenessMs || this.options.keepsStale?.(repository, tag) === true;
+          const staleAllowed = freshness.staleAllowed || this.options.keepsStale?.(repository, tag) === true;
           if (stored !== undefined && isUpstreamOutage(error) && staleAllowed) {
             this.log.warn({ upstream: upstream.settings.registry, repository: target.name, tag, err: (error as Error).message }, 'serving stale tag');
             return { manifest: stored, cache: 'stale' as const };
@@ -417,14 +418,6 @@ function manifestRequest(target: Target, reference: string, method: 'GET' | 'HEA
 
 export function repositoryOf(target: Target): RepositoryRef {
   return { registry: target.registry, name: target.name };
-}
-
-/** Failures that stale content may cover: the upstream is unreachable, slow, failing, rate-limiting, or its circuit is open. */
-function isUpstreamOutage(error: unknown): boolean {
-  return (
-    error instanceof RegistryError &&
-    (error.code === 'UPSTREAM_UNAVAILABLE' || error.code === 'UPSTREAM_TIMEOUT' || error.code === 'TOOMANYREQUESTS' || error.code === 'UNAVAILABLE')
-  );
 }
 
 /** A tag list's tags; undefined when the bytes are not one (`{"tags": [..strings..] | null}`). */
