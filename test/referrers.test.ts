@@ -324,6 +324,32 @@ describe('referrers from an upstream with the referrers API (scripted)', { timeo
     await refused(await referrers(mirror, 'team/other', SUBJECT), 502, 'UPSTREAM_UNAVAILABLE');
   });
 
+  it('keeps an empty list as long as any other, in memory only', async () => {
+    let answer: Descriptor[] = [signature];
+    let failing = false;
+    const { upstream, mirror } = await setup((request, response) => {
+      if (failing) return sendError(response, 503, 'UNAVAILABLE');
+      if (request.url === `/v2/team/app/referrers/${SUBJECT}`) return sendIndex(response, answer);
+      if (request.url?.startsWith('/v2/team/app/referrers/')) return sendIndex(response, []);
+      return sendError(response, 404, 'NAME_UNKNOWN');
+    });
+    const api = (): number => upstream.count('GET', /\/referrers\//);
+    for (let i = 0; i < 2; i += 1) assert.deepEqual((await listed(await referrers(mirror, 'team/app', UNKNOWN_SUBJECT))).manifests, []);
+    assert.equal(api(), 1, 'an empty list is cached too');
+
+    assert.deepEqual((await listed(await referrers(mirror, 'team/app', SUBJECT))).manifests, [signature]);
+    answer = [];
+    await sleep(FRESHNESS_MS + 300);
+    for (let i = 0; i < 2; i += 1) assert.deepEqual((await listed(await referrers(mirror, 'team/app', SUBJECT))).manifests, []);
+    assert.equal(api(), 3, 'the list that became empty, asked once');
+
+    // Not kept on disk: a new process has nothing to serve stale when the upstream fails.
+    failing = true;
+    await mirror.stop();
+    await mirror.start();
+    await refused(await referrers(mirror, 'team/app', SUBJECT), 502, 'UPSTREAM_UNAVAILABLE');
+  });
+
   it('follows the pages of a paged list', async () => {
     const { upstream, mirror } = await setup((request, response) => {
       const url = request.url ?? '';

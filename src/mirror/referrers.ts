@@ -7,6 +7,7 @@ import { nextLinkTarget } from '../oci/link-header.js';
 import { MAX_MANIFEST_BYTES, MediaType } from '../oci/manifest.js';
 import { parseReferrersIndex, referrersIndex, referrersTag, type ReferrerDescriptor } from '../oci/referrers.js';
 import type { MetadataStore } from '../meta/metadata-store.js';
+import { BoundedCache } from '../registry/bounded-cache.js';
 import { RegistryError } from '../registry/errors.js';
 import type { CacheOutcome } from '../telemetry/metrics.js';
 import { SingleFlight } from '../flight/single-flight.js';
@@ -26,7 +27,7 @@ export interface ReferrersSources {
   manifestByTag(target: Target, tag: string): Promise<ManifestAnswer>;
   /** Whether the mirror holds a tag of the repository (however old). */
   isTagCached(target: Target, tag: string): Promise<boolean>;
-  documents: Pick<MetadataStore, 'getDocument' | 'putDocument'>;
+  documents: Pick<MetadataStore, 'getDocument' | 'putDocument' | 'deleteDocument'>;
   log: { warn(fields: object, message: string): void };
   now: () => number;
 }
@@ -37,6 +38,14 @@ export const API_VERDICT_TTL_MS = 15 * 60_000;
 const NOT_FOUND_BODY_BYTES = 64 * 1024;
 /** Pages of an upstream's list followed (its Link rel="next"); all of them together within MAX_MANIFEST_BYTES. */
 const MAX_PAGES = 16;
+const EMPTY_LISTS = 10_000;
+
+interface CachedList {
+  referrers: ReferrerDescriptor[];
+  fetchedAt: number;
+  /** In the database (else an empty list remembered in memory). */
+  stored: boolean;
+}
 
 /** What the upstream's referrers API said: a list, no such API, or no such repository (which says nothing of the API). */
 type ApiAnswer = { kind: 'listed'; referrers: ReferrerDescriptor[] } | { kind: 'no-api' } | { kind: 'unknown-repository' };
@@ -44,6 +53,11 @@ type ApiAnswer = { kind: 'listed'; referrers: ReferrerDescriptor[] } | { kind: '
 export class MirroredReferrers {
   /** Lists being asked of an upstream, by document key. */
   private readonly flights = new SingleFlight<string, ReferrersAnswer>();
+  /**
+   * Empty lists the API gave, by document key, with when: kept in memory, not in the database, so that asking for
+   * the referrers of made-up digests grows nothing on disk; at most EMPTY_LISTS of them, the least recently asked go.
+   */
+  private readonly emptyLists = new BoundedCache<string, number>(EMPTY_LISTS, () => 1);
   /** By upstream registry: whether its referrers API answered, and until when that is believed. */
   private readonly verdicts = new Map<string, { hasApi: boolean; until: number }>();
 
@@ -74,7 +88,7 @@ export class MirroredReferrers {
         }
         if (answer.kind === 'listed') {
           this.remember(registry, true);
-          await this.sources.documents.putDocument(key, Buffer.from(referrersIndex(answer.referrers)), this.sources.now());
+          await this.keep(key, answer.referrers, cached);
           return { referrers: answer.referrers, cache: 'miss' };
         }
         if (answer.kind === 'no-api') this.remember(registry, false);
@@ -130,12 +144,26 @@ export class MirroredReferrers {
     this.verdicts.set(registry, { hasApi, until: this.sources.now() + API_VERDICT_TTL_MS });
   }
 
-  private async cachedList(key: string): Promise<{ referrers: ReferrerDescriptor[]; fetchedAt: number } | undefined> {
+  private async cachedList(key: string): Promise<CachedList | undefined> {
+    const emptySince = this.emptyLists.get(key);
+    if (emptySince !== undefined) return { referrers: [], fetchedAt: emptySince, stored: false };
     const document = await this.sources.documents.getDocument(key);
     if (document === undefined) return undefined;
     // Written by this module from a list it had validated; anything else (a damaged row) is as if not cached.
     const parsed = parseReferrersIndex(document.body, MediaType.ociIndex);
-    return parsed.ok ? { referrers: parsed.referrers, fetchedAt: document.fetchedAt } : undefined;
+    return parsed.ok ? { referrers: parsed.referrers, fetchedAt: document.fetchedAt, stored: true } : undefined;
+  }
+
+  /** Caches a list the API gave: an empty one in memory (the stored one it replaces deleted), any other stored. */
+  private async keep(key: string, referrers: ReferrerDescriptor[], before: CachedList | undefined): Promise<void> {
+    const now = this.sources.now();
+    if (referrers.length > 0) {
+      this.emptyLists.delete(key);
+      await this.sources.documents.putDocument(key, Buffer.from(referrersIndex(referrers)), now);
+      return;
+    }
+    this.emptyLists.set(key, now);
+    if (before?.stored === true) await this.sources.documents.deleteDocument(key);
   }
 
   /**
