@@ -81,8 +81,9 @@ export class MirroredReferrers {
             this.sources.log.warn({ upstream: registry, repository: target.name, subject, err: (error as Error).message }, 'serving stale referrers');
             return { referrers: cached.referrers, cache: 'stale' };
           }
-          // Not known to have the API (not asked since this process started): a referrers tag cached before may answer,
-          // stale if need be. Asked of the upstream instead, its 404 would list nothing where the API may list much.
+          // Not known to have the API (not asked within API_VERDICT_TTL_MS, or since a restart): a referrers tag cached
+          // before may answer, stale if need be. Asked of the upstream instead, its 404 would list nothing where the API
+          // may list much.
           if (hasApi === true || !(await this.sources.isTagCached(target, referrersTag(subject)))) throw error;
           return this.fromTag(target, subject);
         }
