@@ -246,8 +246,10 @@ describe('bad requests get clear OCI errors', () => {
       { what: '128-character unknown tag', target: `/v2/team/app/manifests/${'t'.repeat(128)}`, status: 404, code: 'MANIFEST_UNKNOWN' },
       { what: 'unknown manifest digest', target: `/v2/team/app/manifests/${unknownDigest}`, status: 404, code: 'MANIFEST_UNKNOWN' },
       { what: 'unknown repository', target: '/v2/team/nothing-here/manifests/v1', status: 404, code: 'MANIFEST_UNKNOWN' },
-      // Not implemented yet: a 404 is what tells clients to fall back to the referrers tag schema (OCI spec).
-      { what: 'referrers API', target: `/v2/team/app/referrers/${image.manifestDigest}`, status: 404, code: 'NOT_FOUND' },
+      // referrers: an artifactType filter that is no media type (nor could name one) is a bad request
+      { what: 'referrers artifactType not a media type', target: `/v2/team/app/referrers/${image.manifestDigest}?artifactType=${MARK}`, status: 400, code: 'UNSUPPORTED' },
+      { what: 'referrers artifactType of 5000 characters', target: `/v2/team/app/referrers/${image.manifestDigest}?artifactType=application/${MARK}${'x'.repeat(5000)}`, status: 400, code: 'UNSUPPORTED' },
+      { what: 'referrers artifactType empty', target: `/v2/team/app/referrers/${image.manifestDigest}?artifactType=`, status: 400, code: 'UNSUPPORTED' },
       // writes are not supported
       { what: 'PUT manifest', method: 'PUT', target: '/v2/team/app/manifests/v1', headers: { 'content-type': OCI_MANIFEST }, body: image.manifestBytes, status: 405, code: 'UNSUPPORTED' },
       { what: 'PUT manifest without content type', method: 'PUT', target: '/v2/team/app/manifests/v2', body: Buffer.from('{}'), status: 405, code: 'UNSUPPORTED' },

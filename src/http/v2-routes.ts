@@ -2,7 +2,9 @@
 // content from the Mirror, and the protocol's headers (digest, ETag, ranges, conditional GET).
 
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { MediaType } from '../oci/manifest.js';
 import { contentRange } from '../oci/range.js';
+import { isMediaType, referrersIndex } from '../oci/referrers.js';
 import type { Digest } from '../oci/digest.js';
 import { RegistryError } from '../registry/errors.js';
 import type { BlobAnswer, Mirror } from '../mirror/mirror.js';
@@ -106,9 +108,18 @@ export function registerV2Routes(app: FastifyInstance, mirror: Mirror, router: U
         describeRequest(request, { cache: answer.cache, upstream: target.registry });
         return sendBlob(request, reply, answer, options.xAccelRedirect);
       }
-      case 'referrers':
-        // 404, not 405: the spec's signal for clients to fall back to the referrers tag schema.
-        throw new RegistryError('NOT_FOUND', { message: 'the referrers API is not supported yet' });
+      case 'referrers': {
+        const artifactType = readArtifactType(query);
+        const target = pickTarget(route.name, query, request, reply);
+        const answer = await mirror.referrers(target, route.digest);
+        describeRequest(request, { cache: answer.cache, upstream: target.registry });
+        // The mirror filters whatever the upstream did: it asks for (and caches) the whole list.
+        if (artifactType !== undefined) reply.header('oci-filters-applied', 'artifactType');
+        // Bytes, not a string: fastify would add a charset to the media type the spec names.
+        const body = Buffer.from(referrersIndex(answer.referrers, artifactType));
+        reply.header('content-type', MediaType.ociIndex).header('content-length', String(body.length));
+        return reply.send(head ? undefined : body);
+      }
     }
   }
 
@@ -181,6 +192,16 @@ function readPage(query: URLSearchParams): { last: string | undefined; limit: nu
     limit = Number(n);
   }
   return { last: query.get('last') ?? undefined, limit };
+}
+
+/** The artifactType filter of a referrers request; one that is no media type can name no artifact: 400. */
+function readArtifactType(query: URLSearchParams): string | undefined {
+  const artifactType = query.get('artifactType');
+  if (artifactType === null) return undefined;
+  if (!isMediaType(artifactType)) {
+    throw new RegistryError('UNSUPPORTED', { status: 400, message: 'artifactType is not a media type', detail: { artifactType: artifactType.slice(0, 200) } });
+  }
+  return artifactType;
 }
 
 /** The listing query passed to the upstream: only n and last. */

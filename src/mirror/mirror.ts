@@ -15,6 +15,7 @@ import {
   parseManifest,
   UPSTREAM_MANIFEST_ACCEPT,
 } from '../oci/manifest.js';
+import { nextLinkTarget } from '../oci/link-header.js';
 import { parseRangeSpec, resolveRange, unsatisfiedRange } from '../oci/range.js';
 import type { Page, RepositoryRef } from '../meta/metadata-store.js';
 import { RegistryError } from '../registry/errors.js';
@@ -26,7 +27,9 @@ import { SingleFlight } from '../flight/single-flight.js';
 import type { BufferBudget } from '../memory/buffer-budget.js';
 import { contentLength, headerValue, type UpstreamResponse } from '../upstream/fetcher.js';
 import { abortFills, BlobFill, digestCheck } from './blob-fill.js';
+import { freshnessOf, isUpstreamOutage } from './freshness.js';
 import { NotFoundCache } from './not-found-cache.js';
+import { MirroredReferrers, type ReferrersAnswer } from './referrers.js';
 import type { UpstreamRequest } from './upstream-client.js';
 import type { Target, Upstream } from './upstream-router.js';
 
@@ -93,6 +96,7 @@ export class Mirror {
   /** Aborted at shutdown: a fill still waiting for upstream headers must not hold the stop until they time out. */
   private readonly shutdown = new AbortController();
   private readonly notFound: NotFoundCache;
+  private readonly referrerLists: MirroredReferrers;
 
   constructor(
     private readonly local: LocalRegistry,
@@ -104,6 +108,13 @@ export class Mirror {
     // Every fill's upstream request listens on this one signal while it runs.
     setMaxListeners(0, this.shutdown.signal);
     this.notFound = new NotFoundCache(options.notFoundTtlMs, now);
+    this.referrerLists = new MirroredReferrers({
+      manifestByTag: (target, tag) => this.manifestByTag(target, tag),
+      isTagCached: async (target, tag) => (await local.getTag(repositoryOf(target), tag)) !== undefined,
+      documents: local.meta,
+      log,
+      now,
+    });
   }
 
   // ---- blobs ----
@@ -282,15 +293,15 @@ export class Mirror {
       if (stored === undefined) throw new RegistryError('MANIFEST_UNKNOWN', { detail: { tag } });
       return { manifest: stored, cache: 'hit' };
     }
-    const age = record === undefined ? Number.POSITIVE_INFINITY : this.now() - record.fetchedAt;
-    if (stored !== undefined && age < upstream.settings.tagFreshnessMs) return { manifest: stored, cache: 'hit' };
+    const freshness = freshnessOf(upstream.settings, record?.fetchedAt, this.now());
+    if (stored !== undefined && freshness.fresh) return { manifest: stored, cache: 'hit' };
     const key = `${target.registry}/${target.name}:${tag}`;
     return this.manifestFlights.run(key, () =>
       this.notFound.guard(key, async () => {
         try {
           return stored === undefined ? await this.fetchTag(upstream, target, tag) : await this.revalidateTag(upstream, target, tag, stored);
         } catch (error) {
-          const staleAllowed = age <= upstream.settings.maxStalenessMs || this.options.keepsStale?.(repository, tag) === true;
+          const staleAllowed = freshness.staleAllowed || this.options.keepsStale?.(repository, tag) === true;
           if (stored !== undefined && isUpstreamOutage(error) && staleAllowed) {
             this.log.warn({ upstream: upstream.settings.registry, repository: target.name, tag, err: (error as Error).message }, 'serving stale tag');
             return { manifest: stored, cache: 'stale' as const };
@@ -369,6 +380,16 @@ export class Mirror {
     );
   }
 
+  // ---- referrers ----
+
+  /** The referrers of a manifest in a mirrored repository (this mirror keeps no repositories of its own yet). */
+  async referrers(target: Target, subject: Digest): Promise<ReferrersAnswer> {
+    const upstream = target.upstream;
+    // 404, not 405: the spec's signal for clients to fall back to the referrers tag schema.
+    if (upstream === undefined) throw new RegistryError('NOT_FOUND', { message: 'the referrers API is supported for mirrored repositories only' });
+    return this.referrerLists.list(upstream, target, subject);
+  }
+
   // ---- listings ----
 
   async tags(target: Target, clientName: string, page: Page, query: string): Promise<TagList> {
@@ -419,14 +440,6 @@ export function repositoryOf(target: Target): RepositoryRef {
   return { registry: target.registry, name: target.name };
 }
 
-/** Failures that stale content may cover: the upstream is unreachable, slow, failing, rate-limiting, or its circuit is open. */
-function isUpstreamOutage(error: unknown): boolean {
-  return (
-    error instanceof RegistryError &&
-    (error.code === 'UPSTREAM_UNAVAILABLE' || error.code === 'UPSTREAM_TIMEOUT' || error.code === 'TOOMANYREQUESTS' || error.code === 'UNAVAILABLE')
-  );
-}
-
 /** A tag list's tags; undefined when the bytes are not one (`{"tags": [..strings..] | null}`). */
 function parseTagList(bytes: Buffer): string[] | undefined {
   let body: unknown;
@@ -444,11 +457,11 @@ function parseTagList(bytes: Buffer): string[] | undefined {
 
 /** The page an upstream's `Link: <…?n=…&last=…>; rel="next"` points at; only its n and last are kept. */
 function nextPage(link: string | undefined): TagList['next'] {
-  const match = /^\s*<([^>]*)>\s*;\s*rel="?next"?/i.exec(link ?? '');
-  if (!match) return undefined;
+  const target = nextLinkTarget(link);
+  if (target === undefined) return undefined;
   let query: URLSearchParams;
   try {
-    query = new URL(match[1] ?? '', 'http://upstream.invalid').searchParams;
+    query = new URL(target, 'http://upstream.invalid').searchParams;
   } catch {
     return undefined;
   }

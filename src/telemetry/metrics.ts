@@ -7,7 +7,7 @@ import type { ContentTotals, RegistryTotals } from '../meta/metadata-store.js';
 /** How a response was produced; also logged per request. */
 export type CacheOutcome = 'hit' | 'miss' | 'fill' | 'stale' | 'revalidated' | 'none';
 
-export type UpstreamRequestKind = 'manifest' | 'blob' | 'tags' | 'token' | 'ping' | 'v1-index' | 'v1-image' | 'v1-layer' | 'v1-tags' | 'v1-search';
+export type UpstreamRequestKind = 'manifest' | 'blob' | 'tags' | 'referrers' | 'token' | 'ping' | 'v1-index' | 'v1-image' | 'v1-layer' | 'v1-tags' | 'v1-search';
 
 export class Metrics {
   readonly registry = new Registry();
