@@ -23,6 +23,15 @@ PACKAGES=(
   nginx
   # Traces the fs store's system calls: commits fsync their folder (test/durability.test.ts).
   strace
+  # S3 for the s3 ObjectStore (src/store/s3-store.test.ts, test/s3-store.test.ts): OpenStack Swift with its
+  # s3api middleware, started per test by ../shared/testing/swift-start.sh (memcached for its token cache).
+  swift
+  swift-proxy
+  swift-object
+  swift-container
+  swift-account
+  python3-swift
+  memcached
 )
 
 # Commands that must exist afterwards (checked before and after installing).
@@ -39,6 +48,11 @@ COMMANDS=(
   docker
   nginx
   strace
+  swift-proxy-server
+  swift-object-server
+  swift-container-server
+  swift-account-server
+  memcached
 )
 
 if [ "${1:-}" = "--bench" ]; then
