@@ -9,6 +9,8 @@ import { loadSettings, type ConfigFlags, type Settings } from '../config/load.js
 import { MetadataError } from '../meta/metadata-error.js';
 import { SQLITE_FILE, SqliteMetadataStore } from '../meta/sqlite-store.js';
 import { DataDirectoryInUse, DataDirectoryLock } from '../store/data-directory-lock.js';
+import type { ObjectStore } from '../store/object-store.js';
+import { openObjectStore } from '../store/open-object-store.js';
 import { StorageError } from '../store/storage-error.js';
 import { describeError } from './describe-error.js';
 
@@ -26,6 +28,8 @@ export interface HeldDataDirectory {
   settings: Settings;
   /** Absolute. */
   dataDir: string;
+  /** The content, where the settings keep it (the data directory, or a bucket). */
+  store: ObjectStore;
   meta: SqliteMetadataStore;
 }
 
@@ -58,11 +62,16 @@ export async function withDataDirectory(
     return 2;
   }
   try {
-    const meta = new SqliteMetadataStore(path.join(dataDir, SQLITE_FILE));
+    const opened = await openObjectStore(settings.storage, dataDir);
     try {
-      return await work({ settings, dataDir, meta });
+      const meta = new SqliteMetadataStore(path.join(dataDir, SQLITE_FILE));
+      try {
+        return await work({ settings, dataDir, store: opened.store, meta });
+      } finally {
+        await meta.close();
+      }
     } finally {
-      await meta.close();
+      opened.close();
     }
   } catch (error) {
     if (!(error instanceof StorageError || error instanceof MetadataError)) throw error;
