@@ -47,7 +47,7 @@ export interface S3StoreTuning {
 /** 8 MiB parts: 10,000 of them (S3's limit) hold 78 GiB; a larger spool gets larger parts. */
 const DEFAULT_PART_BYTES = 8 * 1024 * 1024;
 const MAX_PARTS = 10_000;
-const DEFAULT_PARTS_AT_ONCE = 4;
+const DEFAULT_PARTS_AT_ONCE = 2;
 /** The metadata that carries when an object was written, to the millisecond (S3's Last-Modified has seconds). */
 const WRITTEN_AT = 'regmirror-written';
 /** The name of an unfinished multipart upload among the temporaries: this, then its key and id in base64url. */
