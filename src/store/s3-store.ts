@@ -53,6 +53,8 @@ const WRITTEN_AT = 'regmirror-written';
 /** The name of an unfinished multipart upload among the temporaries: this, then its key and id in base64url. */
 const UPLOAD_TEMPORARY = 'upload.';
 const SPOOL_READ_BYTES = 1024 * 1024;
+/** Connections to the S3 endpoint at once. */
+const MAX_CONNECTIONS = 1024;
 
 export class S3ObjectStore implements ObjectStore {
   private readonly client: S3Client;
@@ -84,8 +86,10 @@ export class S3ObjectStore implements ObjectStore {
         requestTimeout: settings.requestTimeoutMs,
         throwOnRequestTimeout: true,
         socketTimeout: settings.requestTimeoutMs,
-        httpAgent: { keepAlive: true, maxSockets: 64 },
-        httpsAgent: { keepAlive: true, maxSockets: 64 },
+        // A blob streamed to a slow client holds its connection for as long: with the SDK's 50, a few dozen such
+        // responses would queue every other request (a HEAD of each hit) behind them until its deadline.
+        httpAgent: { keepAlive: true, maxSockets: MAX_CONNECTIONS },
+        httpsAgent: { keepAlive: true, maxSockets: MAX_CONNECTIONS },
       },
     });
   }
