@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { truncate } from 'node:fs/promises';
 import { createServer, type Socket } from 'node:net';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
 import { inspect } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, ListObjectsV2Command, UploadPartCommand, type S3Client } from '@aws-sdk/client-s3';
@@ -201,6 +202,45 @@ describe('S3ObjectStore', () => {
       assert.deepEqual(await unfinishedUploads(prefix), []);
       assert.deepEqual(await store.listTemporaries(), []);
       assert.equal(await store.stat(key), undefined, 'an aborted upload never becomes an object');
+    } finally {
+      await cleanup();
+    }
+  });
+
+  it('answers other requests while many responses hold their streams open (slow clients)', async () => {
+    const { store, cleanup } = await makeS3Store({ requestTimeoutMs: 5_000 });
+    const streams: Readable[] = [];
+    try {
+      const bytes = randomBytes(4 * 1024 * 1024);
+      const key = contentKey(digestOf(bytes));
+      await store.putBytes(key, bytes);
+      // More than the SDK's default of 50 connections, none read past its first bytes.
+      for (let index = 0; index < 80; index++) {
+        const stream = await store.read(key);
+        assert.ok(stream !== undefined);
+        streams.push(stream);
+      }
+      assert.equal((await store.stat(key))?.size, bytes.length, 'a HEAD is not queued behind the open streams');
+      assert.ok((await store.readBytes(key))?.equals(bytes));
+    } finally {
+      for (const stream of streams) stream.destroy();
+      await cleanup();
+    }
+  });
+
+  it('keeps the failure of a stream nobody reads yet for its reader, without crashing', async () => {
+    const { store, cleanup } = await makeS3Store({ requestTimeoutMs: 1_000 });
+    try {
+      const bytes = randomBytes(8 * 1024 * 1024);
+      const key = contentKey(digestOf(bytes));
+      await store.putBytes(key, bytes);
+      const stream = await store.read(key);
+      assert.ok(stream !== undefined);
+      // Unread for longer than the deadline: the connection stalls and is cut.
+      await new Promise((resolve) => setTimeout(resolve, 2_500));
+      await assert.rejects(async () => {
+        for await (const _chunk of stream);
+      }, StorageError);
     } finally {
       await cleanup();
     }

@@ -381,6 +381,9 @@ class S3BodyStream extends Readable {
     private readonly key: string,
   ) {
     super({ highWaterMark: SPOOL_READ_BYTES });
+    // Unlike a file, the connection can fail before anyone reads (a stall past the deadline, the server gone) while
+    // the caller is still between awaits: the failure is kept (errored) for its reader instead of crashing the process.
+    this.on('error', () => undefined);
     body.on('data', (chunk: Buffer) => {
       this.received += chunk.length;
       if (!this.push(chunk)) body.pause();
