@@ -28,6 +28,15 @@ PACKAGES=(
   # The postgres MetadataStore (src/meta/postgres-store.test.ts, test/postgres-metadata.test.ts), started by
   # ../shared/testing/pg-start.sh from /usr/lib/postgresql/15/bin.
   postgresql-15
+  # S3 for the s3 ObjectStore (src/store/s3-store.test.ts, test/s3-store.test.ts): OpenStack Swift with its
+  # s3api middleware, started per test by ../shared/testing/swift-start.sh (memcached for its token cache).
+  swift
+  swift-proxy
+  swift-object
+  swift-container
+  swift-account
+  python3-swift
+  memcached
 )
 
 # Commands that must exist afterwards (checked before and after installing).
@@ -45,6 +54,11 @@ COMMANDS=(
   nginx
   strace
   go
+  swift-proxy-server
+  swift-object-server
+  swift-container-server
+  swift-account-server
+  memcached
 )
 
 # Programs that are not on PATH (Debian keeps PostgreSQL's server programs under its versioned directory).

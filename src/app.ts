@@ -22,7 +22,7 @@ import { LocalRegistry } from './registry/local-registry.js';
 import { DataDirectoryLock } from './store/data-directory-lock.js';
 import { V1Layout } from './store/layout.js';
 import type { ObjectStore } from './store/object-store.js';
-import { FsObjectStore } from './store/fs-store.js';
+import { openObjectStore } from './store/open-object-store.js';
 import { Metrics } from './telemetry/metrics.js';
 import type { FetchTimeouts } from './upstream/fetcher.js';
 import { V1Mirror } from './v1/mirror.js';
@@ -59,8 +59,14 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
   // Before anything touches the directory: another process's fills are in tmp/. The kernel frees it if we die.
   const lock = await DataDirectoryLock.acquire(dataDir, 'regmirror serve');
   const budget = new BufferBudget(settings.limits.sendBuffers);
-  const store = new FsObjectStore(dataDir, budget);
-  await store.init();
+  let opened;
+  try {
+    opened = await openObjectStore(settings.storage, dataDir, budget);
+  } catch (error) {
+    await lock.release();
+    throw error;
+  }
+  const { store } = opened;
   const removed = await store.removeStaleTemporaries();
   if (removed > 0) logger.info({ removed }, 'removed temporaries left by an earlier run');
   // With PostgreSQL the lock still guards the local files (fills in tmp/, the fs store); nodes sharing one database
@@ -154,7 +160,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
   await prefetcher.start();
   evictor.start();
   collector.start(settings.gc.intervalMs);
-  logger.info({ address, adminAddress, dataDir, metadata: settings.metadata.driver, upstreams: settings.upstreams.map((u) => ({ registry: u.registry, url: u.url })) }, 'regmirror listening');
+  logger.info({ address, adminAddress, dataDir, storage: opened.location, metadata: settings.metadata.driver, upstreams: settings.upstreams.map((u) => ({ registry: u.registry, url: u.url })) }, 'regmirror listening');
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
@@ -185,6 +191,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
       await v1?.close(new Error('shutting down'));
       await Promise.all(upstreams.map((upstream) => upstream.client.close()));
       await meta.close();
+      opened.close();
       await lock.release();
       logger.info('regmirror stopped');
     })();

@@ -11,6 +11,7 @@ import { DEFAULT_SERVER, runPrefetch, type PrefetchFlags } from './cli/prefetch.
 import { runVerify, type VerifyFlags } from './cli/verify.js';
 import { runGc, type GcFlags } from './cli/gc.js';
 import { DataDirectoryInUse } from './store/data-directory-lock.js';
+import { StorageError } from './store/storage-error.js';
 
 const program = new Command();
 program.name('regmirror').description('A verified, single-flight pull-through container registry mirror');
@@ -49,6 +50,11 @@ program
       if (error instanceof ConfigError) {
         process.stderr.write(`regmirror: ${error.message}\n`);
         process.exit(2);
+      }
+      if (error instanceof StorageError) {
+        // A bucket that is not there or refuses the credentials: said in a line, not a stack.
+        process.stderr.write(`regmirror: cannot start: ${describeError(error)}\n`);
+        process.exit(1);
       }
       if (!(error instanceof DataDirectoryInUse)) throw error;
       process.stderr.write(`regmirror: ${error.message}; one data directory serves one process\n`);

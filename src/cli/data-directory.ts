@@ -10,6 +10,8 @@ import { MetadataError } from '../meta/metadata-error.js';
 import type { MetadataStore } from '../meta/metadata-store.js';
 import { openMetadataStore } from '../meta/open-metadata-store.js';
 import { DataDirectoryInUse, DataDirectoryLock } from '../store/data-directory-lock.js';
+import type { ObjectStore } from '../store/object-store.js';
+import { openObjectStore } from '../store/open-object-store.js';
 import { StorageError } from '../store/storage-error.js';
 import { describeError } from './describe-error.js';
 
@@ -27,6 +29,8 @@ export interface HeldDataDirectory {
   settings: Settings;
   /** Absolute. */
   dataDir: string;
+  /** The content, where the settings keep it (the data directory, or a bucket). */
+  store: ObjectStore;
   meta: MetadataStore;
 }
 
@@ -59,12 +63,17 @@ export async function withDataDirectory(
     return 2;
   }
   try {
-    // With PostgreSQL, the lock holds this node's files only: other nodes on the database keep working.
-    const meta = await openMetadataStore(settings.metadata, dataDir);
+    const opened = await openObjectStore(settings.storage, dataDir);
     try {
-      return await work({ settings, dataDir, meta });
+      // With PostgreSQL, the lock holds this node's files only: other nodes on the database keep working.
+      const meta = await openMetadataStore(settings.metadata, dataDir);
+      try {
+        return await work({ settings, dataDir, store: opened.store, meta });
+      } finally {
+        await meta.close();
+      }
     } finally {
-      await meta.close();
+      opened.close();
     }
   } catch (error) {
     if (!(error instanceof StorageError || error instanceof MetadataError)) throw error;

@@ -6,7 +6,6 @@ import type { ConfigFlags } from '../config/load.js';
 import { GarbageCollector, type Collected, type GcReport } from '../cache/garbage-collector.js';
 import { digestsPinnedBy } from '../cache/prefetcher.js';
 import { LocalRegistry } from '../registry/local-registry.js';
-import { FsObjectStore } from '../store/fs-store.js';
 import { Metrics } from '../telemetry/metrics.js';
 import { formatSize } from '../config/size.js';
 import { STANDARD_OUTPUT, withDataDirectory, type Output } from './data-directory.js';
@@ -17,10 +16,10 @@ export interface GcFlags extends Pick<ConfigFlags, 'config' | 'flavor' | 'data'>
 
 export async function runGc(flags: GcFlags, output: Output = STANDARD_OUTPUT): Promise<number> {
   const dryRun = flags.dryRun === true;
-  return withDataDirectory(flags, { command: dryRun ? 'regmirror gc --dry-run' : 'regmirror gc', name: 'gc', output }, async ({ settings, dataDir, meta }) => {
+  return withDataDirectory(flags, { command: dryRun ? 'regmirror gc --dry-run' : 'regmirror gc', name: 'gc', output }, async ({ settings, dataDir, store, meta }) => {
     const metrics = new Metrics();
     const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
-    const local = new LocalRegistry(new FsObjectStore(dataDir), meta, { metrics, log: quiet });
+    const local = new LocalRegistry(store, meta, { metrics, log: quiet });
     const collector = new GarbageCollector(local, {
       graceMs: settings.gc.graceMs,
       pinned: () => digestsPinnedBy(settings.prefetch.images),

@@ -5,7 +5,6 @@
 import type { ConfigFlags } from '../config/load.js';
 import { formatSize } from '../config/size.js';
 import { verifyData, type Problem, type VerifySummary } from '../registry/verify.js';
-import { FsObjectStore } from '../store/fs-store.js';
 import { V1Layout } from '../store/layout.js';
 import { STANDARD_OUTPUT, withDataDirectory, type Output } from './data-directory.js';
 
@@ -16,8 +15,8 @@ export interface VerifyFlags extends Pick<ConfigFlags, 'config' | 'flavor' | 'da
 /** Runs the check; resolves with the exit status. */
 export async function runVerify(flags: VerifyFlags, output: Output = STANDARD_OUTPUT): Promise<number> {
   const repair = flags.repair === true;
-  return withDataDirectory(flags, { command: repair ? 'regmirror verify --repair' : 'regmirror verify', name: 'verify', output }, async ({ settings, dataDir, meta }) => {
-    const summary = await verifyData(new FsObjectStore(dataDir), meta, {
+  return withDataDirectory(flags, { command: repair ? 'regmirror verify --repair' : 'regmirror verify', name: 'verify', output }, async ({ settings, dataDir, store, meta }) => {
+    const summary = await verifyData(store, meta, {
       repair,
       v1: new V1Layout(settings.v1.storagePrefix),
       onProblem: (problem) => output.out(describeProblem(problem)),

@@ -78,6 +78,7 @@ describe('loadSettings: defaults', () => {
     assert.deepEqual(settingsOf({}, {}), {
       listen: { host: undefined, port: 5000 },
       dataDir: './data',
+      storage: { driver: 'fs' },
       logLevel: 'info',
       upstreams: [],
       v1: DEFAULT_V1,
@@ -178,6 +179,7 @@ upstreams:
     assert.deepEqual(settingsOf({ config: file }, {}), {
       listen: { host: '127.0.0.1', port: 8080 },
       dataDir: '/var/lib/regmirror',
+      storage: { driver: 'fs' },
       logLevel: 'debug',
       upstreams: [
         {
@@ -622,6 +624,146 @@ describe('loadSettings: credentials', () => {
     assert.throws(
       () => settingsOf({ config: file }, {}),
       (error: unknown) => error instanceof ConfigError && error.message.includes('listed twice') && !error.message.includes('hunter2'),
+    );
+  });
+});
+
+describe('loadSettings: storage', () => {
+  const S3_YAML = [
+    'storage:',
+    '  driver: s3',
+    '  s3:',
+    '    bucket: regmirror',
+    '    region: eu-west-3',
+    '    endpoint: https://s3.example:9000/',
+    '    forcePathStyle: true',
+    '    prefix: cache',
+    '    accessKeyEnv: S3_KEY',
+    '    secretKeyEnv: S3_SECRET',
+    '    requestTimeout: 45s',
+    '',
+  ].join('\n');
+
+  it('keeps content in the data directory by default', () => {
+    assert.deepEqual(settingsOf({}, {}).storage, { driver: 'fs' });
+  });
+
+  it('reads every s3 key, the prefix made a folder and the credentials read from the variables named', async () => {
+    const file = await writeTemporary(S3_YAML);
+    assert.deepEqual(settingsOf({ config: file }, { S3_KEY: 'AKIDEXAMPLE', S3_SECRET: 'wJalrXUtnFEMI' }).storage, {
+      driver: 's3',
+      s3: {
+        bucket: 'regmirror',
+        region: 'eu-west-3',
+        endpoint: 'https://s3.example:9000',
+        forcePathStyle: true,
+        prefix: 'cache/',
+        credentials: { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'wJalrXUtnFEMI' },
+        requestTimeoutMs: 45_000,
+      },
+    });
+  });
+
+  it('gives s3 its defaults: us-east-1, AWS’s endpoint, virtual-hosted style, no prefix, the SDK’s credentials, 30 s', async () => {
+    const file = await writeTemporary('storage:\n  driver: s3\n  s3: { bucket: regmirror }\n');
+    assert.deepEqual(settingsOf({ config: file }, {}).storage, {
+      driver: 's3',
+      s3: { bucket: 'regmirror', region: 'us-east-1', endpoint: undefined, forcePathStyle: false, prefix: '', credentials: undefined, requestTimeoutMs: 30_000 },
+    });
+  });
+
+  it('takes every key from REGMIRROR_STORAGE_* variables over the file', async () => {
+    const file = await writeTemporary(S3_YAML);
+    const settings = settingsOf(
+      { config: file },
+      {
+        REGMIRROR_STORAGE_DRIVER: 's3',
+        REGMIRROR_STORAGE_S3_BUCKET: 'other',
+        REGMIRROR_STORAGE_S3_REGION: 'us-west-2',
+        REGMIRROR_STORAGE_S3_ENDPOINT: 'http://127.0.0.1:8080',
+        REGMIRROR_STORAGE_S3_FORCE_PATH_STYLE: 'false',
+        REGMIRROR_STORAGE_S3_PREFIX: 'team/cache/',
+        REGMIRROR_STORAGE_S3_ACCESS_KEY_ENV: 'OTHER_KEY',
+        REGMIRROR_STORAGE_S3_SECRET_KEY_ENV: 'OTHER_SECRET',
+        REGMIRROR_STORAGE_S3_REQUEST_TIMEOUT: '5s',
+        OTHER_KEY: 'k',
+        OTHER_SECRET: 's',
+      },
+    );
+    assert.deepEqual(settings.storage, {
+      driver: 's3',
+      s3: { bucket: 'other', region: 'us-west-2', endpoint: 'http://127.0.0.1:8080', forcePathStyle: false, prefix: 'team/cache/', credentials: { accessKeyId: 'k', secretAccessKey: 's' }, requestTimeoutMs: 5_000 },
+    });
+    const fromVariablesAlone = settingsOf({}, { REGMIRROR_STORAGE_DRIVER: 's3', REGMIRROR_STORAGE_S3_BUCKET: 'cache', REGMIRROR_STORAGE_S3_FORCE_PATH_STYLE: 'true' }).storage;
+    assert.ok(fromVariablesAlone.driver === 's3' && fromVariablesAlone.s3.forcePathStyle && fromVariablesAlone.s3.bucket === 'cache');
+  });
+
+  it('does not watch the free space of the data directory’s disk for a bucket, and says so when asked to', async () => {
+    assert.deepEqual(settingsOf({}, { REGMIRROR_STORAGE_DRIVER: 's3', REGMIRROR_STORAGE_S3_BUCKET: 'cache' }).cacheBound.minFreeSpace, { bytes: 0 });
+    const file = await writeTemporary('cache: { minFreeSpace: 10% }\nstorage: { driver: s3, s3: { bucket: cache } }\n');
+    const { settings, warnings } = loadSettings({ config: file }, {});
+    assert.deepEqual(settings.cacheBound.minFreeSpace, { bytes: 0 });
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0] ?? '', /^cache\.minFreeSpace: no effect with storage\.driver: s3/);
+  });
+
+  const invalid: { name: string; yaml: string; environment?: NodeJS.ProcessEnv; fragments: string[] }[] = [
+    { name: 'an unknown driver', yaml: 'storage: { driver: gcs }\n', fragments: ['storage.driver'] },
+    { name: 's3 without its section', yaml: 'storage: { driver: s3 }\n', fragments: ['storage.s3', 'required with driver: s3'] },
+    { name: 's3 without a bucket', yaml: 'storage: { driver: s3, s3: { region: us-east-1 } }\n', fragments: ['storage.s3.bucket'] },
+    { name: 'an s3 section with the fs driver', yaml: 'storage: { s3: { bucket: cache } }\n', fragments: ['storage.s3', 'applies with driver: s3 only'] },
+    { name: 'a bucket name with a slash', yaml: 'storage: { driver: s3, s3: { bucket: a/b } }\n', fragments: ['storage.s3.bucket', 'bucket name'] },
+    { name: 'a bad region', yaml: 'storage: { driver: s3, s3: { bucket: cache, region: "Europe (Paris)" } }\n', fragments: ['storage.s3.region'] },
+    { name: 'an endpoint that is no URL', yaml: 'storage: { driver: s3, s3: { bucket: cache, endpoint: s3.example } }\n', fragments: ['storage.s3.endpoint'] },
+    { name: 'an endpoint of another scheme', yaml: 'storage: { driver: s3, s3: { bucket: cache, endpoint: "ftp://s3.example" } }\n', fragments: ['storage.s3.endpoint'] },
+    { name: 'a forcePathStyle that is no boolean', yaml: 'storage: { driver: s3, s3: { bucket: cache, forcePathStyle: sometimes } }\n', fragments: ['storage.s3.forcePathStyle'] },
+    { name: 'a prefix with a leading slash', yaml: 'storage: { driver: s3, s3: { bucket: cache, prefix: /cache } }\n', fragments: ['storage.s3.prefix'] },
+    { name: 'a prefix with an empty part', yaml: 'storage: { driver: s3, s3: { bucket: cache, prefix: a//b } }\n', fragments: ['storage.s3.prefix'] },
+    { name: 'a prefix with a .. part', yaml: 'storage: { driver: s3, s3: { bucket: cache, prefix: a/../b } }\n', fragments: ['storage.s3.prefix'] },
+    { name: 'an access key variable without its secret', yaml: 'storage: { driver: s3, s3: { bucket: cache, accessKeyEnv: K } }\n', fragments: ['storage.s3', 'both accessKeyEnv and secretKeyEnv'] },
+    { name: 'a variable name that is no name', yaml: 'storage: { driver: s3, s3: { bucket: cache, accessKeyEnv: "my key", secretKeyEnv: S } }\n', fragments: ['storage.s3.accessKeyEnv'] },
+    { name: 'a bad request timeout', yaml: 'storage: { driver: s3, s3: { bucket: cache, requestTimeout: soon } }\n', fragments: ['storage.s3.requestTimeout', 'not a duration'] },
+    { name: 'a request timeout of zero', yaml: 'storage: { driver: s3, s3: { bucket: cache, requestTimeout: 0 } }\n', fragments: ['storage.s3.requestTimeout', 'more than 0'] },
+    { name: 'an unknown s3 key', yaml: 'storage: { driver: s3, s3: { bucket: cache, redirect: true } }\n', fragments: ['storage.s3', 'redirect'] },
+    { name: 'an unknown storage key', yaml: 'storage: { driver: fs, path: /srv }\n', fragments: ['storage', 'path'] },
+    {
+      name: 'a credentials variable that is not set',
+      yaml: 'storage: { driver: s3, s3: { bucket: cache, accessKeyEnv: S3_KEY, secretKeyEnv: S3_SECRET } }\n',
+      environment: { S3_KEY: 'k' },
+      fragments: ['storage.s3.secretKeyEnv', 'S3_SECRET is not set'],
+    },
+    {
+      name: 'the v2 nginx offload with s3',
+      yaml: 'offload: { xAccelRedirect: /_data }\nstorage: { driver: s3, s3: { bucket: cache } }\n',
+      fragments: ['offload.xAccelRedirect', 'storage.driver: s3', 'in the bucket'],
+    },
+    {
+      name: 'the v1 nginx offload with s3',
+      yaml: 'v1: { nginxXAccelRedirect: /_data }\nstorage: { driver: s3, s3: { bucket: cache } }\n',
+      fragments: ['v1.nginxXAccelRedirect', 'storage.driver: s3'],
+    },
+  ];
+  for (const { name, yaml, environment, fragments } of invalid) {
+    it(`reports ${name}`, async () => {
+      const file = await writeTemporary(yaml);
+      assertConfigError(() => settingsOf({ config: file }, environment ?? {}), ...fragments);
+    });
+  }
+
+  it('reports a bad driver from the environment under its key', () => {
+    assertConfigError(() => settingsOf({}, { REGMIRROR_STORAGE_DRIVER: 'S3' }), 'storage.driver');
+    assertConfigError(() => settingsOf({}, { REGMIRROR_STORAGE_DRIVER: 's3', REGMIRROR_STORAGE_S3_BUCKET: 'cache', REGMIRROR_STORAGE_S3_FORCE_PATH_STYLE: 'yes' }), 'storage.s3.forcePathStyle', 'true or false');
+  });
+
+  it('refuses credentials in the endpoint, and never repeats a secret in an error', async () => {
+    assert.throws(
+      () => settingsOf({}, { REGMIRROR_STORAGE_DRIVER: 's3', REGMIRROR_STORAGE_S3_BUCKET: 'cache', REGMIRROR_STORAGE_S3_ENDPOINT: 'https://AKID:hunter2@s3.example' }),
+      (error: unknown) => error instanceof ConfigError && error.message.includes('storage.s3.endpoint') && !error.message.includes('hunter2') && !error.message.includes('AKID'),
+    );
+    const file = await writeTemporary('storage: { driver: s3, s3: { bucket: "b b", accessKeyEnv: K, secretKeyEnv: S } }\n');
+    assert.throws(
+      () => settingsOf({ config: file }, { K: 'AKIDEXAMPLE', S: 'hunter2' }),
+      (error: unknown) => error instanceof ConfigError && error.message.includes('storage.s3.bucket') && !error.message.includes('hunter2') && !error.message.includes('AKIDEXAMPLE'),
     );
   });
 });

@@ -9,6 +9,7 @@ import { configSchema, type Config, type FreeSpace, type UpstreamInput } from '.
 import { readTlsFiles, type TlsFiles } from './tls-files.js';
 import type { MetadataSettings } from '../meta/open-metadata-store.js';
 import type { UpstreamSettings } from '../mirror/upstream-router.js';
+import type { StorageSettings } from '../store/open-object-store.js';
 import type { Credentials } from '../upstream/credentials.js';
 import type { V1SourceOptions } from '../v1/source-client.js';
 
@@ -77,6 +78,7 @@ export interface AuthSettings {
 export interface Settings {
   listen: ListenAddress;
   dataDir: string;
+  storage: StorageSettings;
   logLevel: Config['log']['level'];
   /** The first is the default upstream; empty for a plain registry. */
   upstreams: UpstreamSettings[];
@@ -123,6 +125,15 @@ const ENVIRONMENT_KEYS: ReadonlyArray<readonly [string, readonly string[]]> = [
   ['REGMIRROR_LISTEN', ['listen']],
   ['REGMIRROR_DATA', ['data']],
   ['REGMIRROR_LOG_LEVEL', ['log', 'level']],
+  ['REGMIRROR_STORAGE_DRIVER', ['storage', 'driver']],
+  ['REGMIRROR_STORAGE_S3_BUCKET', ['storage', 's3', 'bucket']],
+  ['REGMIRROR_STORAGE_S3_REGION', ['storage', 's3', 'region']],
+  ['REGMIRROR_STORAGE_S3_ENDPOINT', ['storage', 's3', 'endpoint']],
+  ['REGMIRROR_STORAGE_S3_FORCE_PATH_STYLE', ['storage', 's3', 'forcePathStyle']],
+  ['REGMIRROR_STORAGE_S3_PREFIX', ['storage', 's3', 'prefix']],
+  ['REGMIRROR_STORAGE_S3_ACCESS_KEY_ENV', ['storage', 's3', 'accessKeyEnv']],
+  ['REGMIRROR_STORAGE_S3_SECRET_KEY_ENV', ['storage', 's3', 'secretKeyEnv']],
+  ['REGMIRROR_STORAGE_S3_REQUEST_TIMEOUT', ['storage', 's3', 'requestTimeout']],
   ['REGMIRROR_CACHE_TAG_FRESHNESS', ['cache', 'tagFreshness']],
   ['REGMIRROR_CACHE_MAX_STALENESS', ['cache', 'maxStaleness']],
   ['REGMIRROR_CACHE_NOT_FOUND_TTL', ['cache', 'notFoundTtl']],
@@ -188,7 +199,11 @@ export function loadSettings(flags: ConfigFlags, environment: NodeJS.ProcessEnv 
   if (flags.logLevel !== undefined) setPath(input, ['log', 'level'], flags.logLevel);
   if (flags.cacheMaxSize !== undefined) setPath(input, ['cache', 'maxSize'], flags.cacheMaxSize);
   if (flags.upstream !== undefined && flags.upstream.length > 0) input.upstreams = flags.upstream.map(parseUpstreamFlag);
-  return { settings: resolveSettings(validate(input), environment), warnings };
+  const settings = resolveSettings(validate(input), environment);
+  if (settings.storage.driver === 's3' && (input.cache as Layer | undefined)?.minFreeSpace !== undefined) {
+    warnings.push('cache.minFreeSpace: no effect with storage.driver: s3 (the content is in the bucket, not on a disk to watch); bound it with cache.maxSize');
+  }
+  return { settings, warnings };
 }
 
 function readConfigFile(flags: ConfigFlags, environment: NodeJS.ProcessEnv): { input: Layer; warnings: string[] } {
@@ -295,9 +310,17 @@ function resolveSettings(config: Config, environment: NodeJS.ProcessEnv): Settin
   if (config.access.length > 0 && config.auth === undefined) {
     throw new ConfigError('invalid configuration: access: rules need auth (auth.htpasswd or auth.token.issuer) to know who asks');
   }
+  const storage = resolveStorage(config.storage, environment);
+  if (storage.driver === 's3') {
+    // nginx sends files of the data directory: with s3 there are none to send.
+    const offloads = { 'offload.xAccelRedirect': config.offload.xAccelRedirect, 'v1.nginxXAccelRedirect': config.v1.nginxXAccelRedirect };
+    const offload = Object.entries(offloads).find(([, prefix]) => prefix !== undefined)?.[0];
+    if (offload !== undefined) throw new ConfigError(`invalid configuration: ${offload}: nginx can send only files of the data directory, and with storage.driver: s3 the content is in the bucket; leave it unset`);
+  }
   return {
     listen: parseListen(config.listen),
     dataDir: config.data,
+    storage,
     logLevel: config.log.level,
     upstreams,
     v1: resolveV1(config.v1, environment),
@@ -306,7 +329,13 @@ function resolveSettings(config: Config, environment: NodeJS.ProcessEnv): Settin
     timeouts: config.timeouts,
     limits: config.limits,
     notFoundTtlMs: config.cache.notFoundTtl,
-    cacheBound: { maxSizeBytes: config.cache.maxSize, minFreeSpace: config.cache.minFreeSpace, inUseWindowMs: config.cache.inUseWindow, maxAgeMs: config.cache.maxAge },
+    cacheBound: {
+      maxSizeBytes: config.cache.maxSize,
+      // The free space of the data directory's disk bounds what is cached there; a bucket has no such bound.
+      minFreeSpace: storage.driver === 's3' ? { bytes: 0 } : config.cache.minFreeSpace,
+      inUseWindowMs: config.cache.inUseWindow,
+      maxAgeMs: config.cache.maxAge,
+    },
     auth: config.auth && {
       htpasswd: config.auth.htpasswd,
       service: config.auth.service,
@@ -344,6 +373,39 @@ function resolveTls(tls: Config['tls']): TlsFiles | undefined {
   const files = { certificate: tls.certificate, key: tls.key, clientCA: tls.clientCA };
   readTlsFiles(files);
   return files;
+}
+
+function resolveStorage(storage: Config['storage'], environment: NodeJS.ProcessEnv): StorageSettings {
+  const s3 = storage.s3;
+  if (storage.driver === 'fs' || s3 === undefined) return { driver: 'fs' };
+  if (s3.endpoint !== undefined) {
+    const endpoint = new URL(s3.endpoint);
+    if (endpoint.username !== '' || endpoint.password !== '') {
+      throw new ConfigError('invalid configuration: storage.s3.endpoint: no credentials in the URL; name their variables in storage.s3.accessKeyEnv and secretKeyEnv');
+    }
+  }
+  return {
+    driver: 's3',
+    s3: {
+      bucket: s3.bucket,
+      region: s3.region,
+      endpoint: s3.endpoint?.replace(/\/+$/, ''),
+      forcePathStyle: s3.forcePathStyle,
+      prefix: s3.prefix === '' || s3.prefix.endsWith('/') ? s3.prefix : `${s3.prefix}/`,
+      credentials:
+        s3.accessKeyEnv === undefined || s3.secretKeyEnv === undefined
+          ? undefined
+          : { accessKeyId: secretFrom(environment, s3.accessKeyEnv, 'storage.s3.accessKeyEnv'), secretAccessKey: secretFrom(environment, s3.secretKeyEnv, 'storage.s3.secretKeyEnv') },
+      requestTimeoutMs: s3.requestTimeout,
+    },
+  };
+}
+
+/** The value of the variable a key names; never repeated in an error. */
+function secretFrom(environment: NodeJS.ProcessEnv, variable: string, key: string): string {
+  const value = environment[variable];
+  if (value === undefined || value === '') throw new ConfigError(`invalid configuration: ${key}: ${variable} is not set`);
+  return value;
 }
 
 function resolveV1(v1: Config['v1'], environment: NodeJS.ProcessEnv): V1Settings {

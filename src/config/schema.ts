@@ -47,6 +47,45 @@ const freeSpace = z
     return z.NEVER;
   });
 
+/** true or false, also as the words a variable carries. */
+const flag = z.union([z.boolean(), z.enum(['true', 'false']).transform((value) => value === 'true')], { error: 'expected true or false' });
+
+/** The name of an environment variable that holds a secret (never the secret itself). */
+const variableName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'expected the name of an environment variable, e.g. S3_ACCESS_KEY');
+
+/** Where content lives: the data directory (fs), or an S3 bucket. */
+const storageSchema = z
+  .object({
+    driver: z.enum(['fs', 's3']).default('fs'),
+    s3: z
+      .object({
+        bucket: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{1,253}[A-Za-z0-9]$/, 'expected a bucket name (3 or more letters, digits, dots, hyphens)'),
+        region: z.string().regex(/^[a-z0-9-]+$/, 'expected a region such as us-east-1').default('us-east-1'),
+        /** An S3-compatible server; none: AWS's endpoint for the region. */
+        endpoint: z.url({ protocol: /^https?$/ }).optional(),
+        forcePathStyle: flag.default(false),
+        /** A folder of the bucket every key goes under; '' for the whole bucket. */
+        prefix: z
+          .string()
+          .regex(/^(?:[A-Za-z0-9_-][A-Za-z0-9._-]*(?:\/[A-Za-z0-9_-][A-Za-z0-9._-]*)*\/?)?$/, 'expected a folder such as cache/ or team/cache (no leading slash, no empty, . or .. part)')
+          .default(''),
+        accessKeyEnv: variableName.optional(),
+        secretKeyEnv: variableName.optional(),
+        requestTimeout: duration.default(30_000),
+      })
+      .strict()
+      .refine((s3) => (s3.accessKeyEnv === undefined) === (s3.secretKeyEnv === undefined), {
+        message: 'give both accessKeyEnv and secretKeyEnv, or neither (the SDK’s own credentials: AWS_* variables, profiles, instance roles)',
+      })
+      .refine((s3) => s3.requestTimeout > 0, { path: ['requestTimeout'], message: 'must be more than 0' })
+      .optional(),
+  })
+  .strict()
+  .superRefine((storage, context) => {
+    if (storage.driver === 's3' && storage.s3 === undefined) context.addIssue({ code: 'custom', path: ['s3'], message: 'required with driver: s3 (at least s3.bucket)' });
+    if (storage.driver === 'fs' && storage.s3 !== undefined) context.addIssue({ code: 'custom', path: ['s3'], message: 'applies with driver: s3 only' });
+  });
+
 /** An image as REGISTRY/NAME:TAG or REGISTRY/NAME@DIGEST, checked by the reference grammar. */
 const imageReference = z.string().superRefine((value, context) => {
   const parsed = parseImageReference(value);
@@ -162,6 +201,7 @@ export const configSchema = z
   .object({
     listen: z.string().default(':5000'),
     data: z.string().default('./data'),
+    storage: storageSchema.default({ driver: 'fs' }),
     log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).strict().default({ level: 'info' }),
     upstreams: z.array(upstreamSchema).default([]),
     cache: z

@@ -2,29 +2,29 @@
 // by one atomic rename after an fsync of the file, made durable by an fsync of the folder that holds the name.
 
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import type { ByteRange, ObjectStat, ObjectStore, TemporaryInfo } from './object-store.js';
 import { unlimitedBudget, type BufferBudget } from '../memory/buffer-budget.js';
 import { FileRangeStream } from './file-range-stream.js';
-import { SpoolFile } from './spool-file.js';
+import type { SpoolFile } from './spool-file.js';
 import { TEMPORARY_FOLDER } from './layout.js';
 import { asStorageError, storageOperation, systemErrorCode } from './storage-error.js';
+import { isNotFound, TemporaryFolder } from './temporary-folder.js';
 
 export class FsObjectStore implements ObjectStore {
-  private readonly temporaryDir: string;
+  private readonly temporaries: TemporaryFolder;
 
   /** budget: the process's send buffers, which the streams this store reads draw from. */
   constructor(
     private readonly rootDir: string,
     private readonly budget: BufferBudget = unlimitedBudget(),
   ) {
-    this.temporaryDir = path.join(rootDir, TEMPORARY_FOLDER);
+    this.temporaries = new TemporaryFolder(path.join(rootDir, TEMPORARY_FOLDER));
   }
 
   async init(): Promise<void> {
-    await storageOperation('init', TEMPORARY_FOLDER, () => mkdir(this.temporaryDir, { recursive: true }));
+    await this.temporaries.init();
   }
 
   /** The file behind a key, for offloading to a web server. Keys come only from store/layout.ts. */
@@ -63,7 +63,7 @@ export class FsObjectStore implements ObjectStore {
   }
 
   async putBytes(key: string, bytes: Uint8Array): Promise<void> {
-    const temporary = this.temporaryPath();
+    const temporary = this.temporaries.newPath();
     try {
       await writeFile(temporary, bytes, { flush: true });
       await this.moveIntoPlace(temporary, key);
@@ -75,7 +75,7 @@ export class FsObjectStore implements ObjectStore {
   }
 
   async createSpool(): Promise<SpoolFile> {
-    return SpoolFile.create(this.temporaryPath());
+    return this.temporaries.createSpool();
   }
 
   async commitSpool(spool: SpoolFile, key: string): Promise<void> {
@@ -119,40 +119,16 @@ export class FsObjectStore implements ObjectStore {
     }
   }
 
-  async listTemporaries(): Promise<TemporaryInfo[]> {
-    return storageOperation('list', TEMPORARY_FOLDER, async () => {
-      const temporaries: TemporaryInfo[] = [];
-      const entries = await readdir(this.temporaryDir, { withFileTypes: true }).catch((error: unknown) => {
-        if (isNotFound(error)) return [];
-        throw error;
-      });
-      for (const entry of entries) {
-        const info = await stat(path.join(this.temporaryDir, entry.name)).catch((error: unknown) => {
-          if (isNotFound(error)) return undefined;
-          throw error;
-        });
-        if (info !== undefined) temporaries.push({ name: entry.name, size: info.isFile() ? info.size : 0, modifiedAt: info.mtimeMs });
-      }
-      return temporaries;
-    });
+  listTemporaries(): Promise<TemporaryInfo[]> {
+    return this.temporaries.list();
   }
 
-  async removeStaleTemporaries(): Promise<number> {
-    return storageOperation('remove temporaries', TEMPORARY_FOLDER, async () => {
-      const names = await readdir(this.temporaryDir);
-      await Promise.all(names.map((name) => rm(path.join(this.temporaryDir, name), { force: true, recursive: true })));
-      return names.length;
-    });
+  removeStaleTemporaries(): Promise<number> {
+    return this.temporaries.removeAll();
   }
 
-  async removeTemporary(name: string): Promise<void> {
-    // A name from listTemporaries: one entry of the folder, never a path out of it.
-    if (name === '' || name.includes('/') || name === '.' || name === '..') throw new Error(`not a temporary's name: ${name}`);
-    await storageOperation('remove temporary', `${TEMPORARY_FOLDER}/${name}`, () => rm(path.join(this.temporaryDir, name), { force: true, recursive: true }));
-  }
-
-  private temporaryPath(): string {
-    return path.join(this.temporaryDir, `${Date.now()}-${randomBytes(8).toString('hex')}`);
+  removeTemporary(name: string): Promise<void> {
+    return this.temporaries.remove(name);
   }
 
   /**
@@ -185,8 +161,4 @@ async function syncFolder(folder: string): Promise<void> {
   } finally {
     await handle.close();
   }
-}
-
-function isNotFound(error: unknown): boolean {
-  return systemErrorCode(error) === 'ENOENT';
 }

@@ -175,6 +175,15 @@ export function objectStoreConformance(name: string, makeStore: () => Promise<Ob
         });
       }
 
+      it('reads to the end for a range that ends past it, and nothing for one that starts past it', async () => {
+        const tail = await store.read(key, { start: size - 10, end: size + 1000 });
+        assert.ok(tail !== undefined);
+        assert.ok((await readAll(tail)).equals(bytes.subarray(size - 10)));
+        const beyond = await store.read(key, { start: size + 5, end: size + 10 });
+        assert.ok(beyond !== undefined, 'the object exists');
+        assert.equal((await readAll(beyond)).length, 0);
+      });
+
       it('serves several ranges of one object at once', async () => {
         const starts = [0, 100, 1024 * 1024, size - 1000];
         const reads = await Promise.all(

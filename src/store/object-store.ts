@@ -1,5 +1,5 @@
 // The ObjectStore interface: content by key, written whole and visible only once verified.
-// Drivers: fs (default); s3 comes later and runs the same conformance suite. Every method throws a
+// Drivers: fs (default) and s3, both run object-store.conformance.ts. Every method throws a
 // StorageError (storage-error.ts) when the storage itself fails; a missing key is not a failure.
 
 import type { Readable } from 'node:stream';

@@ -1,9 +1,10 @@
 // The error an ObjectStore driver throws when its storage fails (a full disk, an I/O error, a refused
-// permission, a read-only filesystem): not a bug in regmirror, never swallowed, answered 503 by the HTTP layer.
+// permission, a read-only filesystem, an S3 server down or refusing): not a bug in regmirror, never swallowed,
+// answered 503 by the HTTP layer.
 
 export class StorageError extends Error {
   override readonly name = 'StorageError';
-  /** The system's code (ENOSPC, EIO, EACCES, EROFS …), when it gave one. */
+  /** The system's code (ENOSPC, EIO, EACCES, EROFS …), or the object store's (NoSuchBucket, AccessDenied …), when it gave one. */
   readonly code: string | undefined;
 
   constructor(
@@ -12,8 +13,8 @@ export class StorageError extends Error {
     /** The key or temporary it worked on, for the log (never for a client: it names files). */
     readonly key: string | undefined,
     cause: unknown,
+    code: string | undefined = systemErrorCode(cause),
   ) {
-    const code = systemErrorCode(cause);
     // The cause's own message follows in logs (pino appends it): only its code here.
     super(`storage ${operation}${key === undefined ? '' : ` of ${key}`} failed${code === undefined ? '' : ` (${code})`}`, { cause });
     this.code = code;
