@@ -54,7 +54,7 @@ export interface EvictionPlan {
   reachesTarget: boolean;
   /** How many of the evicted images were in use. */
   inUseEvicted: number;
-  /** Roots read, and manifests walked: what the plan cost (it grows with what is evicted, not with what is held). */
+  /** Roots taken from the index and walked: what the plan cost (it grows with what is evicted, not with what is held). */
   rootsRead: number;
 }
 

@@ -18,7 +18,7 @@ const CHECK_INTERVAL_MS = 10_000;
 const AFTER_STORE_MS = 200;
 /** How often to say that the cache is above its bound with nothing evictable (every check would be noise). */
 const STUCK_WARNING_INTERVAL_MS = 10 * 60_000;
-/** How often content is looked at for its age alone (a sum over every record, then the least recently read roots). */
+/** How often content is looked at for its age alone (the totals, then a page of the least recently read roots). */
 const AGE_CHECK_INTERVAL_MS = 60_000;
 
 export type EvictionReason = 'max_size' | 'min_free_space' | 'max_age';
@@ -157,7 +157,7 @@ export class CacheEvictor {
     const lowOnSpace = disk.freeBytes < minFree;
     const ageDue = maxAgeMs !== undefined && now - this.lastAgeCheck >= AGE_CHECK_INTERVAL_MS;
     const idle: EvictionReport = { reason: undefined, heldBytes: undefined, targetBytes: undefined, images: 0, freedBytes: 0, inUseEvicted: 0, reachesTarget: true };
-    // With no size bound and space enough, nothing needs the count (a sum over every record): checks after stores stay cheap.
+    // With no size bound and space enough, nothing needs the count: a check after a store reads nothing.
     if (maxSizeBytes === undefined && !lowOnSpace && !ageDue) return idle;
     const totals = await meta.totals();
     const heldBytes = totals.blobBytes + totals.manifestBytes;

@@ -5,13 +5,12 @@
 import { execFileSync } from 'node:child_process';
 import { access, constants, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { parseIntoClientConfig } from 'pg-connection-string';
 import { runCommand } from './commands.js';
 import { freePort } from './ports.js';
+import { sharedKit } from './shared-kit.js';
 
-const SHARED_TESTING = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'shared', 'testing');
 const PG_CTL = '/usr/lib/postgresql/15/bin/pg_ctl';
 
 export interface PostgresSchema {
@@ -44,11 +43,8 @@ let schemas = 0;
 
 /** Starts a server (a second try on another port if the first one's was taken meanwhile). */
 export async function startPostgres(): Promise<Postgres> {
-  const start = path.join(SHARED_TESTING, 'pg-start.sh');
-  const stopScript = path.join(SHARED_TESTING, 'pg-stop.sh');
-  await access(start, constants.R_OK).catch((error: unknown) => {
-    throw new Error(`${start} is missing: the PostgreSQL tests start their server with the shared recipe (../shared beside the repository)`, { cause: error });
-  });
+  const start = await sharedKit('testing', 'pg-start.sh');
+  const stopScript = await sharedKit('testing', 'pg-stop.sh');
   await access(PG_CTL, constants.X_OK).catch((error: unknown) => {
     throw new Error(`PostgreSQL 15 is not installed (${PG_CTL}); scripts/install-deps.sh installs it`, { cause: error });
   });

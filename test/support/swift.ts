@@ -4,12 +4,10 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { sharedKit } from './shared-kit.js';
 import { makeTempDir, removeDir } from './temp.js';
 
-/** The shared recipes, beside the repository (as CI lays them out). */
-const SCRIPTS = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'shared', 'testing');
 /** swift-start.sh's fixed account: tempauth's test:tester. */
 export const SWIFT_ACCESS_KEY = 'test:tester';
 export const SWIFT_SECRET_KEY = 'testing';
@@ -76,9 +74,10 @@ async function freePortBlock(): Promise<number> {
   throw new Error('no block of five free ports found');
 }
 
-function run(script: string, args: string[]): Promise<{ code: number | null; output: string }> {
+async function run(script: string, args: string[]): Promise<{ code: number | null; output: string }> {
+  const file = await sharedKit('testing', script);
   return new Promise((resolve, reject) => {
-    const child = spawn('bash', [path.join(SCRIPTS, script), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('bash', [file, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let output = '';
     child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
     child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
