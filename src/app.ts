@@ -19,6 +19,9 @@ import { UpstreamClient } from './mirror/upstream-client.js';
 import { UpstreamRouter, type Upstream } from './mirror/upstream-router.js';
 import { BufferBudget } from './memory/buffer-budget.js';
 import { LocalRegistry } from './registry/local-registry.js';
+import { HostedRepositories } from './registry/hosted.js';
+import { UploadSessions } from './registry/uploads.js';
+import { RepositoryPolicy } from './mirror/repository-policy.js';
 import { DataDirectoryLock } from './store/data-directory-lock.js';
 import { V1Layout } from './store/layout.js';
 import type { ObjectStore } from './store/object-store.js';
@@ -112,9 +115,12 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
     logger,
   );
   const prefetcher: Prefetcher = new Prefetcher(mirror, local, router, settings.prefetch, metrics, logger);
+  const uploads = new UploadSessions(local, { maxBytes: settings.limits.uploadSize, maxSessions: settings.limits.uploadSessions, idleMs: settings.timeouts.uploadIdle });
+  const hosted = new HostedRepositories(local, uploads, { deleteEnabled: settings.hosted.deleteEnabled, mountWithoutSource: settings.auth === undefined });
+  const policy = new RepositoryPolicy(router, mirror, hosted, settings.hosted.globs);
   // Loaded only when configured: an instance without auth does not carry its modules (jose, bcryptjs).
   const authSetup = settings.auth === undefined ? undefined : await import('./http/auth-setup.js');
-  const gate = settings.auth === undefined || authSetup === undefined ? undefined : await authSetup.createAuthGate(settings.auth, dataDir, router, logger);
+  const gate = settings.auth === undefined || authSetup === undefined ? undefined : await authSetup.createAuthGate(settings.auth, dataDir, policy, logger);
   const v1 = settings.v1.enabled ? createV1Mirror(settings, store, meta, metrics, budget, logger) : undefined;
   let accepting = true;
   // Registry names only: an upstream's URL may be an internal address.
@@ -134,8 +140,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
   const inFlight = new InFlightRequests();
   const adminListen = settings.adminListen;
   const app = buildServer({
-    mirror,
-    router,
+    content: { policy, catalog: (page) => mirror.catalog(page, router.defaultRegistry) },
     metrics,
     logger,
     ready,
@@ -186,6 +191,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
       await admin?.close();
       prefetcher.stop();
       await mirror.abortFills(new Error('shutting down'));
+      await uploads.close();
       await evictor.close();
       await collector.close();
       await v1?.close(new Error('shutting down'));

@@ -109,6 +109,8 @@ export async function planEviction(source: EvictionSource, input: EvictionInput,
     plan.images.push(planned);
     if (image.lastAccess >= input.inUseSince) plan.inUseEvicted += 1;
     for (const { entry, roots: reaching } of image.reaches) {
+      // Kept content reached from an evicted image (a hosted repository's blob a mirrored image shares) stays.
+      if (input.pinned.has(entry.digest)) continue;
       if (reaching.size > 1) {
         const left = (retainedRoots.get(entry.digest) ?? reaching.size) - 1;
         retainedRoots.set(entry.digest, left);

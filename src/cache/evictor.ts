@@ -9,6 +9,7 @@ import type { Digest } from '../oci/digest.js';
 import type { LocalRegistry } from '../registry/local-registry.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { planEviction } from './eviction-plan.js';
+import { keptContent } from './kept-content.js';
 
 /** Eviction brings the cache down to this share of cache.maxSize (the low watermark), so it does not run on every fill. */
 export const LOW_WATERMARK = 0.9;
@@ -49,7 +50,7 @@ export interface EvictionReport {
 
 export interface EvictorOptions {
   dataDir: string;
-  /** Roots never evicted (pinned images). */
+  /** Roots never evicted (pinned images); what hosted repositories hold is never evicted either. */
   pinned: () => ReadonlySet<Digest>;
   log: { info(fields: object, message: string): void; warn(fields: object, message: string): void; error(fields: object, message: string): void };
   now?: () => number;
@@ -176,7 +177,7 @@ export class CacheEvictor {
     await meta.flushAccess();
     const readBefore = this.now();
     const plan = await planEviction(meta, {
-      pinned: this.options.pinned(),
+      pinned: await keptContent(this.local.meta, this.options.pinned()),
       heldBytes,
       targetBytes,
       inUseSince: readBefore - this.bounds.inUseWindowMs,

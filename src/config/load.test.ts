@@ -28,8 +28,9 @@ const DEFAULT_TIMEOUTS: Settings['timeouts'] = {
   fill: 1_800_000,
   clientIdle: 60_000,
   shutdownGrace: 30_000,
+  uploadIdle: 3_600_000,
 };
-const DEFAULT_LIMITS = { uploadSize: 10 * 1024 ** 3, sendBuffers: 64 * 1024 ** 2 };
+const DEFAULT_LIMITS = { uploadSize: 10 * 1024 ** 3, sendBuffers: 64 * 1024 ** 2, uploadSessions: 1_000 };
 const DEFAULT_CACHE_BOUND: Settings['cacheBound'] = { maxSizeBytes: undefined, minFreeSpace: { percent: 5 }, inUseWindowMs: 60_000, maxAgeMs: undefined };
 const DEFAULT_GC: Settings['gc'] = { intervalMs: 3_600_000, graceMs: 3_600_000 };
 const DEFAULT_PREFETCH: Settings['prefetch'] = { intervalMs: 3_600_000, platforms: [], images: [] };
@@ -81,6 +82,7 @@ describe('loadSettings: defaults', () => {
       storage: { driver: 'fs' },
       logLevel: 'info',
       upstreams: [],
+      hosted: { globs: [], deleteEnabled: true },
       v1: DEFAULT_V1,
       offload: { xAccelRedirect: undefined },
       circuit: DEFAULT_CIRCUIT,
@@ -159,9 +161,14 @@ timeouts:
   fill: 1h
   clientIdle: 2m
   shutdownGrace: 500ms
+  uploadIdle: 10m
 limits:
   uploadSize: 2GiB
   sendBuffers: 16MiB
+  uploadSessions: 50
+hosted: [team/**, internal/*]
+delete:
+  enabled: false
 admin:
   listen: 127.0.0.1:9090
 offload:
@@ -199,8 +206,9 @@ upstreams:
       v1: DEFAULT_V1,
       offload: { xAccelRedirect: '/_regmirror_data' },
       circuit: DEFAULT_CIRCUIT,
-      timeouts: { connect: 2_000, responseHeaders: 45_000, bodyIdle: 90_000, manifest: 20_000, fill: 3_600_000, clientIdle: 120_000, shutdownGrace: 500 },
-      limits: { uploadSize: 2 * 1024 ** 3, sendBuffers: 16 * 1024 ** 2 },
+      timeouts: { connect: 2_000, responseHeaders: 45_000, bodyIdle: 90_000, manifest: 20_000, fill: 3_600_000, clientIdle: 120_000, shutdownGrace: 500, uploadIdle: 600_000 },
+      limits: { uploadSize: 2 * 1024 ** 3, sendBuffers: 16 * 1024 ** 2, uploadSessions: 50 },
+      hosted: { globs: ['team/**', 'internal/*'], deleteEnabled: false },
       notFoundTtlMs: 10_000,
       cacheBound: DEFAULT_CACHE_BOUND,
       auth: undefined,
@@ -305,6 +313,10 @@ upstreams:
         REGMIRROR_TIMEOUTS_SHUTDOWN_GRACE: '5s',
         REGMIRROR_TIMEOUTS_MANIFEST: '8s',
         REGMIRROR_TIMEOUTS_CLIENT_IDLE: '9s',
+        REGMIRROR_TIMEOUTS_UPLOAD_IDLE: '11s',
+        REGMIRROR_LIMITS_UPLOAD_SESSIONS: '12',
+        REGMIRROR_HOSTED: 'team/** internal/*',
+        REGMIRROR_DELETE_ENABLED: 'false',
         REGMIRROR_CACHE_TAG_FRESHNESS: '6s',
         REGMIRROR_CACHE_MAX_STALENESS: '7s',
         REGMIRROR_CACHE_NOT_FOUND_TTL: '10s',
@@ -314,9 +326,10 @@ upstreams:
         REGMIRROR_UPSTREAMS: 'https://ghcr.io',
       },
     );
-    assert.deepEqual(settings.timeouts, { connect: 1_000, responseHeaders: 2_000, bodyIdle: 3_000, manifest: 8_000, fill: 4_000, clientIdle: 9_000, shutdownGrace: 5_000 });
+    assert.deepEqual(settings.timeouts, { connect: 1_000, responseHeaders: 2_000, bodyIdle: 3_000, manifest: 8_000, fill: 4_000, clientIdle: 9_000, shutdownGrace: 5_000, uploadIdle: 11_000 });
     assert.equal(settings.notFoundTtlMs, 10_000);
-    assert.deepEqual(settings.limits, { uploadSize: 1024 * 1024, sendBuffers: 2 * 1024 * 1024 });
+    assert.deepEqual(settings.limits, { uploadSize: 1024 * 1024, sendBuffers: 2 * 1024 * 1024, uploadSessions: 12 });
+    assert.deepEqual(settings.hosted, { globs: ['team/**', 'internal/*'], deleteEnabled: false });
     assert.deepEqual(settings.adminListen, { host: '127.0.0.1', port: 9091 });
     assert.equal(settings.upstreams[0]?.tagFreshnessMs, 6_000);
     assert.equal(settings.upstreams[0]?.maxStalenessMs, 7_000);

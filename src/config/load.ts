@@ -82,6 +82,8 @@ export interface Settings {
   logLevel: Config['log']['level'];
   /** The first is the default upstream; empty for a plain registry. */
   upstreams: UpstreamSettings[];
+  /** Repositories served here alone (globs; with no upstream, every one), and whether clients may delete there. */
+  hosted: { globs: string[]; deleteEnabled: boolean };
   v1: V1Settings;
   offload: OffloadSettings;
   circuit: Config['circuit'];
@@ -153,6 +155,8 @@ const ENVIRONMENT_KEYS: ReadonlyArray<readonly [string, readonly string[]]> = [
   ['REGMIRROR_PREFETCH_INTERVAL', ['prefetch', 'interval']],
   ['REGMIRROR_LIMITS_UPLOAD_SIZE', ['limits', 'uploadSize']],
   ['REGMIRROR_LIMITS_SEND_BUFFERS', ['limits', 'sendBuffers']],
+  ['REGMIRROR_LIMITS_UPLOAD_SESSIONS', ['limits', 'uploadSessions']],
+  ['REGMIRROR_DELETE_ENABLED', ['delete', 'enabled']],
   ['REGMIRROR_ADMIN_LISTEN', ['admin', 'listen']],
   ['REGMIRROR_TLS_CERTIFICATE', ['tls', 'certificate']],
   ['REGMIRROR_TLS_KEY', ['tls', 'key']],
@@ -168,6 +172,7 @@ const ENVIRONMENT_KEYS: ReadonlyArray<readonly [string, readonly string[]]> = [
   ['REGMIRROR_TIMEOUTS_FILL', ['timeouts', 'fill']],
   ['REGMIRROR_TIMEOUTS_CLIENT_IDLE', ['timeouts', 'clientIdle']],
   ['REGMIRROR_TIMEOUTS_SHUTDOWN_GRACE', ['timeouts', 'shutdownGrace']],
+  ['REGMIRROR_TIMEOUTS_UPLOAD_IDLE', ['timeouts', 'uploadIdle']],
   ['REGMIRROR_METADATA_DRIVER', ['metadata', 'driver']],
   ['REGMIRROR_METADATA_URL', ['metadata', 'url']],
   ['REGMIRROR_METADATA_PASSWORD_ENV', ['metadata', 'passwordEnv']],
@@ -180,6 +185,7 @@ const ENVIRONMENT_UPSTREAMS = 'REGMIRROR_UPSTREAMS';
 const ENVIRONMENT_LISTS: ReadonlyArray<readonly [string, readonly string[]]> = [
   ['REGMIRROR_PREFETCH_PLATFORMS', ['prefetch', 'platforms']],
   ['REGMIRROR_PREFETCH_IMAGES', ['prefetch', 'images']],
+  ['REGMIRROR_HOSTED', ['hosted']],
 ];
 
 export function loadSettings(flags: ConfigFlags, environment: NodeJS.ProcessEnv = process.env): LoadedSettings {
@@ -323,6 +329,7 @@ function resolveSettings(config: Config, environment: NodeJS.ProcessEnv): Settin
     storage,
     logLevel: config.log.level,
     upstreams,
+    hosted: { globs: config.hosted, deleteEnabled: config.delete.enabled },
     v1: resolveV1(config.v1, environment),
     offload: { xAccelRedirect: config.offload.xAccelRedirect?.replace(/\/+$/, '') },
     circuit: config.circuit,

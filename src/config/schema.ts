@@ -263,6 +263,10 @@ export const configSchema = z
           .strict(),
       )
       .default([]),
+    /** Repositories served here alone — pushed to, pulled from, deleted from; never proxied, never evicted — by name glob. */
+    hosted: z.array(z.string().regex(/^[a-z0-9*._/-]+$/, 'expected a glob over repository names, e.g. team/** or internal/*')).default([]),
+    /** Deletes of manifests, tags and blobs in hosted repositories. */
+    delete: z.object({ enabled: flag.default(true) }).strict().default({ enabled: true }),
     /** Online garbage collection of what no tag, pin or recent read holds. */
     gc: z
       .object({ interval: duration.default(3_600_000), grace: duration.default(3_600_000) })
@@ -292,9 +296,14 @@ export const configSchema = z
       .default({}),
     /** Bounds on what a client may make the mirror do. */
     limits: z
-      .object({ uploadSize: size.default(10 * 1024 ** 3), sendBuffers: size.default(64 * 1024 ** 2) })
+      .object({
+        uploadSize: size.default(10 * 1024 ** 3),
+        sendBuffers: size.default(64 * 1024 ** 2),
+        /** Blob upload sessions open at once (each holds a temporary file). */
+        uploadSessions: z.coerce.number().int().min(1).max(100_000).default(1_000),
+      })
       .strict()
-      .default({ uploadSize: 10 * 1024 ** 3, sendBuffers: 64 * 1024 ** 2 }),
+      .default({ uploadSize: 10 * 1024 ** 3, sendBuffers: 64 * 1024 ** 2, uploadSessions: 1_000 }),
     /** A listener of its own for /metrics and /_regmirror/* (then not served on the registry's listener). */
     admin: z.object({ listen: z.string().optional() }).strict().default({}),
     /** TLS on the listeners (both or neither of certificate and key); none: plain http. */
@@ -317,9 +326,12 @@ export const configSchema = z
         fill: duration.default(1_800_000),
         clientIdle: duration.default(60_000),
         shutdownGrace: duration.default(30_000),
+        /** A blob upload session no request touches for this long is cancelled and its temporary removed. */
+        uploadIdle: duration.default(3_600_000),
       })
       .strict()
-      .default({ connect: 10_000, responseHeaders: 30_000, bodyIdle: 60_000, manifest: 30_000, fill: 1_800_000, clientIdle: 60_000, shutdownGrace: 30_000 }),
+      .refine((timeouts) => timeouts.uploadIdle >= 1_000, { path: ['uploadIdle'], message: 'must be at least 1s' })
+      .default({ connect: 10_000, responseHeaders: 30_000, bodyIdle: 60_000, manifest: 30_000, fill: 1_800_000, clientIdle: 60_000, shutdownGrace: 30_000, uploadIdle: 3_600_000 }),
   })
   .strict();
 

@@ -9,13 +9,12 @@ import { HtpasswdFile } from '../auth/htpasswd.js';
 import { loadSigningKey, TokenIssuer } from '../auth/tokens.js';
 import { ConfigError } from '../config/config-error.js';
 import type { Settings } from '../config/load.js';
-import type { UpstreamRouter } from '../mirror/upstream-router.js';
+import type { RepositoryPolicy } from '../mirror/repository-policy.js';
 import type { V1Mirror } from '../v1/mirror.js';
 import { AuthGate } from './auth-gate.js';
 import { V1AuthGuard } from './v1-auth.js';
-import { catalogNameOf } from './v2-routes.js';
 
-export async function createAuthGate(auth: NonNullable<Settings['auth']>, dataDir: string, router: UpstreamRouter, log: Logger): Promise<AuthGate> {
+export async function createAuthGate(auth: NonNullable<Settings['auth']>, dataDir: string, policy: RepositoryPolicy, log: Logger): Promise<AuthGate> {
   const file = auth.htpasswd;
   const htpasswd =
     file === undefined
@@ -42,8 +41,8 @@ export async function createAuthGate(auth: NonNullable<Settings['auth']>, dataDi
     failedLogins: auth.failedLogins,
     resolve: (name) => {
       try {
-        const target = router.pick(name);
-        return { catalogName: catalogNameOf(target, router.defaultRegistry), privateUpstream: target.upstream?.settings.private === true };
+        const resolved = policy.resolve(name, {});
+        return { catalogName: resolved.catalogName, privateUpstream: resolved.private };
       } catch {
         return undefined;
       }

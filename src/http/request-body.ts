@@ -4,6 +4,7 @@
 // of a blob). Past a limit the client is cut off.
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { FastifyInstance } from 'fastify';
 
 /**
  * A body no route reads (a GET's, a refused push's rest) is discarded up to this many bytes; past it the client is
@@ -62,4 +63,16 @@ export function refuseRestOfBody(request: IncomingMessage, response: ServerRespo
 export function hasBody(request: IncomingMessage): boolean {
   const length = request.headers['content-length'];
   return (length !== undefined && length !== '0') || request.headers['transfer-encoding'] !== undefined;
+}
+
+/**
+ * A scope's body handling: the bodies of `methods` stay unread in request.raw for the route to stream (uploads,
+ * pushes); any other method's body is discarded. No parser (JSON or text) runs, so none answers before the route.
+ */
+export function streamBodiesOf(scope: FastifyInstance, methods: readonly string[]): void {
+  scope.removeAllContentTypeParsers();
+  scope.addContentTypeParser('*', (request, payload, parsed) => {
+    if (!methods.includes(request.method)) discardBody(payload);
+    parsed(null);
+  });
 }

@@ -5,8 +5,6 @@
 import { createServer, type RequestListener, type Server } from 'node:http';
 import { createServer as createHttpsServer, type ServerOptions as HttpsServerOptions } from 'node:https';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import type { Mirror } from '../mirror/mirror.js';
-import type { UpstreamRouter } from '../mirror/upstream-router.js';
 import { RegistryError } from '../registry/errors.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { describeRequest, factsOf } from './request-context.js';
@@ -17,7 +15,7 @@ import { V1Error } from '../v1/errors.js';
 import { sendV1Error, toV1Error } from './v1-errors.js';
 import { isV1Url, registerV1Routes, type V1RouteOptions } from './v1-routes.js';
 import type { AuthGate } from './auth-gate.js';
-import { registerV2Routes, type V2RouteOptions } from './v2-routes.js';
+import { registerV2Routes, type V2Content, type V2RouteOptions } from './v2-routes.js';
 import { dropHandshakesOnClose } from './tls.js';
 import { errorHandler, internalError, sendRegistryError, toRegistryError } from './wire-errors.js';
 
@@ -25,8 +23,8 @@ import { errorHandler, internalError, sendRegistryError, toRegistryError } from 
 const KEEP_ALIVE_TIMEOUT_MS = 72_000;
 
 export interface ServerParts {
-  mirror: Mirror;
-  router: UpstreamRouter;
+  /** The v2 API's repositories (hosted and mirrored) and its catalog. */
+  content: V2Content;
   metrics: Metrics;
   logger: FastifyBaseLogger;
   /** Whether the process is ready to serve (storage open, not shutting down). */
@@ -154,7 +152,7 @@ export function buildServer(parts: ServerParts): FastifyInstance {
   registerHealthRoutes(app, parts);
   if (parts.adminRoutes) registerAdminRoutes(app, parts);
   parts.gate?.registerTokenRoute(app);
-  registerV2Routes(app, parts.mirror, parts.router, { ...parts.v2, gate: parts.gate });
+  registerV2Routes(app, parts.content, { ...parts.v2, gate: parts.gate });
   if (parts.v1 !== undefined) registerV1Routes(app, parts.v1);
   return app;
 }

@@ -11,7 +11,7 @@ import type { ImageJsonAnswer, SourceContext, V1Mirror } from '../v1/mirror.js';
 import { forwardedHeaders, SOURCE_NAME } from '../v1/source-client.js';
 import type { CacheOutcome } from '../telemetry/metrics.js';
 import type { V1RepositoryName } from '../store/layout.js';
-import { bodyChunks, discardBody } from './request-body.js';
+import { bodyChunks, streamBodiesOf } from './request-body.js';
 import { describeRequest } from './request-context.js';
 import type { V1Admission, V1AuthGuard } from './v1-auth.js';
 import { NO_CACHE_HEADERS, v1ErrorHandler } from './v1-errors.js';
@@ -55,13 +55,8 @@ export function registerV1Routes(app: FastifyInstance, options: V1RouteOptions):
 
   // An encapsulated scope: its own body handling and error writer, leaving the v2 routes as they are.
   void app.register((scope, _options, done) => {
-    scope.removeAllContentTypeParsers();
-    // Bodies of writes stay unread in request.raw: layers stream from it, JSON is read with a limit. No other
-    // method reads one: it is discarded (see request-body.ts).
-    scope.addContentTypeParser('*', (request, payload, parsed) => {
-      if (request.method !== 'PUT' && request.method !== 'POST') discardBody(payload);
-      parsed(null);
-    });
+    // Bodies of writes stay unread in request.raw: layers stream from it, JSON is read with a limit.
+    streamBodiesOf(scope, ['PUT', 'POST']);
     scope.setErrorHandler(v1ErrorHandler);
     scope.route({ method: [...ALL_METHODS], url: '/_ping', handler });
     scope.route({ method: [...ALL_METHODS], url: '/v1/*', handler });

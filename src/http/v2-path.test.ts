@@ -32,10 +32,10 @@ describe('parseV2Path: routes', () => {
     { path: '/v2/a/tags/tags/list', expected: { kind: 'tags', name: 'a/tags' } },
     { path: `/v2/a/blobs/${DIGEST}`, expected: { kind: 'blob', name: 'a', digest: DIGEST } },
     { path: `/v2/x/y/z/blobs/${DIGEST}`, expected: { kind: 'blob', name: 'x/y/z', digest: DIGEST } },
-    { path: '/v2/a/blobs/uploads/', expected: { kind: 'upload', name: 'a' } },
-    { path: '/v2/a/blobs/uploads', expected: { kind: 'upload', name: 'a' } },
-    { path: '/v2/a/blobs/uploads/6d8a4e2c-3f1b-4c59-9a57-0a1b2c3d4e5f', expected: { kind: 'upload', name: 'a' } },
-    { path: '/v2/org/app/blobs/uploads/uuid', expected: { kind: 'upload', name: 'org/app' } },
+    { path: '/v2/a/blobs/uploads/', expected: { kind: 'upload', name: 'a', session: undefined } },
+    { path: '/v2/a/blobs/uploads', expected: { kind: 'upload', name: 'a', session: undefined } },
+    { path: '/v2/a/blobs/uploads/6d8a4e2c-3f1b-4c59-9a57-0a1b2c3d4e5f', expected: { kind: 'upload', name: 'a', session: '6d8a4e2c-3f1b-4c59-9a57-0a1b2c3d4e5f' } },
+    { path: '/v2/org/app/blobs/uploads/uuid', expected: { kind: 'upload', name: 'org/app', session: 'uuid' } },
     { path: `/v2/a/referrers/${DIGEST}`, expected: { kind: 'referrers', name: 'a', digest: DIGEST } },
     { path: `/v2/a/b/referrers/${DIGEST}`, expected: { kind: 'referrers', name: 'a/b', digest: DIGEST } },
   ];
@@ -131,6 +131,20 @@ describe('parseV2Path: invalid input', () => {
       );
     });
   }
+
+  it('refuses a push to a tag that fails the grammar as TAG_INVALID (400), a delete of one as unknown (404)', () => {
+    for (const [method, code, status] of [
+      ['PUT', 'TAG_INVALID', 400],
+      ['DELETE', 'MANIFEST_UNKNOWN', 404],
+      ['HEAD', 'MANIFEST_UNKNOWN', 404],
+    ] as const) {
+      assert.throws(
+        () => parseV2Path('/v2/a/manifests/.INVALID_MANIFEST_NAME', method),
+        (error: unknown) => error instanceof RegistryError && error.code === code && error.status === status,
+        method,
+      );
+    }
+  });
 
   it('keeps the echoed name short in the detail', () => {
     try {

@@ -4,20 +4,24 @@
 import { parseDigest, type Digest } from '../oci/digest.js';
 import { isValidRepositoryName, isValidTag, MAX_NAME_LENGTH } from '../oci/name.js';
 import { RegistryError } from '../registry/errors.js';
+import type { Reference } from '../registry/content-service.js';
 
-export type Reference = { kind: 'tag'; tag: string } | { kind: 'digest'; digest: Digest };
 
 export type V2Route =
   | { kind: 'base' }
   | { kind: 'catalog' }
   | { kind: 'manifest'; name: string; reference: Reference }
   | { kind: 'blob'; name: string; digest: Digest }
-  | { kind: 'upload'; name: string }
+  /** `/blobs/uploads/` (a new upload) or `/blobs/uploads/<session>` (one in progress). */
+  | { kind: 'upload'; name: string; session: string | undefined }
   | { kind: 'tags'; name: string }
   | { kind: 'referrers'; name: string; digest: Digest };
 
-/** `path` is the raw request path without the query, still percent-encoded. */
-export function parseV2Path(path: string): V2Route | undefined {
+/**
+ * `path` is the raw request path without the query, still percent-encoded. `method` decides what a tag that fails
+ * the grammar is: a manifest nobody can pull (404), or a push the spec refuses (400 TAG_INVALID).
+ */
+export function parseV2Path(path: string, method = 'GET'): V2Route | undefined {
   if (path === '/v2' || path === '/v2/') return { kind: 'base' };
   if (!path.startsWith('/v2/')) return undefined;
   const rest = path.slice('/v2/'.length);
@@ -30,11 +34,12 @@ export function parseV2Path(path: string): V2Route | undefined {
     return { kind: 'tags', name: repositoryName(segments.slice(0, -2)) };
   }
   if (count >= 3 && beforeLast === 'manifests') {
-    return { kind: 'manifest', name: repositoryName(segments.slice(0, -2)), reference: parseReference(last) };
+    return { kind: 'manifest', name: repositoryName(segments.slice(0, -2)), reference: parseReference(last, method) };
   }
   const uploads = segments.lastIndexOf('uploads');
   if (uploads >= 2 && segments[uploads - 1] === 'blobs' && count - uploads <= 2) {
-    return { kind: 'upload', name: repositoryName(segments.slice(0, uploads - 1)) };
+    const session = segments[uploads + 1];
+    return { kind: 'upload', name: repositoryName(segments.slice(0, uploads - 1)), session: session === undefined || session === '' ? undefined : session };
   }
   if (count >= 3 && beforeLast === 'blobs') {
     return { kind: 'blob', name: repositoryName(segments.slice(0, -2)), digest: requireDigest(last) };
@@ -58,12 +63,15 @@ function repositoryName(segments: string[]): string {
 
 /**
  * A tag that fails the grammar names no manifest: 404 MANIFEST_UNKNOWN, as the distribution spec (and its
- * conformance suite's `.INVALID_MANIFEST_NAME`) asks of a pull. A push to such a tag would be TAG_INVALID (400);
- * this mirror takes no pushes yet.
+ * conformance suite's `.INVALID_MANIFEST_NAME`) asks of a pull or a delete; a push to it is TAG_INVALID (400).
  */
-function parseReference(text: string): Reference {
+function parseReference(text: string, method: string): Reference {
   if (text.includes(':')) return { kind: 'digest', digest: requireDigest(text) };
-  if (!isValidTag(text)) throw new RegistryError('MANIFEST_UNKNOWN', { message: 'manifest unknown: not a valid tag', detail: { tag: text.slice(0, 200) } });
+  if (!isValidTag(text)) {
+    const detail = { tag: text.slice(0, 200) };
+    if (method === 'PUT') throw new RegistryError('TAG_INVALID', { message: 'not a valid tag', detail });
+    throw new RegistryError('MANIFEST_UNKNOWN', { message: 'manifest unknown: not a valid tag', detail });
+  }
   return { kind: 'tag', tag: text };
 }
 

@@ -485,6 +485,50 @@ export function metadataStoreConformance(name: string, makeStore: () => Promise<
         assert.equal(await store.holdsContent(ALPINE_HUB, image.digest), false);
         assert.equal(await store.holdsContent(ALPINE_HUB, digest('layer')), false);
       });
+
+      it('unlinks content from one repository with that repository’s tags pointing at it, and keeps the rest', async () => {
+        await store.putManifest(image, T0, { references: [{ digest: digest('layer'), role: 'layer' }], holder: LOCAL_APP });
+        await store.linkContent(ALPINE_HUB, image.digest, T0);
+        await store.putTag(LOCAL_APP, 'v1', { digest: image.digest, fetchedAt: T0 });
+        await store.putTag(LOCAL_APP, 'v2', { digest: image.digest, fetchedAt: T0 });
+        await store.putTag(LOCAL_APP, 'other', { digest: digest('other'), fetchedAt: T0 });
+        await store.putTag(ALPINE_HUB, 'v1', { digest: image.digest, fetchedAt: T0 });
+        assert.equal(await store.unlinkContent(LOCAL_APP, image.digest), true);
+        assert.equal(await store.unlinkContent(LOCAL_APP, image.digest), false, 'no longer held');
+        assert.equal(await store.holdsContent(LOCAL_APP, image.digest), false);
+        assert.equal(await store.holdsContent(ALPINE_HUB, image.digest), true, 'another repository still holds it');
+        assert.deepEqual(await store.listTags(LOCAL_APP, { limit: 10 }), ['other']);
+        assert.deepEqual(await store.listTags(ALPINE_HUB, { limit: 10 }), ['v1']);
+        assert.deepEqual(await store.getManifest(image.digest), image, 'the content stays, for GC');
+        assert.deepEqual(await store.referencesOf(image.digest), [{ digest: digest('layer'), role: 'layer' }]);
+      });
+
+      it('lists what the repositories of one registry hold, each digest once', async () => {
+        await store.putBlob(digest('hosted layer'), 10, T0, LOCAL_APP);
+        await store.linkContent({ registry: '', name: 'team/other' }, digest('hosted layer'), T0);
+        await store.putManifest(image, T0, { references: [], holder: LOCAL_APP });
+        await store.putBlob(digest('mirrored layer'), 10, T0, ALPINE_HUB);
+        assert.deepEqual((await store.contentHeldByRegistry('')).sort(), [digest('hosted layer'), image.digest].sort());
+        assert.deepEqual(await store.contentHeldByRegistry('docker.io'), [digest('mirrored layer')]);
+        assert.deepEqual(await store.contentHeldByRegistry('quay.io'), []);
+      });
+
+      it('finds the referrers of a subject, recorded or not, and not what merely references it', async () => {
+        const OCI_TYPE = 'application/vnd.oci.image.manifest.v1+json';
+        const subject = digest('subject');
+        await store.putManifest({ digest: digest('signature b'), mediaType: OCI_TYPE, size: 5 }, T0, { references: [{ digest: subject, role: 'subject' }] });
+        await store.putManifest({ digest: digest('signature a'), mediaType: OCI_TYPE, size: 5 }, T0, {
+          references: [
+            { digest: digest('config'), role: 'config' },
+            { digest: subject, role: 'subject' },
+          ],
+        });
+        await store.putManifest({ digest: digest('index'), mediaType: OCI_TYPE, size: 5 }, T0, { references: [{ digest: subject, role: 'manifest' }] });
+        assert.deepEqual(await store.referrersOf(subject), [digest('signature a'), digest('signature b')].sort());
+        assert.deepEqual(await store.referrersOf(digest('config')), []);
+        await store.deleteManifest(digest('signature b'));
+        assert.deepEqual(await store.referrersOf(subject), [digest('signature a')]);
+      });
     });
 
     describe('the graph in last-read order (eviction)', () => {

@@ -136,6 +136,15 @@ export interface MetadataStore {
   holdsContent(repository: RepositoryRef, digest: Digest): Promise<boolean>;
   /** Records that a repository holds content already stored (its upstream confirmed it, or a tag there points at it). */
   linkContent(repository: RepositoryRef, digest: Digest, now: number): Promise<void>;
+  /**
+   * Forgets that a repository holds a manifest or blob, with that repository's tags pointing at it (a delete in a
+   * hosted repository); whether it held it. The content itself stays, for GC to collect once nothing holds it.
+   */
+  unlinkContent(repository: RepositoryRef, digest: Digest): Promise<boolean>;
+  /** Every digest some repository of `registry` holds ('': the hosted repositories), which eviction and GC keep. */
+  contentHeldByRegistry(registry: string): Promise<Digest[]>;
+  /** The recorded manifests whose `subject` is this digest, in digest order (the referrers of a hosted manifest). */
+  referrersOf(subject: Digest): Promise<Digest[]>;
   /** Forgets a manifest, its references and its repositories' links (a damaged file); tags stay, and refetch it. */
   deleteManifest(digest: Digest): Promise<void>;
   /** Manifest records in digest order, a page at a time (for verify). */

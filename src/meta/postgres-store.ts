@@ -325,6 +325,11 @@ const SQL = {
     ORDER BY position`,
   holdersOf: "SELECT DISTINCT r.parent AS digest, m.holders FROM content_references r JOIN manifests m ON m.digest = r.parent WHERE r.child = $1 AND r.role <> 'subject'",
   taggedDigests: 'SELECT DISTINCT digest FROM tags',
+  // One statement: the repository's tags pointing at it go with the link.
+  unlinkContent:
+    'WITH untagged AS (DELETE FROM tags WHERE registry = $1 AND repository = $2 AND digest = $3) DELETE FROM repository_content WHERE registry = $1 AND repository = $2 AND digest = $3 RETURNING 1 AS found',
+  contentHeldByRegistry: 'SELECT DISTINCT digest FROM repository_content WHERE registry = $1',
+  referrersOf: "SELECT DISTINCT parent FROM content_references WHERE child = $1 AND role = 'subject' ORDER BY parent",
   removeContent:
     'SELECT removed_kind, removed_digest, removed_size FROM regmirror_remove_content($1::text[], $2::text[], $3::bigint, $4::text[], $5::bigint[], $6::text[], $7::bigint[])',
   getTag: 'SELECT digest, fetched_at FROM tags WHERE registry = $1 AND repository = $2 AND tag = $3',
@@ -615,6 +620,18 @@ export class PostgresMetadataStore implements MetadataStore {
 
   async holdsContent(repository: RepositoryRef, digest: Digest): Promise<boolean> {
     return (await this.run('holdsContent', SQL.holdsContent, [repository.registry, repository.name, digest])).length > 0;
+  }
+
+  async unlinkContent(repository: RepositoryRef, digest: Digest): Promise<boolean> {
+    return (await this.run('unlinkContent', SQL.unlinkContent, [repository.registry, repository.name, digest])).length > 0;
+  }
+
+  async contentHeldByRegistry(registry: string): Promise<Digest[]> {
+    return (await this.run<{ digest: string }>('contentHeldByRegistry', SQL.contentHeldByRegistry, [registry])).map((row) => row.digest as Digest);
+  }
+
+  async referrersOf(subject: Digest): Promise<Digest[]> {
+    return (await this.run<{ parent: string }>('referrersOf', SQL.referrersOf, [subject])).map((row) => row.parent as Digest);
   }
 
   async deleteManifest(digest: Digest): Promise<void> {

@@ -269,7 +269,11 @@ export class SqliteMetadataStore implements MetadataStore {
         "SELECT DISTINCT r.parent AS digest, m.holders AS holders FROM content_references r JOIN manifests m ON m.digest = r.parent WHERE r.child = ? AND r.role != 'subject'",
       ),
       deleteManifest: this.db.prepare('DELETE FROM manifests WHERE digest = ?'),
-      unlinkContent: this.db.prepare('DELETE FROM repository_content WHERE digest = ?'),
+      unlinkEverywhere: this.db.prepare('DELETE FROM repository_content WHERE digest = ?'),
+      unlinkFromRepository: this.db.prepare('DELETE FROM repository_content WHERE registry = ? AND repository = ? AND digest = ?'),
+      deleteRepositoryTagsOf: this.db.prepare('DELETE FROM tags WHERE registry = ? AND repository = ? AND digest = ?'),
+      contentHeldByRegistry: this.db.prepare<[string], { digest: string }>('SELECT DISTINCT digest FROM repository_content WHERE registry = ?'),
+      referrersOf: this.db.prepare<[string], { parent: string }>("SELECT DISTINCT parent FROM content_references WHERE child = ? AND role = 'subject' ORDER BY parent"),
       deleteTagsOf: this.db.prepare('DELETE FROM tags WHERE digest = ?'),
       taggedDigests: this.db.prepare<[], { digest: string }>('SELECT DISTINCT digest FROM tags'),
       // A subject does not hold its target (a signature does not keep the image it signs).
@@ -555,6 +559,24 @@ export class SqliteMetadataStore implements MetadataStore {
     return this.guard('holdsContent', () => this.statements.holdsContent.get(repository.registry, repository.name, digest) !== undefined);
   }
 
+  unlinkContent(repository: RepositoryRef, digest: Digest): Promise<boolean> {
+    return this.guard(
+      'unlinkContent',
+      this.db.transaction(() => {
+        this.statements.deleteRepositoryTagsOf.run(repository.registry, repository.name, digest);
+        return this.statements.unlinkFromRepository.run(repository.registry, repository.name, digest).changes > 0;
+      }),
+    );
+  }
+
+  contentHeldByRegistry(registry: string): Promise<Digest[]> {
+    return this.guard('contentHeldByRegistry', () => this.statements.contentHeldByRegistry.all(registry).map((row) => row.digest as Digest));
+  }
+
+  referrersOf(subject: Digest): Promise<Digest[]> {
+    return this.guard('referrersOf', () => this.statements.referrersOf.all(subject).map((row) => row.parent as Digest));
+  }
+
   deleteManifest(digest: Digest): Promise<void> {
     return this.guard(
       'deleteManifest',
@@ -564,13 +586,13 @@ export class SqliteMetadataStore implements MetadataStore {
 
   private forgetBlob(digest: Digest): void {
     this.statements.deleteBlob.run(digest);
-    this.statements.unlinkContent.run(digest);
+    this.statements.unlinkEverywhere.run(digest);
   }
 
   private forgetManifest(digest: Digest): void {
     this.statements.deleteManifest.run(digest);
     this.statements.deleteReferences.run(digest);
-    this.statements.unlinkContent.run(digest);
+    this.statements.unlinkEverywhere.run(digest);
   }
 
   taggedDigests(): Promise<Digest[]> {

@@ -3,7 +3,6 @@
 // fresh for a TTL, revalidated with HEAD, and served stale when the upstream fails.
 
 import { setMaxListeners } from 'node:events';
-import type { Readable } from 'node:stream';
 import { digestOf, isDigest, type Digest } from '../oci/digest.js';
 import {
   acceptedMediaTypes,
@@ -20,7 +19,7 @@ import { parseRangeSpec, resolveRange, unsatisfiedRange } from '../oci/range.js'
 import type { Page, RepositoryRef } from '../meta/metadata-store.js';
 import { RegistryError } from '../registry/errors.js';
 import type { LocalRegistry, StoredManifest } from '../registry/local-registry.js';
-import type { ByteRange } from '../store/object-store.js';
+import type { BlobAnswer, BlobDelivery, ManifestAnswer, Reference, ReferrersAnswer, TagList } from '../registry/content-service.js';
 import { isStorageFull } from '../store/storage-error.js';
 import type { CacheOutcome, Metrics } from '../telemetry/metrics.js';
 import { SingleFlight } from '../flight/single-flight.js';
@@ -29,38 +28,9 @@ import { contentLength, headerValue, type UpstreamResponse } from '../upstream/f
 import { abortFills, BlobFill, digestCheck } from './blob-fill.js';
 import { freshnessOf, isUpstreamOutage } from './freshness.js';
 import { NotFoundCache } from './not-found-cache.js';
-import { MirroredReferrers, type ReferrersAnswer } from './referrers.js';
+import { MirroredReferrers } from './referrers.js';
 import type { UpstreamRequest } from './upstream-client.js';
 import type { Target, Upstream } from './upstream-router.js';
-
-export interface BlobAnswer {
-  digest: Digest;
-  /** The whole blob's size; undefined only for a fill whose upstream sent no Content-Length. */
-  size: number | undefined;
-  /** Set on a 206. */
-  range?: ByteRange;
-  /** Absent for HEAD, and for a hit delivered by key. */
-  body?: Readable;
-  /** A hit asked for with delivery 'key': the local object's storage key, for a web server in front to send. */
-  storedKey?: string;
-  cache: CacheOutcome;
-}
-
-/** How a GET wants a cached blob: streamed by this process, or named by its storage key (an offload). Misses always stream. */
-export type BlobDelivery = 'stream' | 'key';
-
-export interface ManifestAnswer {
-  manifest: StoredManifest;
-  cache: CacheOutcome;
-}
-
-export interface TagList {
-  name: string;
-  tags: string[];
-  /** Where the next page starts, when the upstream said there is one (its own link is never passed on). */
-  next?: { last: string; n: number | undefined };
-  cache: CacheOutcome;
-}
 
 export interface MirrorOptions {
   /** The longest a whole blob fill may take. */
@@ -123,7 +93,7 @@ export class Mirror {
     const cachedSize = await this.local.statBlob(digest);
     if (cachedSize !== undefined) {
       await this.confirmHeld(target, digest, 'blob');
-      const answer = await this.cachedBlob(digest, cachedSize, method, rangeHeader, delivery);
+      const answer = await this.local.serveBlob(digest, cachedSize, method, rangeHeader, delivery);
       if (answer !== undefined) return answer;
     }
     const upstream = target.upstream;
@@ -155,23 +125,6 @@ export class Mirror {
   async abortFills(reason: Error): Promise<void> {
     this.shutdown.abort(reason);
     await abortFills(this.fills.running(), reason);
-  }
-
-  private async cachedBlob(digest: Digest, size: number, method: 'GET' | 'HEAD', rangeHeader: string | undefined, delivery: BlobDelivery): Promise<BlobAnswer | undefined> {
-    const range = resolveRange(rangeHeader, size);
-    if (range.kind === 'unsatisfiable') {
-      throw new RegistryError('RANGE_INVALID', { headers: { 'content-range': unsatisfiedRange(size) } });
-    }
-    const byteRange = range.kind === 'range' ? { start: range.start, end: range.end } : undefined;
-    if (method === 'HEAD') return { digest, size, range: byteRange, cache: 'hit' };
-    if (delivery === 'key') {
-      const storedKey = await this.local.locateBlob(digest);
-      return storedKey === undefined ? undefined : { digest, size, range: byteRange, storedKey, cache: 'hit' };
-    }
-    if (size === 0) return { digest, size, cache: 'hit', body: undefined };
-    const body = await this.local.openBlob(digest, byteRange);
-    if (body === undefined) return undefined;
-    return { digest, size, range: byteRange, body, cache: 'hit' };
   }
 
   private async headColdBlob(upstream: Upstream, target: Target, digest: Digest, inProgress: Promise<BlobFill> | undefined): Promise<BlobAnswer> {
@@ -243,7 +196,7 @@ export class Mirror {
 
   // ---- manifests ----
 
-  async manifest(target: Target, reference: { kind: 'tag'; tag: string } | { kind: 'digest'; digest: Digest }, accept: string | string[] | undefined): Promise<ManifestAnswer> {
+  async manifest(target: Target, reference: Reference, accept: string | string[] | undefined): Promise<ManifestAnswer> {
     const answer = reference.kind === 'digest' ? await this.manifestByDigest(target, reference.digest) : await this.manifestByTag(target, reference.tag);
     return this.negotiate(target, answer, acceptedMediaTypes(accept));
   }

@@ -9,18 +9,12 @@ import { parseReferrersIndex, referrersIndex, referrersTag, type ReferrerDescrip
 import type { MetadataStore } from '../meta/metadata-store.js';
 import { BoundedCache } from '../registry/bounded-cache.js';
 import { RegistryError } from '../registry/errors.js';
-import type { CacheOutcome } from '../telemetry/metrics.js';
 import { SingleFlight } from '../flight/single-flight.js';
 import { headerValue, type UpstreamResponse } from '../upstream/fetcher.js';
 import { freshnessOf, isUpstreamOutage } from './freshness.js';
-import type { ManifestAnswer } from './mirror.js';
+import type { ManifestAnswer, ReferrersAnswer } from '../registry/content-service.js';
 import type { UpstreamClient } from './upstream-client.js';
 import type { Target, Upstream } from './upstream-router.js';
-
-export interface ReferrersAnswer {
-  referrers: ReferrerDescriptor[];
-  cache: CacheOutcome;
-}
 
 export interface ReferrersSources {
   /** The mirror's manifest by tag: cached with the tag's freshness, revalidated, served stale when the upstream fails. */

@@ -68,6 +68,11 @@ export class UpstreamRouter {
     return this.upstreams[0]?.settings.registry ?? '';
   }
 
+  /** Whether a registry name (as containerd's `ns` gives it) is one this mirror mirrors. */
+  mirrors(registry: string): boolean {
+    return this.byName.has(registry);
+  }
+
   /** The target for a repository name as a client sent it. */
   pick(clientName: string, hints: RequestHints = {}): Target {
     if (hints.namespace !== undefined) {

@@ -81,6 +81,29 @@ function readReferrer(entry: unknown): ReferrerDescriptor | 'invalid' | 'unsuppo
   return referrer;
 }
 
+/**
+ * The descriptor of a stored manifest in its subject's referrers list: its artifactType is the manifest's own, or
+ * else its config's media type (the spec's rule); its annotations are copied when they are all strings.
+ */
+export function referrerDescriptor(manifest: { digest: Digest; mediaType: string; bytes: Uint8Array }): ReferrerDescriptor {
+  const descriptor: ReferrerDescriptor = { mediaType: manifest.mediaType, digest: manifest.digest, size: manifest.bytes.length };
+  let document: unknown;
+  try {
+    document = JSON.parse(Buffer.from(manifest.bytes).toString('utf8'));
+  } catch {
+    return descriptor;
+  }
+  if (!isRecord(document)) return descriptor;
+  const { artifactType, config, annotations } = document;
+  const configType = isRecord(config) ? config.mediaType : undefined;
+  const type = typeof artifactType === 'string' ? artifactType : configType;
+  if (typeof type === 'string' && isMediaType(type)) descriptor.artifactType = type;
+  if (isRecord(annotations) && Object.values(annotations).every((value) => typeof value === 'string')) {
+    descriptor.annotations = { ...(annotations as Record<string, string>) };
+  }
+  return descriptor;
+}
+
 /** The referrers list as served: an OCI image index of the descriptors, those of one artifactType when it is given. */
 export function referrersIndex(referrers: readonly ReferrerDescriptor[], artifactType?: string): string {
   const manifests = artifactType === undefined ? referrers : referrers.filter((referrer) => referrer.artifactType === artifactType);

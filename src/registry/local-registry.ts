@@ -10,6 +10,9 @@ import type { ByteRange, ObjectStore } from '../store/object-store.js';
 import type { SpoolFile } from '../store/spool-file.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { BoundedCache } from './bounded-cache.js';
+import type { BlobAnswer, BlobDelivery } from './content-service.js';
+import { RegistryError } from './errors.js';
+import { resolveRange, unsatisfiedRange } from '../oci/range.js';
 
 /**
  * Verified manifests kept in memory, by digest, at most this many bytes: a hit skips the file read and the
@@ -84,6 +87,27 @@ export class LocalRegistry {
       throw error;
     }
     return body;
+  }
+
+  /**
+   * A stored blob as a request asks for it (whole, a range, its headers only, or its storage key for a web server
+   * in front); undefined when its file turns out missing or damaged (then dropped, as openBlob does).
+   */
+  async serveBlob(digest: Digest, size: number, method: 'GET' | 'HEAD', rangeHeader: string | undefined, delivery: BlobDelivery): Promise<BlobAnswer | undefined> {
+    const range = resolveRange(rangeHeader, size);
+    if (range.kind === 'unsatisfiable') {
+      throw new RegistryError('RANGE_INVALID', { headers: { 'content-range': unsatisfiedRange(size) } });
+    }
+    const byteRange = range.kind === 'range' ? { start: range.start, end: range.end } : undefined;
+    if (method === 'HEAD') return { digest, size, range: byteRange, cache: 'hit' };
+    if (delivery === 'key') {
+      const storedKey = await this.locateBlob(digest);
+      return storedKey === undefined ? undefined : { digest, size, range: byteRange, storedKey, cache: 'hit' };
+    }
+    if (size === 0) return { digest, size, cache: 'hit', body: undefined };
+    const body = await this.openBlob(digest, byteRange);
+    if (body === undefined) return undefined;
+    return { digest, size, range: byteRange, body, cache: 'hit' };
   }
 
   /** The storage key of a cached blob, for a web server in front to send; undefined as for openBlob. */

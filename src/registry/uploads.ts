@@ -1,0 +1,226 @@
+// Blob uploads to hosted repositories (OCI Distribution 1.1): sessions that stream what the client sends into a
+// temporary of the store while it is hashed, and commit it only once the digest the client names verifies.
+// Sessions live in this process: a restart drops them (their temporaries are left for GC), as one does any
+// idle for longer than the idle limit.
+
+import { createHash, randomUUID, type Hash } from 'node:crypto';
+import type { Digest } from '../oci/digest.js';
+import type { RepositoryRef } from '../meta/metadata-store.js';
+import type { SpoolFile } from '../store/spool-file.js';
+import type { ChunkRange, UploadStatus } from './content-service.js';
+import { RegistryError } from './errors.js';
+import type { LocalRegistry } from './local-registry.js';
+
+export interface UploadLimits {
+  /** The largest blob an upload may hold. */
+  maxBytes: number;
+  /** How many upload sessions may be open at once (each holds a temporary). */
+  maxSessions: number;
+  /** A session no request has touched for this long is cancelled. */
+  idleMs: number;
+}
+
+/** Bytes gathered from the client before one write to the temporary. */
+const WRITE_BATCH_BYTES = 1024 * 1024;
+
+/** An upload session id: what this process hands out (a UUID); anything else names no session. */
+const SESSION_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+interface Session {
+  id: string;
+  repository: RepositoryRef;
+  spool: SpoolFile;
+  hash: Hash;
+  /** A request is reading into it: a second one at once is refused (chunks must come in order). */
+  busy: boolean;
+  touchedAt: number;
+}
+
+export class UploadSessions {
+  private readonly sessions = new Map<string, Session>();
+  private readonly sweeper: NodeJS.Timeout;
+
+  constructor(
+    private readonly local: LocalRegistry,
+    private readonly limits: UploadLimits,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.sweeper = setInterval(() => void this.cancelIdle(), Math.max(1_000, Math.min(60_000, limits.idleMs / 2)));
+    this.sweeper.unref();
+  }
+
+  get open(): number {
+    return this.sessions.size;
+  }
+
+  async start(repository: RepositoryRef): Promise<UploadStatus> {
+    if (this.sessions.size >= this.limits.maxSessions) {
+      throw new RegistryError('TOOMANYREQUESTS', { message: `too many uploads in progress (limit ${this.limits.maxSessions}); retry later`, headers: { 'retry-after': '10' } });
+    }
+    const spool = await this.local.createSpool();
+    const id = randomUUID();
+    this.sessions.set(id, { id, repository, spool, hash: createHash('sha256'), busy: false, touchedAt: this.now() });
+    return { id, size: 0 };
+  }
+
+  status(id: string, repository: RepositoryRef): UploadStatus {
+    const session = this.find(id, repository);
+    session.touchedAt = this.now();
+    return { id, size: session.spool.size };
+  }
+
+  async append(id: string, repository: RepositoryRef, body: AsyncIterable<Uint8Array>, range: ChunkRange | undefined): Promise<UploadStatus> {
+    const session = this.claim(id, repository, range);
+    try {
+      await this.receive(session, body, range);
+      return { id, size: session.spool.size };
+    } catch (error) {
+      // Part of a chunk is in the temporary and the hash: the session cannot go on.
+      this.sessions.delete(id);
+      throw error;
+    } finally {
+      this.release(session);
+    }
+  }
+
+  /** Ends an upload: its last chunk, then the digest check; on success the blob is the repository's. */
+  async complete(id: string, repository: RepositoryRef, digest: Digest, body: AsyncIterable<Uint8Array>, range: ChunkRange | undefined): Promise<void> {
+    const session = this.claim(id, repository, range);
+    let settled = false;
+    try {
+      try {
+        await this.receive(session, body, range);
+      } catch (error) {
+        this.sessions.delete(id);
+        throw error;
+      }
+      const actual = `sha256:${session.hash.digest('hex')}`;
+      // The session is spent either way: its hash is final.
+      this.sessions.delete(id);
+      settled = true;
+      if (actual !== digest) {
+        await session.spool.discard();
+        throw new RegistryError('DIGEST_INVALID', { detail: { digest, received: actual } });
+      }
+      await this.commit(session.spool, digest, repository);
+    } finally {
+      if (!settled) this.release(session);
+    }
+  }
+
+  /** A whole blob in one request: a session of its own, never listed. */
+  async whole(repository: RepositoryRef, digest: Digest, body: AsyncIterable<Uint8Array>): Promise<void> {
+    const spool = await this.local.createSpool();
+    const session: Session = { id: '', repository, spool, hash: createHash('sha256'), busy: true, touchedAt: this.now() };
+    try {
+      await this.receive(session, body, undefined);
+    } catch (error) {
+      await spool.discard();
+      throw error;
+    }
+    const actual = `sha256:${session.hash.digest('hex')}`;
+    if (actual !== digest) {
+      await spool.discard();
+      throw new RegistryError('DIGEST_INVALID', { detail: { digest, received: actual } });
+    }
+    await this.commit(spool, digest, repository);
+  }
+
+  async cancel(id: string, repository: RepositoryRef): Promise<void> {
+    const session = this.find(id, repository);
+    this.sessions.delete(id);
+    if (!session.busy) await session.spool.discard();
+    // A request still reading into it discards it when it ends (release finds it gone).
+  }
+
+  /** Cancels every session (shutdown): their temporaries are removed. */
+  async close(): Promise<void> {
+    clearInterval(this.sweeper);
+    const sessions = [...this.sessions.values()];
+    this.sessions.clear();
+    await Promise.allSettled(sessions.filter((session) => !session.busy).map((session) => session.spool.discard()));
+  }
+
+  /** Cancels the sessions idle past the limit; how many. */
+  async cancelIdle(): Promise<number> {
+    const before = this.now() - this.limits.idleMs;
+    const idle = [...this.sessions.values()].filter((session) => !session.busy && session.touchedAt < before);
+    for (const session of idle) this.sessions.delete(session.id);
+    await Promise.allSettled(idle.map((session) => session.spool.discard()));
+    return idle.length;
+  }
+
+  private async commit(spool: SpoolFile, digest: Digest, repository: RepositoryRef): Promise<void> {
+    try {
+      await this.local.commitBlob(spool, digest, spool.size, repository);
+      await spool.close();
+    } catch (error) {
+      await spool.discard().catch(() => undefined);
+      throw error;
+    }
+  }
+
+  /** Reads a body into the session's temporary, hashing it; a chunk range must start where the upload is. */
+  private async receive(session: Session, body: AsyncIterable<Uint8Array>, range: ChunkRange | undefined): Promise<void> {
+    const start = session.spool.size;
+    let batch: Uint8Array[] = [];
+    let batched = 0;
+    const flush = async (): Promise<void> => {
+      if (batch.length === 0) return;
+      const chunks = batch;
+      batch = [];
+      batched = 0;
+      await session.spool.appendAll(chunks);
+    };
+    let received = 0;
+    for await (const chunk of body) {
+      received += chunk.length;
+      if (start + received > this.limits.maxBytes) {
+        throw new RegistryError('SIZE_INVALID', { status: 413, message: `blob larger than the upload limit (${this.limits.maxBytes} bytes)` });
+      }
+      if (range !== undefined && received > range.end - range.start + 1) {
+        throw new RegistryError('SIZE_INVALID', { message: 'chunk longer than its Content-Range' });
+      }
+      session.hash.update(chunk);
+      batch.push(chunk);
+      batched += chunk.length;
+      if (batched >= WRITE_BATCH_BYTES) await flush();
+    }
+    await flush();
+    session.touchedAt = this.now();
+    if (range !== undefined && received !== range.end - range.start + 1) {
+      throw new RegistryError('SIZE_INVALID', { message: 'chunk shorter than its Content-Range', detail: { range: `${range.start}-${range.end}`, received } });
+    }
+  }
+
+  private find(id: string, repository: RepositoryRef): Session {
+    const session = SESSION_ID.test(id) ? this.sessions.get(id) : undefined;
+    // A session is its repository's: another repository's id is as unknown as a made-up one.
+    if (session === undefined || session.repository.registry !== repository.registry || session.repository.name !== repository.name) {
+      throw new RegistryError('BLOB_UPLOAD_UNKNOWN', { detail: { id: id.slice(0, 100) } });
+    }
+    return session;
+  }
+
+  /** The session for one request at a time, its chunk (when ranged) starting where the upload is; else 416. */
+  private claim(id: string, repository: RepositoryRef, range: ChunkRange | undefined): Session {
+    const session = this.find(id, repository);
+    const size = session.spool.size;
+    if (session.busy || (range !== undefined && range.start !== size)) {
+      throw new RegistryError('RANGE_INVALID', {
+        message: session.busy ? 'another request is writing to this upload' : `chunk must start at byte ${size}`,
+        headers: { range: size === 0 ? '0-0' : `0-${size - 1}`, 'docker-upload-uuid': id },
+      });
+    }
+    session.busy = true;
+    session.touchedAt = this.now();
+    return session;
+  }
+
+  private release(session: Session): void {
+    session.busy = false;
+    session.touchedAt = this.now();
+    // Cancelled while a request was writing: its temporary goes now.
+    if (this.sessions.get(session.id) !== session) void session.spool.discard().catch(() => undefined);
+  }
+}
