@@ -19,6 +19,8 @@ PACKAGES=(
   runc
   podman
   docker.io
+  # Another push client (test/push-clients.test.ts).
+  buildah
   # The X-Accel-Redirect offload in front (test/nginx-offload.test.ts, docs/nginx.md).
   nginx
   # Traces the fs store's system calls: commits fsync their folder (test/durability.test.ts).
@@ -51,6 +53,7 @@ COMMANDS=(
   podman
   dockerd
   docker
+  buildah
   nginx
   strace
   go

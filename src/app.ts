@@ -98,8 +98,10 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
   // The prefetcher is made once the mirror is (it pulls through it); these are called only after that.
   const pinned = (): ReadonlySet<Digest> => prefetcher.pinnedRoots();
   const evictor = new CacheEvictor(local, settings.cacheBound, metrics, { dataDir, pinned, log: logger });
-  // A fill writes its temporary all along; one untouched for longer than a fill may last is abandoned.
-  const collector = new GarbageCollector(local, { graceMs: settings.gc.graceMs, pinned, abandonedTemporaryMs: Math.max(settings.gc.graceMs, settings.timeouts.fill), metrics, log: logger });
+  // A fill writes its temporary all along, an upload session whenever a chunk comes: one untouched for longer than
+  // a fill may last and an upload session may idle is abandoned.
+  const abandonedTemporaryMs = Math.max(settings.gc.graceMs, settings.timeouts.fill, settings.timeouts.uploadIdle);
+  const collector = new GarbageCollector(local, { graceMs: settings.gc.graceMs, pinned, abandonedTemporaryMs, metrics, log: logger });
   const collectGarbage = async (request: { dryRun: boolean }): Promise<object> => collector.run(request);
   const mirror = new Mirror(
     local,
