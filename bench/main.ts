@@ -18,6 +18,7 @@ import { authMeasures } from './measures/auth.js';
 import { coldMeasures } from './measures/cold.js';
 import { evictionMeasures } from './measures/eviction.js';
 import { metadataMeasures } from './measures/metadata.js';
+import { pushMeasures } from './measures/push.js';
 import { s3Measures } from './measures/s3.js';
 import { stalledMeasures } from './measures/stalled.js';
 import { warmMeasures } from './measures/warm.js';
@@ -32,15 +33,17 @@ const GROUPS = {
   eviction: { upstream: false, measures: evictionMeasures },
   auth: { upstream: true, measures: authMeasures },
   s3: { upstream: true, measures: s3Measures },
+  push: { upstream: true, measures: pushMeasures },
 } as const satisfies Record<string, { upstream: true; measures: (ctx: BenchContext) => Promise<Row[]> } | { upstream: false; measures: (ctx: BenchBasics) => Promise<Row[]> }>;
 type Group = keyof typeof GROUPS;
 
-const USAGE = `npm run bench -- [--quick] [--runs N] [--only warm,cold,metadata,stalled,eviction,auth,s3] [--note TEXT] [--cpu-prof]
+const USAGE = `npm run bench -- [--quick] [--runs N] [--only warm,cold,metadata,stalled,eviction,auth,s3,push] [--note TEXT] [--cpu-prof]
   --quick      layers of 1, 5 and 50 MiB instead of 1, 50 and 500 MiB; 2 runs; short wrk runs
   --runs N     runs per measure (default 5; at least 5 for figures worth quoting)
   --only LIST  some of the groups: warm (cached content), cold (fresh caches), metadata (at scale), stalled (clients that never read),
                eviction (deciding and freeing at scale), auth (warm requests with and without client authentication),
-               s3 (warm blob GETs with the content in S3, Swift's s3api, against the fs store);
+               s3 (warm blob GETs with the content in S3, Swift's s3api, against the fs store),
+               push (a large layer whole and chunked, and a whole image with skopeo, to a plain instance);
                metadata and eviction need no upstream: alone, none is started
   --note TEXT  kept in the results file (e.g. "machine shared with test suites")
   --cpu-prof   regmirror writes V8 CPU profiles into bench/results/profiles/<date>/`;

@@ -21,4 +21,6 @@ export interface BenchBasics {
 export interface BenchContext extends BenchBasics {
   upstream: Distribution;
   images: BenchImages;
+  /** The OCI layout the images were built into (tags app and concurrent): what push measures send. */
+  layoutDir: string;
 }

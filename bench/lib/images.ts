@@ -152,7 +152,7 @@ async function hasTag(url: string, repository: string, tag: string, digest: stri
  * Starts the upstream (distribution 2.8.2) on its storage under cacheDir, with the images in it: built and
  * pushed only the first time for these sizes.
  */
-export async function startUpstream(cacheDir: string, sizes: Sizes, say: (text: string) => void): Promise<{ upstream: Distribution; images: BenchImages }> {
+export async function startUpstream(cacheDir: string, sizes: Sizes, say: (text: string) => void): Promise<{ upstream: Distribution; images: BenchImages; layoutDir: string }> {
   const { dir, images } = await layouts(cacheDir, sizes, say);
   const rootDir = path.join(cacheDir, `upstream-${sizes.small}-${sizes.medium}-${sizes.large}`);
   await mkdir(rootDir, { recursive: true });
@@ -172,5 +172,5 @@ export async function startUpstream(cacheDir: string, sizes: Sizes, say: (text: 
     await upstream.destroy();
     throw error;
   }
-  return { upstream, images };
+  return { upstream, images, layoutDir: dir };
 }

@@ -57,6 +57,15 @@ export async function startPeer(upstreamUrl: string, auth?: DistributionOptions[
   return launch('distribution (peer)', 'docker-registry', ['serve', configPath], { dir, port, probe: '/v2/' });
 }
 
+/** distribution 2.8.2 as a plain registry (pushes accepted), on an empty storage root. */
+export async function startPlainPeer(): Promise<BenchServer> {
+  const dir = await makeTempDir('regmirror-bench-peer-');
+  const port = await freePort();
+  const configPath = path.join(dir, 'config.yml');
+  await writeFile(configPath, JSON.stringify(distributionConfig(port, path.join(dir, 'data'), {})));
+  return launch('distribution (plain)', 'docker-registry', ['serve', configPath], { dir, port, probe: '/v2/' });
+}
+
 export interface RegmirrorOptions {
   /** The upstream's URL; none: a plain registry over whatever the data directory holds. */
   upstreamUrl?: string;

@@ -160,33 +160,47 @@ export class UploadSessions {
     }
   }
 
-  /** Reads a body into the session's temporary, hashing it; a chunk range must start where the upload is. */
+  /**
+   * Reads a body into the session's temporary, hashing it as it comes; a chunk range must start where the upload
+   * is. One write of a batch is in flight while the next batch is read (at most two batches held).
+   */
   private async receive(session: Session, body: AsyncIterable<Uint8Array>, range: ChunkRange | undefined): Promise<void> {
     const start = session.spool.size;
     let batch: Uint8Array[] = [];
     let batched = 0;
+    let writing: Promise<void> = Promise.resolve();
     const flush = async (): Promise<void> => {
+      await writing;
       if (batch.length === 0) return;
       const chunks = batch;
       batch = [];
       batched = 0;
-      await session.spool.appendAll(chunks);
+      writing = session.spool.appendAll(chunks);
+      // Failures surface at the next flush (or the last); never unhandled meanwhile.
+      writing.catch(() => undefined);
     };
     let received = 0;
-    for await (const chunk of body) {
-      received += chunk.length;
-      if (start + received > this.limits.maxBytes) {
-        throw new RegistryError('SIZE_INVALID', { status: 413, message: `blob larger than the upload limit (${this.limits.maxBytes} bytes)` });
+    try {
+      for await (const chunk of body) {
+        received += chunk.length;
+        if (start + received > this.limits.maxBytes) {
+          throw new RegistryError('SIZE_INVALID', { status: 413, message: `blob larger than the upload limit (${this.limits.maxBytes} bytes)` });
+        }
+        if (range !== undefined && received > range.end - range.start + 1) {
+          throw new RegistryError('SIZE_INVALID', { message: 'chunk longer than its Content-Range' });
+        }
+        session.hash.update(chunk);
+        batch.push(chunk);
+        batched += chunk.length;
+        if (batched >= WRITE_BATCH_BYTES) await flush();
       }
-      if (range !== undefined && received > range.end - range.start + 1) {
-        throw new RegistryError('SIZE_INVALID', { message: 'chunk longer than its Content-Range' });
-      }
-      session.hash.update(chunk);
-      batch.push(chunk);
-      batched += chunk.length;
-      if (batched >= WRITE_BATCH_BYTES) await flush();
+      await flush();
+      await writing;
+    } catch (error) {
+      // The write in flight ends before the caller discards the temporary.
+      await writing.catch(() => undefined);
+      throw error;
     }
-    await flush();
     session.touchedAt = this.now();
     if (range !== undefined && received !== range.end - range.start + 1) {
       throw new RegistryError('SIZE_INVALID', { message: 'chunk shorter than its Content-Range', detail: { range: `${range.start}-${range.end}`, received } });
