@@ -337,9 +337,15 @@ describe('hole 11: upstream details do not escape', { timeout: 60_000 }, () => {
     });
     const adminPort = await freePort();
     const mirror = await mirrorWith(`upstreams:\n  - registry: hostile.test\n    url: ${upstream.url}\nadmin:\n  listen: 127.0.0.1:${adminPort}\n`);
-    const listed = await rawGet(`${mirror.url}/v2/team/app/tags/list?n=2`);
+    // The mirror pages the list itself: the upstream's Link is followed on the upstream (by its n and last only,
+    // never to the host it names), and the link the client gets is the mirror's own.
+    const listed = await rawGet(`${mirror.url}/v2/team/app/tags/list?n=1`);
     assert.equal(listed.status, 200);
-    assert.equal(listed.headers.link, '</v2/team/app/tags/list?n=2&last=b>; rel="next"');
+    assert.deepEqual(JSON.parse(listed.body.toString()), { name: 'team/app', tags: ['a'] });
+    assert.equal(listed.headers.link, '</v2/team/app/tags/list?n=1&last=a>; rel="next"');
+    assert.equal(upstream.count('GET', /\/tags\/list\?n=2&last=b$/), 1, 'the upstream\'s next page asked of the upstream itself');
+    const whole = await rawGet(`${mirror.url}/v2/team/app/tags/list?n=2`);
+    assert.equal(whole.headers.link, undefined, 'a repeated page ends the list');
 
     tagList = Buffer.from('{"name": "team/app", "tags": [');
     const broken = await rawGet(`${mirror.url}/v2/team/app/tags/list?n=3`);

@@ -96,16 +96,9 @@ export function registerV2Routes(app: FastifyInstance, content: V2Content, optio
     switch (route.kind) {
       case 'tags': {
         const page = readPage(query);
-        const list = await service.tags({ ...(page.last === undefined ? {} : { last: page.last }), limit: page.limit + 1 }, upstreamQuery(query));
+        const list = await service.tags({ ...(page.last === undefined ? {} : { last: page.last }), limit: page.limit + 1 });
         describeRequest(request, { cache: list.cache });
-        const path = `/v2/${route.name}/tags/list`;
-        const ns = query.get('ns') ?? undefined;
-        if (list.cache === 'miss') {
-          // The upstream paged it: its next page, as a link to this mirror (never the upstream's own URL).
-          if (list.next !== undefined) reply.header('link', nextLink(path, list.next.n ?? page.limit, list.next.last, ns));
-          return sendJson(reply, head, { name: list.name, tags: list.tags });
-        }
-        return sendPage(reply, head, path, { name: list.name, tags: list.tags.slice(0, page.limit) }, list.tags, page.limit, ns);
+        return sendPage(reply, head, `/v2/${route.name}/tags/list`, { name: list.name, tags: list.tags.slice(0, page.limit) }, list.tags, page.limit, query.get('ns') ?? undefined);
       }
       case 'manifest': {
         const answer = await service.manifest(route.reference, request.headers.accept);
@@ -333,17 +326,6 @@ function readArtifactType(query: URLSearchParams): string | undefined {
     throw new RegistryError('UNSUPPORTED', { status: 400, message: 'artifactType is not a media type', detail: { artifactType: artifactType.slice(0, 200) } });
   }
   return artifactType;
-}
-
-/** The listing query passed to the upstream: only n and last. */
-function upstreamQuery(query: URLSearchParams): string {
-  const forwarded = new URLSearchParams();
-  for (const key of ['n', 'last']) {
-    const value = query.get(key);
-    if (value !== null) forwarded.set(key, value);
-  }
-  const text = forwarded.toString();
-  return text === '' ? '' : `?${text}`;
 }
 
 function sendJson(reply: FastifyReply, head: boolean, body: object): FastifyReply {

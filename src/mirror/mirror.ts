@@ -345,12 +345,18 @@ export class Mirror {
 
   // ---- listings ----
 
-  async tags(target: Target, clientName: string, page: Page, query: string): Promise<TagList> {
+  /**
+   * A page of a repository's tags, paged here (`n`, `last`) whatever the upstream does: the upstream's whole list
+   * (its own pages followed, up to TAG_LIST_PAGES of them) in lexical order; when the upstream fails, the tags
+   * cached for the repository.
+   */
+  async tags(target: Target, clientName: string, page: Page): Promise<TagList> {
     const repository = repositoryOf(target);
     const upstream = target.upstream;
     if (upstream !== undefined) {
       try {
-        return await this.notFound.guard(`${target.registry}/${target.name}/tags${query}`, () => this.upstreamTags(upstream, target, clientName, query));
+        const all = await this.notFound.guard(`${target.registry}/${target.name}/tags`, () => this.upstreamTags(upstream, target));
+        return { name: clientName, tags: pageOf(all, page), cache: 'miss' };
       } catch (error) {
         if (!isUpstreamOutage(error) || !(await this.local.hasRepository(repository))) throw error;
         const tags = await this.local.listTags(repository, page);
@@ -361,23 +367,48 @@ export class Mirror {
     return { name: clientName, tags: await this.local.listTags(repository, page), cache: 'hit' };
   }
 
-  private async upstreamTags(upstream: Upstream, target: Target, clientName: string, query: string): Promise<TagList> {
+  /** The upstream's whole tag list, its pages followed (by their n and last only), sorted. */
+  private async upstreamTags(upstream: Upstream, target: Target): Promise<string[]> {
     const client = upstream.client;
-    const response = await client.send({ method: 'GET', path: `/v2/${target.name}/tags/list${query}`, repository: target.name, kind: 'tags', document: true });
-    if (response.status !== 200) {
-      await response.body.dump();
-      throw client.errorFor(response, 'NAME_UNKNOWN');
+    const tags = new Set<string>();
+    let query = '';
+    for (let pages = 0; pages < TAG_LIST_PAGES; pages++) {
+      const response = await client.send({ method: 'GET', path: `/v2/${target.name}/tags/list${query}`, repository: target.name, kind: 'tags', document: true });
+      if (response.status !== 200) {
+        await response.body.dump();
+        throw client.errorFor(response, 'NAME_UNKNOWN');
+      }
+      const listed = parseTagList(await client.readBody(response, 'tags', MAX_MANIFEST_BYTES));
+      if (listed === undefined) throw new RegistryError('UPSTREAM_UNAVAILABLE', { message: `upstream ${client.wireName} sent a tag list that is not valid` });
+      const known = tags.size;
+      for (const tag of listed) tags.add(tag);
+      const next = nextPage(headerValue(response.headers.link));
+      // A page that adds nothing ends the list, whatever its Link says (an upstream that repeats itself).
+      if (next === undefined || tags.size === known) return [...tags].sort(byCodeUnits);
+      query = `?${new URLSearchParams({ ...(next.n === undefined ? {} : { n: String(next.n) }), last: next.last }).toString()}`;
     }
-    const tags = parseTagList(await client.readBody(response, 'tags', MAX_MANIFEST_BYTES));
-    if (tags === undefined) throw new RegistryError('UPSTREAM_UNAVAILABLE', { message: `upstream ${client.wireName} sent a tag list that is not valid` });
-    const next = nextPage(headerValue(response.headers.link));
-    return { name: clientName, tags, ...(next === undefined ? {} : { next }), cache: 'miss' };
+    throw new RegistryError('UPSTREAM_UNAVAILABLE', { message: `upstream ${client.wireName} lists more than ${TAG_LIST_PAGES} pages of tags` });
   }
 
   /** Cached repositories as clients name them: bare for the default upstream, prefixed with the registry otherwise. */
   catalog(page: Page, defaultRegistry: string): Promise<string[]> {
     return this.local.listRepositories(page, defaultRegistry);
   }
+}
+
+/** Pages of an upstream's tag list followed at most (Docker Hub and ghcr.io send one; quay.io pages of 50 or more). */
+const TAG_LIST_PAGES = 100;
+
+/** Code-unit order, as SQL's C collation and the spec's lexical order of tags. */
+function byCodeUnits(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** The page `n` (limit) after `last` of a sorted list. */
+function pageOf(sorted: readonly string[], page: Page): string[] {
+  const last = page.last;
+  const from = last === undefined ? 0 : sorted.findIndex((tag) => tag > last);
+  return from === -1 ? [] : sorted.slice(from, from + page.limit);
 }
 
 function blobRequest(target: Target, digest: Digest, method: 'GET' | 'HEAD'): UpstreamRequest {
@@ -409,7 +440,7 @@ function parseTagList(bytes: Buffer): string[] | undefined {
 }
 
 /** The page an upstream's `Link: <…?n=…&last=…>; rel="next"` points at; only its n and last are kept. */
-function nextPage(link: string | undefined): TagList['next'] {
+function nextPage(link: string | undefined): { last: string; n: number | undefined } | undefined {
   const target = nextLinkTarget(link);
   if (target === undefined) return undefined;
   let query: URLSearchParams;

@@ -77,8 +77,8 @@ class MirroredRepository implements ContentService {
     return this.mirror.manifest(this.target, reference, accept);
   }
 
-  tags(page: Page, query: string): Promise<TagList> {
-    return this.mirror.tags(this.target, this.target.clientName, page, query);
+  tags(page: Page): Promise<TagList> {
+    return this.mirror.tags(this.target, this.target.clientName, page);
   }
 
   referrers(subject: Digest): Promise<ReferrersAnswer> {

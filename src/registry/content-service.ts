@@ -35,9 +35,8 @@ export interface ManifestAnswer {
 
 export interface TagList {
   name: string;
+  /** One page, in lexical order; one more than the client's `n` when there is a next page. */
   tags: string[];
-  /** Where the next page starts, when an upstream said there is one (its own link is never passed on). */
-  next?: { last: string; n: number | undefined };
   cache: CacheOutcome;
 }
 
@@ -54,8 +53,8 @@ export interface ContentService {
   readonly writes: RepositoryWrites | undefined;
   blob(digest: Digest, method: 'GET' | 'HEAD', rangeHeader: string | undefined, delivery: BlobDelivery): Promise<BlobAnswer>;
   manifest(reference: Reference, accept: string | string[] | undefined): Promise<ManifestAnswer>;
-  /** A page of tags; `page.limit` is one more than the client's `n`, so that a next page shows. */
-  tags(page: Page, query: string): Promise<TagList>;
+  /** A page of tags, paged here (`n`, `last`) for every repository; `page.limit` is one more than the client's `n`, so that a next page shows. */
+  tags(page: Page): Promise<TagList>;
   referrers(subject: Digest): Promise<ReferrersAnswer>;
 }
 
