@@ -399,6 +399,16 @@ describe('loadSettings: cache bound, GC and prefetch from variables and flags', 
     assertConfigError(() => settingsOf({}, { REGMIRROR_CACHE_IN_USE_WINDOW: 'soon' }), 'cache.inUseWindow', 'not a duration');
     assertConfigError(() => settingsOf({}, { REGMIRROR_PREFETCH_IMAGES: 'docker.io/library/alpine:3.20 Alpine:3' }), 'prefetch.images.1', 'invalid repository name', 'Alpine:3');
   });
+
+  it('refuses hosted repositories’ knobs past their limits, naming the key', () => {
+    assertConfigError(() => settingsOf({}, { REGMIRROR_LIMITS_UPLOAD_SESSIONS: '0' }), 'limits.uploadSessions');
+    assertConfigError(() => settingsOf({}, { REGMIRROR_LIMITS_UPLOAD_SESSIONS: '100001' }), 'limits.uploadSessions');
+    assertConfigError(() => settingsOf({}, { REGMIRROR_LIMITS_UPLOAD_SESSIONS: 'many' }), 'limits.uploadSessions');
+    assertConfigError(() => settingsOf({}, { REGMIRROR_TIMEOUTS_UPLOAD_IDLE: '500ms' }), 'timeouts.uploadIdle', 'at least 1s');
+    assertConfigError(() => settingsOf({}, { REGMIRROR_HOSTED: 'team/** Team/*' }), 'hosted.1', 'glob');
+    assertConfigError(() => settingsOf({}, { REGMIRROR_DELETE_ENABLED: 'sometimes' }), 'delete.enabled', 'true or false');
+    assert.deepEqual(settingsOf({}, { REGMIRROR_LIMITS_UPLOAD_SESSIONS: '100000' }).limits.uploadSessions, 100_000);
+  });
 });
 
 describe('loadSettings: auth and access', () => {
