@@ -48,6 +48,9 @@ export interface EvictionReport {
   reachesTarget: boolean;
 }
 
+/** A run that had nothing to do (or that another node sharing the database was doing). */
+const IDLE_REPORT: EvictionReport = { reason: undefined, heldBytes: undefined, targetBytes: undefined, images: 0, freedBytes: 0, inUseEvicted: 0, reachesTarget: true };
+
 export interface EvictorOptions {
   dataDir: string;
   /** Roots never evicted (pinned images); what hosted repositories hold is never evicted either. */
@@ -123,7 +126,10 @@ export class CacheEvictor {
       this.runAgain = true;
       return this.running;
     }
-    this.running = this.evict()
+    // Over a shared database, one node evicts at a time; the others find it running and skip their turn.
+    this.running = this.local.meta
+      .runAlone('eviction', () => this.evict())
+      .then((report) => report ?? IDLE_REPORT)
       .catch((error: unknown) => {
         this.metrics.evictionRuns.inc({ outcome: 'failed' });
         this.options.log.error({ err: error }, 'eviction failed');
@@ -157,7 +163,7 @@ export class CacheEvictor {
     const { maxSizeBytes, maxAgeMs } = this.bounds;
     const lowOnSpace = disk.freeBytes < minFree;
     const ageDue = maxAgeMs !== undefined && now - this.lastAgeCheck >= AGE_CHECK_INTERVAL_MS;
-    const idle: EvictionReport = { reason: undefined, heldBytes: undefined, targetBytes: undefined, images: 0, freedBytes: 0, inUseEvicted: 0, reachesTarget: true };
+    const idle = IDLE_REPORT;
     // With no size bound and space enough, nothing needs the count: a check after a store reads nothing.
     if (maxSizeBytes === undefined && !lowOnSpace && !ageDue) return idle;
     const totals = await meta.totals();

@@ -31,6 +31,12 @@ export interface GcReport {
   marked: number;
   removed: Record<CollectedKind, number>;
   freedBytes: number;
+  /** Set when another node sharing the database was collecting: this one did nothing. */
+  runningElsewhere?: true;
+}
+
+function emptyReport(dryRun: boolean, startedAt: number): GcReport {
+  return { dryRun, startedAt, durationMs: 0, marked: 0, removed: { manifest: 0, blob: 0, orphan_file: 0, orphan_record: 0, temporary: 0 }, freedBytes: 0 };
 }
 
 export interface GcOptions {
@@ -77,10 +83,17 @@ export class GarbageCollector {
 
   /** Collects now; a collection in progress is joined rather than started twice. */
   run(request: { dryRun: boolean }): Promise<GcReport> {
-    this.running ??= this.collect(request.dryRun)
+    // Over a shared database, one node collects at a time: another's run in progress is reported, not joined.
+    this.running ??= this.local.meta
+      .runAlone('gc', () => this.collect(request.dryRun))
+      .then((report) => report ?? this.elsewhere(request.dryRun))
       .then(
         (report) => {
           const { metrics, log } = this.options;
+          if (report.runningElsewhere === true) {
+            log.info({}, 'garbage collection is running on another node: not started here');
+            return report;
+          }
           if (!report.dryRun) {
             this.lastReport = report;
             metrics.gcRuns.inc({ outcome: 'done' });
@@ -103,16 +116,13 @@ export class GarbageCollector {
     return this.running;
   }
 
+  private elsewhere(dryRun: boolean): GcReport {
+    return { ...emptyReport(dryRun, this.now()), runningElsewhere: true };
+  }
+
   private async collect(dryRun: boolean): Promise<GcReport> {
     const startedAt = this.now();
-    const report: GcReport = {
-      dryRun,
-      startedAt,
-      durationMs: 0,
-      marked: 0,
-      removed: { manifest: 0, blob: 0, orphan_file: 0, orphan_record: 0, temporary: 0 },
-      freedBytes: 0,
-    };
+    const report = emptyReport(dryRun, startedAt);
     const collected = (entry: Collected): void => {
       report.removed[entry.kind] += 1;
       report.freedBytes += entry.bytes;

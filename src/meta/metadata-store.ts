@@ -198,5 +198,15 @@ export interface MetadataStore {
   putDocument(key: string, body: Buffer, fetchedAt: number): Promise<void>;
   deleteDocument(key: string): Promise<void>;
 
+  /**
+   * Runs a whole-cache task unless another process sharing this metadata runs the same task now: then it resolves
+   * undefined at once. SQLite: one process per data directory, so it always runs. PostgreSQL: a session advisory
+   * lock on a connection of its own for the task's length, released by the database if the process dies.
+   */
+  runAlone<T>(task: ExclusiveTask, work: () => Promise<T>): Promise<T | undefined>;
+
   close(): Promise<void>;
 }
+
+/** The tasks that run on one node at a time over a shared database. */
+export type ExclusiveTask = 'eviction' | 'gc';

@@ -90,6 +90,33 @@ async function withTwoNodes(work: (one: PostgresMetadataStore, two: PostgresMeta
 }
 
 describe('PostgresMetadataStore', () => {
+  describe('whole-cache tasks on one node at a time', () => {
+    it('runs a task on one node while the other finds it taken, then lets the other run it; tasks apart do not wait', async () => {
+      await withTwoNodes(async (one, two) => {
+        let release!: () => void;
+        const held = new Promise<void>((resolve) => (release = resolve));
+        const first = one.runAlone('gc', async () => {
+          await held;
+          return 'collected';
+        });
+        // The first has its lock once its work is waiting: give its session a moment.
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        assert.equal(await two.runAlone('gc', () => Promise.resolve('twice')), undefined, 'gc is running on the other node');
+        assert.equal(await two.runAlone('eviction', () => Promise.resolve('evicted')), 'evicted', 'another task is not held back');
+        release();
+        assert.equal(await first, 'collected');
+        assert.equal(await two.runAlone('gc', () => Promise.resolve('now')), 'now', 'released when the run ended');
+      });
+    });
+
+    it('releases the task when its work fails', async () => {
+      await withTwoNodes(async (one, two) => {
+        await assert.rejects(one.runAlone('eviction', () => Promise.reject(new Error('boom'))), /boom/);
+        assert.equal(await two.runAlone('eviction', () => Promise.resolve(1)), 1);
+      });
+    });
+  });
+
   describe('schema migrations', () => {
     it('migrates a database once: a second start finds it current and keeps what the first recorded', async () => {
       const first = await makePostgresStore();

@@ -17,6 +17,7 @@ import type {
   ContentGraph,
   ContentRemoval,
   ContentTotals,
+  ExclusiveTask,
   ManifestGraph,
   ManifestRecord,
   MetadataStore,
@@ -75,6 +76,9 @@ const SCHEMA_LOCK = '0, 0';
  * held for the server's work only, not across the network. Reads take no lock.
  */
 const GRAPH_LOCK = 'SELECT pg_advisory_xact_lock(1, 0)';
+/** Advisory locks (TASK_LOCK_SPACE, key) held by the node running a whole-cache task (runAlone). */
+const TASK_LOCK_SPACE = 3;
+const EXCLUSIVE_TASKS: Record<ExclusiveTask, number> = { eviction: 1, gc: 2 };
 
 /**
  * `holders` kept by the database, whichever statement adds or removes references or records: eviction finds the
@@ -636,6 +640,26 @@ export class PostgresMetadataStore implements MetadataStore {
 
   async deleteManifest(digest: Digest): Promise<void> {
     await this.run('deleteManifest', SQL.forget, [digest, 'manifest']);
+  }
+
+  async runAlone<T>(task: ExclusiveTask, work: () => Promise<T>): Promise<T | undefined> {
+    // Its own connection, not the pool's: the work needs the pool, which may be one connection.
+    const session = new pg.Client(this.pool.options);
+    try {
+      await session.connect();
+      session.on('error', () => undefined);
+      const [row] = (await session.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS locked', [TASK_LOCK_SPACE, EXCLUSIVE_TASKS[task]])).rows;
+      if (row?.locked !== true) return undefined;
+    } catch (error) {
+      await session.end().catch(() => undefined);
+      throw failureOf('runAlone', error);
+    }
+    try {
+      return await work();
+    } finally {
+      // Closing the session releases its lock.
+      await session.end().catch(() => undefined);
+    }
   }
 
   async taggedDigests(): Promise<Digest[]> {

@@ -18,6 +18,7 @@ import type {
   ContentGraph,
   ContentRemoval,
   ContentTotals,
+  ExclusiveTask,
   ManifestGraph,
   ManifestRecord,
   MetadataStore,
@@ -593,6 +594,11 @@ export class SqliteMetadataStore implements MetadataStore {
     this.statements.deleteManifest.run(digest);
     this.statements.deleteReferences.run(digest);
     this.statements.unlinkEverywhere.run(digest);
+  }
+
+  /** One process per data directory (its lock): nobody else runs it. */
+  runAlone<T>(_task: ExclusiveTask, work: () => Promise<T>): Promise<T | undefined> {
+    return work();
   }
 
   taggedDigests(): Promise<Digest[]> {
