@@ -201,6 +201,14 @@ describe('hosted repositories', () => {
       assert.equal(status, 404);
     });
 
+    it('discards the body of a POST that starts a session or mounts, and keeps serving on the connection', async () => {
+      const started = await call(`${url}/v2/team/bodied/blobs/uploads/`, { method: 'POST', body: bytesOf(200_000, 14) });
+      assert.equal(started.status, 202);
+      const mounted = await call(`${url}/v2/team/bodied/blobs/uploads/?mount=${sha256(bytesOf(10, 15))}&from=team/whole`, { method: 'POST', body: bytesOf(50_000, 16) });
+      assert.equal(mounted.status, 202, 'nothing to mount: a session');
+      assert.equal((await call(`${url}/v2/`)).status, 200);
+    });
+
     it('cancels a session with DELETE', async () => {
       const session = await startUpload('team/cancelled');
       await call(session, { method: 'PATCH', body: bytesOf(10, 10) });

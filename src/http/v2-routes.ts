@@ -14,7 +14,7 @@ import type { BlobAnswer, ChunkRange, RepositoryWrites, UploadStatus } from '../
 import type { RepositoryPolicy, ResolvedRepository } from '../mirror/repository-policy.js';
 import { parseV2Path, type V2Route } from './v2-path.js';
 import { describeRequest } from './request-context.js';
-import { bodyChunks, streamBodiesOf } from './request-body.js';
+import { bodyChunks, refuseRestOfBody, streamBodiesOf } from './request-body.js';
 import type { Action } from '../auth/access-rules.js';
 import type { AuthGate, Caller } from './auth-gate.js';
 
@@ -182,6 +182,8 @@ export function registerV2Routes(app: FastifyInstance, content: V2Content, optio
   async function startUpload(writes: RepositoryWrites, name: string, request: FastifyRequest, reply: FastifyReply, query: URLSearchParams, caller: Caller | undefined): Promise<FastifyReply> {
     const mount = query.get('mount');
     const whole = query.get('digest');
+    // Only a whole upload has a body to read: any other POST's is discarded, the connection kept.
+    if (whole === null || mount !== null) refuseRestOfBody(request.raw, reply.raw);
     if (mount !== null) {
       const digest = requireDigest(mount);
       const from = mountSource(query.get('from'), request, caller);
