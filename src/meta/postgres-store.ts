@@ -77,7 +77,7 @@ const SCHEMA_LOCK = '0, 0';
  */
 const GRAPH_LOCK = 'SELECT pg_advisory_xact_lock(1, 0)';
 /** Advisory locks (TASK_LOCK_SPACE, key) held by the node running a whole-cache task (runAlone). */
-const TASK_LOCK_SPACE = 3;
+const TASK_LOCK_SPACE = 4;
 const EXCLUSIVE_TASKS: Record<ExclusiveTask, number> = { eviction: 1, gc: 2 };
 
 /**
