@@ -374,20 +374,27 @@ describe('hosted repositories', () => {
       assert.ok((await call(`${url}/v2/team/kept/blobs/${sha256(blob)}`)).body.equals(blob));
     });
 
-    it('collects what deletes unlinked, and keeps every hosted blob and manifest still held, tagged or not', async () => {
-      const kept = bytesOf(3_000, 31);
-      const deleted = bytesOf(3_000, 32);
-      await pushWhole('team/gc', kept);
-      await pushWhole('team/gc', deleted);
-      assert.equal((await call(`${url}/v2/team/gc/blobs/${sha256(deleted)}`, { method: 'DELETE' })).status, 202);
+    it('collects what deletes unlinked and blobs no manifest references; keeps every manifest held, tagged or not, with its blobs', async () => {
+      const layer = bytesOf(3_000, 31);
+      const unused = bytesOf(3_000, 32);
+      await pushWhole('team/gc', EMPTY_CONFIG);
+      await pushWhole('team/gc', layer);
+      await pushWhole('team/gc', unused);
+      const untagged = manifestOf(EMPTY_CONFIG, [layer], { annotations: { tagged: 'no' } });
+      assert.equal((await putManifest('team/gc', sha256(untagged), untagged)).status, 201);
+      const deleted = manifestOf(EMPTY_CONFIG, [layer], { annotations: { deleted: 'yes' } });
+      await putManifest('team/gc', 'gone', deleted);
+      assert.equal((await call(`${url}/v2/team/gc/manifests/${sha256(deleted)}`, { method: 'DELETE' })).status, 202);
       const report = await call(`${url}/_regmirror/gc`, { method: 'POST' });
       assert.equal(report.status, 200, report.body.toString('utf8'));
-      const removed = (JSON.parse(report.body.toString('utf8')) as { removed: { blob: number } }).removed;
-      assert.ok(removed.blob >= 1, JSON.stringify(removed));
-      assert.ok((await call(`${url}/v2/team/gc/blobs/${sha256(kept)}`)).body.equals(kept), 'an untagged blob a hosted repository holds stays');
+      const removed = (JSON.parse(report.body.toString('utf8')) as { removed: { blob: number; manifest: number } }).removed;
+      assert.ok(removed.manifest >= 1 && removed.blob >= 1, JSON.stringify(removed));
+      assert.ok((await call(`${url}/v2/team/gc/manifests/${sha256(untagged)}`)).body.equals(untagged), 'an untagged manifest the repository holds stays');
+      assert.ok((await call(`${url}/v2/team/gc/blobs/${sha256(layer)}`)).body.equals(layer), 'and so do its blobs');
+      assert.equal((await call(`${url}/v2/team/gc/blobs/${sha256(unused)}`)).status, 404, 'a blob no manifest references goes (gc.grace is 0 here)');
       // Pushed again after collection: stored anew.
-      assert.equal((await pushWhole('team/gc', deleted)).status, 201);
-      assert.ok((await call(`${url}/v2/team/gc/blobs/${sha256(deleted)}`)).body.equals(deleted));
+      assert.equal((await pushWhole('team/gc', unused)).status, 201);
+      assert.ok((await call(`${url}/v2/team/gc/blobs/${sha256(unused)}`)).body.equals(unused));
     });
   });
 });

@@ -9,7 +9,7 @@ import type { Digest } from '../oci/digest.js';
 import type { LocalRegistry } from '../registry/local-registry.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { planEviction } from './eviction-plan.js';
-import { keptContent } from './kept-content.js';
+import { keptFromEviction } from './kept-content.js';
 
 /** Eviction brings the cache down to this share of cache.maxSize (the low watermark), so it does not run on every fill. */
 export const LOW_WATERMARK = 0.9;
@@ -183,7 +183,7 @@ export class CacheEvictor {
     await meta.flushAccess();
     const readBefore = this.now();
     const plan = await planEviction(meta, {
-      pinned: await keptContent(this.local.meta, this.options.pinned()),
+      pinned: await keptFromEviction(this.local.meta, this.options.pinned()),
       heldBytes,
       targetBytes,
       inUseSince: readBefore - this.bounds.inUseWindowMs,

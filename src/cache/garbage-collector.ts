@@ -8,7 +8,7 @@ import type { ContentGraph } from '../meta/metadata-store.js';
 import type { Digest } from '../oci/digest.js';
 import type { LocalRegistry } from '../registry/local-registry.js';
 import { CONTENT_FOLDER, contentKey, digestOfContentKey } from '../store/layout.js';
-import { keptContent } from './kept-content.js';
+import { keptFromCollection } from './kept-content.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { Pacer } from '../event-loop/pacer.js';
 
@@ -42,7 +42,7 @@ function emptyReport(dryRun: boolean, startedAt: number): GcReport {
 export interface GcOptions {
   /** Content read or written this recently is kept, and so is all it references. */
   graceMs: number;
-  /** Roots kept whatever their age: pinned images (and, always, what hosted repositories hold). */
+  /** Roots kept whatever their age: pinned images (and, always, the manifests hosted repositories hold). */
   pinned: () => ReadonlySet<Digest>;
   /**
    * A temporary untouched this long is abandoned; undefined: every temporary is (offline, with the data
@@ -134,7 +134,9 @@ export class GarbageCollector {
     const decidedAt = this.now();
     const recentSince = decidedAt - this.options.graceMs;
     const graph = await meta.graph();
-    const roots = new Set<Digest>([...(await meta.taggedDigests()), ...(await keptContent(meta, this.options.pinned()))]);
+    const recordedManifests = new Set(graph.manifests.map((manifest) => manifest.digest));
+    const kept = await keptFromCollection(meta, this.options.pinned(), (digest) => recordedManifests.has(digest));
+    const roots = new Set<Digest>([...(await meta.taggedDigests()), ...kept]);
     const pacer = new Pacer();
     const marked = await markFrom(graph, roots, recentSince, pacer);
     report.marked = marked.size;
