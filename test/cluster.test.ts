@@ -139,6 +139,43 @@ describe('three regmirror nodes on one database and one bucket', { timeout: 170_
     assert.equal((await rawGet(`${node.url}/_regmirror/cluster/fills/not-a-digest`, { headers: { authorization: `Bearer ${SECRET}` } })).status, 400);
   });
 
+  it('a filler the others cannot reach: they wait for its commit and read the bucket (a Range request too), one upstream GET', async () => {
+    const blob = deterministicBytes(3 * 1024 * 1024, 7301);
+    const slow: FaultUpstream = await startFaultUpstream({ blobs: [blob], repository: 'slow/app', dripBytes: 256 * 1024, dripIntervalMs: 100 });
+    const schema = await database.schema();
+    const pair: Regmirror[] = [];
+    try {
+      // The first node announces an address nobody listens on.
+      pair.push(await startNode([slow.url], 'wait/', schema, { REGMIRROR_CLUSTER_ADVERTISE: `http://127.0.0.1:${await freePort()}` }));
+      pair.push(await startNode([slow.url], 'wait/', schema));
+      const [filler, other] = pair;
+      assert.ok(filler !== undefined && other !== undefined);
+      const digest = slow.blobDigests[0] ?? '';
+      slow.setMode('slow-drip', digest);
+      const blobPath = `/v2/slow/app/blobs/${digest}`;
+      let fillerBytes = 0;
+      const first = rawGet(`${filler.url}${blobPath}`, { timeoutMs: 60_000, onChunk: (chunk) => (fillerBytes += chunk.length) });
+      await waitUntil('the first node is filling', () => fillerBytes > 0, 20_000);
+      const [whole, range, original] = await Promise.all([
+        rawGet(`${other.url}${blobPath}`, { timeoutMs: 60_000 }),
+        rawGet(`${other.url}${blobPath}`, { timeoutMs: 60_000, headers: { range: 'bytes=100-199' } }),
+        first,
+      ]);
+      for (const answer of [whole, original]) {
+        assert.equal(answer.status, 200);
+        assert.ok(answer.complete);
+        assert.equal(sha256Of(answer.body), digest);
+      }
+      assert.equal(range.status, 206);
+      assert.ok(range.body.equals(blob.subarray(100, 200)));
+      assert.equal(slow.count('GET', new RegExp(`^${blobPath}$`)), 1, 'one upstream GET');
+      assert.ok(other.lines().some((line) => line.includes('the filling node cannot be reached')), 'the other node tried the filler first');
+    } finally {
+      for (const node of pair) await node.destroy();
+      await slow.stop();
+    }
+  });
+
   it('kill -9 of the filling node mid-blob: followers on the other nodes are cut or get the verified blob, never a wrong one; the next GET fills again', async () => {
     const big = deterministicBytes(6 * 1024 * 1024, 7201);
     const slow: FaultUpstream = await startFaultUpstream({ blobs: [big], repository: 'slow/app', dripBytes: 256 * 1024, dripIntervalMs: 100 });

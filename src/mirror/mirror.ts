@@ -179,6 +179,8 @@ export class Mirror {
 
   /** Another node fills the blob: streamed from it, or, once it committed or gave up its lease, asked again. */
   private async followElsewhere(target: Target, digest: Digest, method: 'GET' | 'HEAD', rangeHeader: string | undefined): Promise<BlobAnswer> {
+    // The other node's fill may be for another repository: this one must hold the blob too.
+    await this.confirmHeld(target, digest, 'blob');
     const followed = await this.options.cluster?.follow(digest, parseRangeSpec(rangeHeader) === undefined);
     if (followed === undefined) return this.blob(target, digest, method, rangeHeader);
     return { digest, size: followed.size, body: followed.body, cache: 'fill' };
