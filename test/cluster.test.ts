@@ -139,29 +139,51 @@ describe('three regmirror nodes on one database and one bucket', { timeout: 170_
     assert.equal((await rawGet(`${node.url}/_regmirror/cluster/fills/not-a-digest`, { headers: { authorization: `Bearer ${SECRET}` } })).status, 400);
   });
 
-  it('a filler the others cannot reach: they wait for its commit and read the bucket (a Range request too), one upstream GET', async () => {
-    const blob = deterministicBytes(3 * 1024 * 1024, 7301);
-    const slow: FaultUpstream = await startFaultUpstream({ blobs: [blob], repository: 'slow/app', dripBytes: 256 * 1024, dripIntervalMs: 100 });
+  interface SlowFill {
+    slow: FaultUpstream;
+    nodes: Regmirror[];
+    digest: string;
+    blobPath: string;
+    /** The first node's own client, which started the fill (an Error once the node is killed). */
+    first: Promise<RawResponse | Error>;
+  }
+
+  /**
+   * Nodes on a fresh schema and prefix before a fault upstream that sends one blob slowly, the first node's client
+   * already receiving it (so the first node holds the lease); run() gets them, and they are stopped after.
+   */
+  async function withSlowFill(blob: Buffer, prefix: string, firstNodeEnv: NodeJS.ProcessEnv, count: number, run: (fill: SlowFill) => Promise<void>): Promise<void> {
+    const slow = await startFaultUpstream({ blobs: [blob], repository: 'slow/app', dripBytes: 256 * 1024, dripIntervalMs: 100 });
     const schema = await database.schema();
-    const pair: Regmirror[] = [];
+    const started: Regmirror[] = [];
     try {
-      // The first node announces an address nobody listens on.
-      pair.push(await startNode([slow.url], 'wait/', schema, { REGMIRROR_CLUSTER_ADVERTISE: `http://127.0.0.1:${await freePort()}` }));
-      pair.push(await startNode([slow.url], 'wait/', schema));
-      const [filler, other] = pair;
-      assert.ok(filler !== undefined && other !== undefined);
+      for (let index = 0; index < count; index++) started.push(await startNode([slow.url], prefix, schema, index === 0 ? firstNodeEnv : {}));
       const digest = slow.blobDigests[0] ?? '';
       slow.setMode('slow-drip', digest);
       const blobPath = `/v2/slow/app/blobs/${digest}`;
       let fillerBytes = 0;
-      const first = rawGet(`${filler.url}${blobPath}`, { timeoutMs: 60_000, onChunk: (chunk) => (fillerBytes += chunk.length) });
+      const first = rawGet(`${started[0]?.url ?? ''}${blobPath}`, { timeoutMs: 60_000, onChunk: (chunk) => (fillerBytes += chunk.length) }).catch((error: unknown) => error as Error);
       await waitUntil('the first node is filling', () => fillerBytes > 0, 20_000);
+      await run({ slow, nodes: started, digest, blobPath, first });
+    } finally {
+      for (const node of started) await node.destroy();
+      await slow.stop();
+    }
+  }
+
+  it('a filler the others cannot reach: they wait for its commit and read the bucket (a Range request too), one upstream GET', async () => {
+    const blob = deterministicBytes(3 * 1024 * 1024, 7301);
+    // The first node announces an address nobody listens on.
+    const nowhere = { REGMIRROR_CLUSTER_ADVERTISE: `http://127.0.0.1:${await freePort()}` };
+    await withSlowFill(blob, 'wait/', nowhere, 2, async ({ slow, nodes: [, other], digest, blobPath, first }) => {
+      assert.ok(other !== undefined);
       const [whole, range, original] = await Promise.all([
         rawGet(`${other.url}${blobPath}`, { timeoutMs: 60_000 }),
         rawGet(`${other.url}${blobPath}`, { timeoutMs: 60_000, headers: { range: 'bytes=100-199' } }),
         first,
       ]);
       for (const answer of [whole, original]) {
+        assert.ok(!(answer instanceof Error), answer instanceof Error ? answer.message : '');
         assert.equal(answer.status, 200);
         assert.ok(answer.complete);
         assert.equal(sha256Of(answer.body), digest);
@@ -170,27 +192,13 @@ describe('three regmirror nodes on one database and one bucket', { timeout: 170_
       assert.ok(range.body.equals(blob.subarray(100, 200)));
       assert.equal(slow.count('GET', new RegExp(`^${blobPath}$`)), 1, 'one upstream GET');
       assert.ok(other.lines().some((line) => line.includes('the filling node cannot be reached')), 'the other node tried the filler first');
-    } finally {
-      for (const node of pair) await node.destroy();
-      await slow.stop();
-    }
+    });
   });
 
   it('kill -9 of the filling node mid-blob: followers on the other nodes are cut or get the verified blob, never a wrong one; the next GET fills again', async () => {
     const big = deterministicBytes(6 * 1024 * 1024, 7201);
-    const slow: FaultUpstream = await startFaultUpstream({ blobs: [big], repository: 'slow/app', dripBytes: 256 * 1024, dripIntervalMs: 100 });
-    const schema = await database.schema();
-    const trio: Regmirror[] = [];
-    try {
-      for (let index = 0; index < 3; index++) trio.push(await startNode([slow.url], 'kill/', schema));
-      const [filler, second, third] = trio;
+    await withSlowFill(big, 'kill/', {}, 3, async ({ slow, nodes: [filler, second, third], digest, blobPath, first }) => {
       assert.ok(filler !== undefined && second !== undefined && third !== undefined);
-      const digest = slow.blobDigests[0] ?? '';
-      slow.setMode('slow-drip', digest);
-      const blobPath = `/v2/slow/app/blobs/${digest}`;
-      let fillerBytes = 0;
-      const first = rawGet(`${filler.url}${blobPath}`, { timeoutMs: 60_000, onChunk: (chunk) => (fillerBytes += chunk.length) }).catch((error: unknown) => error as Error);
-      await waitUntil('the first node is filling', () => fillerBytes > 0, 20_000);
       const followerBytes = [0, 0];
       const followers = [second, third].map((node, index) =>
         rawGet(`${node.url}${blobPath}`, { timeoutMs: 60_000, onChunk: (chunk) => (followerBytes[index] = (followerBytes[index] ?? 0) + chunk.length) }).catch((error: unknown) => error as Error),
@@ -201,9 +209,8 @@ describe('three regmirror nodes on one database and one bucket', { timeout: 170_
       await first;
       for (const answer of answers) {
         if (answer instanceof Error) continue;
-        const response: RawResponse = answer;
-        if (response.complete) assert.equal(sha256Of(response.body), digest, 'a complete answer is the verified blob');
-        else assert.ok(response.body.length < big.length, 'a cut answer is short');
+        if (answer.complete) assert.equal(sha256Of(answer.body), digest, 'a complete answer is the verified blob');
+        else assert.ok(answer.body.length < big.length, 'a cut answer is short');
       }
       assert.ok(answers.some((answer) => !(answer instanceof Error) && !answer.complete), 'the followers were cut with the filler');
       assert.equal(slow.count('GET', new RegExp(`^${blobPath}$`)), 1, 'one upstream GET while the filler lived');
@@ -213,9 +220,6 @@ describe('three regmirror nodes on one database and one bucket', { timeout: 170_
       assert.equal(again.status, 200);
       assert.ok(again.complete);
       assert.equal(sha256Of(again.body), digest);
-    } finally {
-      for (const node of trio) await node.destroy();
-      await slow.stop();
-    }
+    });
   });
 });
