@@ -139,6 +139,23 @@ describe('three regmirror nodes on one database and one bucket', { timeout: 170_
     assert.equal((await rawGet(`${node.url}/_regmirror/cluster/fills/not-a-digest`, { headers: { authorization: `Bearer ${SECRET}` } })).status, 400);
   });
 
+  it('a lease connection the server ended is opened again for the next fill (and the loss is logged)', async () => {
+    const other = await buildImageLayout(path.join(work, 'other'), 'v1', [{ layers: [{ size: 500_000, seed: 7401 }] }]);
+    await pushLayout(other, `127.0.0.1:${upstream.port}/team/other:v1`);
+    const ended = await database.query<{ ended: boolean }>("SELECT pg_terminate_backend(pid) AS ended FROM pg_stat_activity WHERE application_name = 'regmirror-leases'");
+    assert.equal(ended.filter((row) => row.ended).length, 3, 'one lease session per node');
+    const node = nodes[1];
+    const layer = other.images[0]?.layerDigests[0];
+    assert.ok(node !== undefined && layer !== undefined);
+    await waitUntil('the node saw its lease session end', () => node.lines().some((line) => line.includes('the lease connection was lost')), 10_000);
+    const answer = await rawGet(`${node.url}/v2/team/other/blobs/${layer}`, { timeoutMs: 30_000 });
+    assert.equal(answer.status, 200);
+    assert.ok(answer.complete);
+    assert.equal(sha256Of(answer.body), layer);
+    const sessions = await database.query<{ count: string }>("SELECT count(*) AS count FROM pg_stat_activity WHERE application_name = 'regmirror-leases'");
+    assert.equal(Number(sessions[0]?.count), 1, 'the node that filled opened a new lease session');
+  });
+
   interface SlowFill {
     slow: FaultUpstream;
     nodes: Regmirror[];

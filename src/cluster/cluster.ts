@@ -107,6 +107,8 @@ export class Cluster {
   private sessionOpening: Promise<pg.Client> | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
   private closed = false;
+  /** Leases being given back: close() waits for them before it ends the connections. */
+  private readonly releasing = new Set<Promise<void>>();
 
   private constructor(
     private readonly options: ClusterOptions,
@@ -209,10 +211,15 @@ export class Cluster {
       release: () => {
         if (released) return;
         released = true;
-        void this.pool
+        const release = this.pool
           .query('DELETE FROM cluster_fills WHERE digest = $1 AND node_id = $2', [digest, this.nodeId])
-          .catch((error: unknown) => this.options.log.warn({ err: error, digest }, 'cluster: could not remove a fill announcement'))
-          .finally(() => this.unlock(session, key, digest));
+          .then(
+            () => undefined,
+            (error: unknown) => this.options.log.warn({ err: error, digest }, 'cluster: could not remove a fill announcement'),
+          )
+          .then(() => this.unlock(session, key, digest));
+        this.releasing.add(release);
+        void release.finally(() => this.releasing.delete(release));
       },
     };
   }
@@ -254,6 +261,7 @@ export class Cluster {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.heartbeat);
+    await Promise.all(this.releasing);
     await this.pool.query('DELETE FROM cluster_nodes WHERE id = $1', [this.nodeId]).catch(() => undefined);
     await this.pool.end().catch(() => undefined);
     const session = this.session;
