@@ -125,6 +125,9 @@ describe('three regmirror nodes on one database and one bucket', { timeout: 170_
     assert.equal(committed, blobs.length);
     // How many answers streamed another node's fill (a figure, not a promise: it depends on who asked first).
     const streamed = nodes.flatMap((node) => node.accessEntries()).filter((entry) => entry.path.startsWith('/_regmirror/cluster/fills/') && entry.status === 200);
+    let followedStreams = 0;
+    for (const node of nodes) followedStreams += await node.metricValue('regmirror_cluster_follows_total', { outcome: 'streamed' });
+    assert.equal(followedStreams, streamed.length, 'every stream a filler served was counted by the node that asked for it');
     console.log(`fill streams between nodes: ${streamed.length}; manifest GETs upstream: ${upstream.countRequests('GET', /^\/v2\/team\/app\/manifests\//)} (per node, not coordinated)`);
   });
 
@@ -221,6 +224,8 @@ describe('three regmirror nodes on one database and one bucket', { timeout: 170_
         rawGet(`${node.url}${blobPath}`, { timeoutMs: 60_000, onChunk: (chunk) => (followerBytes[index] = (followerBytes[index] ?? 0) + chunk.length) }).catch((error: unknown) => error as Error),
       );
       await waitUntil('both followers have bytes', () => followerBytes.every((count) => count > 0), 20_000);
+      // Bytes of a blob nobody has committed: they can only come streamed from the filler.
+      for (const node of [second, third]) assert.equal(await node.metricValue('regmirror_cluster_follows_total', { outcome: 'streamed' }), 1);
       await filler.kill9();
       const answers = await Promise.all(followers);
       await first;

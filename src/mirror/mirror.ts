@@ -181,7 +181,14 @@ export class Mirror {
   private async followElsewhere(target: Target, digest: Digest, method: 'GET' | 'HEAD', rangeHeader: string | undefined): Promise<BlobAnswer> {
     // The other node's fill may be for another repository: this one must hold the blob too.
     await this.confirmHeld(target, digest, 'blob');
-    const followed = await this.options.cluster?.follow(digest, parseRangeSpec(rangeHeader) === undefined);
+    let followed;
+    try {
+      followed = await this.options.cluster?.follow(digest, parseRangeSpec(rangeHeader) === undefined);
+    } catch (error) {
+      this.metrics.clusterFollows.inc({ outcome: 'failed' });
+      throw error;
+    }
+    this.metrics.clusterFollows.inc({ outcome: followed === undefined ? 'waited' : 'streamed' });
     if (followed === undefined) return this.blob(target, digest, method, rangeHeader);
     return { digest, size: followed.size, body: followed.body, cache: 'fill' };
   }
