@@ -120,7 +120,8 @@ export class Cluster {
     const pool = new pg.Pool({
       ...parseIntoClientConfig(options.url),
       password: options.password,
-      max: 2,
+      // Heartbeats, announcements and the looks of waiting requests: short statements.
+      max: 4,
       statement_timeout: options.statementTimeoutMs,
       connectionTimeoutMillis: options.statementTimeoutMs,
       keepAlive: true,
@@ -241,6 +242,8 @@ export class Cluster {
     const deadline = Date.now() + this.options.waitMs;
     const tried = new Set<string>();
     for (;;) {
+      // First: committed meanwhile (even before this node took the lock, see takeLease), the announcement is stale.
+      if (await this.options.isStored(digest)) return undefined;
       if (stream) {
         const owner = await this.announcedFiller(digest);
         if (owner !== undefined && owner !== this.options.advertise && !tried.has(owner)) {
@@ -249,7 +252,6 @@ export class Cluster {
           if (followed !== undefined) return followed;
         }
       }
-      if (await this.options.isStored(digest)) return undefined;
       if (!(await this.leaseHeld(digest))) return undefined;
       if (Date.now() >= deadline) throw new RegistryError('UNAVAILABLE', { message: `waited ${this.options.waitMs} ms for another node's fill of this blob; retry` });
       await sleep(WAIT_STEP_MS);
