@@ -191,11 +191,27 @@ describe('three regmirror nodes on one database and one bucket', { timeout: 170_
     }
   }
 
-  it('a filler the others cannot reach: they wait for its commit and read the bucket (a Range request too), one upstream GET', async () => {
+  const unstreamable: { name: string; prefix: string; firstNodeEnv: () => Promise<NodeJS.ProcessEnv>; logged: string }[] = [
+    {
+      name: 'a filler the others cannot reach (it announces an address nobody listens on)',
+      prefix: 'wait/',
+      firstNodeEnv: async () => ({ REGMIRROR_CLUSTER_ADVERTISE: `http://127.0.0.1:${await freePort()}` }),
+      logged: 'the filling node cannot be reached',
+    },
+    {
+      name: 'a filler with another secret (it answers 403)',
+      prefix: 'secret/',
+      firstNodeEnv: async () => {
+        const other = path.join(work, 'other-secret');
+        await writeFile(other, 'another-secret-of-more-than-16\n');
+        return { REGMIRROR_CLUSTER_SECRET_FILE: other };
+      },
+      logged: 'a node refused the shared secret',
+    },
+  ];
+  for (const { name, prefix, firstNodeEnv, logged } of unstreamable) it(`${name}: the others wait for its commit and read the bucket (a Range request too), one upstream GET`, async () => {
     const blob = deterministicBytes(3 * 1024 * 1024, 7301);
-    // The first node announces an address nobody listens on.
-    const nowhere = { REGMIRROR_CLUSTER_ADVERTISE: `http://127.0.0.1:${await freePort()}` };
-    await withSlowFill(blob, 'wait/', nowhere, 2, async ({ slow, nodes: [, other], digest, blobPath, first }) => {
+    await withSlowFill(blob, prefix, await firstNodeEnv(), 2, async ({ slow, nodes: [, other], digest, blobPath, first }) => {
       assert.ok(other !== undefined);
       const [whole, range, original] = await Promise.all([
         rawGet(`${other.url}${blobPath}`, { timeoutMs: 60_000 }),
@@ -211,7 +227,8 @@ describe('three regmirror nodes on one database and one bucket', { timeout: 170_
       assert.equal(range.status, 206);
       assert.ok(range.body.equals(blob.subarray(100, 200)));
       assert.equal(slow.count('GET', new RegExp(`^${blobPath}$`)), 1, 'one upstream GET');
-      assert.ok(other.lines().some((line) => line.includes('the filling node cannot be reached')), 'the other node tried the filler first');
+      assert.ok(other.lines().some((line) => line.includes(logged)), 'the other node tried the filler first');
+      assert.equal(await other.metricValue('regmirror_cluster_follows_total', { outcome: 'waited' }), 2, 'both requests waited');
     });
   });
 
