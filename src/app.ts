@@ -33,6 +33,7 @@ import { V1Registry } from './v1/registry.js';
 import { V1SourceClient } from './v1/source-client.js';
 import type { MetadataStore } from './meta/metadata-store.js';
 import type { Digest } from './oci/digest.js';
+import type { Cluster } from './cluster/cluster.js';
 
 export interface RunningMirror {
   /** host:port actually bound. */
@@ -70,16 +71,38 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
     throw error;
   }
   const { store } = opened;
-  const removed = await store.removeStaleTemporaries();
+  // In a cluster the bucket's unfinished uploads may be other nodes' commits in progress: GC removes those abandoned.
+  const removed = settings.cluster === undefined ? await store.removeStaleTemporaries() : 0;
   if (removed > 0) logger.info({ removed }, 'removed temporaries left by an earlier run');
-  // With PostgreSQL the lock still guards the local files (fills in tmp/, the fs store); nodes sharing one database
-  // do not see each other yet (cluster membership comes with the cluster work).
+  // With PostgreSQL the lock still guards the local files (fills in tmp/, the fs store); in a cluster the nodes see
+  // each other in the database (cluster/cluster.ts).
   let meta: MetadataStore;
   try {
     meta = await openMetadataStore(settings.metadata, dataDir, logger);
   } catch (error) {
     await lock.release();
     throw error;
+  }
+  // Loaded only when configured: a single node does not carry it.
+  let cluster: Cluster | undefined;
+  if (settings.cluster !== undefined && settings.metadata.driver === 'postgres') {
+    const { Cluster: ClusterClass } = await import('./cluster/cluster.js');
+    try {
+      cluster = await ClusterClass.open({
+        url: settings.metadata.url,
+        password: settings.metadata.password,
+        statementTimeoutMs: settings.metadata.statementTimeoutMs,
+        advertise: settings.cluster.advertise,
+        secret: settings.cluster.secret,
+        isStored: async (digest) => (await meta.getBlob(digest)) !== undefined,
+        waitMs: settings.timeouts.fill,
+        log: logger,
+      });
+    } catch (error) {
+      await meta.close();
+      await lock.release();
+      throw error;
+    }
   }
   const metrics = new Metrics({ sendBufferBytes: () => budget.used, cacheTotals: () => meta.totals(), cacheTotalsByRegistry: () => meta.totalsByRegistry() });
   const fetchTimeouts = fetchTimeoutsOf(settings.timeouts);
@@ -113,6 +136,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
       onStorageFull: () => evictor.soon(),
       keepsStale: (repository, tag): boolean => prefetcher.pinsTag(repository, tag),
       confirmHolding: settings.auth !== undefined,
+      ...(cluster === undefined ? {} : { cluster }),
     },
     logger,
   );
@@ -130,6 +154,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
     upstreams: upstreams.map((upstream) => ({ registry: upstream.settings.registry, ...upstream.client.status() })),
     cache: { ...(await meta.totals()), byUpstream: await meta.totalsByRegistry(), maxSize: settings.cacheBound.maxSizeBytes ?? null, lastEviction: evictor.lastReport ?? null, lastGc: collector.lastReport ?? null },
     prefetch: prefetcher.status(),
+    ...(cluster === undefined ? {} : { cluster: await cluster.status() }),
   });
   const v1Routes = v1 && {
     mirror: v1,
@@ -155,6 +180,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
     v2: v2Routes,
     gate,
     tls,
+    ...(cluster === undefined || settings.cluster === undefined ? {} : { cluster: { secret: settings.cluster.secret, fills: mirror } }),
   });
   const admin = adminListen === undefined ? undefined : buildAdminServer({ metrics, logger, ready, status, collectGarbage, tls });
   // The admin listener takes the registry's certificate (and client CA): one set of files, one reload.
@@ -194,6 +220,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
       prefetcher.stop();
       await mirror.abortFills(new Error('shutting down'));
       await uploads.close();
+      await cluster?.close();
       await evictor.close();
       await collector.close();
       await v1?.close(new Error('shutting down'));

@@ -96,6 +96,7 @@ describe('loadSettings: defaults', () => {
       adminListen: undefined,
       tls: undefined,
       metadata: { driver: 'sqlite' },
+      cluster: undefined,
     });
   });
 
@@ -217,6 +218,7 @@ upstreams:
       adminListen: { host: '127.0.0.1', port: 9090 },
       tls: undefined,
       metadata: { driver: 'sqlite' },
+      cluster: undefined,
     });
   });
 
@@ -924,4 +926,55 @@ describe('loadSettings: metadata', () => {
       );
     }
   });
+});
+
+describe('loadSettings: cluster', () => {
+  const engines = {
+    REGMIRROR_METADATA_DRIVER: 'postgres',
+    REGMIRROR_METADATA_URL: 'postgres://regmirror@db.example/regmirror',
+    REGMIRROR_STORAGE_DRIVER: 's3',
+    REGMIRROR_STORAGE_S3_BUCKET: 'regmirror',
+  };
+
+  it('reads advertise and the secret file (one trailing newline removed), from the file and from REGMIRROR_CLUSTER_*', async () => {
+    const secretFile = await writeTemporary('0123456789abcdef-secret\n');
+    const file = await writeTemporary(`cluster:\n  advertise: http://10.0.0.5:5000/\n  secretFile: ${secretFile}\n`);
+    assert.deepEqual(settingsOf({ config: file }, engines).cluster, { advertise: 'http://10.0.0.5:5000', secret: '0123456789abcdef-secret' });
+    const fromEnvironment = settingsOf({}, { ...engines, REGMIRROR_CLUSTER_ADVERTISE: 'https://node-2.internal:5443', REGMIRROR_CLUSTER_SECRET_FILE: secretFile });
+    assert.deepEqual(fromEnvironment.cluster, { advertise: 'https://node-2.internal:5443', secret: '0123456789abcdef-secret' });
+  });
+
+  it('refuses cluster mode without PostgreSQL and S3', async () => {
+    const secretFile = await writeTemporary('0123456789abcdef\n');
+    const cluster = { REGMIRROR_CLUSTER_ADVERTISE: 'http://10.0.0.5:5000', REGMIRROR_CLUSTER_SECRET_FILE: secretFile };
+    assertConfigError(() => settingsOf({}, cluster), 'cluster', 'metadata.driver: postgres and storage.driver: s3');
+    assertConfigError(() => settingsOf({}, { ...cluster, REGMIRROR_METADATA_DRIVER: 'postgres', REGMIRROR_METADATA_URL: 'postgres://db.example/r' }), 'storage.driver: s3');
+    assertConfigError(() => settingsOf({}, { ...cluster, REGMIRROR_STORAGE_DRIVER: 's3', REGMIRROR_STORAGE_S3_BUCKET: 'regmirror' }), 'metadata.driver: postgres');
+  });
+
+  it('refuses a secret shorter than 16 characters, or a file it cannot read, without repeating the secret', async () => {
+    const short = await writeTemporary('fifteen-chars-x\n');
+    assert.throws(
+      () => settingsOf({}, { ...engines, REGMIRROR_CLUSTER_ADVERTISE: 'http://10.0.0.5:5000', REGMIRROR_CLUSTER_SECRET_FILE: short }),
+      (error: unknown) => error instanceof ConfigError && error.message.includes('at least 16 characters') && !error.message.includes('fifteen-chars-x'),
+    );
+    const missing = path.join(directory, 'no-such-secret');
+    assertConfigError(() => settingsOf({}, { ...engines, REGMIRROR_CLUSTER_ADVERTISE: 'http://10.0.0.5:5000', REGMIRROR_CLUSTER_SECRET_FILE: missing }), 'cluster.secretFile', 'cannot read');
+  });
+
+  const invalid: { name: string; yaml: string; fragments: string[] }[] = [
+    { name: 'advertise without a secret', yaml: 'cluster:\n  advertise: http://10.0.0.5:5000\n', fragments: ['cluster.secretFile', 'required with cluster.advertise'] },
+    { name: 'a secret without advertise', yaml: 'cluster:\n  secretFile: /run/secret\n', fragments: ['cluster.advertise', 'required with cluster.secretFile'] },
+    { name: 'an advertise that is no URL', yaml: 'cluster:\n  advertise: 10.0.0.5:5000\n  secretFile: /s\n', fragments: ['cluster.advertise'] },
+    { name: 'an advertise of another scheme', yaml: 'cluster:\n  advertise: ftp://10.0.0.5\n  secretFile: /s\n', fragments: ['cluster.advertise', 'http://'] },
+    { name: 'an advertise with a path', yaml: 'cluster:\n  advertise: http://10.0.0.5:5000/mirror\n  secretFile: /s\n', fragments: ['cluster.advertise', 'no path'] },
+    { name: 'an advertise with credentials', yaml: 'cluster:\n  advertise: http://u:p@10.0.0.5:5000\n  secretFile: /s\n', fragments: ['cluster.advertise', 'no credentials'] },
+    { name: 'an unknown cluster key', yaml: 'cluster:\n  secret: x\n', fragments: ['cluster', 'secret'] },
+  ];
+  for (const { name, yaml, fragments } of invalid) {
+    it(`reports ${name}`, async () => {
+      const file = await writeTemporary(yaml);
+      assertConfigError(() => settingsOf({ config: file }, {}), ...fragments);
+    });
+  }
 });

@@ -101,7 +101,19 @@ export interface Settings {
   /** TLS on the registry's listener and the admin one, checked at load; undefined: plain http. */
   tls: TlsFiles | undefined;
   metadata: MetadataSettings;
+  /** undefined: a single node (the default). */
+  cluster: ClusterSettings | undefined;
 }
+
+export interface ClusterSettings {
+  /** This node's URL for the other nodes, without a trailing slash. */
+  advertise: string;
+  /** The shared secret, read from cluster.secretFile at start-up. */
+  secret: string;
+}
+
+/** The shortest shared secret accepted. */
+export const MIN_CLUSTER_SECRET_LENGTH = 16;
 
 export interface ConfigFlags {
   config?: string;
@@ -178,6 +190,8 @@ const ENVIRONMENT_KEYS: ReadonlyArray<readonly [string, readonly string[]]> = [
   ['REGMIRROR_METADATA_PASSWORD_ENV', ['metadata', 'passwordEnv']],
   ['REGMIRROR_METADATA_POOL_SIZE', ['metadata', 'poolSize']],
   ['REGMIRROR_METADATA_STATEMENT_TIMEOUT', ['metadata', 'statementTimeout']],
+  ['REGMIRROR_CLUSTER_ADVERTISE', ['cluster', 'advertise']],
+  ['REGMIRROR_CLUSTER_SECRET_FILE', ['cluster', 'secretFile']],
 ];
 /** A space- or comma-separated list of `[REGISTRY=]URL`, replacing the file's upstreams. */
 const ENVIRONMENT_UPSTREAMS = 'REGMIRROR_UPSTREAMS';
@@ -359,7 +373,27 @@ function resolveSettings(config: Config, environment: NodeJS.ProcessEnv): Settin
     adminListen: config.admin.listen === undefined ? undefined : parseListen(config.admin.listen, 'admin.listen'),
     tls: resolveTls(config.tls),
     metadata: resolveMetadata(config.metadata, environment),
+    cluster: resolveCluster(config, storage),
   };
+}
+
+function resolveCluster(config: Config, storage: StorageSettings): ClusterSettings | undefined {
+  const { advertise, secretFile } = config.cluster;
+  if (advertise === undefined || secretFile === undefined) return undefined;
+  // The nodes share content and records through the engines: a data directory or a SQLite file is one node's.
+  if (config.metadata.driver !== 'postgres' || storage.driver !== 's3') {
+    throw new ConfigError('invalid configuration: cluster: needs metadata.driver: postgres and storage.driver: s3 (the nodes share the database and the bucket)');
+  }
+  let secret: string;
+  try {
+    secret = readFileSync(secretFile, 'utf8').replace(/\r?\n$/, '');
+  } catch (error) {
+    throw new ConfigError(`invalid configuration: cluster.secretFile: cannot read ${secretFile}`, { cause: error });
+  }
+  if (secret.length < MIN_CLUSTER_SECRET_LENGTH) {
+    throw new ConfigError(`invalid configuration: cluster.secretFile: the secret must be at least ${MIN_CLUSTER_SECRET_LENGTH} characters`);
+  }
+  return { advertise: advertise.replace(/\/+$/, ''), secret };
 }
 
 function resolveMetadata(metadata: Config['metadata'], environment: NodeJS.ProcessEnv): MetadataSettings {

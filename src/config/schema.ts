@@ -196,6 +196,40 @@ function postgresUrlProblem(text: string): string | undefined {
   return undefined;
 }
 
+/**
+ * Several nodes on one database and bucket (docs/cluster.md): how the others reach this one, and the secret they share
+ * for the internal fill stream. Both or neither; with PostgreSQL and S3 only (checked when the settings resolve).
+ */
+const clusterSchema = z
+  .object({
+    /** http(s)://HOST:PORT of this node's registry listener, as the other nodes reach it. */
+    advertise: z.string().min(1).optional(),
+    /** A file holding the shared secret (at least 16 characters; one trailing newline removed). */
+    secretFile: z.string().min(1).optional(),
+  })
+  .strict()
+  .superRefine((cluster, context) => {
+    if (cluster.advertise !== undefined && cluster.secretFile === undefined) context.addIssue({ code: 'custom', path: ['secretFile'], message: 'required with cluster.advertise' });
+    if (cluster.advertise === undefined && cluster.secretFile !== undefined) context.addIssue({ code: 'custom', path: ['advertise'], message: 'required with cluster.secretFile' });
+    if (cluster.advertise !== undefined) {
+      const problem = advertiseProblem(cluster.advertise);
+      if (problem !== undefined) context.addIssue({ code: 'custom', path: ['advertise'], message: problem });
+    }
+  });
+
+function advertiseProblem(text: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return 'not a URL (expected http://HOST:PORT)';
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return `expected an http:// or https:// URL, not ${url.protocol}//`;
+  if (url.username !== '' || url.password !== '') return 'no credentials in the URL (the nodes authenticate with cluster.secretFile)';
+  if (url.pathname !== '/' || url.search !== '' || url.hash !== '') return 'only scheme, host and port (no path or query)';
+  return undefined;
+}
+
 // zod 4's .default() skips the transform: defaults are given in milliseconds, the parsed (output) unit.
 export const configSchema = z
   .object({
@@ -317,6 +351,7 @@ export const configSchema = z
       })
       .default({}),
     metadata: metadataSchema.default({ driver: 'sqlite', poolSize: 10, statementTimeout: 10_000 }),
+    cluster: clusterSchema.default({}),
     timeouts: z
       .object({
         connect: duration.default(10_000),

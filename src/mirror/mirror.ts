@@ -3,6 +3,7 @@
 // fresh for a TTL, revalidated with HEAD, and served stale when the upstream fails.
 
 import { setMaxListeners } from 'node:events';
+import type { Readable } from 'node:stream';
 import { digestOf, isDigest, type Digest } from '../oci/digest.js';
 import {
   acceptedMediaTypes,
@@ -49,6 +50,20 @@ export interface MirrorOptions {
    * its upstream once (a HEAD), then linked.
    */
   confirmHolding?: boolean;
+  /** Several nodes on one database and bucket (src/cluster/): one upstream fill per blob for them all. */
+  cluster?: ClusterFills;
+}
+
+/** The cluster's part in a blob fill (src/cluster/cluster.ts). */
+export interface ClusterFills {
+  /** Before this node fills digest from its upstream; throws an error isHeldElsewhere() knows when another node fills it. */
+  lease(digest: Digest): Promise<{ release(): void }>;
+  isHeldElsewhere(error: unknown): boolean;
+  /**
+   * The other node's fill, streamed from it (stream: a whole-blob GET) and verified here; undefined when this node
+   * should look again (the blob is committed, or the lease was given up).
+   */
+  follow(digest: Digest, stream: boolean): Promise<{ size: number | undefined; body: Readable } | undefined>;
 }
 
 export interface Logger {
@@ -104,7 +119,13 @@ export class Mirror {
     await this.confirmHeld(target, digest, 'blob');
     if (method === 'HEAD') return this.headColdBlob(upstream, target, digest, inProgress);
     // The fill may have settled while we waited for it: then its spool is no longer ours to read.
-    const fill = await inProgress;
+    let fill: BlobFill;
+    try {
+      fill = await inProgress;
+    } catch (error) {
+      if (this.options.cluster?.isHeldElsewhere(error) !== true) throw error;
+      return this.followElsewhere(target, digest, method, rangeHeader);
+    }
     if (fill.status === 'committed') return this.blob(target, digest, method, rangeHeader, delivery);
     if (fill.status === 'failed') throw upstream.client.unreachable(fill.error);
     if (parseRangeSpec(rangeHeader) !== undefined) return this.rangeFromFill(digest, fill, rangeHeader, 'fill');
@@ -114,11 +135,33 @@ export class Mirror {
   /** A blob neither cached nor being filled: asked of the upstream. */
   private async coldBlob(upstream: Upstream, target: Target, digest: Digest, method: 'GET' | 'HEAD', rangeHeader: string | undefined): Promise<BlobAnswer> {
     if (method === 'HEAD') return this.headColdBlob(upstream, target, digest, undefined);
-    const fill = await this.startFill(upstream, target, digest);
+    let fill: BlobFill;
+    try {
+      fill = await this.startFill(upstream, target, digest);
+    } catch (error) {
+      if (this.options.cluster?.isHeldElsewhere(error) !== true) throw error;
+      return this.followElsewhere(target, digest, method, rangeHeader);
+    }
     // A Range is served from the fill, not asked of the upstream: bytes passed through could not be verified,
     // and a range of a fill gets its last byte only once the whole blob is.
     if (parseRangeSpec(rangeHeader) !== undefined) return this.rangeFromFill(digest, fill, rangeHeader, 'miss');
     return { digest, size: fill.size, body: fill.createReader(), cache: 'miss' };
+  }
+
+  /** Another node fills the blob: streamed from it, or, once it committed or gave up its lease, asked again. */
+  private async followElsewhere(target: Target, digest: Digest, method: 'GET' | 'HEAD', rangeHeader: string | undefined): Promise<BlobAnswer> {
+    // The other node's fill may be for another repository: this one must hold the blob too.
+    await this.confirmHeld(target, digest, 'blob');
+    let followed;
+    try {
+      followed = await this.options.cluster?.follow(digest, parseRangeSpec(rangeHeader) === undefined);
+    } catch (error) {
+      this.metrics.clusterFollows.inc({ outcome: 'failed' });
+      throw error;
+    }
+    this.metrics.clusterFollows.inc({ outcome: followed === undefined ? 'waited' : 'streamed' });
+    if (followed === undefined) return this.blob(target, digest, method, rangeHeader);
+    return { digest, size: followed.size, body: followed.body, cache: 'fill' };
   }
 
   /** Aborts every fill in progress (shutdown): nothing partial is committed. */
@@ -129,8 +172,12 @@ export class Mirror {
 
   private async headColdBlob(upstream: Upstream, target: Target, digest: Digest, inProgress: Promise<BlobFill> | undefined): Promise<BlobAnswer> {
     if (inProgress !== undefined) {
-      const fill = await inProgress;
-      if (fill.size !== undefined) return { digest, size: fill.size, cache: 'fill' };
+      // Filled by another node: the upstream's HEAD answers (it costs no blob fetch).
+      const fill = await inProgress.catch((error: unknown) => {
+        if (this.options.cluster?.isHeldElsewhere(error) === true) return undefined;
+        throw error;
+      });
+      if (fill?.size !== undefined) return { digest, size: fill.size, cache: 'fill' };
     }
     const response = await upstream.client.send(blobRequest(target, digest, 'HEAD'));
     await response.body.dump();
@@ -151,13 +198,29 @@ export class Mirror {
 
   private startFill(upstream: Upstream, target: Target, digest: Digest): Promise<BlobFill> {
     return this.runFill(digest, async () => {
-      const response = await upstream.client.send({ ...blobRequest(target, digest, 'GET'), signal: this.shutdown.signal });
-      if (response.status !== 200) {
-        await response.body.dump();
-        throw upstream.client.errorFor(response, 'BLOB_UNKNOWN');
+      // In a cluster, no node fills without the digest's lease, held until the fill settles.
+      const lease = await this.options.cluster?.lease(digest);
+      try {
+        const response = await upstream.client.send({ ...blobRequest(target, digest, 'GET'), signal: this.shutdown.signal });
+        if (response.status !== 200) {
+          await response.body.dump();
+          throw upstream.client.errorFor(response, 'BLOB_UNKNOWN');
+        }
+        const fill = await this.adoptFill(upstream, target, digest, response);
+        void fill.done.then(() => lease?.release());
+        return fill;
+      } catch (error) {
+        lease?.release();
+        throw error;
       }
-      return this.adoptFill(upstream, target, digest, response);
     });
+  }
+
+  /** A reader of this node's fill of digest from byte 0, while it runs (another node's client follows it). */
+  async followLocalFill(digest: Digest): Promise<{ size: number | undefined; body: Readable } | undefined> {
+    const fill = await this.fills.get(digest)?.catch(() => undefined);
+    if (fill === undefined || fill.status !== 'filling') return undefined;
+    return { size: fill.size, body: fill.createReader() };
   }
 
   /** A fill registered under its digest from the upstream request until the fill settles. */

@@ -53,6 +53,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly clusterFollows = new Counter({
+    name: 'regmirror_cluster_follows_total',
+    help: "Blob requests that found another node filling the blob, by outcome (streamed from that node; waited, then asked again; failed).",
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+
   readonly damagedObjects = new Counter({
     name: 'regmirror_damaged_objects_total',
     help: 'Cached objects found missing or damaged (size or digest not what their record says) and dropped, to be fetched again; by kind and reason.',

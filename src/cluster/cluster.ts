@@ -1,0 +1,364 @@
+// Coordination of several nodes on one PostgreSQL database and one bucket (docs/cluster.md), on the engines
+// themselves: a table of the nodes (heartbeats), and a fill lease per digest that dies with its node's connection
+// (a session-level advisory lock on a connection of its own), announced in a row with the node's address. A node
+// that finds a lease held elsewhere streams the fill from that node (fill-route.ts), verified again here, or waits
+// for the commit, or for the lease to be given up. Loaded only when `cluster` is configured.
+
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Readable } from 'node:stream';
+import pg from 'pg';
+import { parseIntoClientConfig } from 'pg-connection-string';
+import { request } from 'undici';
+import { MetadataError } from '../meta/metadata-error.js';
+import type { Digest } from '../oci/digest.js';
+import { RegistryError } from '../registry/errors.js';
+import { CLUSTER_FILLS_PATH, clusterAuthorization } from './fill-route.js';
+import { verifiedFollow } from './verified-follow.js';
+
+/**
+ * Advisory locks take two int4 keys (postgres-store.ts): (0, 0) is the schema's migration, (1, 0) the content graph.
+ * Here: (2, key of a digest) a fill lease; (3, 0) this module's tables while they are created.
+ */
+const LEASE_CLASS = 2;
+const CLUSTER_SCHEMA_LOCK = '3, 0';
+
+/** How often a node says it is alive; a node not seen for three of these is shown as gone. */
+export const HEARTBEAT_MS = 5_000;
+/** Rows of nodes not seen for this long are removed (any node's heartbeat removes them). */
+const FORGET_NODES_MS = 3_600_000;
+/** How often a node waiting for another's fill looks again (the record, the lease, the announcement). */
+const WAIT_STEP_MS = 200;
+/** The longest a node waits for another's response headers before it counts that node unreachable. */
+const PEER_HEADERS_MS = 5_000;
+/** The longest a peer's fill stream may stay silent (the filler holds back its last byte only until it verifies). */
+const PEER_BODY_IDLE_MS = 60_000;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS cluster_nodes (
+  id text PRIMARY KEY,
+  advertise text NOT NULL,
+  started_at timestamptz NOT NULL DEFAULT now(),
+  last_seen timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS cluster_fills (
+  digest text PRIMARY KEY,
+  node_id text NOT NULL,
+  advertise text NOT NULL,
+  started_at timestamptz NOT NULL DEFAULT now()
+);
+`;
+
+export interface ClusterOptions {
+  /** postgres://… without a password, as metadata.url. */
+  url: string;
+  password: string | undefined;
+  statementTimeoutMs: number;
+  /** This node's URL for the others. */
+  advertise: string;
+  secret: string;
+  /** Whether the blob is committed (its record exists): a waiting node then reads it from the store. */
+  isStored(digest: Digest): Promise<boolean>;
+  /** The longest a request waits for another node's fill. */
+  waitMs: number;
+  log: { warn(fields: object, message: string): void; info(fields: object, message: string): void };
+}
+
+/** This node takes the fill: release it once the fill has committed or failed. */
+export interface FillLease {
+  release(): void;
+}
+
+/** Thrown by lease(): another node holds the digest's lease. */
+export class FillHeldElsewhere extends Error {
+  override readonly name = 'FillHeldElsewhere';
+  constructor(readonly digest: Digest) {
+    super(`another node fills ${digest}`);
+  }
+}
+
+export function isFillHeldElsewhere(error: unknown): error is FillHeldElsewhere {
+  return error instanceof FillHeldElsewhere;
+}
+
+/** A fill another node runs, streamed from it: the bytes are hashed again here, the last ones held back until they verify. */
+export interface FollowedFill {
+  size: number | undefined;
+  body: Readable;
+}
+
+export interface NodeStatus {
+  id: string;
+  advertise: string;
+  startedAt: string;
+  lastSeen: string;
+  alive: boolean;
+  self: boolean;
+}
+
+/** The two keys of a digest's lease: its first 31 bits (another digest sharing them only waits for this one). */
+export function leaseKey(digest: Digest): number {
+  return Number.parseInt(digest.slice('sha256:'.length, 'sha256:'.length + 8), 16) & 0x7fffffff;
+}
+
+export class Cluster {
+  readonly nodeId = randomUUID();
+  private session: pg.Client | undefined;
+  private sessionOpening: Promise<pg.Client> | undefined;
+  private heartbeat: NodeJS.Timeout | undefined;
+  private closed = false;
+  /** Leases being given back: close() waits for them before it ends the connections. */
+  private readonly releasing = new Set<Promise<void>>();
+
+  private constructor(
+    private readonly options: ClusterOptions,
+    private readonly pool: pg.Pool,
+  ) {}
+
+  /** Creates the tables (once, under a lock), registers this node and starts its heartbeat. */
+  static async open(options: ClusterOptions): Promise<Cluster> {
+    const pool = new pg.Pool({
+      ...parseIntoClientConfig(options.url),
+      password: options.password,
+      // Heartbeats, announcements and the looks of waiting requests: short statements.
+      max: 4,
+      statement_timeout: options.statementTimeoutMs,
+      connectionTimeoutMillis: options.statementTimeoutMs,
+      keepAlive: true,
+      fallback_application_name: 'regmirror-cluster',
+    });
+    pool.on('error', (error) => options.log.warn({ err: error }, 'cluster: an idle PostgreSQL connection failed'));
+    const cluster = new Cluster(options, pool);
+    try {
+      const client = await pool.connect();
+      try {
+        await client.query('BEGIN');
+        await client.query(`SELECT pg_advisory_xact_lock(${CLUSTER_SCHEMA_LOCK})`);
+        await client.query(SCHEMA);
+        await client.query('COMMIT');
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw error;
+      } finally {
+        client.release();
+      }
+      await pool.query('INSERT INTO cluster_nodes (id, advertise) VALUES ($1, $2)', [cluster.nodeId, options.advertise]);
+      await cluster.openSession();
+    } catch (error) {
+      await pool.end().catch(() => undefined);
+      throw error;
+    }
+    cluster.heartbeat = setInterval(() => void cluster.beat(), HEARTBEAT_MS);
+    cluster.heartbeat.unref();
+    return cluster;
+  }
+
+  /** The nodes sharing the database, for /_regmirror/status. */
+  async status(): Promise<{ self: string; advertise: string; nodes: NodeStatus[] }> {
+    const { rows } = await this.pool.query<{ id: string; advertise: string; started_at: Date; last_seen: Date; alive: boolean }>(
+      `SELECT id, advertise, started_at, last_seen, last_seen > now() - make_interval(secs => $1) AS alive FROM cluster_nodes ORDER BY started_at, id`,
+      [(3 * HEARTBEAT_MS) / 1000],
+    );
+    return {
+      self: this.nodeId,
+      advertise: this.options.advertise,
+      nodes: rows.map((row) => ({
+        id: row.id,
+        advertise: row.advertise,
+        startedAt: row.started_at.toISOString(),
+        lastSeen: row.last_seen.toISOString(),
+        alive: row.alive,
+        self: row.id === this.nodeId,
+      })),
+    };
+  }
+
+  /**
+   * Takes the digest's fill lease for this node, and announces it; throws FillHeldElsewhere when another node holds
+   * it. Any other error (the database is unreachable) is thrown as it is: no fill without a lease.
+   */
+  async lease(digest: Digest): Promise<FillLease> {
+    try {
+      return await this.takeLease(digest);
+    } catch (error) {
+      throw isFillHeldElsewhere(error) || error instanceof MetadataError ? error : new MetadataError('cluster lease', error);
+    }
+  }
+
+  isHeldElsewhere(error: unknown): boolean {
+    return isFillHeldElsewhere(error);
+  }
+
+  private async takeLease(digest: Digest): Promise<FillLease> {
+    const key = leaseKey(digest);
+    const session = await this.openSession();
+    const { rows } = await session.query<{ taken: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS taken', [LEASE_CLASS, key]);
+    if (rows[0]?.taken !== true) throw new FillHeldElsewhere(digest);
+    try {
+      // Committed by another node between this node's look at the store and now: no second fill (follow() then
+      // finds it stored, and the request reads it from the store).
+      if (await this.options.isStored(digest)) throw new FillHeldElsewhere(digest);
+      await this.pool.query(
+        `INSERT INTO cluster_fills (digest, node_id, advertise) VALUES ($1, $2, $3)
+         ON CONFLICT (digest) DO UPDATE SET node_id = EXCLUDED.node_id, advertise = EXCLUDED.advertise, started_at = now()`,
+        [digest, this.nodeId, this.options.advertise],
+      );
+    } catch (error) {
+      await this.unlock(session, key, digest);
+      throw error;
+    }
+    let released = false;
+    return {
+      release: () => {
+        if (released) return;
+        released = true;
+        const release = this.pool
+          .query('DELETE FROM cluster_fills WHERE digest = $1 AND node_id = $2', [digest, this.nodeId])
+          .then(
+            () => undefined,
+            (error: unknown) => this.options.log.warn({ err: error, digest }, 'cluster: could not remove a fill announcement'),
+          )
+          .then(() => this.unlock(session, key, digest));
+        this.releasing.add(release);
+        void release.finally(() => this.releasing.delete(release));
+      },
+    };
+  }
+
+  /**
+   * Another node holds the digest's lease. With `stream` (a whole-blob GET), follows that node's fill through its
+   * internal endpoint; otherwise, or when it cannot be reached, waits until the blob is committed or the lease is
+   * free. undefined: look again (read the store, or take the lease). Throws when the wait is over.
+   */
+  async follow(digest: Digest, stream: boolean): Promise<FollowedFill | undefined> {
+    try {
+      return await this.followOrWait(digest, stream);
+    } catch (error) {
+      throw error instanceof RegistryError || error instanceof MetadataError ? error : new MetadataError('cluster follow', error);
+    }
+  }
+
+  private async followOrWait(digest: Digest, stream: boolean): Promise<FollowedFill | undefined> {
+    const deadline = Date.now() + this.options.waitMs;
+    const tried = new Set<string>();
+    for (;;) {
+      // First: committed meanwhile (even before this node took the lock, see takeLease), the announcement is stale.
+      if (await this.options.isStored(digest)) return undefined;
+      if (stream) {
+        const owner = await this.announcedFiller(digest);
+        if (owner !== undefined && owner !== this.options.advertise && !tried.has(owner)) {
+          tried.add(owner);
+          const followed = await this.fromPeer(owner, digest);
+          if (followed !== undefined) return followed;
+        }
+      }
+      if (!(await this.leaseHeld(digest))) return undefined;
+      if (Date.now() >= deadline) throw new RegistryError('UNAVAILABLE', { message: `waited ${this.options.waitMs} ms for another node's fill of this blob; retry` });
+      await sleep(WAIT_STEP_MS);
+    }
+  }
+
+  /** Stops the heartbeat, leaves the table, and closes the connections (which frees every lease this node holds). */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.heartbeat);
+    await Promise.all(this.releasing);
+    await this.pool.query('DELETE FROM cluster_nodes WHERE id = $1', [this.nodeId]).catch(() => undefined);
+    await this.pool.end().catch(() => undefined);
+    const session = this.session;
+    this.session = undefined;
+    await session?.end().catch(() => undefined);
+  }
+
+  /** The connection whose session holds the leases: opened again when it was lost (its leases were lost with it). */
+  private openSession(): Promise<pg.Client> {
+    if (this.session !== undefined) return Promise.resolve(this.session);
+    this.sessionOpening ??= (async () => {
+      const client = new pg.Client({
+        ...parseIntoClientConfig(this.options.url),
+        password: this.options.password,
+        statement_timeout: this.options.statementTimeoutMs,
+        connectionTimeoutMillis: this.options.statementTimeoutMs,
+        keepAlive: true,
+        fallback_application_name: 'regmirror-leases',
+      });
+      const lost = (error?: Error): void => {
+        if (this.session !== client) return;
+        this.session = undefined;
+        if (!this.closed) this.options.log.warn({ err: error }, 'cluster: the lease connection was lost; fills in progress are no longer exclusive');
+      };
+      client.on('error', lost);
+      client.on('end', () => lost());
+      try {
+        await client.connect();
+      } catch (error) {
+        client.removeAllListeners();
+        client.on('error', () => undefined);
+        throw error;
+      }
+      this.session = client;
+      return client;
+    })().finally(() => {
+      this.sessionOpening = undefined;
+    });
+    return this.sessionOpening;
+  }
+
+  private async unlock(session: pg.Client, key: number, digest: Digest): Promise<void> {
+    // A session lost meanwhile took its locks with it.
+    if (this.session !== session) return;
+    try {
+      await session.query('SELECT pg_advisory_unlock($1, $2)', [LEASE_CLASS, key]);
+    } catch (error) {
+      this.options.log.warn({ err: error, digest }, 'cluster: could not release a fill lease (it goes with the connection)');
+    }
+  }
+
+  private async beat(): Promise<void> {
+    try {
+      const updated = await this.pool.query('UPDATE cluster_nodes SET last_seen = now(), advertise = $2 WHERE id = $1', [this.nodeId, this.options.advertise]);
+      // Removed meanwhile (forgotten after a long outage): join again.
+      if (updated.rowCount === 0) await this.pool.query('INSERT INTO cluster_nodes (id, advertise) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING', [this.nodeId, this.options.advertise]);
+      await this.pool.query('DELETE FROM cluster_nodes WHERE last_seen < now() - make_interval(secs => $1)', [FORGET_NODES_MS / 1000]);
+    } catch (error) {
+      if (!this.closed) this.options.log.warn({ err: error }, 'cluster: heartbeat failed');
+    }
+  }
+
+  private async announcedFiller(digest: Digest): Promise<string | undefined> {
+    const { rows } = await this.pool.query<{ advertise: string }>('SELECT advertise FROM cluster_fills WHERE digest = $1', [digest]);
+    return rows[0]?.advertise;
+  }
+
+  /** Whether any session holds the digest's lease. */
+  private async leaseHeld(digest: Digest): Promise<boolean> {
+    const { rows } = await this.pool.query<{ held: boolean }>(
+      `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND objid = $2 AND objsubid = 2 AND granted) AS held`,
+      [LEASE_CLASS, leaseKey(digest)],
+    );
+    return rows[0]?.held === true;
+  }
+
+  /** The fill's bytes from the node running it; undefined when it cannot be reached or runs no such fill now. */
+  private async fromPeer(advertise: string, digest: Digest): Promise<FollowedFill | undefined> {
+    try {
+      const response = await request(`${advertise}${CLUSTER_FILLS_PATH}${digest}`, {
+        headers: { authorization: clusterAuthorization(this.options.secret) },
+        headersTimeout: PEER_HEADERS_MS,
+        bodyTimeout: PEER_BODY_IDLE_MS,
+      });
+      if (response.statusCode !== 200) {
+        await response.body.dump();
+        if (response.statusCode === 401 || response.statusCode === 403) this.options.log.warn({ peer: advertise, status: response.statusCode }, 'cluster: a node refused the shared secret');
+        return undefined;
+      }
+      const header = response.headers['content-length'];
+      const size = typeof header === 'string' && /^\d+$/.test(header) ? Number(header) : undefined;
+      return { size, body: verifiedFollow(response.body, digest, size) };
+    } catch (error) {
+      this.options.log.info({ peer: advertise, digest, err: (error as Error).message }, 'cluster: the filling node cannot be reached; waiting for its commit');
+      return undefined;
+    }
+  }
+}
