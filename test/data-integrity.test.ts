@@ -141,15 +141,17 @@ describe('data integrity', { timeout: 300_000 }, () => {
       }
     });
 
-    it('a plain registry answers BLOB_UNKNOWN for a truncated blob, never a short body', async () => {
+    it('a plain registry answers BLOB_UNKNOWN for a truncated blob pushed to it, never a short body', async () => {
       const dataDir = await makeTempDir('data-integrity-plain-');
       try {
-        const filler = await startRegmirror({ dataDir, upstreams: [upstream.url] });
+        const pushedTo = await startRegmirror({ dataDir });
         try {
-          assert.ok((await rawGet(blobUrl(filler, layerDigest))).body.equals(layerBytes));
+          const pushed = await fetch(`${pushedTo.url}/v2/${REPOSITORY}/blobs/uploads/?digest=${layerDigest}`, { method: 'POST', body: layerBytes });
+          assert.equal(pushed.status, 201);
+          assert.ok((await rawGet(blobUrl(pushedTo, layerDigest))).body.equals(layerBytes));
           await waitUntil('the blob is committed', async () => (await stat(committedBlobPath(dataDir, layerDigest)).catch(() => undefined)) !== undefined);
         } finally {
-          await filler.stop();
+          await pushedTo.stop();
         }
         const plain = await startRegmirror({ dataDir });
         try {

@@ -46,7 +46,8 @@ async function seed(count: number): Promise<Seeded> {
   try {
     for (let index = 0; index < count; index++) {
       const digest = digestOfText(`bench blob ${index}`);
-      await meta.putBlob(digest, 1000 + index, now);
+      // Each held by the repository it is asked for under: a plain registry's repositories are hosted.
+      await meta.putBlob(digest, 1000 + index, now, { registry: '', name: `bench/repo-${index % REPOSITORIES}` });
       if (index % stride === 0) blobPaths.push(`/v2/bench/repo-${index % REPOSITORIES}/blobs/${digest}`);
     }
     const tags = Math.floor(count / 10);
@@ -65,8 +66,8 @@ async function seed(count: number): Promise<Seeded> {
         folders.add(folder);
       }
       await writeFile(file, bytes);
-      await meta.putManifest({ digest, mediaType: MEDIA_TYPES.ociManifest, size: bytes.length }, now);
       const repository = { registry: '', name: `bench/repo-${index % REPOSITORIES}` };
+      await meta.putManifest({ digest, mediaType: MEDIA_TYPES.ociManifest, size: bytes.length }, now, { references: [{ digest: config, role: 'config' }], holder: repository });
       await meta.addRepository(repository, now);
       const tag = `t${index}`;
       await meta.putTag(repository, tag, { digest, fetchedAt: now });
