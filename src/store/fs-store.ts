@@ -8,6 +8,7 @@ import type { ByteRange, ObjectStat, ObjectStore, TemporaryInfo } from './object
 import { unlimitedBudget, type BufferBudget } from '../memory/buffer-budget.js';
 import { FileRangeStream } from './file-range-stream.js';
 import type { SpoolFile } from './spool-file.js';
+import { SpooledWriter } from './spooled-writer.js';
 import { TEMPORARY_FOLDER } from './layout.js';
 import { asStorageError, storageOperation, systemErrorCode } from './storage-error.js';
 import { isNotFound, TemporaryFolder } from './temporary-folder.js';
@@ -74,13 +75,9 @@ export class FsObjectStore implements ObjectStore {
     }
   }
 
-  async createSpool(): Promise<SpoolFile> {
-    return this.temporaries.createSpool();
-  }
-
-  async commitSpool(spool: SpoolFile, key: string): Promise<void> {
-    await spool.sync();
-    await storageOperation('commit', key, () => this.moveIntoPlace(spool.path, key));
+  /** A spool in tmp/ that its commit syncs and renames into place (the key is not needed before). */
+  async createWriter(): Promise<SpooledWriter> {
+    return new FsObjectWriter(await this.temporaries.createSpool(), (spool, key) => this.moveIntoPlace(spool.path, key));
   }
 
   async delete(key: string): Promise<void> {
@@ -148,6 +145,22 @@ export class FsObjectStore implements ObjectStore {
       if (parent === outermost || parent === path.dirname(parent)) break;
     }
   }
+}
+
+class FsObjectWriter extends SpooledWriter {
+  constructor(
+    spool: SpoolFile,
+    private readonly moveIntoPlace: (spool: SpoolFile, key: string) => Promise<void>,
+  ) {
+    super(spool);
+  }
+
+  protected async publish(key: string): Promise<void> {
+    await this.spool.sync();
+    await storageOperation('commit', key, () => this.moveIntoPlace(this.spool, key));
+  }
+
+  protected async undo(): Promise<void> {}
 }
 
 /** fsync of a folder: its entries (names created, renamed, removed) reach the disk. */

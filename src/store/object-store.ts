@@ -3,7 +3,6 @@
 // StorageError (storage-error.ts) when the storage itself fails; a missing key is not a failure.
 
 import type { Readable } from 'node:stream';
-import type { SpoolFile } from './spool-file.js';
 
 export interface ByteRange {
   /** First byte, inclusive. */
@@ -33,10 +32,11 @@ export interface ObjectStore {
   readBytes(key: string): Promise<Buffer | undefined>;
   /** Writes small content atomically: a reader sees all of it or nothing. */
   putBytes(key: string, bytes: Uint8Array): Promise<void>;
-  /** A local temporary file for content that streams in; commitSpool makes it visible. */
-  createSpool(): Promise<SpoolFile>;
-  /** Makes a verified spool visible under key, in one atomic step. The spool's handle stays readable. */
-  commitSpool(spool: SpoolFile, key: string): Promise<void>;
+  /**
+   * A writer for content that streams in, visible under a key only once its commit succeeds. `key`: where it
+   * will be committed, when known at the start (the s3 driver then uploads it there as it arrives).
+   */
+  createWriter(key?: string): Promise<ObjectWriter>;
   delete(key: string): Promise<void>;
   /** Every key stored below the folder `prefix` (at any depth), in lexical order; [] when there is none. */
   list(prefix: string): Promise<string[]>;
@@ -48,4 +48,27 @@ export interface ObjectStore {
   removeStaleTemporaries(): Promise<number>;
   /** Removes one temporary (found abandoned by GC); nothing when it is already gone. */
   removeTemporary(name: string): Promise<void>;
+}
+
+/**
+ * Content on its way into the store. What was appended can be read back by position at once (followers of a
+ * fill read it there, from a local file: both drivers keep one), and stays readable after commit until close().
+ * Nothing of it is visible under a key before commit(key) resolves; abort() leaves nothing behind.
+ */
+export interface ObjectWriter {
+  /** Bytes appended so far. */
+  readonly size: number;
+  append(chunk: Uint8Array): Promise<void>;
+  /** Appends the chunks in order, in as few writes as the system allows. */
+  appendAll(chunks: readonly Uint8Array[]): Promise<void>;
+  /** Reads up to length bytes at position; fewer at the end of what is written. */
+  readAt(position: number, length: number): Promise<Buffer>;
+  /** Reads into target (as much as fits) from position; returns the bytes read, fewer at the end of what is written. */
+  readInto(target: Uint8Array, position: number): Promise<number>;
+  /** Makes the content (verified by the caller) visible under key, whole, in one atomic step. Once only. */
+  commit(key: string): Promise<void>;
+  /** Gives the content up: nothing becomes visible, nothing is left (a no-op after commit but for close()). */
+  abort(): Promise<void>;
+  /** Lets go of the local copy's handle (after commit or abort). */
+  close(): Promise<void>;
 }

@@ -10,7 +10,7 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { inspect } from 'node:util';
 import { after, before, describe, it } from 'node:test';
-import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, ListObjectsV2Command, UploadPartCommand, type S3Client } from '@aws-sdk/client-s3';
+import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, ListObjectsV2Command, ListPartsCommand, UploadPartCommand, type S3Client } from '@aws-sdk/client-s3';
 import { startSwift, SWIFT_ACCESS_KEY, SWIFT_REGION, SWIFT_SECRET_KEY, type Swift } from '../../test/support/swift.js';
 import { makeTempDir, removeDir } from '../../test/support/temp.js';
 import { digestOf } from '../oci/digest.js';
@@ -80,7 +80,7 @@ async function makeS3Store(overrides: Partial<S3StoreSettings> = {}, tuning: S3S
   };
 }
 
-objectStoreConformance('s3', () => makeS3Store());
+objectStoreConformance('s3', () => makeS3Store({}, { partBytes: PART }));
 
 async function unfinishedUploads(prefix: string): Promise<string[]> {
   const page = await admin.send(new ListMultipartUploadsCommand({ Bucket: BUCKET, Prefix: prefix }));
@@ -90,6 +90,16 @@ async function unfinishedUploads(prefix: string): Promise<string[]> {
 async function bucketKeys(prefix: string): Promise<string[]> {
   const page = await admin.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: prefix }));
   return (page.Contents ?? []).map((object) => object.Key ?? '');
+}
+
+/** Polls check (every 50 ms, 10 s at most) until it returns something. */
+async function until<T>(check: () => Promise<T | undefined>, what: string): Promise<T> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const found = await check();
+    if (found !== undefined) return found;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
 }
 
 /** Asserts that work fails with a StorageError for operation, and returns it. */
@@ -124,9 +134,9 @@ describe('S3ObjectStore', () => {
     try {
       const bytes = randomBytes(2 * PART + 12_345);
       const key = contentKey(digestOf(bytes));
-      const spool = await store.createSpool();
+      const spool = await store.createWriter();
       for (let offset = 0; offset < bytes.length; offset += 1024 * 1024) await spool.append(bytes.subarray(offset, offset + 1024 * 1024));
-      await store.commitSpool(spool, key);
+      await spool.commit(key);
       assert.ok((await store.readBytes(key))?.equals(bytes), 'the object is the spool, byte for byte');
       assert.ok((await spool.readAt(PART - 3, 6)).equals(bytes.subarray(PART - 3, PART + 3)), 'the spool stays readable after commit');
       await spool.close();
@@ -142,16 +152,65 @@ describe('S3ObjectStore', () => {
     try {
       const bytes = randomBytes(3 * PART);
       const key = contentKey(digestOf(bytes));
-      const spool = await store.createSpool();
+      const spool = await store.createWriter();
       await spool.append(bytes);
       // The disk lost the end of the spool: the first part uploads, the second cannot be read whole.
       await truncate(spool.path, PART + 1000);
-      await storageFailure(store.commitSpool(spool, key), 'commit');
-      await spool.discard();
+      await storageFailure(spool.commit(key), 'commit');
+      await spool.abort();
       assert.equal(await store.stat(key), undefined);
       assert.deepEqual(await store.list('blobs'), []);
       assert.deepEqual(await bucketKeys(prefix), []);
       assert.deepEqual(await unfinishedUploads(prefix), [], 'the multipart upload was aborted');
+    } finally {
+      await cleanup();
+    }
+  });
+
+  it('uploads the parts of a writer told its key while the content streams in: the commit only completes the upload', async () => {
+    const { store, prefix, cleanup } = await makeS3Store({}, { partBytes: PART });
+    try {
+      const bytes = randomBytes(3 * PART);
+      const key = contentKey(digestOf(bytes));
+      const writer = await store.createWriter(key);
+      for (let offset = 0; offset < bytes.length; offset += 1024 * 1024) await writer.append(bytes.subarray(offset, offset + 1024 * 1024));
+      // Every part is full: all three go up before any commit.
+      const parts = await until(async () => {
+        const uploads = await admin.send(new ListMultipartUploadsCommand({ Bucket: BUCKET, Prefix: prefix }));
+        const upload = uploads.Uploads?.[0];
+        if (upload?.UploadId === undefined) return undefined;
+        const listed = await admin.send(new ListPartsCommand({ Bucket: BUCKET, Key: upload.Key, UploadId: upload.UploadId }));
+        return listed.Parts?.length === 3 ? listed.Parts : undefined;
+      }, 'the three parts uploaded before the commit');
+      assert.deepEqual(parts.map((part) => part.Size), [PART, PART, PART]);
+      assert.deepEqual(await bucketKeys(prefix), [], 'nothing visible before the commit');
+      assert.deepEqual((await store.listTemporaries()).map((temporary) => temporary.size).sort((a, b) => a - b), [3 * PART, 3 * PART], 'its spool and its upload');
+      await writer.commit(key);
+      await writer.close();
+      assert.ok((await store.readBytes(key))?.equals(bytes));
+      assert.deepEqual(await unfinishedUploads(prefix), []);
+      assert.deepEqual(await store.listTemporaries(), []);
+    } finally {
+      await cleanup();
+    }
+  });
+
+  it('fails the commit of a writer whose upload was aborted meanwhile (as GC aborts one it finds abandoned): nothing visible, nothing left', async () => {
+    const { store, prefix, cleanup } = await makeS3Store({}, { partBytes: PART });
+    try {
+      const bytes = randomBytes(2 * PART + 100);
+      const key = contentKey(digestOf(bytes));
+      const writer = await store.createWriter(key);
+      await writer.append(bytes.subarray(0, PART));
+      const upload = await until(async () => (await store.listTemporaries()).find((temporary) => temporary.name.startsWith('upload.')), 'the upload listed');
+      await store.removeTemporary(upload.name);
+      await writer.append(bytes.subarray(PART));
+      await storageFailure(writer.commit(key), 'upload part');
+      await writer.abort();
+      assert.equal(await store.stat(key), undefined);
+      assert.deepEqual(await bucketKeys(prefix), []);
+      assert.deepEqual(await unfinishedUploads(prefix), []);
+      assert.deepEqual(await store.listTemporaries(), []);
     } finally {
       await cleanup();
     }
@@ -182,7 +241,7 @@ describe('S3ObjectStore', () => {
       const key = contentKey(digestOf(Buffer.from('crashed')));
       const started = await admin.send(new CreateMultipartUploadCommand({ Bucket: BUCKET, Key: `${prefix}${key}` }));
       await admin.send(new UploadPartCommand({ Bucket: BUCKET, Key: `${prefix}${key}`, UploadId: started.UploadId, PartNumber: 1, Body: randomBytes(PART) }));
-      const spool = await store.createSpool();
+      const spool = await store.createWriter();
       await spool.append(randomBytes(10));
       const listed = await store.listTemporaries();
       assert.deepEqual(listed.map((temporary) => temporary.size).sort((a, b) => a - b), [10, PART]);
@@ -192,11 +251,11 @@ describe('S3ObjectStore', () => {
       await store.removeTemporary(upload.name);
       await store.removeTemporary(upload.name);
       assert.deepEqual(await unfinishedUploads(prefix), []);
-      await spool.discard();
+      await spool.abort();
 
       // At start, every leftover goes: spools and uploads alike.
       await admin.send(new CreateMultipartUploadCommand({ Bucket: BUCKET, Key: `${prefix}${key}` }));
-      const leftover = await store.createSpool();
+      const leftover = await store.createWriter();
       await leftover.close();
       assert.equal(await store.removeStaleTemporaries(), 2);
       assert.deepEqual(await unfinishedUploads(prefix), []);
@@ -343,10 +402,10 @@ describe('S3ObjectStore when the server dies mid-use', () => {
       await storageFailure(store.delete(key), 'delete');
       await storageFailure(store.list('blobs'), 'list');
       await storageFailure(store.listTemporaries(), 'list uploads');
-      const spool = await store.createSpool();
+      const spool = await store.createWriter();
       await spool.append(Buffer.from('spooled while the bucket is away'));
-      await storageFailure(store.commitSpool(spool, key), 'commit');
-      await spool.discard();
+      await storageFailure(spool.commit(key), 'commit');
+      await spool.abort();
     } finally {
       store.close();
       await removeDir(dataDir);

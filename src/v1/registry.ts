@@ -2,9 +2,8 @@
 // repository metadata and the standalone index's image lists, all as files in docker-registry 0.9's layout.
 
 import type { Readable } from 'node:stream';
-import type { ByteRange, ObjectStore } from '../store/object-store.js';
+import type { ByteRange, ObjectStore, ObjectWriter } from '../store/object-store.js';
 import type { V1Layout, V1RepositoryName } from '../store/layout.js';
-import type { SpoolFile } from '../store/spool-file.js';
 import { layerTooLarge, V1Error } from './errors.js';
 import { ImageHolders } from './image-holders.js';
 import {
@@ -86,9 +85,9 @@ export class V1Registry {
     return this.layout.imageKey(id, 'layer');
   }
 
-  /** A temporary file for a layer that streams in; commitLayer makes it visible. */
-  createSpool(): Promise<SpoolFile> {
-    return this.store.createSpool();
+  /** A writer for an image's layer that streams in; commitLayer makes it visible. */
+  createLayerWriter(id: string): Promise<ObjectWriter> {
+    return this.store.createWriter(this.layout.imageKey(id, 'layer'));
   }
 
   openLayer(id: string, range?: ByteRange): Promise<Readable | undefined> {
@@ -130,17 +129,17 @@ export class V1Registry {
     // Only an image being pushed takes a layer: not a complete one, nor one whose json a mirror cached.
     if ((await this.imageState(id)) !== 'in-progress') throw new V1Error('IMAGE_EXISTS');
     const checksum = new PayloadChecksum(json);
-    const spool = await this.store.createSpool();
+    const writer = await this.createLayerWriter(id);
     try {
       for await (const chunk of body) {
-        if (spool.size + chunk.length > maxBytes) throw layerTooLarge(maxBytes);
+        if (writer.size + chunk.length > maxBytes) throw layerTooLarge(maxBytes);
         checksum.update(chunk);
-        await spool.append(chunk);
+        await writer.append(chunk);
       }
-      await this.store.commitSpool(spool, this.layout.imageKey(id, 'layer'));
-      await spool.close();
+      await this.commitLayer(id, writer);
+      await writer.close();
     } catch (error) {
-      await spool.discard();
+      await writer.abort();
       throw error;
     }
     await this.store.putBytes(this.layout.imageKey(id, '_checksum'), checksumsFile([checksum.digest()]));
@@ -169,8 +168,8 @@ export class V1Registry {
     return this.store.putBytes(this.layout.imageKey(id, 'ancestry'), bytes);
   }
 
-  commitLayer(id: string, spool: SpoolFile): Promise<void> {
-    return this.store.commitSpool(spool, this.layout.imageKey(id, 'layer'));
+  commitLayer(id: string, writer: ObjectWriter): Promise<void> {
+    return writer.commit(this.layout.imageKey(id, 'layer'));
   }
 
   // ---- tags ----
