@@ -43,11 +43,16 @@ export interface BlobAnswer {
   body?: Readable;
   /** A hit asked for with delivery 'key': the local object's storage key, for a web server in front to send. */
   storedKey?: string;
+  /** A whole hit asked for with delivery 'redirect': a short-lived URL of the store's to send the client to. */
+  redirectUrl?: string;
   cache: CacheOutcome;
 }
 
-/** How a GET wants a cached blob: streamed by this process, or named by its storage key (an offload). Misses always stream. */
-export type BlobDelivery = 'stream' | 'key';
+/**
+ * How a GET wants a cached blob: streamed by this process, named by its storage key (an offload), or as a URL of
+ * the store's (whole blobs; a range, or a store that gives no URL, streams). Misses always stream.
+ */
+export type BlobDelivery = 'stream' | 'key' | 'redirect';
 
 export interface ManifestAnswer {
   manifest: StoredManifest;
@@ -167,6 +172,10 @@ export class Mirror {
     if (delivery === 'key') {
       const storedKey = await this.local.locateBlob(digest);
       return storedKey === undefined ? undefined : { digest, size, range: byteRange, storedKey, cache: 'hit' };
+    }
+    if (delivery === 'redirect' && byteRange === undefined) {
+      const redirectUrl = await this.local.redirectBlob(digest);
+      if (redirectUrl !== undefined) return { digest, size, redirectUrl, cache: 'hit' };
     }
     if (size === 0) return { digest, size, cache: 'hit', body: undefined };
     const body = await this.local.openBlob(digest, byteRange);

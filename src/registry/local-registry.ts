@@ -94,6 +94,15 @@ export class LocalRegistry {
   }
 
   /**
+   * A short-lived URL the client may fetch a cached blob from itself, when the store offers one (s3 with
+   * redirects on); undefined when it does not, or as for openBlob.
+   */
+  async redirectBlob(digest: Digest): Promise<string | undefined> {
+    const key = await this.locateBlob(digest);
+    return key === undefined ? undefined : this.store.redirectUrl(key);
+  }
+
+  /**
    * A writer for a blob that streams in (readable back by position meanwhile); commitBlob makes it visible.
    * `digest`: the blob's, when known at the start: the store can then send it to its place as it arrives.
    */

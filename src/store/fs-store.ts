@@ -80,6 +80,11 @@ export class FsObjectStore implements ObjectStore {
     return new FsObjectWriter(await this.temporaries.createSpool(), (spool, key) => this.moveIntoPlace(spool.path, key));
   }
 
+  /** None: a file is no URL (the nginx offload sends files by their key: docs/nginx.md). */
+  redirectUrl(): Promise<string | undefined> {
+    return Promise.resolve(undefined);
+  }
+
   async delete(key: string): Promise<void> {
     const file = this.filePath(key);
     try {

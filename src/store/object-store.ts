@@ -37,6 +37,11 @@ export interface ObjectStore {
    * will be committed, when known at the start (the s3 driver then uploads it there as it arrives).
    */
   createWriter(key?: string): Promise<ObjectWriter>;
+  /**
+   * A short-lived URL a client may GET the object from itself (a redirect), when the store offers one: s3 with
+   * storage.s3.redirect on. undefined otherwise (and for fs, whose files nginx may send instead: docs/nginx.md).
+   */
+  redirectUrl(key: string): Promise<string | undefined>;
   delete(key: string): Promise<void>;
   /** Every key stored below the folder `prefix` (at any depth), in lexical order; [] when there is none. */
   list(prefix: string): Promise<string[]>;

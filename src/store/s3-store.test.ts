@@ -47,6 +47,7 @@ function settingsOf(overrides: Partial<S3StoreSettings> = {}): S3StoreSettings {
     prefix: `store-${++stores}/`,
     credentials: { accessKeyId: SWIFT_ACCESS_KEY, secretAccessKey: SWIFT_SECRET_KEY },
     requestTimeoutMs: 10_000,
+    redirectTtlMs: undefined,
     ...overrides,
   };
 }

@@ -23,6 +23,7 @@ import {
   type GetObjectCommandOutput,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { ByteRange, ObjectStat, ObjectStore, TemporaryInfo } from './object-store.js';
 import type { SpoolFile } from './spool-file.js';
 import { SpooledWriter } from './spooled-writer.js';
@@ -42,6 +43,8 @@ export interface S3StoreSettings {
   credentials: { accessKeyId: string; secretAccessKey: string } | undefined;
   /** The most one attempt of a request may take until the answer starts, and the longest a transfer may stall. */
   requestTimeoutMs: number;
+  /** How long a presigned URL of redirectUrl() works; undefined: no redirects (storage.s3.redirect off). */
+  redirectTtlMs: number | undefined;
 }
 
 export interface S3StoreTuning {
@@ -71,6 +74,7 @@ export class S3ObjectStore implements ObjectStore {
   private readonly bucket: string;
   private readonly root: string;
   private readonly temporaries: TemporaryFolder;
+  private readonly redirectTtlMs: number | undefined;
 
   /** temporaryDir: the local folder for spools (the data directory's tmp/). */
   constructor(
@@ -80,6 +84,7 @@ export class S3ObjectStore implements ObjectStore {
   ) {
     this.bucket = settings.bucket;
     this.root = settings.prefix;
+    this.redirectTtlMs = settings.redirectTtlMs;
     this.temporaries = new TemporaryFolder(temporaryDir);
     this.client = new S3Client({
       region: settings.region,
@@ -211,6 +216,20 @@ export class S3ObjectStore implements ObjectStore {
     if (stored?.size !== size) {
       await this.delete(key);
       throw new StorageError('commit', key, new Error(`the bucket holds ${stored?.size ?? 'no'} bytes of the ${size} uploaded`), 'SIZE_MISMATCH');
+    }
+  }
+
+  /**
+   * A presigned GetObject URL of the object, working for redirectTtlMs (computed here, no request), when redirects
+   * are on. It points at the endpoint this store uses: the clients sent there must reach it.
+   */
+  async redirectUrl(key: string): Promise<string | undefined> {
+    if (this.redirectTtlMs === undefined) return undefined;
+    try {
+      const command = new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) });
+      return await getSignedUrl(this.client, command, { expiresIn: Math.max(1, Math.round(this.redirectTtlMs / 1000)) });
+    } catch (error) {
+      throw s3Failure('presign', key, error);
     }
   }
 
