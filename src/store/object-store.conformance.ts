@@ -8,7 +8,7 @@ import type { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { digestOf } from '../oci/digest.js';
 import { contentKey } from './layout.js';
-import type { ObjectStore, ObjectWriter } from './object-store.js';
+import { listAll, type ObjectStore, type ObjectWriter } from './object-store.js';
 
 export interface ObjectStoreFixture {
   store: ObjectStore;
@@ -313,7 +313,7 @@ export function objectStoreConformance(name: string, makeStore: () => Promise<Ob
           await appendInChunks(writer, bytes);
           assert.equal(writer.size, bytes.length);
           await assertAbsent(key);
-          assert.deepEqual(await store.list('blobs'), []);
+          assert.deepEqual(await listAll(store, 'blobs', 2), []);
           assert.ok((await writer.readAt(5 * 1024 * 1024 - 2, 4)).equals(bytes.subarray(5 * 1024 * 1024 - 2, 5 * 1024 * 1024 + 2)));
           await writer.commit(key);
           await assertHolds(key, bytes);
@@ -383,7 +383,7 @@ export function objectStoreConformance(name: string, makeStore: () => Promise<Ob
 
     describe('list', () => {
       it('finds nothing under a folder that holds nothing', async () => {
-        assert.deepEqual(await store.list('v1/repositories'), []);
+        assert.deepEqual(await listAll(store, 'v1/repositories', 2), []);
       });
 
       it('lists every key below a folder at any depth, in lexical order, and nothing beside it', async () => {
@@ -391,9 +391,9 @@ export function objectStoreConformance(name: string, makeStore: () => Promise<Ob
         for (const key of keys) await store.putBytes(key, Buffer.from(key));
         await store.putBytes('v1/repositories-other/x/y', Buffer.from('beside'));
         await store.putBytes('v1/images/0123456789abcdef/json', Buffer.from('{}'));
-        assert.deepEqual(await store.list('v1/repositories'), [...keys].sort());
-        assert.deepEqual(await store.list('v1/repositories/library/a'), ['v1/repositories/library/a/json', 'v1/repositories/library/a/tag_1.0']);
-        assert.deepEqual(await store.list('v1/repositories/library/a/json'), [], 'an object is not a folder');
+        assert.deepEqual(await listAll(store, 'v1/repositories', 2), [...keys].sort());
+        assert.deepEqual(await listAll(store, 'v1/repositories/library/a', 2), ['v1/repositories/library/a/json', 'v1/repositories/library/a/tag_1.0']);
+        assert.deepEqual(await listAll(store, 'v1/repositories/library/a/json', 2), [], 'an object is not a folder');
       });
 
       it('no longer lists deleted keys, nor spools before their commit', async () => {
@@ -402,10 +402,31 @@ export function objectStoreConformance(name: string, makeStore: () => Promise<Ob
         await store.delete('v1/images/a/json');
         const spool = await store.createWriter();
         await spool.append(Buffer.from('layer'));
-        assert.deepEqual(await store.list('v1/images'), ['v1/images/a/ancestry']);
+        assert.deepEqual(await listAll(store, 'v1/images', 2), ['v1/images/a/ancestry']);
         await spool.commit('v1/images/a/layer');
         await spool.close();
-        assert.deepEqual(await store.list('v1/images'), ['v1/images/a/ancestry', 'v1/images/a/layer']);
+        assert.deepEqual(await listAll(store, 'v1/images', 2), ['v1/images/a/ancestry', 'v1/images/a/layer']);
+      });
+    });
+
+    describe('listPage', () => {
+      // 'a-b' sorts before the folder 'a/' ('-' before '/'), as S3 sorts its keys.
+      const keys = ['v1/x/a-b', 'v1/x/a/c', 'v1/x/a/d/e', 'v1/x/b', 'v1/x/c/f'];
+
+      it('pages through a folder in lexical order, each page starting after the last key of the one before', async () => {
+        for (const key of [...keys].reverse()) await store.putBytes(key, Buffer.from(key));
+        await store.putBytes('v1/xy', Buffer.from('beside'));
+        assert.deepEqual(await store.listPage('v1/x', { limit: 2 }), { keys: ['v1/x/a-b', 'v1/x/a/c'], next: 'v1/x/a/c' });
+        assert.deepEqual(await store.listPage('v1/x', { after: 'v1/x/a/c', limit: 2 }), { keys: ['v1/x/a/d/e', 'v1/x/b'], next: 'v1/x/b' });
+        assert.deepEqual(await store.listPage('v1/x', { after: 'v1/x/b', limit: 2 }), { keys: ['v1/x/c/f'], next: undefined });
+        assert.deepEqual(await store.listPage('v1/x', { limit: 5 }), { keys, next: undefined }, 'a page that holds the rest is the last');
+        assert.deepEqual(await store.listPage('v1/x/', { after: 'v1/x/a/c0', limit: 1000 }), { keys: keys.slice(2), next: undefined }, 'after a key not stored');
+        assert.deepEqual(await store.listPage('v1/x', { after: 'v1/x/c/f', limit: 1 }), { keys: [], next: undefined });
+        assert.deepEqual(await store.listPage('v1/none', { limit: 1 }), { keys: [], next: undefined });
+      });
+
+      it('refuses a page of no key, of more than 1,000, or of a fraction', async () => {
+        for (const limit of [0, 1001, 1.5, -1]) await assert.rejects(store.listPage('v1/x', { limit }), RangeError, String(limit));
       });
     });
 
@@ -417,7 +438,7 @@ export function objectStoreConformance(name: string, makeStore: () => Promise<Ob
         const walked: string[] = [];
         for await (const key of store.keys('v1/images')) walked.push(key);
         assert.deepEqual(walked.sort(), keys);
-        assert.deepEqual(walked, await store.list('v1/images'));
+        assert.deepEqual(walked, await listAll(store, 'v1/images', 2));
       });
 
       it('walks nothing under a folder that holds nothing, or under an object', async () => {

@@ -11,6 +11,38 @@ export interface ByteRange {
   end: number;
 }
 
+export interface KeyPage {
+  keys: string[];
+  /** Where the next page starts (its `after`); undefined: this was the last. */
+  next: string | undefined;
+}
+
+/** The most keys one listPage() returns (S3's own page). */
+export const MAX_KEY_PAGE = 1_000;
+
+/** Every key below the folder `prefix`, in lexical order, page by page: for folders known to be small. */
+export async function listAll(store: Pick<ObjectStore, 'listPage'>, prefix: string, limit = MAX_KEY_PAGE): Promise<string[]> {
+  const keys: string[] = [];
+  let after: string | undefined;
+  do {
+    const page = await store.listPage(prefix, { after, limit });
+    keys.push(...page.keys);
+    after = page.next;
+  } while (after !== undefined);
+  return keys;
+}
+
+/** A page's limit as the stores take it: 1 to MAX_KEY_PAGE, else an error of the caller's. */
+export function pageLimit(limit: number): number {
+  if (!Number.isInteger(limit) || limit < 1 || limit > MAX_KEY_PAGE) throw new RangeError(`a page holds 1 to ${MAX_KEY_PAGE} keys, not ${limit}`);
+  return limit;
+}
+
+/** Whether anything is stored below the folder `prefix` (one key listed). */
+export async function holdsAny(store: Pick<ObjectStore, 'listPage'>, prefix: string): Promise<boolean> {
+  return (await store.listPage(prefix, { limit: 1 })).keys.length > 0;
+}
+
 export interface ObjectStat {
   size: number;
   /** When it was last written (ms since epoch): GC leaves what is younger than its grace. */
@@ -43,8 +75,12 @@ export interface ObjectStore {
    */
   redirectUrl(key: string): Promise<string | undefined>;
   delete(key: string): Promise<void>;
-  /** Every key stored below the folder `prefix` (at any depth), in lexical order; [] when there is none. */
-  list(prefix: string): Promise<string[]>;
+  /**
+   * One page of the keys stored below the folder `prefix` (at any depth), in lexical order: at most `limit`
+   * (1 to 1,000) after the key `after` (none: from the first). `next`, when there may be more, is the `after` of
+   * the next page. A walk holds one page, however many keys there are (listAll() gathers them).
+   */
+  listPage(prefix: string, page: { after?: string | undefined; limit: number }): Promise<KeyPage>;
   /** The same keys in no particular order, found as the store is walked: for folders too large to hold in memory. */
   keys(prefix: string): AsyncIterable<string>;
   /** The temporaries there are now: writes in progress, or left by a crash when no process uses the store. */

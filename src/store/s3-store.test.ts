@@ -16,6 +16,7 @@ import { makeTempDir, removeDir } from '../../test/support/temp.js';
 import { digestOf } from '../oci/digest.js';
 import { contentKey, TEMPORARY_FOLDER } from './layout.js';
 import { objectStoreConformance } from './object-store.conformance.js';
+import { listAll } from './object-store.js';
 import { S3ObjectStore, type S3StoreSettings, type S3StoreTuning } from './s3-store.js';
 import { StorageError } from './storage-error.js';
 
@@ -124,7 +125,7 @@ describe('S3ObjectStore', () => {
       const key = contentKey(digestOf(bytes));
       await store.putBytes(key, bytes);
       assert.deepEqual(await bucketKeys(prefix), [`${prefix}${key}`]);
-      assert.deepEqual(await store.list('blobs'), [key]);
+      assert.deepEqual(await listAll(store, 'blobs'), [key]);
     } finally {
       await cleanup();
     }
@@ -160,7 +161,7 @@ describe('S3ObjectStore', () => {
       await storageFailure(spool.commit(key), 'commit');
       await spool.abort();
       assert.equal(await store.stat(key), undefined);
-      assert.deepEqual(await store.list('blobs'), []);
+      assert.deepEqual(await listAll(store, 'blobs'), []);
       assert.deepEqual(await bucketKeys(prefix), []);
       assert.deepEqual(await unfinishedUploads(prefix), [], 'the multipart upload was aborted');
     } finally {
@@ -224,7 +225,7 @@ describe('S3ObjectStore', () => {
       for (let start = 0; start < keys.length; start += 50) {
         await Promise.all(keys.slice(start, start + 50).map((key) => store.putBytes(key, Buffer.from('{}'))));
       }
-      assert.deepEqual(await store.list('v1/images'), keys);
+      assert.deepEqual(await listAll(store, 'v1/images'), keys);
       let walked = 0;
       for await (const key of store.keys('v1')) {
         assert.ok(key.startsWith('v1/images/'));
@@ -325,7 +326,7 @@ describe('S3ObjectStore', () => {
         await storageFailure(store.stat(key), 'stat'),
         await storageFailure(store.read(key), 'read'),
         await storageFailure(store.putBytes(key, Buffer.from('secret')), 'write'),
-        await storageFailure(store.list('blobs'), 'list'),
+        await storageFailure(listAll(store, 'blobs'), 'list'),
       ];
       // The server's answer to a bad signature names the access key and the string signed; none of it is kept.
       for (const error of failures) {
@@ -401,7 +402,7 @@ describe('S3ObjectStore when the server dies mid-use', () => {
       await storageFailure(store.readBytes(key), 'read');
       await storageFailure(store.putBytes(key, Buffer.from('x')), 'write');
       await storageFailure(store.delete(key), 'delete');
-      await storageFailure(store.list('blobs'), 'list');
+      await storageFailure(listAll(store, 'blobs'), 'list');
       await storageFailure(store.listTemporaries(), 'list uploads');
       const spool = await store.createWriter();
       await spool.append(Buffer.from('spooled while the bucket is away'));

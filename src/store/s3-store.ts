@@ -24,7 +24,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
-import type { ByteRange, ObjectStat, ObjectStore, TemporaryInfo } from './object-store.js';
+import { pageLimit, type ByteRange, type KeyPage, type ObjectStat, type ObjectStore, type TemporaryInfo } from './object-store.js';
 import type { SpoolFile } from './spool-file.js';
 import { SpooledWriter } from './spooled-writer.js';
 import { StorageError, systemErrorCode } from './storage-error.js';
@@ -242,10 +242,27 @@ export class S3ObjectStore implements ObjectStore {
     }
   }
 
-  async list(prefix: string): Promise<string[]> {
-    const keys: string[] = [];
-    for await (const key of this.keys(prefix)) keys.push(key);
-    return keys.sort();
+  /** One ListObjectsV2 (S3 lists in lexical order and starts after a key itself). */
+  async listPage(prefix: string, page: { after?: string | undefined; limit: number }): Promise<KeyPage> {
+    const limit = pageLimit(page.limit);
+    const folder = prefix.replace(/\/+$/, '');
+    let listed;
+    try {
+      listed = await this.client.send(
+        new ListObjectsV2Command({
+          Bucket: this.bucket,
+          Prefix: this.objectKey(folder === '' ? '' : `${folder}/`),
+          MaxKeys: limit,
+          ...(page.after === undefined ? {} : { StartAfter: this.objectKey(page.after) }),
+        }),
+      );
+    } catch (error) {
+      throw s3Failure('list', folder, error);
+    }
+    const objects = (listed.Contents ?? []).flatMap((object) => (object.Key === undefined ? [] : [object.Key.slice(this.root.length)]));
+    const last = objects.at(-1);
+    // A key ending in '/' is a folder marker some tools write, not content (the next page still starts after it).
+    return { keys: objects.filter((key) => !key.endsWith('/')), next: listed.IsTruncated === true ? last : undefined };
   }
 
   /** Page by page (1,000 keys each): a walk over millions of objects holds one page. */

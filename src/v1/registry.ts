@@ -2,7 +2,7 @@
 // repository metadata and the standalone index's image lists, all as files in docker-registry 0.9's layout.
 
 import type { Readable } from 'node:stream';
-import type { ByteRange, ObjectStore, ObjectWriter } from '../store/object-store.js';
+import { holdsAny, listAll, MAX_KEY_PAGE, type ByteRange, type ObjectStore, type ObjectWriter } from '../store/object-store.js';
 import type { V1Layout, V1RepositoryName } from '../store/layout.js';
 import { layerTooLarge, V1Error } from './errors.js';
 import { ImageHolders } from './image-holders.js';
@@ -176,7 +176,7 @@ export class V1Registry {
 
   /** A repository's tags; undefined when the repository has no files at all. */
   async tags(name: V1RepositoryName): Promise<Record<string, string> | undefined> {
-    const keys = await this.store.list(this.layout.repositoryFolder(name));
+    const keys = await listAll(this.store, this.layout.repositoryFolder(name));
     if (keys.length === 0) return undefined;
     const tags: Record<string, string> = {};
     for (const key of keys) {
@@ -211,12 +211,12 @@ export class V1Registry {
     await this.store.delete(this.layout.tagKey(name, tag));
     await this.store.delete(this.layout.tagJsonKey(name, tag));
     if (tag === 'latest') await this.store.delete(this.layout.repositoryJsonKey(name));
-    await this.indexed(name, (await this.store.list(this.layout.repositoryFolder(name))).length > 0);
+    await this.indexed(name, await holdsAny(this.store, this.layout.repositoryFolder(name)));
   }
 
   /** Removes a repository's tags and files; its images stay (other repositories may share them). */
   async deleteRepository(name: V1RepositoryName): Promise<void> {
-    const keys = await this.store.list(this.layout.repositoryFolder(name));
+    const keys = await listAll(this.store, this.layout.repositoryFolder(name));
     if (keys.length === 0) throw new V1Error('REPOSITORY_NOT_FOUND');
     for (const key of keys) await this.store.delete(key);
     await this.indexed(name, false);
@@ -248,7 +248,7 @@ export class V1Registry {
     if (access === 'private') await this.store.putBytes(this.layout.privateFlagKey(name), Buffer.alloc(0));
     else if (access === 'public') await this.store.delete(this.layout.privateFlagKey(name));
     else throw new V1Error('INVALID_DATA');
-    await this.indexed(name, (await this.store.list(this.layout.repositoryFolder(name))).length > 0);
+    await this.indexed(name, await holdsAny(this.store, this.layout.repositoryFolder(name)));
   }
 
   // ---- the standalone index ----
@@ -280,10 +280,15 @@ export class V1Registry {
 
   private async readRepositoryIndex(): Promise<Set<string>> {
     const names = new Set<string>();
-    for (const key of await this.store.list(this.layout.repositoriesFolder)) {
-      const name = this.layout.repositoryOfKey(key);
-      if (name !== undefined) names.add(repositoryPath(name));
-    }
+    let after: string | undefined;
+    do {
+      const page = await this.store.listPage(this.layout.repositoriesFolder, { after, limit: MAX_KEY_PAGE });
+      for (const key of page.keys) {
+        const name = this.layout.repositoryOfKey(key);
+        if (name !== undefined) names.add(repositoryPath(name));
+      }
+      after = page.next;
+    } while (after !== undefined);
     return names;
   }
 
