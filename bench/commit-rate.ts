@@ -29,9 +29,9 @@ async function commit(store: ObjectStore, workload: Workload): Promise<void> {
     return;
   }
   const bytes = randomBytes(4096);
-  const spool = await store.createSpool();
+  const spool = await store.createWriter();
   await spool.append(bytes);
-  await store.commitSpool(spool, contentKey(digestOf(bytes)));
+  await spool.commit(contentKey(digestOf(bytes)));
   await spool.close();
 }
 

@@ -42,7 +42,7 @@ const USAGE = `npm run bench -- [--quick] [--runs N] [--only warm,cold,metadata,
   --runs N     runs per measure (default 5; at least 5 for figures worth quoting)
   --only LIST  some of the groups: warm (cached content), cold (fresh caches), metadata (at scale), stalled (clients that never read),
                eviction (deciding and freeing at scale), auth (warm requests with and without client authentication),
-               s3 (warm blob GETs with the content in S3, Swift's s3api, against the fs store),
+               s3 (warm blob GETs with the content in S3, Swift's s3api, against the fs store; redirected against streamed; fill commit time),
                push (a large layer whole and chunked, and a whole image with skopeo, to a plain instance);
                metadata and eviction need no upstream: alone, none is started
   --note TEXT  kept in the results file (e.g. "machine shared with test suites")

@@ -162,7 +162,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
     nginxXAccelRedirect: settings.v1.nginxXAccelRedirect,
     guard: gate && authSetup?.createV1Guard(gate, v1),
   };
-  const v2Routes = { xAccelRedirect: settings.offload.xAccelRedirect };
+  const v2Routes = { xAccelRedirect: settings.offload.xAccelRedirect, redirect: settings.storage.driver === 's3' && settings.storage.s3.redirectTtlMs !== undefined };
   const ready = (): boolean => accepting;
   const inFlight = new InFlightRequests();
   const adminListen = settings.adminListen;

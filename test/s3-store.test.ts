@@ -15,7 +15,7 @@ import { startDistribution, type Distribution } from './support/distribution.js'
 import { buildImageLayout, pushLayout, sha256Digest, type BuiltImage, type BuiltLayout } from './support/images.js';
 import { runRegmirror, startRegmirror, type Regmirror } from './support/regmirror.js';
 import { copyToOci } from './support/skopeo.js';
-import { startSwift, SWIFT_ACCESS_KEY, SWIFT_SECRET_KEY, type Swift } from './support/swift.js';
+import { s3StorageEnvironment, startSwift, SWIFT_ACCESS_KEY, SWIFT_SECRET_KEY, type Swift } from './support/swift.js';
 import { makeTempDir, removeDir } from './support/temp.js';
 
 const BUCKET = 'regmirror';
@@ -68,17 +68,7 @@ describe('regmirror with storage.driver: s3', { timeout: 300_000 }, () => {
     first = await buildImageLayout(path.join(work, 'first'), 'v1', [{ layers: [base, { size: 12_000_000, seed: 5102 }, { size: 10, seed: 5103 }] }]);
     second = await buildImageLayout(path.join(work, 'second'), 'v1', [{ layers: [base, { size: 40_000, seed: 5104 }] }]);
     await pushLayout(first, `127.0.0.1:${upstream.port}/team/app:v1`);
-    environment = {
-      REGMIRROR_STORAGE_DRIVER: 's3',
-      REGMIRROR_STORAGE_S3_BUCKET: BUCKET,
-      REGMIRROR_STORAGE_S3_ENDPOINT: swift.endpoint,
-      REGMIRROR_STORAGE_S3_FORCE_PATH_STYLE: 'true',
-      REGMIRROR_STORAGE_S3_PREFIX: PREFIX,
-      REGMIRROR_STORAGE_S3_ACCESS_KEY_ENV: 'TEST_S3_KEY',
-      REGMIRROR_STORAGE_S3_SECRET_KEY_ENV: 'TEST_S3_SECRET',
-      TEST_S3_KEY: SWIFT_ACCESS_KEY,
-      TEST_S3_SECRET: SWIFT_SECRET_KEY,
-    };
+    environment = s3StorageEnvironment(swift, BUCKET, PREFIX);
     mirror = await startRegmirror({
       upstreams: [upstream.url],
       // Every pull revalidates the tag (the GC test moves it); GC on demand only, with no grace.

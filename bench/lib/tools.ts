@@ -20,8 +20,10 @@ export interface Download {
 }
 
 /** One GET with curl, the body thrown away; throws unless the status is 200. */
-export async function download(url: string, timeoutMs: number, headers: Record<string, string> = {}): Promise<Download> {
+/** follow: follow redirects (a 307 to the bucket), timing the whole chain as one download. */
+export async function download(url: string, timeoutMs: number, headers: Record<string, string> = {}, follow = false): Promise<Download> {
   const args = ['-sS', '--noproxy', '*', '-o', '/dev/null', '--max-time', String(Math.ceil(timeoutMs / 1000))];
+  if (follow) args.push('-L');
   for (const [name, value] of Object.entries(headers)) args.push('-H', `${name}: ${value}`);
   args.push('-w', '%{http_code} %{size_download} %{time_starttransfer} %{time_total}', url);
   const { stdout } = await runCommand('curl', args, { timeoutMs: timeoutMs + 5_000 });

@@ -184,7 +184,7 @@ describe('CacheEvictor', () => {
     const [image] = await cacheImages(1);
     assert.ok(image !== undefined);
     const layer = image.own[1] as Digest;
-    const spool = await local.createSpool();
+    const spool = await local.createBlobWriter();
     await spool.append(image.ownLayer);
     const removal = local.removeContent({ manifests: [image.manifest], blobs: image.own, readBefore: clock });
     const recommit = local.commitBlob(spool, layer, image.ownLayer.length);

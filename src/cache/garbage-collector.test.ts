@@ -123,7 +123,7 @@ describe('GarbageCollector', () => {
     await mkdir(path.join(root, 'tmp'), { recursive: true });
     await writeFile(path.join(root, 'tmp', 'abandoned'), 'x'.repeat(50));
     await utimes(path.join(root, 'tmp', 'abandoned'), twoHoursAgo, twoHoursAgo);
-    const working = await store.createSpool();
+    const working = await store.createWriter();
     await working.append(Buffer.from('a fill in progress'));
 
     const collected: Collected[] = [];
@@ -137,11 +137,11 @@ describe('GarbageCollector', () => {
       collected.map((entry) => entry.kind),
       ['orphan_file', 'orphan_record', 'temporary'],
     );
-    await working.discard();
+    await working.abort();
   });
 
   it('offline, takes every temporary as abandoned', async () => {
-    const spool = await store.createSpool();
+    const spool = await store.createWriter();
     await spool.append(Buffer.from('left by a crash'));
     const report = await collector({ abandonedTemporaryMs: undefined }).run({ dryRun: false });
     assert.equal(report.removed.temporary, 1);

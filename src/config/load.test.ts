@@ -666,6 +666,8 @@ describe('loadSettings: storage', () => {
     '    accessKeyEnv: S3_KEY',
     '    secretKeyEnv: S3_SECRET',
     '    requestTimeout: 45s',
+    '    redirect: true',
+    '    redirectTtl: 2m',
     '',
   ].join('\n');
 
@@ -685,15 +687,16 @@ describe('loadSettings: storage', () => {
         prefix: 'cache/',
         credentials: { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'wJalrXUtnFEMI' },
         requestTimeoutMs: 45_000,
+        redirectTtlMs: 120_000,
       },
     });
   });
 
-  it('gives s3 its defaults: us-east-1, AWS’s endpoint, virtual-hosted style, no prefix, the SDK’s credentials, 30 s', async () => {
+  it('gives s3 its defaults: us-east-1, AWS’s endpoint, virtual-hosted style, no prefix, the SDK’s credentials, 30 s, no redirect', async () => {
     const file = await writeTemporary('storage:\n  driver: s3\n  s3: { bucket: regmirror }\n');
     assert.deepEqual(settingsOf({ config: file }, {}).storage, {
       driver: 's3',
-      s3: { bucket: 'regmirror', region: 'us-east-1', endpoint: undefined, forcePathStyle: false, prefix: '', credentials: undefined, requestTimeoutMs: 30_000 },
+      s3: { bucket: 'regmirror', region: 'us-east-1', endpoint: undefined, forcePathStyle: false, prefix: '', credentials: undefined, requestTimeoutMs: 30_000, redirectTtlMs: undefined },
     });
   });
 
@@ -711,16 +714,31 @@ describe('loadSettings: storage', () => {
         REGMIRROR_STORAGE_S3_ACCESS_KEY_ENV: 'OTHER_KEY',
         REGMIRROR_STORAGE_S3_SECRET_KEY_ENV: 'OTHER_SECRET',
         REGMIRROR_STORAGE_S3_REQUEST_TIMEOUT: '5s',
+        REGMIRROR_STORAGE_S3_REDIRECT: 'true',
+        REGMIRROR_STORAGE_S3_REDIRECT_TTL: '30s',
         OTHER_KEY: 'k',
         OTHER_SECRET: 's',
       },
     );
     assert.deepEqual(settings.storage, {
       driver: 's3',
-      s3: { bucket: 'other', region: 'us-west-2', endpoint: 'http://127.0.0.1:8080', forcePathStyle: false, prefix: 'team/cache/', credentials: { accessKeyId: 'k', secretAccessKey: 's' }, requestTimeoutMs: 5_000 },
+      s3: { bucket: 'other', region: 'us-west-2', endpoint: 'http://127.0.0.1:8080', forcePathStyle: false, prefix: 'team/cache/', credentials: { accessKeyId: 'k', secretAccessKey: 's' }, requestTimeoutMs: 5_000, redirectTtlMs: 30_000 },
     });
     const fromVariablesAlone = settingsOf({}, { REGMIRROR_STORAGE_DRIVER: 's3', REGMIRROR_STORAGE_S3_BUCKET: 'cache', REGMIRROR_STORAGE_S3_FORCE_PATH_STYLE: 'true' }).storage;
     assert.ok(fromVariablesAlone.driver === 's3' && fromVariablesAlone.s3.forcePathStyle && fromVariablesAlone.s3.bucket === 'cache');
+    const redirectOff = settingsOf({ config: file }, { S3_KEY: 'k', S3_SECRET: 's', REGMIRROR_STORAGE_S3_REDIRECT: 'false' }).storage;
+    assert.ok(redirectOff.driver === 's3' && redirectOff.s3.redirectTtlMs === undefined, 'the variable turns the file’s redirect off');
+  });
+
+  it('takes a redirect TTL from 1s to 1h, with the redirect on', async () => {
+    for (const [ttl, ms] of [['1s', 1_000], ['1h', 3_600_000], ['5m', 300_000]] as const) {
+      const file = await writeTemporary(`storage: { driver: s3, s3: { bucket: cache, redirect: true, redirectTtl: ${ttl} } }\n`);
+      const storage = settingsOf({ config: file }, {}).storage;
+      assert.ok(storage.driver === 's3' && storage.s3.redirectTtlMs === ms, ttl);
+    }
+    const defaulted = await writeTemporary('storage: { driver: s3, s3: { bucket: cache, redirect: true } }\n');
+    const storage = settingsOf({ config: defaulted }, {}).storage;
+    assert.ok(storage.driver === 's3' && storage.s3.redirectTtlMs === 300_000, 'five minutes by default');
   });
 
   it('does not watch the free space of the data directory’s disk for a bucket, and says so when asked to', async () => {
@@ -749,7 +767,11 @@ describe('loadSettings: storage', () => {
     { name: 'a variable name that is no name', yaml: 'storage: { driver: s3, s3: { bucket: cache, accessKeyEnv: "my key", secretKeyEnv: S } }\n', fragments: ['storage.s3.accessKeyEnv'] },
     { name: 'a bad request timeout', yaml: 'storage: { driver: s3, s3: { bucket: cache, requestTimeout: soon } }\n', fragments: ['storage.s3.requestTimeout', 'not a duration'] },
     { name: 'a request timeout of zero', yaml: 'storage: { driver: s3, s3: { bucket: cache, requestTimeout: 0 } }\n', fragments: ['storage.s3.requestTimeout', 'more than 0'] },
-    { name: 'an unknown s3 key', yaml: 'storage: { driver: s3, s3: { bucket: cache, redirect: true } }\n', fragments: ['storage.s3', 'redirect'] },
+    { name: 'an unknown s3 key', yaml: 'storage: { driver: s3, s3: { bucket: cache, redirects: true } }\n', fragments: ['storage.s3', 'redirects'] },
+    { name: 'a redirect that is no boolean', yaml: 'storage: { driver: s3, s3: { bucket: cache, redirect: sometimes } }\n', fragments: ['storage.s3.redirect'] },
+    { name: 'a redirect TTL under a second', yaml: 'storage: { driver: s3, s3: { bucket: cache, redirect: true, redirectTtl: 500ms } }\n', fragments: ['storage.s3.redirectTtl', 'from 1s to 1h'] },
+    { name: 'a redirect TTL over an hour', yaml: 'storage: { driver: s3, s3: { bucket: cache, redirect: true, redirectTtl: 2h } }\n', fragments: ['storage.s3.redirectTtl', 'from 1s to 1h'] },
+    { name: 'a redirect TTL that is no duration', yaml: 'storage: { driver: s3, s3: { bucket: cache, redirectTtl: later } }\n', fragments: ['storage.s3.redirectTtl', 'not a duration'] },
     { name: 'an unknown storage key', yaml: 'storage: { driver: fs, path: /srv }\n', fragments: ['storage', 'path'] },
     {
       name: 'a credentials variable that is not set',

@@ -148,6 +148,8 @@ const ENVIRONMENT_KEYS: ReadonlyArray<readonly [string, readonly string[]]> = [
   ['REGMIRROR_STORAGE_S3_ACCESS_KEY_ENV', ['storage', 's3', 'accessKeyEnv']],
   ['REGMIRROR_STORAGE_S3_SECRET_KEY_ENV', ['storage', 's3', 'secretKeyEnv']],
   ['REGMIRROR_STORAGE_S3_REQUEST_TIMEOUT', ['storage', 's3', 'requestTimeout']],
+  ['REGMIRROR_STORAGE_S3_REDIRECT', ['storage', 's3', 'redirect']],
+  ['REGMIRROR_STORAGE_S3_REDIRECT_TTL', ['storage', 's3', 'redirectTtl']],
   ['REGMIRROR_CACHE_TAG_FRESHNESS', ['cache', 'tagFreshness']],
   ['REGMIRROR_CACHE_MAX_STALENESS', ['cache', 'maxStaleness']],
   ['REGMIRROR_CACHE_NOT_FOUND_TTL', ['cache', 'notFoundTtl']],
@@ -438,6 +440,7 @@ function resolveStorage(storage: Config['storage'], environment: NodeJS.ProcessE
           ? undefined
           : { accessKeyId: secretFrom(environment, s3.accessKeyEnv, 'storage.s3.accessKeyEnv'), secretAccessKey: secretFrom(environment, s3.secretKeyEnv, 'storage.s3.secretKeyEnv') },
       requestTimeoutMs: s3.requestTimeout,
+      redirectTtlMs: s3.redirect ? s3.redirectTtl : undefined,
     },
   };
 }

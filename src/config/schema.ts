@@ -72,12 +72,17 @@ const storageSchema = z
         accessKeyEnv: variableName.optional(),
         secretKeyEnv: variableName.optional(),
         requestTimeout: duration.default(30_000),
+        /** A cached blob's GET answered with a 307 to a presigned URL of the bucket, instead of streamed. */
+        redirect: flag.default(false),
+        /** How long such a URL works. */
+        redirectTtl: duration.default(300_000),
       })
       .strict()
       .refine((s3) => (s3.accessKeyEnv === undefined) === (s3.secretKeyEnv === undefined), {
         message: 'give both accessKeyEnv and secretKeyEnv, or neither (the SDK’s own credentials: AWS_* variables, profiles, instance roles)',
       })
       .refine((s3) => s3.requestTimeout > 0, { path: ['requestTimeout'], message: 'must be more than 0' })
+      .refine((s3) => s3.redirectTtl >= 1_000 && s3.redirectTtl <= 3_600_000, { path: ['redirectTtl'], message: 'must be from 1s to 1h' })
       .optional(),
   })
   .strict()

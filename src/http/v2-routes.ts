@@ -31,6 +31,11 @@ export interface V2RouteOptions {
    * they fill) stay here.
    */
   xAccelRedirect?: string | undefined;
+  /**
+   * A cached blob's whole GET is answered with a 307 to a short-lived URL of the store's (storage.s3.redirect);
+   * HEAD, ranges, 304 and misses stay here.
+   */
+  redirect?: boolean | undefined;
   /** Who may do what (when `auth` is configured); undefined: everyone may pull everything (and push where hosted). */
   gate?: AuthGate | undefined;
 }
@@ -43,7 +48,7 @@ export interface V2Content {
 
 export function registerV2Routes(app: FastifyInstance, content: V2Content, options: V2RouteOptions = {}): void {
   const { policy } = content;
-  const delivery = options.xAccelRedirect === undefined ? 'stream' : 'key';
+  const delivery = options.xAccelRedirect !== undefined ? 'key' : options.redirect === true ? 'redirect' : 'stream';
   const handler = async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
     reply.header('docker-distribution-api-version', 'registry/2.0');
     const { path, query } = splitUrl(request.raw.url ?? '/');
@@ -278,6 +283,10 @@ function sendBlob(request: FastifyRequest, reply: FastifyReply, answer: BlobAnsw
     // nginx sends the file and applies the request's Range itself (already checked satisfiable here);
     // the length and status it sends are its own, the other headers pass through.
     return reply.header('x-accel-redirect', `${xAccelRedirect}/${answer.storedKey}`).send('');
+  }
+  if (answer.redirectUrl !== undefined) {
+    // Signed for this blob for a short while: no cache in between may keep it for another client, or past then.
+    return reply.code(307).header('location', answer.redirectUrl).header('cache-control', 'no-store').header('content-length', '0').send('');
   }
   if (answer.range !== undefined) {
     const { start, end } = answer.range;

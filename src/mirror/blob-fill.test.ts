@@ -12,7 +12,8 @@ import { PassThrough, Writable, type Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { digestOf, type Digest } from '../oci/digest.js';
-import { SpoolFile } from '../store/spool-file.js';
+import { FsObjectStore } from '../store/fs-store.js';
+import type { SpooledWriter } from '../store/spooled-writer.js';
 import { BlobFill, digestCheck, FillError, MAX_UNWRITTEN_BYTES, MEMORY_WINDOW_BYTES, type FillState } from './blob-fill.js';
 import { SLAB_BYTES, SlabPool } from './slab-window.js';
 
@@ -31,7 +32,7 @@ after(async () => {
 interface Harness {
   fill: BlobFill;
   source: PassThrough;
-  spool: SpoolFile;
+  spool: SpooledWriter;
   commits: { digest: Digest; size: number; bytes: Buffer }[];
   settled: { state: FillState; error: Error | undefined }[];
   bytesCounted: () => number;
@@ -50,7 +51,9 @@ interface HarnessOptions {
 }
 
 async function startFill(options: HarnessOptions): Promise<Harness> {
-  const spool = await SpoolFile.create(path.join(directory, `spool-${++spoolCount}`));
+  const store = new FsObjectStore(path.join(directory, `store-${++spoolCount}`));
+  await store.init();
+  const spool = await store.createWriter();
   const source = new PassThrough();
   const commits: Harness['commits'] = [];
   const settled: Harness['settled'] = [];

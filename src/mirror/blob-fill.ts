@@ -11,7 +11,7 @@
 import { Readable } from 'node:stream';
 import { SMALL_BUFFER_BYTES, type BufferBudget, type Reservation } from '../memory/buffer-budget.js';
 import { DigestWriter, type Digest } from '../oci/digest.js';
-import type { SpoolFile } from '../store/spool-file.js';
+import type { ObjectWriter } from '../store/object-store.js';
 import { Slab, SLAB_BYTES, slabPool, SlabWindow, type SlabPool } from './slab-window.js';
 
 /** A reader's queue, and its reads from the spool, while the send budget lasts (past it: SMALL_BUFFER_BYTES). */
@@ -71,7 +71,7 @@ export function digestCheck(expected: Digest): ContentCheck {
 
 export interface FillHooks {
   /** Makes the verified spool visible in the store and records it; throws to fail the fill. */
-  commit(spool: SpoolFile, size: number): Promise<void>;
+  commit(spool: ObjectWriter, size: number): Promise<void>;
   onBytes(count: number): void;
   /** Called once the fill has committed or failed, before its spool closes. */
   onSettled(state: FillState, error: Error | undefined): void;
@@ -110,7 +110,7 @@ export class BlobFill {
 
   constructor(
     private readonly check: ContentCheck,
-    private readonly spool: SpoolFile,
+    private readonly spool: ObjectWriter,
     private readonly source: FillSource,
     private readonly hooks: FillHooks,
     private readonly options: FillOptions,
@@ -218,7 +218,7 @@ export class BlobFill {
       // A write still running must end before the spool goes, and before its slabs can be written over.
       await writer.drained().catch(() => undefined);
       this.window.clear();
-      await this.spool.discard().catch(() => undefined);
+      await this.spool.abort().catch(() => undefined);
     } finally {
       clearTimeout(timer);
       unwritten.release();
@@ -504,7 +504,7 @@ class WriteBehind {
   private failure: Error | undefined;
 
   constructor(
-    private readonly spool: SpoolFile,
+    private readonly spool: ObjectWriter,
     private readonly on: { written(bytes: number): void; failed(error: Error): void },
   ) {}
 

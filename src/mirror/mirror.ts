@@ -233,7 +233,7 @@ export class Mirror {
     const registry = upstream.settings.registry;
     let spool;
     try {
-      spool = await this.local.createSpool();
+      spool = await this.local.createBlobWriter(digest);
     } catch (error) {
       response.body.destroy();
       throw error;

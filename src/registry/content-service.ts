@@ -22,11 +22,16 @@ export interface BlobAnswer {
   body?: Readable;
   /** A hit asked for with delivery 'key': the local object's storage key, for a web server in front to send. */
   storedKey?: string;
+  /** A whole hit asked for with delivery 'redirect': a short-lived URL of the store's to send the client to. */
+  redirectUrl?: string;
   cache: CacheOutcome;
 }
 
-/** How a GET wants a stored blob: streamed by this process, or named by its storage key (an offload). Misses always stream. */
-export type BlobDelivery = 'stream' | 'key';
+/**
+ * How a GET wants a stored blob: streamed by this process, named by its storage key (an offload), or as a URL of
+ * the store's (whole blobs; a range, or a store that gives no URL, streams). Misses always stream.
+ */
+export type BlobDelivery = 'stream' | 'key' | 'redirect';
 
 export interface ManifestAnswer {
   manifest: StoredManifest;

@@ -29,7 +29,7 @@ export async function openRegistry(now: () => number = Date.now): Promise<{ root
 export async function cacheRandomBlob(local: LocalRegistry, size: number, holder?: RepositoryRef): Promise<{ bytes: Buffer; digest: Digest }> {
   const bytes = randomBytes(size);
   const digest = digestOf(bytes);
-  const spool = await local.createSpool();
+  const spool = await local.createBlobWriter();
   await spool.append(bytes);
   await local.commitBlob(spool, digest, size, holder);
   await spool.close();

@@ -6,8 +6,7 @@ import { digestOf, type Digest } from '../oci/digest.js';
 import { parseManifest } from '../oci/manifest.js';
 import type { ContentRemoval, ManifestGraph, MetadataStore, Page, RemovedContent, RepositoryRef, TagRecord } from '../meta/metadata-store.js';
 import { contentKey } from '../store/layout.js';
-import type { ByteRange, ObjectStore } from '../store/object-store.js';
-import type { SpoolFile } from '../store/spool-file.js';
+import type { ByteRange, ObjectStore, ObjectWriter } from '../store/object-store.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { BoundedCache } from './bounded-cache.js';
 import type { BlobAnswer, BlobDelivery } from './content-service.js';
@@ -104,6 +103,10 @@ export class LocalRegistry {
       const storedKey = await this.locateBlob(digest);
       return storedKey === undefined ? undefined : { digest, size, range: byteRange, storedKey, cache: 'hit' };
     }
+    if (delivery === 'redirect' && byteRange === undefined) {
+      const redirectUrl = await this.redirectBlob(digest);
+      if (redirectUrl !== undefined) return { digest, size, redirectUrl, cache: 'hit' };
+    }
     if (size === 0) return { digest, size, cache: 'hit', body: undefined };
     const body = await this.openBlob(digest, byteRange);
     if (body === undefined) return undefined;
@@ -118,15 +121,27 @@ export class LocalRegistry {
     return key;
   }
 
-  /** A temporary file for a blob that streams in; commitBlob makes it visible. */
-  createSpool(): Promise<SpoolFile> {
-    return this.store.createSpool();
+  /**
+   * A short-lived URL the client may fetch a cached blob from itself, when the store offers one (s3 with
+   * redirects on); undefined when it does not, or as for openBlob.
+   */
+  async redirectBlob(digest: Digest): Promise<string | undefined> {
+    const key = await this.locateBlob(digest);
+    return key === undefined ? undefined : this.store.redirectUrl(key);
   }
 
-  /** Makes a verified spool the blob's content; `holder`: the repository it was fetched for (the content graph). */
-  async commitBlob(spool: SpoolFile, digest: Digest, size: number, holder?: RepositoryRef): Promise<void> {
+  /**
+   * A writer for a blob that streams in (readable back by position meanwhile); commitBlob makes it visible.
+   * `digest`: the blob's, when known at the start: the store can then send it to its place as it arrives.
+   */
+  createBlobWriter(digest?: Digest): Promise<ObjectWriter> {
+    return this.store.createWriter(digest === undefined ? undefined : contentKey(digest));
+  }
+
+  /** Makes a verified writer's content the blob's; `holder`: the repository it was fetched for (the content graph). */
+  async commitBlob(writer: ObjectWriter, digest: Digest, size: number, holder?: RepositoryRef): Promise<void> {
     await this.committing(digest, async () => {
-      await this.store.commitSpool(spool, contentKey(digest));
+      await writer.commit(contentKey(digest));
       await this.meta.putBlob(digest, size, this.now(), holder);
     });
     this.notifyStored();

@@ -6,7 +6,7 @@
 import { createHash, randomUUID, type Hash } from 'node:crypto';
 import type { Digest } from '../oci/digest.js';
 import type { RepositoryRef } from '../meta/metadata-store.js';
-import type { SpoolFile } from '../store/spool-file.js';
+import type { ObjectWriter } from '../store/object-store.js';
 import type { ChunkRange, UploadStatus } from './content-service.js';
 import { RegistryError } from './errors.js';
 import type { LocalRegistry } from './local-registry.js';
@@ -29,7 +29,8 @@ const SESSION_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 interface Session {
   id: string;
   repository: RepositoryRef;
-  spool: SpoolFile;
+  /** The temporary the bytes stream into, readable back; committed as the blob once verified. */
+  writer: ObjectWriter;
   hash: Hash;
   /** A request is reading into it: a second one at once is refused (chunks must come in order). */
   busy: boolean;
@@ -57,23 +58,23 @@ export class UploadSessions {
     if (this.sessions.size >= this.limits.maxSessions) {
       throw new RegistryError('TOOMANYREQUESTS', { message: `too many uploads in progress (limit ${this.limits.maxSessions}); retry later`, headers: { 'retry-after': '10' } });
     }
-    const spool = await this.local.createSpool();
+    const writer = await this.local.createBlobWriter();
     const id = randomUUID();
-    this.sessions.set(id, { id, repository, spool, hash: createHash('sha256'), busy: false, touchedAt: this.now() });
+    this.sessions.set(id, { id, repository, writer, hash: createHash('sha256'), busy: false, touchedAt: this.now() });
     return { id, size: 0 };
   }
 
   status(id: string, repository: RepositoryRef): UploadStatus {
     const session = this.find(id, repository);
     session.touchedAt = this.now();
-    return { id, size: session.spool.size };
+    return { id, size: session.writer.size };
   }
 
   async append(id: string, repository: RepositoryRef, body: AsyncIterable<Uint8Array>, range: ChunkRange | undefined): Promise<UploadStatus> {
     const session = this.claim(id, repository, range);
     try {
       await this.receive(session, body, range);
-      return { id, size: session.spool.size };
+      return { id, size: session.writer.size };
     } catch (error) {
       // Part of a chunk is in the temporary and the hash: the session cannot go on.
       this.sessions.delete(id);
@@ -99,37 +100,37 @@ export class UploadSessions {
       this.sessions.delete(id);
       settled = true;
       if (actual !== digest) {
-        await session.spool.discard();
+        await discard(session.writer);
         throw new RegistryError('DIGEST_INVALID', { detail: { digest, received: actual } });
       }
-      await this.commit(session.spool, digest, repository);
+      await this.commit(session.writer, digest, repository);
     } finally {
       if (!settled) this.release(session);
     }
   }
 
-  /** A whole blob in one request: a session of its own, never listed. */
+  /** A whole blob in one request: a session of its own, never listed; its digest known, the store may stream it to its place. */
   async whole(repository: RepositoryRef, digest: Digest, body: AsyncIterable<Uint8Array>): Promise<void> {
-    const spool = await this.local.createSpool();
-    const session: Session = { id: '', repository, spool, hash: createHash('sha256'), busy: true, touchedAt: this.now() };
+    const writer = await this.local.createBlobWriter(digest);
+    const session: Session = { id: '', repository, writer, hash: createHash('sha256'), busy: true, touchedAt: this.now() };
     try {
       await this.receive(session, body, undefined);
     } catch (error) {
-      await spool.discard();
+      await discard(writer);
       throw error;
     }
     const actual = `sha256:${session.hash.digest('hex')}`;
     if (actual !== digest) {
-      await spool.discard();
+      await discard(writer);
       throw new RegistryError('DIGEST_INVALID', { detail: { digest, received: actual } });
     }
-    await this.commit(spool, digest, repository);
+    await this.commit(writer, digest, repository);
   }
 
   async cancel(id: string, repository: RepositoryRef): Promise<void> {
     const session = this.find(id, repository);
     this.sessions.delete(id);
-    if (!session.busy) await session.spool.discard();
+    if (!session.busy) await discard(session.writer);
     // A request still reading into it discards it when it ends (release finds it gone).
   }
 
@@ -138,7 +139,7 @@ export class UploadSessions {
     clearInterval(this.sweeper);
     const sessions = [...this.sessions.values()];
     this.sessions.clear();
-    await Promise.allSettled(sessions.filter((session) => !session.busy).map((session) => session.spool.discard()));
+    await Promise.allSettled(sessions.filter((session) => !session.busy).map((session) => discard(session.writer)));
   }
 
   /** Cancels the sessions idle past the limit; how many. */
@@ -146,16 +147,16 @@ export class UploadSessions {
     const before = this.now() - this.limits.idleMs;
     const idle = [...this.sessions.values()].filter((session) => !session.busy && session.touchedAt < before);
     for (const session of idle) this.sessions.delete(session.id);
-    await Promise.allSettled(idle.map((session) => session.spool.discard()));
+    await Promise.allSettled(idle.map((session) => discard(session.writer)));
     return idle.length;
   }
 
-  private async commit(spool: SpoolFile, digest: Digest, repository: RepositoryRef): Promise<void> {
+  private async commit(writer: ObjectWriter, digest: Digest, repository: RepositoryRef): Promise<void> {
     try {
-      await this.local.commitBlob(spool, digest, spool.size, repository);
-      await spool.close();
+      await this.local.commitBlob(writer, digest, writer.size, repository);
+      await writer.close();
     } catch (error) {
-      await spool.discard().catch(() => undefined);
+      await discard(writer).catch(() => undefined);
       throw error;
     }
   }
@@ -165,7 +166,7 @@ export class UploadSessions {
    * is. One write of a batch is in flight while the next batch is read (at most two batches held).
    */
   private async receive(session: Session, body: AsyncIterable<Uint8Array>, range: ChunkRange | undefined): Promise<void> {
-    const start = session.spool.size;
+    const start = session.writer.size;
     let batch: Uint8Array[] = [];
     let batched = 0;
     let writing: Promise<void> = Promise.resolve();
@@ -175,7 +176,7 @@ export class UploadSessions {
       const chunks = batch;
       batch = [];
       batched = 0;
-      writing = session.spool.appendAll(chunks);
+      writing = session.writer.appendAll(chunks);
       // Failures surface at the next flush (or the last); never unhandled meanwhile.
       writing.catch(() => undefined);
     };
@@ -219,7 +220,7 @@ export class UploadSessions {
   /** The session for one request at a time, its chunk (when ranged) starting where the upload is; else 416. */
   private claim(id: string, repository: RepositoryRef, range: ChunkRange | undefined): Session {
     const session = this.find(id, repository);
-    const size = session.spool.size;
+    const size = session.writer.size;
     if (session.busy || (range !== undefined && range.start !== size)) {
       throw new RegistryError('RANGE_INVALID', {
         message: session.busy ? 'another request is writing to this upload' : `chunk must start at byte ${size}`,
@@ -235,6 +236,12 @@ export class UploadSessions {
     session.busy = false;
     session.touchedAt = this.now();
     // Cancelled while a request was writing: its temporary goes now.
-    if (this.sessions.get(session.id) !== session) void session.spool.discard().catch(() => undefined);
+    if (this.sessions.get(session.id) !== session) void discard(session.writer).catch(() => undefined);
   }
+}
+
+/** Gives a temporary up and lets go of its handle. */
+async function discard(writer: ObjectWriter): Promise<void> {
+  await writer.abort();
+  await writer.close();
 }

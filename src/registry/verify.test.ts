@@ -84,7 +84,7 @@ describe('verifyData', () => {
     const orphanKey = contentKey(digestOf(orphanBytes));
     await store.putBytes(orphanKey, orphanBytes);
     await store.putBytes('blobs/sha256/zz/stray', Buffer.from('not content'));
-    const leftover = await store.createSpool();
+    const leftover = await store.createWriter();
     await leftover.append(randomBytes(321));
     await leftover.close();
     const goodLayer = randomBytes(4000);

@@ -38,11 +38,11 @@ describe('FsObjectStore', () => {
   it('writes spools under tmp/ and moves them out on commit', async () => {
     const { store, root, cleanup } = await makeFsStore();
     try {
-      const spool = await store.createSpool();
+      const spool = await store.createWriter();
       assert.equal(path.dirname(spool.path), path.join(root, TEMPORARY_FOLDER));
       await spool.append(Buffer.from('spooled'));
       assert.deepEqual(await readdir(path.join(root, TEMPORARY_FOLDER)), [path.basename(spool.path)]);
-      await store.commitSpool(spool, contentKey(digestOf(Buffer.from('spooled'))));
+      await spool.commit(contentKey(digestOf(Buffer.from('spooled'))));
       await spool.close();
       assert.deepEqual(await readdir(path.join(root, TEMPORARY_FOLDER)), []);
     } finally {
@@ -82,10 +82,10 @@ describe('FsObjectStore', () => {
         const bytes = Buffer.from('refused');
         const key = contentKey(digestOf(bytes));
         await refused(store.putBytes(key, bytes), 'write', 'ENOTDIR');
-        const spool = await store.createSpool();
+        const spool = await store.createWriter();
         await spool.append(bytes);
-        await refused(store.commitSpool(spool, key), 'commit', 'ENOTDIR');
-        await spool.discard();
+        await refused(spool.commit(key), 'commit', 'ENOTDIR');
+        await spool.abort();
         assert.deepEqual(await readdir(path.join(root, TEMPORARY_FOLDER)), [], 'a failed write leaves no temporary');
 
         await mkdir(path.join(root, 'v1', 'images', 'a', 'json'), { recursive: true });
@@ -105,7 +105,7 @@ describe('FsObjectStore', () => {
       const { store, root, cleanup } = await makeFsStore();
       try {
         await rm(path.join(root, TEMPORARY_FOLDER), { recursive: true });
-        await refused(store.createSpool(), 'create', 'ENOENT');
+        await refused(store.createWriter(), 'create', 'ENOENT');
         await refused(store.removeStaleTemporaries(), 'remove temporaries', 'ENOENT');
         assert.deepEqual(await store.listTemporaries(), [], 'no folder of temporaries: no temporaries');
       } finally {

@@ -4,10 +4,11 @@
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import type { ByteRange, ObjectStat, ObjectStore, TemporaryInfo } from './object-store.js';
+import { pageLimit, type ByteRange, type KeyPage, type ObjectStat, type ObjectStore, type TemporaryInfo } from './object-store.js';
 import { unlimitedBudget, type BufferBudget } from '../memory/buffer-budget.js';
 import { FileRangeStream } from './file-range-stream.js';
 import type { SpoolFile } from './spool-file.js';
+import { SpooledWriter } from './spooled-writer.js';
 import { TEMPORARY_FOLDER } from './layout.js';
 import { asStorageError, storageOperation, systemErrorCode } from './storage-error.js';
 import { isNotFound, TemporaryFolder } from './temporary-folder.js';
@@ -74,13 +75,14 @@ export class FsObjectStore implements ObjectStore {
     }
   }
 
-  async createSpool(): Promise<SpoolFile> {
-    return this.temporaries.createSpool();
+  /** A spool in tmp/ that its commit syncs and renames into place (the key is not needed before). */
+  async createWriter(): Promise<SpooledWriter> {
+    return new FsObjectWriter(await this.temporaries.createSpool(), (spool, key) => this.moveIntoPlace(spool.path, key));
   }
 
-  async commitSpool(spool: SpoolFile, key: string): Promise<void> {
-    await spool.sync();
-    await storageOperation('commit', key, () => this.moveIntoPlace(spool.path, key));
+  /** None: a file is no URL (the nginx offload sends files by their key: docs/nginx.md). */
+  redirectUrl(): Promise<string | undefined> {
+    return Promise.resolve(undefined);
   }
 
   async delete(key: string): Promise<void> {
@@ -95,10 +97,41 @@ export class FsObjectStore implements ObjectStore {
     await storageOperation('delete', key, () => syncFolder(path.dirname(file)));
   }
 
-  async list(prefix: string): Promise<string[]> {
+  /** A walk of the folders in key order (a folder's entries sorted as their keys sort), skipping what sorts before `after`. */
+  async listPage(prefix: string, page: { after?: string | undefined; limit: number }): Promise<KeyPage> {
+    const limit = pageLimit(page.limit);
+    const after = page.after;
     const keys: string[] = [];
-    for await (const key of this.keys(prefix)) keys.push(key);
-    return keys.sort();
+    const walk = async (folder: string): Promise<boolean> => {
+      let entries;
+      try {
+        entries = await readdir(this.filePath(folder), { withFileTypes: true });
+      } catch (error) {
+        if (isNotFound(error) || systemErrorCode(error) === 'ENOTDIR') return true;
+        throw asStorageError('list', folder, error);
+      }
+      // A folder's keys sort as its name and a '/': 'a-b' comes before 'a/x', as their keys do.
+      const sorted = entries
+        .filter((entry) => entry.isDirectory() || entry.isFile())
+        .map((entry) => ({ entry, key: folder === '' ? entry.name : `${folder}/${entry.name}` }))
+        .map(({ entry, key }) => ({ entry, key, sortKey: entry.isDirectory() ? `${key}/` : key }))
+        .sort((a, b) => (a.sortKey < b.sortKey ? -1 : a.sortKey > b.sortKey ? 1 : 0));
+      for (const { entry, key, sortKey } of sorted) {
+        if (entry.isDirectory()) {
+          // Every key inside sorts before `after` when `after` sorts past the folder without being in it.
+          if (after !== undefined && after > sortKey && !after.startsWith(sortKey)) continue;
+          if (!(await walk(key))) return false;
+        } else if (after === undefined || key > after) {
+          keys.push(key);
+          if (keys.length > limit) return false;
+        }
+      }
+      return true;
+    };
+    await walk(prefix.replace(/\/+$/, ''));
+    const more = keys.length > limit;
+    const listed = more ? keys.slice(0, limit) : keys;
+    return { keys: listed, next: more ? listed.at(-1) : undefined };
   }
 
   async *keys(prefix: string): AsyncGenerator<string> {
@@ -148,6 +181,22 @@ export class FsObjectStore implements ObjectStore {
       if (parent === outermost || parent === path.dirname(parent)) break;
     }
   }
+}
+
+class FsObjectWriter extends SpooledWriter {
+  constructor(
+    spool: SpoolFile,
+    private readonly moveIntoPlace: (spool: SpoolFile, key: string) => Promise<void>,
+  ) {
+    super(spool);
+  }
+
+  protected async publish(key: string): Promise<void> {
+    await this.spool.sync();
+    await storageOperation('commit', key, () => this.moveIntoPlace(this.spool, key));
+  }
+
+  protected async undo(): Promise<void> {}
 }
 
 /** fsync of a folder: its entries (names created, renamed, removed) reach the disk. */

@@ -1,5 +1,6 @@
-// The conformance suite every ObjectStore driver runs: reads, ranges, atomic writes, spools made
-// visible only by commit, deletion and crash leftovers. A driver's test file calls objectStoreConformance.
+// The conformance suite every ObjectStore driver runs: reads, ranges, atomic writes, writers (streamed to the key
+// announced or not) made visible only by commit and leaving nothing once aborted, deletion and crash leftovers.
+// A driver's test file calls objectStoreConformance.
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -7,7 +8,7 @@ import type { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { digestOf } from '../oci/digest.js';
 import { contentKey } from './layout.js';
-import type { ObjectStore } from './object-store.js';
+import { listAll, type ObjectStore, type ObjectWriter } from './object-store.js';
 
 export interface ObjectStoreFixture {
   store: ObjectStore;
@@ -213,12 +214,12 @@ export function objectStoreConformance(name: string, makeStore: () => Promise<Ob
     describe('spools', () => {
       it('are not visible before commit, and whole after', async () => {
         const { bytes, key } = content(2 * 1024 * 1024 + 3);
-        const spool = await store.createSpool();
+        const spool = await store.createWriter();
         try {
           for (let offset = 0; offset < bytes.length; offset += 300_000) await spool.append(bytes.subarray(offset, offset + 300_000));
           assert.equal(spool.size, bytes.length);
           await assertAbsent(key);
-          await store.commitSpool(spool, key);
+          await spool.commit(key);
           await assertHolds(key, bytes);
           // The spool's handle stays readable after commit, for readers still following the fill.
           assert.ok((await spool.readAt(0, 10)).equals(bytes.subarray(0, 10)));
@@ -231,7 +232,7 @@ export function objectStoreConformance(name: string, makeStore: () => Promise<Ob
       });
 
       it('read back what was appended before commit', async () => {
-        const spool = await store.createSpool();
+        const spool = await store.createWriter();
         try {
           await spool.append(Buffer.from('hello '));
           await spool.append(Buffer.from('world'));
@@ -239,12 +240,12 @@ export function objectStoreConformance(name: string, makeStore: () => Promise<Ob
           assert.equal((await spool.readAt(6, 3)).toString(), 'wor');
           assert.equal((await spool.readAt(11, 10)).length, 0);
         } finally {
-          await spool.discard();
+          await spool.abort();
         }
       });
 
       it('append several chunks in one call, in order, empty ones included', async () => {
-        const spool = await store.createSpool();
+        const spool = await store.createWriter();
         try {
           await spool.append(Buffer.from('a '));
           await spool.appendAll([Buffer.from('quick '), Buffer.alloc(0), Buffer.from('brown '), Buffer.from('fox')]);
@@ -252,14 +253,14 @@ export function objectStoreConformance(name: string, makeStore: () => Promise<Ob
           assert.equal(spool.size, 17);
           assert.equal((await spool.readAt(0, 100)).toString(), 'a quick brown fox');
         } finally {
-          await spool.discard();
+          await spool.abort();
         }
       });
 
       it('commit an empty object', async () => {
         const { bytes, key } = content(0);
-        const spool = await store.createSpool();
-        await store.commitSpool(spool, key);
+        const spool = await store.createWriter();
+        await spool.commit(key);
         await spool.close();
         await assertHolds(key, bytes);
       });
@@ -267,33 +268,96 @@ export function objectStoreConformance(name: string, makeStore: () => Promise<Ob
       it('commit over an object that already exists', async () => {
         const { bytes, key } = content(1000);
         await store.putBytes(key, bytes);
-        const spool = await store.createSpool();
+        const spool = await store.createWriter();
         await spool.append(bytes);
-        await store.commitSpool(spool, key);
+        await spool.commit(key);
         await spool.close();
         await assertHolds(key, bytes);
       });
 
       it('are independent of one another', async () => {
         const objects = [content(5000), content(7000)];
-        const spools = await Promise.all(objects.map(() => store.createSpool()));
+        const spools = await Promise.all(objects.map(() => store.createWriter()));
         await Promise.all(spools.map((spool, index) => spool.append(objects[index]?.bytes ?? Buffer.alloc(0))));
         const [firstSpool, secondSpool] = spools;
         const [first, second] = objects;
         assert.ok(firstSpool && secondSpool && first && second);
-        await store.commitSpool(secondSpool, second.key);
+        await secondSpool.commit(second.key);
         await assertAbsent(first.key);
         await assertHolds(second.key, second.bytes);
-        await firstSpool.discard();
+        await firstSpool.abort();
         await secondSpool.close();
         await assertAbsent(first.key);
       });
 
       it('once discarded, leave nothing behind', async () => {
-        const spool = await store.createSpool();
+        const spool = await store.createWriter();
         await spool.append(randomBytes(1000));
-        await spool.discard();
+        await spool.abort();
         assert.equal(await store.removeStaleTemporaries(), 0);
+      });
+    });
+
+    describe('writers', () => {
+      /** Larger than two parts of a multipart upload (S3's minimum part: 5 MiB), written in 1 MiB appends. */
+      const STREAMED = 11 * 1024 * 1024 + 7;
+
+      async function appendInChunks(writer: ObjectWriter, bytes: Buffer): Promise<void> {
+        for (let offset = 0; offset < bytes.length; offset += 1024 * 1024) await writer.append(bytes.subarray(offset, offset + 1024 * 1024));
+      }
+
+      it('stream content to the key announced: nothing visible before commit, whole after, readable all along', async () => {
+        const { bytes, key } = content(STREAMED);
+        const writer = await store.createWriter(key);
+        try {
+          await appendInChunks(writer, bytes);
+          assert.equal(writer.size, bytes.length);
+          await assertAbsent(key);
+          assert.deepEqual(await listAll(store, 'blobs', 2), []);
+          assert.ok((await writer.readAt(5 * 1024 * 1024 - 2, 4)).equals(bytes.subarray(5 * 1024 * 1024 - 2, 5 * 1024 * 1024 + 2)));
+          await writer.commit(key);
+          await assertHolds(key, bytes);
+          assert.ok((await writer.readAt(bytes.length - 3, 10)).equals(bytes.subarray(bytes.length - 3)), 'readable after commit');
+        } finally {
+          await writer.close();
+        }
+        assert.deepEqual(await store.listTemporaries(), []);
+        assert.equal(await store.removeStaleTemporaries(), 0);
+      });
+
+      it('once aborted mid-way, leave nothing: no object, no temporary, no upload', async () => {
+        const { bytes, key } = content(STREAMED);
+        const writer = await store.createWriter(key);
+        await appendInChunks(writer, bytes);
+        await writer.abort();
+        await writer.abort();
+        await assertAbsent(key);
+        assert.deepEqual(await store.listTemporaries(), []);
+        assert.equal(await store.removeStaleTemporaries(), 0);
+        await assert.rejects(writer.commit(key), /aborted/);
+      });
+
+      it('commit where they were not announced to: the content goes there, nothing to the key announced', async () => {
+        const { bytes, key } = content(STREAMED);
+        const announced = content(1).key;
+        const writer = await store.createWriter(announced);
+        await appendInChunks(writer, bytes);
+        await writer.commit(key);
+        await writer.close();
+        await assertHolds(key, bytes);
+        await assertAbsent(announced);
+        assert.deepEqual(await store.listTemporaries(), []);
+      });
+
+      it('refuse appends after commit, and an abort after commit leaves the object', async () => {
+        const { bytes, key } = content(3000);
+        const writer = await store.createWriter(key);
+        await writer.append(bytes);
+        await writer.commit(key);
+        await assert.rejects(writer.append(bytes), /committed/);
+        await assert.rejects(writer.commit(key), /committed/);
+        await writer.abort();
+        await assertHolds(key, bytes);
       });
     });
 
@@ -319,7 +383,7 @@ export function objectStoreConformance(name: string, makeStore: () => Promise<Ob
 
     describe('list', () => {
       it('finds nothing under a folder that holds nothing', async () => {
-        assert.deepEqual(await store.list('v1/repositories'), []);
+        assert.deepEqual(await listAll(store, 'v1/repositories', 2), []);
       });
 
       it('lists every key below a folder at any depth, in lexical order, and nothing beside it', async () => {
@@ -327,21 +391,42 @@ export function objectStoreConformance(name: string, makeStore: () => Promise<Ob
         for (const key of keys) await store.putBytes(key, Buffer.from(key));
         await store.putBytes('v1/repositories-other/x/y', Buffer.from('beside'));
         await store.putBytes('v1/images/0123456789abcdef/json', Buffer.from('{}'));
-        assert.deepEqual(await store.list('v1/repositories'), [...keys].sort());
-        assert.deepEqual(await store.list('v1/repositories/library/a'), ['v1/repositories/library/a/json', 'v1/repositories/library/a/tag_1.0']);
-        assert.deepEqual(await store.list('v1/repositories/library/a/json'), [], 'an object is not a folder');
+        assert.deepEqual(await listAll(store, 'v1/repositories', 2), [...keys].sort());
+        assert.deepEqual(await listAll(store, 'v1/repositories/library/a', 2), ['v1/repositories/library/a/json', 'v1/repositories/library/a/tag_1.0']);
+        assert.deepEqual(await listAll(store, 'v1/repositories/library/a/json', 2), [], 'an object is not a folder');
       });
 
       it('no longer lists deleted keys, nor spools before their commit', async () => {
         await store.putBytes('v1/images/a/json', Buffer.from('{}'));
         await store.putBytes('v1/images/a/ancestry', Buffer.from('[]'));
         await store.delete('v1/images/a/json');
-        const spool = await store.createSpool();
+        const spool = await store.createWriter();
         await spool.append(Buffer.from('layer'));
-        assert.deepEqual(await store.list('v1/images'), ['v1/images/a/ancestry']);
-        await store.commitSpool(spool, 'v1/images/a/layer');
+        assert.deepEqual(await listAll(store, 'v1/images', 2), ['v1/images/a/ancestry']);
+        await spool.commit('v1/images/a/layer');
         await spool.close();
-        assert.deepEqual(await store.list('v1/images'), ['v1/images/a/ancestry', 'v1/images/a/layer']);
+        assert.deepEqual(await listAll(store, 'v1/images', 2), ['v1/images/a/ancestry', 'v1/images/a/layer']);
+      });
+    });
+
+    describe('listPage', () => {
+      // 'a-b' sorts before the folder 'a/' ('-' before '/'), as S3 sorts its keys.
+      const keys = ['v1/x/a-b', 'v1/x/a/c', 'v1/x/a/d/e', 'v1/x/b', 'v1/x/c/f'];
+
+      it('pages through a folder in lexical order, each page starting after the last key of the one before', async () => {
+        for (const key of [...keys].reverse()) await store.putBytes(key, Buffer.from(key));
+        await store.putBytes('v1/xy', Buffer.from('beside'));
+        assert.deepEqual(await store.listPage('v1/x', { limit: 2 }), { keys: ['v1/x/a-b', 'v1/x/a/c'], next: 'v1/x/a/c' });
+        assert.deepEqual(await store.listPage('v1/x', { after: 'v1/x/a/c', limit: 2 }), { keys: ['v1/x/a/d/e', 'v1/x/b'], next: 'v1/x/b' });
+        assert.deepEqual(await store.listPage('v1/x', { after: 'v1/x/b', limit: 2 }), { keys: ['v1/x/c/f'], next: undefined });
+        assert.deepEqual(await store.listPage('v1/x', { limit: 5 }), { keys, next: undefined }, 'a page that holds the rest is the last');
+        assert.deepEqual(await store.listPage('v1/x/', { after: 'v1/x/a/c0', limit: 1000 }), { keys: keys.slice(2), next: undefined }, 'after a key not stored');
+        assert.deepEqual(await store.listPage('v1/x', { after: 'v1/x/c/f', limit: 1 }), { keys: [], next: undefined });
+        assert.deepEqual(await store.listPage('v1/none', { limit: 1 }), { keys: [], next: undefined });
+      });
+
+      it('refuses a page of no key, of more than 1,000, or of a fraction', async () => {
+        for (const limit of [0, 1001, 1.5, -1]) await assert.rejects(store.listPage('v1/x', { limit }), RangeError, String(limit));
       });
     });
 
@@ -353,7 +438,7 @@ export function objectStoreConformance(name: string, makeStore: () => Promise<Ob
         const walked: string[] = [];
         for await (const key of store.keys('v1/images')) walked.push(key);
         assert.deepEqual(walked.sort(), keys);
-        assert.deepEqual(walked, await store.list('v1/images'));
+        assert.deepEqual(walked, await listAll(store, 'v1/images', 2));
       });
 
       it('walks nothing under a folder that holds nothing, or under an object', async () => {
@@ -370,21 +455,21 @@ export function objectStoreConformance(name: string, makeStore: () => Promise<Ob
     describe('listTemporaries', () => {
       it('lists spools not yet committed, with their size, and forgets them once committed or discarded', async () => {
         assert.deepEqual(await store.listTemporaries(), []);
-        const committed = await store.createSpool();
-        const discarded = await store.createSpool();
+        const committed = await store.createWriter();
+        const discarded = await store.createWriter();
         await committed.append(randomBytes(300));
         await discarded.append(randomBytes(700));
         assert.deepEqual((await store.listTemporaries()).map((temporary) => temporary.size).sort((a, b) => a - b), [300, 700]);
-        await store.commitSpool(committed, content(1).key);
+        await committed.commit(content(1).key);
         await committed.close();
-        await discarded.discard();
+        await discarded.abort();
         assert.deepEqual(await store.listTemporaries(), []);
       });
 
       it('tells when each was last written, and removes one by name', async () => {
         const before = Date.now();
-        const first = await store.createSpool();
-        const second = await store.createSpool();
+        const first = await store.createWriter();
+        const second = await store.createWriter();
         await first.append(randomBytes(10));
         await second.append(randomBytes(20));
         const listed = await store.listTemporaries();
@@ -396,8 +481,8 @@ export function objectStoreConformance(name: string, makeStore: () => Promise<Ob
         await store.removeTemporary(firstListed.name);
         assert.deepEqual((await store.listTemporaries()).map((temporary) => temporary.size), [20]);
         await assert.rejects(store.removeTemporary('../blobs'));
-        await first.discard();
-        await second.discard();
+        await first.abort();
+        await second.abort();
       });
 
       it('tells when a stored object was last written', async () => {
@@ -417,7 +502,7 @@ export function objectStoreConformance(name: string, makeStore: () => Promise<Ob
       it('removes spools left uncommitted by a crash, and nothing else', async () => {
         const committed = content(1000);
         await store.putBytes(committed.key, committed.bytes);
-        const leftovers = [await store.createSpool(), await store.createSpool()];
+        const leftovers = [await store.createWriter(), await store.createWriter()];
         for (const spool of leftovers) {
           await spool.append(randomBytes(500));
           await spool.close();

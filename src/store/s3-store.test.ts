@@ -10,12 +10,13 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { inspect } from 'node:util';
 import { after, before, describe, it } from 'node:test';
-import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, ListObjectsV2Command, UploadPartCommand, type S3Client } from '@aws-sdk/client-s3';
+import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, ListObjectsV2Command, ListPartsCommand, UploadPartCommand, type S3Client } from '@aws-sdk/client-s3';
 import { startSwift, SWIFT_ACCESS_KEY, SWIFT_REGION, SWIFT_SECRET_KEY, type Swift } from '../../test/support/swift.js';
 import { makeTempDir, removeDir } from '../../test/support/temp.js';
 import { digestOf } from '../oci/digest.js';
 import { contentKey, TEMPORARY_FOLDER } from './layout.js';
 import { objectStoreConformance } from './object-store.conformance.js';
+import { listAll } from './object-store.js';
 import { S3ObjectStore, type S3StoreSettings, type S3StoreTuning } from './s3-store.js';
 import { StorageError } from './storage-error.js';
 
@@ -47,6 +48,7 @@ function settingsOf(overrides: Partial<S3StoreSettings> = {}): S3StoreSettings {
     prefix: `store-${++stores}/`,
     credentials: { accessKeyId: SWIFT_ACCESS_KEY, secretAccessKey: SWIFT_SECRET_KEY },
     requestTimeoutMs: 10_000,
+    redirectTtlMs: undefined,
     ...overrides,
   };
 }
@@ -80,7 +82,7 @@ async function makeS3Store(overrides: Partial<S3StoreSettings> = {}, tuning: S3S
   };
 }
 
-objectStoreConformance('s3', () => makeS3Store());
+objectStoreConformance('s3', () => makeS3Store({}, { partBytes: PART }));
 
 async function unfinishedUploads(prefix: string): Promise<string[]> {
   const page = await admin.send(new ListMultipartUploadsCommand({ Bucket: BUCKET, Prefix: prefix }));
@@ -90,6 +92,16 @@ async function unfinishedUploads(prefix: string): Promise<string[]> {
 async function bucketKeys(prefix: string): Promise<string[]> {
   const page = await admin.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: prefix }));
   return (page.Contents ?? []).map((object) => object.Key ?? '');
+}
+
+/** Polls check (every 50 ms, 10 s at most) until it returns something. */
+async function until<T>(check: () => Promise<T | undefined>, what: string): Promise<T> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const found = await check();
+    if (found !== undefined) return found;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
 }
 
 /** Asserts that work fails with a StorageError for operation, and returns it. */
@@ -113,7 +125,7 @@ describe('S3ObjectStore', () => {
       const key = contentKey(digestOf(bytes));
       await store.putBytes(key, bytes);
       assert.deepEqual(await bucketKeys(prefix), [`${prefix}${key}`]);
-      assert.deepEqual(await store.list('blobs'), [key]);
+      assert.deepEqual(await listAll(store, 'blobs'), [key]);
     } finally {
       await cleanup();
     }
@@ -124,9 +136,9 @@ describe('S3ObjectStore', () => {
     try {
       const bytes = randomBytes(2 * PART + 12_345);
       const key = contentKey(digestOf(bytes));
-      const spool = await store.createSpool();
+      const spool = await store.createWriter();
       for (let offset = 0; offset < bytes.length; offset += 1024 * 1024) await spool.append(bytes.subarray(offset, offset + 1024 * 1024));
-      await store.commitSpool(spool, key);
+      await spool.commit(key);
       assert.ok((await store.readBytes(key))?.equals(bytes), 'the object is the spool, byte for byte');
       assert.ok((await spool.readAt(PART - 3, 6)).equals(bytes.subarray(PART - 3, PART + 3)), 'the spool stays readable after commit');
       await spool.close();
@@ -142,16 +154,65 @@ describe('S3ObjectStore', () => {
     try {
       const bytes = randomBytes(3 * PART);
       const key = contentKey(digestOf(bytes));
-      const spool = await store.createSpool();
+      const spool = await store.createWriter();
       await spool.append(bytes);
       // The disk lost the end of the spool: the first part uploads, the second cannot be read whole.
       await truncate(spool.path, PART + 1000);
-      await storageFailure(store.commitSpool(spool, key), 'commit');
-      await spool.discard();
+      await storageFailure(spool.commit(key), 'commit');
+      await spool.abort();
       assert.equal(await store.stat(key), undefined);
-      assert.deepEqual(await store.list('blobs'), []);
+      assert.deepEqual(await listAll(store, 'blobs'), []);
       assert.deepEqual(await bucketKeys(prefix), []);
       assert.deepEqual(await unfinishedUploads(prefix), [], 'the multipart upload was aborted');
+    } finally {
+      await cleanup();
+    }
+  });
+
+  it('uploads the parts of a writer told its key while the content streams in: the commit only completes the upload', async () => {
+    const { store, prefix, cleanup } = await makeS3Store({}, { partBytes: PART });
+    try {
+      const bytes = randomBytes(3 * PART);
+      const key = contentKey(digestOf(bytes));
+      const writer = await store.createWriter(key);
+      for (let offset = 0; offset < bytes.length; offset += 1024 * 1024) await writer.append(bytes.subarray(offset, offset + 1024 * 1024));
+      // Every part is full: all three go up before any commit.
+      const parts = await until(async () => {
+        const uploads = await admin.send(new ListMultipartUploadsCommand({ Bucket: BUCKET, Prefix: prefix }));
+        const upload = uploads.Uploads?.[0];
+        if (upload?.UploadId === undefined) return undefined;
+        const listed = await admin.send(new ListPartsCommand({ Bucket: BUCKET, Key: upload.Key, UploadId: upload.UploadId }));
+        return listed.Parts?.length === 3 ? listed.Parts : undefined;
+      }, 'the three parts uploaded before the commit');
+      assert.deepEqual(parts.map((part) => part.Size), [PART, PART, PART]);
+      assert.deepEqual(await bucketKeys(prefix), [], 'nothing visible before the commit');
+      assert.deepEqual((await store.listTemporaries()).map((temporary) => temporary.size).sort((a, b) => a - b), [3 * PART, 3 * PART], 'its spool and its upload');
+      await writer.commit(key);
+      await writer.close();
+      assert.ok((await store.readBytes(key))?.equals(bytes));
+      assert.deepEqual(await unfinishedUploads(prefix), []);
+      assert.deepEqual(await store.listTemporaries(), []);
+    } finally {
+      await cleanup();
+    }
+  });
+
+  it('fails the commit of a writer whose upload was aborted meanwhile (as GC aborts one it finds abandoned): nothing visible, nothing left', async () => {
+    const { store, prefix, cleanup } = await makeS3Store({}, { partBytes: PART });
+    try {
+      const bytes = randomBytes(2 * PART + 100);
+      const key = contentKey(digestOf(bytes));
+      const writer = await store.createWriter(key);
+      await writer.append(bytes.subarray(0, PART));
+      const upload = await until(async () => (await store.listTemporaries()).find((temporary) => temporary.name.startsWith('upload.')), 'the upload listed');
+      await store.removeTemporary(upload.name);
+      await writer.append(bytes.subarray(PART));
+      await storageFailure(writer.commit(key), 'upload part');
+      await writer.abort();
+      assert.equal(await store.stat(key), undefined);
+      assert.deepEqual(await bucketKeys(prefix), []);
+      assert.deepEqual(await unfinishedUploads(prefix), []);
+      assert.deepEqual(await store.listTemporaries(), []);
     } finally {
       await cleanup();
     }
@@ -164,7 +225,7 @@ describe('S3ObjectStore', () => {
       for (let start = 0; start < keys.length; start += 50) {
         await Promise.all(keys.slice(start, start + 50).map((key) => store.putBytes(key, Buffer.from('{}'))));
       }
-      assert.deepEqual(await store.list('v1/images'), keys);
+      assert.deepEqual(await listAll(store, 'v1/images'), keys);
       let walked = 0;
       for await (const key of store.keys('v1')) {
         assert.ok(key.startsWith('v1/images/'));
@@ -182,7 +243,7 @@ describe('S3ObjectStore', () => {
       const key = contentKey(digestOf(Buffer.from('crashed')));
       const started = await admin.send(new CreateMultipartUploadCommand({ Bucket: BUCKET, Key: `${prefix}${key}` }));
       await admin.send(new UploadPartCommand({ Bucket: BUCKET, Key: `${prefix}${key}`, UploadId: started.UploadId, PartNumber: 1, Body: randomBytes(PART) }));
-      const spool = await store.createSpool();
+      const spool = await store.createWriter();
       await spool.append(randomBytes(10));
       const listed = await store.listTemporaries();
       assert.deepEqual(listed.map((temporary) => temporary.size).sort((a, b) => a - b), [10, PART]);
@@ -192,11 +253,11 @@ describe('S3ObjectStore', () => {
       await store.removeTemporary(upload.name);
       await store.removeTemporary(upload.name);
       assert.deepEqual(await unfinishedUploads(prefix), []);
-      await spool.discard();
+      await spool.abort();
 
       // At start, every leftover goes: spools and uploads alike.
       await admin.send(new CreateMultipartUploadCommand({ Bucket: BUCKET, Key: `${prefix}${key}` }));
-      const leftover = await store.createSpool();
+      const leftover = await store.createWriter();
       await leftover.close();
       assert.equal(await store.removeStaleTemporaries(), 2);
       assert.deepEqual(await unfinishedUploads(prefix), []);
@@ -265,7 +326,7 @@ describe('S3ObjectStore', () => {
         await storageFailure(store.stat(key), 'stat'),
         await storageFailure(store.read(key), 'read'),
         await storageFailure(store.putBytes(key, Buffer.from('secret')), 'write'),
-        await storageFailure(store.list('blobs'), 'list'),
+        await storageFailure(listAll(store, 'blobs'), 'list'),
       ];
       // The server's answer to a bad signature names the access key and the string signed; none of it is kept.
       for (const error of failures) {
@@ -341,12 +402,12 @@ describe('S3ObjectStore when the server dies mid-use', () => {
       await storageFailure(store.readBytes(key), 'read');
       await storageFailure(store.putBytes(key, Buffer.from('x')), 'write');
       await storageFailure(store.delete(key), 'delete');
-      await storageFailure(store.list('blobs'), 'list');
+      await storageFailure(listAll(store, 'blobs'), 'list');
       await storageFailure(store.listTemporaries(), 'list uploads');
-      const spool = await store.createSpool();
+      const spool = await store.createWriter();
       await spool.append(Buffer.from('spooled while the bucket is away'));
-      await storageFailure(store.commitSpool(spool, key), 'commit');
-      await spool.discard();
+      await storageFailure(spool.commit(key), 'commit');
+      await spool.abort();
     } finally {
       store.close();
       await removeDir(dataDir);

@@ -1,10 +1,14 @@
-// The s3 ObjectStore: content as objects of an S3 bucket (keys as layout.ts names them, under an optional prefix),
-// fills spooled locally as on fs and uploaded whole on commit, so an object is visible only complete and checked.
+// The s3 ObjectStore: content as objects of an S3 bucket (keys as layout.ts names them, under an optional prefix).
+// A writer whose key is known at the start streams into a multipart upload as the bytes arrive (each part read
+// back from its local spool, which followers read too) and completes it only on commit, after the caller verified
+// the content: an object is visible only complete and checked, and an abort leaves no upload behind.
 
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadBucketCommand,
@@ -14,11 +18,15 @@ import {
   ListPartsCommand,
   PutObjectCommand,
   S3Client,
+  UploadPartCommand,
+  type CompletedPart,
   type GetObjectCommandOutput,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import type { ByteRange, ObjectStat, ObjectStore, TemporaryInfo } from './object-store.js';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { pageLimit, type ByteRange, type KeyPage, type ObjectStat, type ObjectStore, type TemporaryInfo } from './object-store.js';
 import type { SpoolFile } from './spool-file.js';
+import { SpooledWriter } from './spooled-writer.js';
 import { StorageError, systemErrorCode } from './storage-error.js';
 import { TemporaryFolder } from './temporary-folder.js';
 
@@ -35,18 +43,23 @@ export interface S3StoreSettings {
   credentials: { accessKeyId: string; secretAccessKey: string } | undefined;
   /** The most one attempt of a request may take until the answer starts, and the longest a transfer may stall. */
   requestTimeoutMs: number;
+  /** How long a presigned URL of redirectUrl() works; undefined: no redirects (storage.s3.redirect off). */
+  redirectTtlMs: number | undefined;
 }
 
 export interface S3StoreTuning {
-  /** Bytes per part of a multipart commit (S3's minimum: 5 MiB); a smaller spool is one PutObject. */
+  /** Bytes per part of a multipart upload (S3's minimum: 5 MiB but for the last); smaller content is one PutObject. */
   partBytes?: number;
-  /** Parts uploaded at once by one commit: with partBytes, the memory one commit holds. */
+  /** Parts one writer uploads at once. */
   partsAtOnce?: number;
 }
 
-/** 8 MiB parts: 10,000 of them (S3's limit) hold 78 GiB; a larger spool gets larger parts. */
+/** 8 MiB parts, twice as large every PARTS_PER_SIZE parts: S3's 10,000 parts then hold 7.9 TiB (78 GiB if all were 8 MiB). */
 const DEFAULT_PART_BYTES = 8 * 1024 * 1024;
 const MAX_PARTS = 10_000;
+const PARTS_PER_SIZE = 1_000;
+/** Attempts at one part (each with the part read afresh from the spool: a stream cannot be sent twice). */
+const PART_ATTEMPTS = 3;
 const DEFAULT_PARTS_AT_ONCE = 2;
 /** The metadata that carries when an object was written, to the millisecond (S3's Last-Modified has seconds). */
 const WRITTEN_AT = 'regmirror-written';
@@ -61,6 +74,7 @@ export class S3ObjectStore implements ObjectStore {
   private readonly bucket: string;
   private readonly root: string;
   private readonly temporaries: TemporaryFolder;
+  private readonly redirectTtlMs: number | undefined;
 
   /** temporaryDir: the local folder for spools (the data directory's tmp/). */
   constructor(
@@ -70,6 +84,7 @@ export class S3ObjectStore implements ObjectStore {
   ) {
     this.bucket = settings.bucket;
     this.root = settings.prefix;
+    this.redirectTtlMs = settings.redirectTtlMs;
     this.temporaries = new TemporaryFolder(temporaryDir);
     this.client = new S3Client({
       region: settings.region,
@@ -155,20 +170,35 @@ export class S3ObjectStore implements ObjectStore {
     }
   }
 
-  createSpool(): Promise<SpoolFile> {
-    return this.temporaries.createSpool();
+  /**
+   * With key: parts go up while the content streams in, and the commit completes the upload (or, for content
+   * smaller than a part, is one PutObject). Without it, or committed elsewhere, the commit uploads the spool whole.
+   */
+  async createWriter(key?: string): Promise<SpooledWriter> {
+    const spool = await this.temporaries.createSpool();
+    return new S3ObjectWriter(spool, key, {
+      client: this.client,
+      bucket: this.bucket,
+      objectKey: (stored) => this.objectKey(stored),
+      partBytes: Math.max(this.tuning.partBytes ?? DEFAULT_PART_BYTES, 1),
+      partsAtOnce: Math.max(this.tuning.partsAtOnce ?? DEFAULT_PARTS_AT_ONCE, 1),
+      uploadWhole: (whole, stored) => this.uploadWhole(whole, stored),
+      checkStored: (stored, size) => this.checkStored(stored, size),
+      spoolWritten: (whole) => this.temporaries.remove(path.basename(whole.path)),
+      abortUpload: (upload) => this.abortUpload(upload),
+    });
   }
 
   /**
-   * Uploads the spool whole (one PutObject, or a multipart upload completed only once every part is in), then
+   * Uploads a spool whole (one PutObject, or a multipart upload completed only once every part is in), then
    * checks the size the bucket holds. On failure the multipart upload is aborted: nothing partial is visible.
    */
-  async commitSpool(spool: SpoolFile, key: string): Promise<void> {
+  private async uploadWhole(spool: SpoolFile, key: string): Promise<void> {
     const size = spool.size;
     const partSize = Math.max(this.tuning.partBytes ?? DEFAULT_PART_BYTES, Math.ceil(size / MAX_PARTS));
     const upload = new Upload({
       client: this.client,
-      params: { Bucket: this.bucket, Key: this.objectKey(key), Body: spoolContent(spool, size), ContentLength: size, Metadata: writtenNow() },
+      params: { Bucket: this.bucket, Key: this.objectKey(key), Body: spoolContent(spool, 0, size), ContentLength: size, Metadata: writtenNow() },
       partSize,
       queueSize: this.tuning.partsAtOnce ?? DEFAULT_PARTS_AT_ONCE,
       leavePartsOnError: false,
@@ -178,13 +208,29 @@ export class S3ObjectStore implements ObjectStore {
     } catch (error) {
       throw s3Failure('commit', key, error);
     }
+  }
+
+  /** Checks that the bucket holds size bytes under key; deletes what it holds otherwise. */
+  private async checkStored(key: string, size: number): Promise<void> {
     const stored = await this.stat(key);
     if (stored?.size !== size) {
       await this.delete(key);
       throw new StorageError('commit', key, new Error(`the bucket holds ${stored?.size ?? 'no'} bytes of the ${size} uploaded`), 'SIZE_MISMATCH');
     }
-    // The bucket has it: the local file goes, its handle stays readable for readers still following the fill.
-    await this.temporaries.remove(path.basename(spool.path));
+  }
+
+  /**
+   * A presigned GetObject URL of the object, working for redirectTtlMs (computed here, no request), when redirects
+   * are on. It points at the endpoint this store uses: the clients sent there must reach it.
+   */
+  async redirectUrl(key: string): Promise<string | undefined> {
+    if (this.redirectTtlMs === undefined) return undefined;
+    try {
+      const command = new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) });
+      return await getSignedUrl(this.client, command, { expiresIn: Math.max(1, Math.round(this.redirectTtlMs / 1000)) });
+    } catch (error) {
+      throw s3Failure('presign', key, error);
+    }
   }
 
   async delete(key: string): Promise<void> {
@@ -196,10 +242,27 @@ export class S3ObjectStore implements ObjectStore {
     }
   }
 
-  async list(prefix: string): Promise<string[]> {
-    const keys: string[] = [];
-    for await (const key of this.keys(prefix)) keys.push(key);
-    return keys.sort();
+  /** One ListObjectsV2 (S3 lists in lexical order and starts after a key itself). */
+  async listPage(prefix: string, page: { after?: string | undefined; limit: number }): Promise<KeyPage> {
+    const limit = pageLimit(page.limit);
+    const folder = prefix.replace(/\/+$/, '');
+    let listed;
+    try {
+      listed = await this.client.send(
+        new ListObjectsV2Command({
+          Bucket: this.bucket,
+          Prefix: this.objectKey(folder === '' ? '' : `${folder}/`),
+          MaxKeys: limit,
+          ...(page.after === undefined ? {} : { StartAfter: this.objectKey(page.after) }),
+        }),
+      );
+    } catch (error) {
+      throw s3Failure('list', folder, error);
+    }
+    const objects = (listed.Contents ?? []).flatMap((object) => (object.Key === undefined ? [] : [object.Key.slice(this.root.length)]));
+    const last = objects.at(-1);
+    // A key ending in '/' is a folder marker some tools write, not content (the next page still starts after it).
+    return { keys: objects.filter((key) => !key.endsWith('/')), next: listed.IsTruncated === true ? last : undefined };
   }
 
   /** Page by page (1,000 keys each): a walk over millions of objects holds one page. */
@@ -317,6 +380,163 @@ export class S3ObjectStore implements ObjectStore {
   }
 }
 
+/** What a writer needs of its store. */
+interface WriterContext {
+  client: S3Client;
+  bucket: string;
+  objectKey(key: string): string;
+  partBytes: number;
+  partsAtOnce: number;
+  uploadWhole(spool: SpoolFile, key: string): Promise<void>;
+  checkStored(key: string, size: number): Promise<void>;
+  /** The content is in the bucket: the local file goes (its handle stays readable for readers still following). */
+  spoolWritten(spool: SpoolFile): Promise<void>;
+  abortUpload(upload: Pick<UnfinishedUpload, 'key' | 'uploadId'>): Promise<void>;
+}
+
+/**
+ * Appends go to the local spool; each part that fills up is uploaded from it at once (partsAtOnce at a time),
+ * under a multipart upload started with the first part. commit uploads the rest as the last part and completes
+ * the upload; abort (or a failed commit) waits for the parts in flight and aborts it.
+ */
+class S3ObjectWriter extends SpooledWriter {
+  private uploadId: Promise<string> | undefined;
+  private readonly parts: CompletedPart[] = [];
+  /** Where the next part starts in the content, and its number. */
+  private nextStart = 0;
+  private nextNumber = 1;
+  private readonly inFlight = new Set<Promise<void>>();
+  private failure: StorageError | undefined;
+  /** Set by commit: what is left goes up as the last part, however small. */
+  private finishing = false;
+
+  constructor(
+    spool: SpoolFile,
+    /** Where the content is meant to go; undefined: unknown yet, nothing goes up before commit. */
+    private readonly key: string | undefined,
+    private readonly context: WriterContext,
+  ) {
+    super(spool);
+  }
+
+  protected override appended(): void {
+    this.schedule();
+  }
+
+  protected async publish(key: string): Promise<void> {
+    const size = this.spool.size;
+    if (key !== this.key || this.uploadId === undefined) {
+      // Smaller than a part (nothing went up yet), or committed elsewhere than announced: one upload of it all.
+      await this.undo();
+      await this.context.uploadWhole(this.spool, key);
+    } else {
+      this.finishing = true;
+      this.schedule();
+      await this.settled();
+      if (this.failure !== undefined) throw this.failure;
+      if (this.nextStart !== size) throw new StorageError('commit', key, new Error(`parts cover ${this.nextStart} of ${size} bytes`));
+      const uploadId = await this.uploadId;
+      try {
+        await this.context.client.send(
+          new CompleteMultipartUploadCommand({
+            Bucket: this.context.bucket,
+            Key: this.context.objectKey(key),
+            UploadId: uploadId,
+            MultipartUpload: { Parts: [...this.parts].sort((a, b) => (a.PartNumber ?? 0) - (b.PartNumber ?? 0)) },
+          }),
+        );
+      } catch (error) {
+        throw s3Failure('commit', key, error);
+      }
+    }
+    await this.context.checkStored(key, size);
+    await this.context.spoolWritten(this.spool);
+  }
+
+  /** Waits for the parts in flight, then aborts the upload (idempotent; an upload already completed is left). */
+  protected async undo(): Promise<void> {
+    await this.settled();
+    const started = this.uploadId;
+    this.uploadId = undefined;
+    if (started === undefined || this.key === undefined) return;
+    const uploadId = await started.catch(() => undefined);
+    if (uploadId !== undefined) await this.context.abortUpload({ key: this.key, uploadId });
+  }
+
+  /** Starts the parts that are ready, up to partsAtOnce in flight. */
+  private schedule(): void {
+    if (this.key === undefined) return;
+    while (this.failure === undefined && (this.state === 'writing' || this.state === 'committing') && this.inFlight.size < this.context.partsAtOnce) {
+      const available = this.spool.size - this.nextStart;
+      const partSize = this.context.partBytes * 2 ** Math.floor((this.nextNumber - 1) / PARTS_PER_SIZE);
+      if (available <= 0 || (available < partSize && !this.finishing)) return;
+      if (this.nextNumber > MAX_PARTS) {
+        this.failure = new StorageError('write', this.key, new Error(`more than the ${MAX_PARTS} parts S3 takes`), 'EFBIG');
+        return;
+      }
+      const length = Math.min(available, partSize);
+      this.startPart(this.key, this.nextNumber, this.nextStart, length);
+      this.nextStart += length;
+      this.nextNumber += 1;
+    }
+  }
+
+  /** Never rejects: a failure is kept for the commit. */
+  private startPart(key: string, number: number, start: number, length: number): void {
+    const task: Promise<void> = this.uploadPart(key, number, start, length)
+      .then(
+        (etag) => {
+          this.parts.push({ PartNumber: number, ETag: etag });
+        },
+        (error: unknown) => {
+          this.failure ??= s3Failure('upload part', key, error);
+        },
+      )
+      .finally(() => {
+        this.inFlight.delete(task);
+        this.schedule();
+      });
+    this.inFlight.add(task);
+  }
+
+  private async uploadPart(key: string, number: number, start: number, length: number): Promise<string> {
+    this.uploadId ??= this.createUpload(key);
+    const uploadId = await this.uploadId;
+    let lastError: unknown;
+    for (let attempt = 1; attempt <= PART_ATTEMPTS && this.state !== 'aborted'; attempt += 1) {
+      try {
+        const output = await this.context.client.send(
+          new UploadPartCommand({
+            Bucket: this.context.bucket,
+            Key: this.context.objectKey(key),
+            UploadId: uploadId,
+            PartNumber: number,
+            Body: spoolContent(this.spool, start, length),
+            ContentLength: length,
+          }),
+        );
+        if (output.ETag === undefined) throw new Error(`the bucket returned no ETag for part ${number}`);
+        return output.ETag;
+      } catch (error) {
+        lastError = error;
+      }
+    }
+    throw lastError instanceof Error ? lastError : new Error(lastError === undefined ? 'the writer was aborted' : `part ${number} failed`, { cause: lastError });
+  }
+
+  private async createUpload(key: string): Promise<string> {
+    const output = await this.context.client.send(
+      new CreateMultipartUploadCommand({ Bucket: this.context.bucket, Key: this.context.objectKey(key), Metadata: writtenNow() }),
+    );
+    if (output.UploadId === undefined) throw new Error('the bucket returned no upload id');
+    return output.UploadId;
+  }
+
+  private async settled(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.race(this.inFlight);
+  }
+}
+
 interface UnfinishedUpload {
   /** Without the store's prefix. */
   key: string;
@@ -343,9 +563,10 @@ function writtenAt(metadata: Record<string, string> | undefined, lastModified: D
   return Number.isFinite(written) && written > 0 ? written : (lastModified?.getTime() ?? 0);
 }
 
-/** The spool's first size bytes, read through its own handle; fails (so the upload aborts) if the file holds fewer. */
-function spoolContent(spool: SpoolFile, size: number): Readable {
-  let position = 0;
+/** length bytes of the spool from start, read through its own handle; fails (so the upload fails) if the file holds fewer. */
+function spoolContent(spool: SpoolFile, start: number, length: number): Readable {
+  const size = start + length;
+  let position = start;
   return new Readable({
     highWaterMark: SPOOL_READ_BYTES,
     read(): void {

@@ -10,8 +10,7 @@ import type { BufferBudget } from '../memory/buffer-budget.js';
 import type { Logger } from '../mirror/mirror.js';
 import { parseRangeSpec, resolveRange, unsatisfiedRange } from '../oci/range.js';
 import type { V1RepositoryName } from '../store/layout.js';
-import type { ByteRange } from '../store/object-store.js';
-import type { SpoolFile } from '../store/spool-file.js';
+import type { ByteRange, ObjectWriter } from '../store/object-store.js';
 import { contentLength, headerValue, type UpstreamResponse } from '../upstream/fetcher.js';
 import type { CacheOutcome, Metrics } from '../telemetry/metrics.js';
 import { isSourceOutage, layerTooLarge, V1Error, type V1ErrorCodeName } from './errors.js';
@@ -294,7 +293,7 @@ export class V1Mirror {
       // The json first: the layer is verified against the checksum and size the source sent with it.
       const json = await this.imageJson(id, context);
       const promise = { json: json.bytes, size: json.size, checksums: json.checksums };
-      const spool = await this.local.createSpool();
+      const spool = await this.local.createLayerWriter(id);
       try {
         const response = await source.send({ target: 'registry', path: `/v1/images/${id}/layer`, kind: 'v1-layer', ...context, signal: this.shutdown.signal });
         if (response.status !== 200) throw await this.sourceError(source, response, 'IMAGE_NOT_FOUND');
@@ -310,7 +309,7 @@ export class V1Mirror {
         }
         return this.newFill(source, id, spool, { body: response.body, size: length ?? promise.size }, layerCheck(promise));
       } catch (error) {
-        await spool.discard();
+        await spool.abort();
         throw error;
       }
     };
@@ -318,7 +317,7 @@ export class V1Mirror {
   }
 
   /** A fill, registered under the image id (by startFill) until it settles. */
-  private newFill(source: V1SourceClient, id: string, spool: SpoolFile, body: FillSource, check: ContentCheck): BlobFill {
+  private newFill(source: V1SourceClient, id: string, spool: ObjectWriter, body: FillSource, check: ContentCheck): BlobFill {
     this.metrics.fillsInProgress.inc();
     return new BlobFill(
       check,

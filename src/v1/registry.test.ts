@@ -9,14 +9,15 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { FsObjectStore } from '../store/fs-store.js';
 import { V1Layout } from '../store/layout.js';
+import type { KeyPage } from '../store/object-store.js';
 import { V1Registry } from './registry.js';
 
 /** An fs store that counts its folder listings. */
 class CountingStore extends FsObjectStore {
   listings = 0;
-  override list(prefix: string): Promise<string[]> {
+  override listPage(prefix: string, page: { after?: string | undefined; limit: number }): Promise<KeyPage> {
     this.listings += 1;
-    return super.list(prefix);
+    return super.listPage(prefix, page);
   }
 }
 

@@ -2,9 +2,8 @@
 // repository metadata and the standalone index's image lists, all as files in docker-registry 0.9's layout.
 
 import type { Readable } from 'node:stream';
-import type { ByteRange, ObjectStore } from '../store/object-store.js';
+import { holdsAny, listAll, MAX_KEY_PAGE, type ByteRange, type ObjectStore, type ObjectWriter } from '../store/object-store.js';
 import type { V1Layout, V1RepositoryName } from '../store/layout.js';
-import type { SpoolFile } from '../store/spool-file.js';
 import { layerTooLarge, V1Error } from './errors.js';
 import { ImageHolders } from './image-holders.js';
 import {
@@ -86,9 +85,9 @@ export class V1Registry {
     return this.layout.imageKey(id, 'layer');
   }
 
-  /** A temporary file for a layer that streams in; commitLayer makes it visible. */
-  createSpool(): Promise<SpoolFile> {
-    return this.store.createSpool();
+  /** A writer for an image's layer that streams in; commitLayer makes it visible. */
+  createLayerWriter(id: string): Promise<ObjectWriter> {
+    return this.store.createWriter(this.layout.imageKey(id, 'layer'));
   }
 
   openLayer(id: string, range?: ByteRange): Promise<Readable | undefined> {
@@ -130,17 +129,17 @@ export class V1Registry {
     // Only an image being pushed takes a layer: not a complete one, nor one whose json a mirror cached.
     if ((await this.imageState(id)) !== 'in-progress') throw new V1Error('IMAGE_EXISTS');
     const checksum = new PayloadChecksum(json);
-    const spool = await this.store.createSpool();
+    const writer = await this.createLayerWriter(id);
     try {
       for await (const chunk of body) {
-        if (spool.size + chunk.length > maxBytes) throw layerTooLarge(maxBytes);
+        if (writer.size + chunk.length > maxBytes) throw layerTooLarge(maxBytes);
         checksum.update(chunk);
-        await spool.append(chunk);
+        await writer.append(chunk);
       }
-      await this.store.commitSpool(spool, this.layout.imageKey(id, 'layer'));
-      await spool.close();
+      await this.commitLayer(id, writer);
+      await writer.close();
     } catch (error) {
-      await spool.discard();
+      await writer.abort();
       throw error;
     }
     await this.store.putBytes(this.layout.imageKey(id, '_checksum'), checksumsFile([checksum.digest()]));
@@ -169,15 +168,15 @@ export class V1Registry {
     return this.store.putBytes(this.layout.imageKey(id, 'ancestry'), bytes);
   }
 
-  commitLayer(id: string, spool: SpoolFile): Promise<void> {
-    return this.store.commitSpool(spool, this.layout.imageKey(id, 'layer'));
+  commitLayer(id: string, writer: ObjectWriter): Promise<void> {
+    return writer.commit(this.layout.imageKey(id, 'layer'));
   }
 
   // ---- tags ----
 
   /** A repository's tags; undefined when the repository has no files at all. */
   async tags(name: V1RepositoryName): Promise<Record<string, string> | undefined> {
-    const keys = await this.store.list(this.layout.repositoryFolder(name));
+    const keys = await listAll(this.store, this.layout.repositoryFolder(name));
     if (keys.length === 0) return undefined;
     const tags: Record<string, string> = {};
     for (const key of keys) {
@@ -212,12 +211,12 @@ export class V1Registry {
     await this.store.delete(this.layout.tagKey(name, tag));
     await this.store.delete(this.layout.tagJsonKey(name, tag));
     if (tag === 'latest') await this.store.delete(this.layout.repositoryJsonKey(name));
-    await this.indexed(name, (await this.store.list(this.layout.repositoryFolder(name))).length > 0);
+    await this.indexed(name, await holdsAny(this.store, this.layout.repositoryFolder(name)));
   }
 
   /** Removes a repository's tags and files; its images stay (other repositories may share them). */
   async deleteRepository(name: V1RepositoryName): Promise<void> {
-    const keys = await this.store.list(this.layout.repositoryFolder(name));
+    const keys = await listAll(this.store, this.layout.repositoryFolder(name));
     if (keys.length === 0) throw new V1Error('REPOSITORY_NOT_FOUND');
     for (const key of keys) await this.store.delete(key);
     await this.indexed(name, false);
@@ -249,7 +248,7 @@ export class V1Registry {
     if (access === 'private') await this.store.putBytes(this.layout.privateFlagKey(name), Buffer.alloc(0));
     else if (access === 'public') await this.store.delete(this.layout.privateFlagKey(name));
     else throw new V1Error('INVALID_DATA');
-    await this.indexed(name, (await this.store.list(this.layout.repositoryFolder(name))).length > 0);
+    await this.indexed(name, await holdsAny(this.store, this.layout.repositoryFolder(name)));
   }
 
   // ---- the standalone index ----
@@ -281,10 +280,15 @@ export class V1Registry {
 
   private async readRepositoryIndex(): Promise<Set<string>> {
     const names = new Set<string>();
-    for (const key of await this.store.list(this.layout.repositoriesFolder)) {
-      const name = this.layout.repositoryOfKey(key);
-      if (name !== undefined) names.add(repositoryPath(name));
-    }
+    let after: string | undefined;
+    do {
+      const page = await this.store.listPage(this.layout.repositoriesFolder, { after, limit: MAX_KEY_PAGE });
+      for (const key of page.keys) {
+        const name = this.layout.repositoryOfKey(key);
+        if (name !== undefined) names.add(repositoryPath(name));
+      }
+      after = page.next;
+    } while (after !== undefined);
     return names;
   }
 

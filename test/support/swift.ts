@@ -154,3 +154,18 @@ export async function startSwift(): Promise<Swift> {
   };
 }
 
+
+/** The REGMIRROR_* variables of a regmirror storing its content in this Swift's bucket under prefix (credentials by variable). */
+export function s3StorageEnvironment(swift: Swift, bucket: string, prefix: string): NodeJS.ProcessEnv {
+  return {
+    REGMIRROR_STORAGE_DRIVER: 's3',
+    REGMIRROR_STORAGE_S3_BUCKET: bucket,
+    REGMIRROR_STORAGE_S3_ENDPOINT: swift.endpoint,
+    REGMIRROR_STORAGE_S3_FORCE_PATH_STYLE: 'true',
+    REGMIRROR_STORAGE_S3_PREFIX: prefix,
+    REGMIRROR_STORAGE_S3_ACCESS_KEY_ENV: 'TEST_S3_KEY',
+    REGMIRROR_STORAGE_S3_SECRET_KEY_ENV: 'TEST_S3_SECRET',
+    TEST_S3_KEY: SWIFT_ACCESS_KEY,
+    TEST_S3_SECRET: SWIFT_SECRET_KEY,
+  };
+}
