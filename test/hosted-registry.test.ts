@@ -229,6 +229,17 @@ describe('hosted repositories', () => {
       assert.ok(absent.headers.get('location')?.startsWith('/v2/team/target2/blobs/uploads/'));
     });
 
+    it('ignores containerd’s ns on a hosted repository, however it is written', async () => {
+      const blob = bytesOf(100, 17);
+      await pushWhole('team/ns', blob);
+      for (const ns of ['docker.io', 'bad%0D%0Aheader', '%00', 'x'.repeat(3000)]) {
+        const answer = await call(`${url}/v2/team/ns/blobs/${sha256(blob)}?ns=${ns}`);
+        assert.equal(answer.status, 200, ns.slice(0, 20));
+        assert.equal(answer.headers.get('oci-namespace'), null);
+        assert.ok(answer.body.equals(blob));
+      }
+    });
+
     it('serves a blob only under a repository that holds it', async () => {
       const blob = bytesOf(700, 12);
       await pushWhole('team/owner', blob);

@@ -66,7 +66,8 @@ export function registerV2Routes(app: FastifyInstance, content: V2Content, optio
     if (options.gate !== undefined && caller !== undefined) {
       options.gate.authorize(request, caller, { name: route.name, catalogName: resolved.catalogName, private: resolved.private, action: actionOf(request.method) });
     }
-    if (namespace !== undefined) reply.header('oci-namespace', namespace);
+    // Echoed only when it routed the request to the upstream it names (a hosted repository ignores it).
+    if (namespace !== undefined && resolved.registry !== '') reply.header('oci-namespace', namespace);
     describeRequest(request, { upstream: resolved.registry === '' ? undefined : resolved.registry });
     if (request.method !== 'GET' && request.method !== 'HEAD') return write(route, resolved, request, reply, query, caller);
     return read(route, resolved, request, reply, query);
