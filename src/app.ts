@@ -114,8 +114,11 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
       { failureThreshold: settings.circuit.failureThreshold, backoffBaseMs: settings.circuit.backoffBase, backoffMaxMs: settings.circuit.backoffMax },
       metrics,
       logger,
+      // A cluster shares circuits: a 429 seen by one node fails fast on all (within CIRCUIT_WATCH_MS).
+      cluster && { opened: (opening): void => void cluster?.shareOpening(opening) },
     ),
   }));
+  cluster?.watchCircuits((opening) => upstreams.find((upstream) => upstream.settings.registry === opening.registry)?.client.adoptOpening(opening.reason, opening.openUntil, opening.cause));
   const router = new UpstreamRouter(upstreams);
   const local = new LocalRegistry(store, meta, { metrics, log: logger });
   // The prefetcher is made once the mirror is (it pulls through it); these are called only after that.

@@ -131,6 +131,36 @@ describe('three regmirror nodes on one database and one bucket', { timeout: 170_
     console.log(`fill streams between nodes: ${streamed.length}; manifest GETs upstream: ${upstream.countRequests('GET', /^\/v2\/team\/app\/manifests\//)} (per node, not coordinated)`);
   });
 
+  it('a rate-limited upstream (429) seen by one node fails fast on the others, without their asking it', async () => {
+    const limited = await startFaultUpstream({ blobs: [deterministicBytes(1_000, 7301)], repository: 'limited/app' });
+    const schema = await database.schema();
+    const pair: Regmirror[] = [];
+    try {
+      for (let index = 0; index < 2; index++) pair.push(await startNode([limited.url], 'limited/', schema));
+      const [seeing, other] = pair;
+      assert.ok(seeing !== undefined && other !== undefined);
+      limited.setMode('status-429', undefined, { retryAfterS: 120 });
+      const first = await rawGet(`${seeing.url}/v2/limited/app/blobs/${limited.blobDigests[0] ?? ''}`);
+      assert.equal(first.status, 429);
+      const asked = limited.requests().length;
+      const circuitOf = async (node: Regmirror): Promise<{ circuit: string; reason?: string; lastError?: { message: string } }> => {
+        const body = JSON.parse((await getText(`${node.url}/_regmirror/status`)).body) as { upstreams: Array<{ circuit: string; reason?: string; lastError?: { message: string } }> };
+        return body.upstreams[0] ?? { circuit: 'none' };
+      };
+      await waitUntil('the other node adopts the opening', async () => (await circuitOf(other)).circuit === 'open', 10_000);
+      const adopted = await circuitOf(other);
+      assert.equal(adopted.reason, 'rate-limited');
+      assert.match(adopted.lastError?.message ?? '', /seen by another node/);
+      const second = await rawGet(`${other.url}/v2/limited/app/manifests/v1`);
+      assert.equal(second.status, 429, 'failed fast');
+      assert.ok(Number(second.headers['retry-after']) > 60, String(second.headers['retry-after']));
+      assert.equal(limited.requests().length, asked, 'the other node did not ask the upstream');
+    } finally {
+      for (const node of pair) await node.destroy();
+      await limited.stop();
+    }
+  });
+
   it('refuses the internal fill endpoint without the shared secret (401), with a wrong one (403); 404 when no such fill runs', async () => {
     const node = nodes[1];
     assert.ok(node !== undefined);

@@ -41,6 +41,13 @@ CREATE TABLE IF NOT EXISTS cluster_nodes (
   started_at timestamptz NOT NULL DEFAULT now(),
   last_seen timestamptz NOT NULL DEFAULT now()
 );
+CREATE TABLE IF NOT EXISTS cluster_circuits (
+  registry text PRIMARY KEY,
+  reason text NOT NULL,
+  open_until bigint NOT NULL,
+  cause text NOT NULL,
+  node_id text NOT NULL
+);
 CREATE TABLE IF NOT EXISTS cluster_fills (
   digest text PRIMARY KEY,
   node_id text NOT NULL,
@@ -87,6 +94,18 @@ export interface FollowedFill {
   body: Readable;
 }
 
+/** An upstream's circuit opened by one node, for every node: until when, and why. */
+export interface SharedOpening {
+  registry: string;
+  reason: 'rate-limited' | 'failing';
+  /** ms since epoch. */
+  openUntil: number;
+  cause: string;
+}
+
+/** How often a node reads the circuits the others opened: a 429 seen by one fails fast on all within this. */
+export const CIRCUIT_WATCH_MS = 1_000;
+
 export interface NodeStatus {
   id: string;
   advertise: string;
@@ -106,6 +125,7 @@ export class Cluster {
   private session: pg.Client | undefined;
   private sessionOpening: Promise<pg.Client> | undefined;
   private heartbeat: NodeJS.Timeout | undefined;
+  private circuitWatch: NodeJS.Timeout | undefined;
   private closed = false;
   /** Leases being given back: close() waits for them before it ends the connections. */
   private readonly releasing = new Set<Promise<void>>();
@@ -258,11 +278,46 @@ export class Cluster {
     }
   }
 
+  /**
+   * Tells the other nodes an upstream's circuit opened here (a 429, a spent rate-limit budget, repeated failures):
+   * kept until the later of the two windows when one is already shared.
+   */
+  async shareOpening(opening: SharedOpening): Promise<void> {
+    try {
+      await this.pool.query(
+        `INSERT INTO cluster_circuits (registry, reason, open_until, cause, node_id) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (registry) DO UPDATE SET reason = excluded.reason, open_until = excluded.open_until, cause = excluded.cause, node_id = excluded.node_id
+         WHERE cluster_circuits.open_until < excluded.open_until`,
+        [opening.registry, opening.reason, opening.openUntil, opening.cause.slice(0, 500), this.nodeId],
+      );
+    } catch (error) {
+      if (!this.closed) this.options.log.warn({ err: error, upstream: opening.registry }, 'cluster: could not share an opened circuit');
+    }
+  }
+
+  /** Reads, every CIRCUIT_WATCH_MS, the circuits other nodes opened that are open still, and hands each to adopt. */
+  watchCircuits(adopt: (opening: SharedOpening) => void): void {
+    const look = async (): Promise<void> => {
+      try {
+        const { rows } = await this.pool.query<{ registry: string; reason: SharedOpening['reason']; open_until: string; cause: string }>(
+          'SELECT registry, reason, open_until, cause FROM cluster_circuits WHERE node_id <> $1 AND open_until > $2',
+          [this.nodeId, Date.now()],
+        );
+        for (const row of rows) adopt({ registry: row.registry, reason: row.reason, openUntil: Number(row.open_until), cause: row.cause });
+      } catch (error) {
+        if (!this.closed) this.options.log.warn({ err: error }, 'cluster: could not read the circuits other nodes opened');
+      }
+    };
+    this.circuitWatch = setInterval(() => void look(), CIRCUIT_WATCH_MS);
+    this.circuitWatch.unref();
+  }
+
   /** Stops the heartbeat, leaves the table, and closes the connections (which frees every lease this node holds). */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.heartbeat);
+    clearInterval(this.circuitWatch);
     await Promise.all(this.releasing);
     await this.pool.query('DELETE FROM cluster_nodes WHERE id = $1', [this.nodeId]).catch(() => undefined);
     await this.pool.end().catch(() => undefined);

@@ -12,7 +12,7 @@ function harness(failureThreshold = 3) {
   const budget = new UpstreamBudget(
     'docker.io',
     { failureThreshold, backoffBaseMs: 1_000, backoffMaxMs: 8_000 },
-    { opened: (reason, waitMs) => events.push(`opened ${reason} ${waitMs}`), closed: () => events.push('closed') },
+    { opened: (reason, waitMs, _cause, seenHere) => events.push(`opened ${reason} ${waitMs}${seenHere ? '' : ' shared'}`), closed: () => events.push('closed') },
     () => now,
   );
   return { budget, events, advance: (ms: number) => (now += ms) };
@@ -112,6 +112,24 @@ describe('UpstreamBudget', () => {
     budget.recordResponse(200, { 'ratelimit-limit': '100;w=21600', 'ratelimit-remaining': '0;w=21600' });
     assert.deepEqual(events, ['opened rate-limited 1000']);
     rejects(budget, 'TOOMANYREQUESTS', '1');
+  });
+
+  it('adopts an opening another node saw: fails fast until its end, then probes; never shortens its own window', () => {
+    const { budget, events, advance } = harness();
+    budget.adoptOpening('rate-limited', 1_000_000 + 5_000, 'answered 429');
+    assert.deepEqual(events, ['opened rate-limited 5000 shared']);
+    rejects(budget, 'TOOMANYREQUESTS', '5');
+    assert.match(budget.snapshot().lastError?.message ?? '', /seen by another node/);
+    budget.adoptOpening('rate-limited', 1_000_000 + 2_000, 'answered 429');
+    assert.equal(budget.snapshot().openUntil, 1_005_000, 'a shorter window changes nothing');
+    budget.adoptOpening('failing', 1_000_000 - 1, 'old news');
+    assert.equal(events.length, 1, 'an opening already over is ignored');
+    advance(5_000);
+    assert.equal(budget.admit(), 'probe');
+    budget.adoptOpening('failing', 1_005_000 + 9_000, 'answered 503');
+    assert.equal(budget.snapshot().circuit, 'half-open', 'the probe in flight decides, not another node');
+    budget.recordResponse(200, {});
+    assert.deepEqual(events, ['opened rate-limited 5000 shared', 'closed']);
   });
 
   it('does not stretch the window for failures of requests already in flight when it opened', () => {

@@ -35,7 +35,8 @@ export interface BudgetSnapshot {
 export type Admission = 'normal' | 'probe';
 
 export interface BudgetEvents {
-  opened(reason: 'rate-limited' | 'failing', waitMs: number, cause: string): void;
+  /** `seenHere`: this process saw the failure (false: another node shared it, adoptOpening). */
+  opened(reason: 'rate-limited' | 'failing', waitMs: number, cause: string, seenHere: boolean): void;
   closed(): void;
 }
 
@@ -95,6 +96,20 @@ export class UpstreamBudget {
     if (this.probing) this.fail(error.message, 'failing', undefined);
   }
 
+  /**
+   * An opening another node saw (a cluster shares them): the circuit opens here too until that time, unless it is
+   * open longer already or probing. It does not count as an opening in a row of this node's own.
+   */
+  adoptOpening(reason: 'rate-limited' | 'failing', openUntil: number, cause: string): void {
+    const now = this.now();
+    if (openUntil <= now || this.probing || (this.circuit === 'open' && this.openUntil >= openUntil)) return;
+    this.circuit = 'open';
+    this.reason = reason;
+    this.openUntil = openUntil;
+    this.lastError = { message: `${cause} (seen by another node)`, at: now };
+    this.events.opened(reason, openUntil - now, cause, false);
+  }
+
   /** The upstream's RateLimit-Remaining, as last reported. */
   get rateLimitRemaining(): number | undefined {
     return this.rateLimit.remaining;
@@ -140,7 +155,7 @@ export class UpstreamBudget {
     this.reason = reason;
     this.openUntil = this.now() + waitMs;
     this.openingsInARow += 1;
-    this.events.opened(reason, waitMs, cause);
+    this.events.opened(reason, waitMs, cause, true);
   }
 
   /** base × 2^(openings in a row), capped. */

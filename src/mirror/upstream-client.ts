@@ -38,6 +38,11 @@ const DEFAULT_RETRY_AFTER_S = 60;
 /** A token service's answer is a few KiB at most. */
 export const MAX_TOKEN_ANSWER_BYTES = 1024 * 1024;
 
+/** Where a circuit opened here is told, for the other nodes of a cluster (cluster/cluster.ts). */
+export interface CircuitSharing {
+  opened(opening: { registry: string; reason: 'rate-limited' | 'failing'; openUntil: number; cause: string }): void;
+}
+
 export class UpstreamClient {
   readonly registry: string;
   readonly wireName: string;
@@ -46,7 +51,7 @@ export class UpstreamClient {
   private readonly budget: UpstreamBudget;
   private readonly retryAfterMaxS: number;
 
-  constructor(options: UpstreamClientOptions, timeouts: FetchTimeouts, policy: BudgetPolicy, metrics: Metrics, log: CircuitLogger) {
+  constructor(options: UpstreamClientOptions, timeouts: FetchTimeouts, policy: BudgetPolicy, metrics: Metrics, log: CircuitLogger, sharing?: CircuitSharing) {
     this.registry = options.registry;
     this.wireName = options.wireName;
     this.retryAfterMaxS = Math.max(1, Math.ceil(policy.backoffMaxMs / 1000));
@@ -54,10 +59,11 @@ export class UpstreamClient {
     this.auth = new UpstreamAuth(options.credentials, new URL(options.url), (url, headers) => this.fetchToken(url, headers));
     const upstream = this.registry;
     this.budget = new UpstreamBudget(this.wireName, policy, {
-      opened: (reason, waitMs, cause) => {
+      opened: (reason, waitMs, cause, seenHere) => {
         metrics.circuitOpen.set({ upstream }, 1);
         metrics.circuitOpenings.inc({ upstream, reason });
-        log.warn({ upstream, reason, waitMs, cause }, 'upstream circuit opened');
+        log.warn({ upstream, reason, waitMs, cause, ...(seenHere ? {} : { sharedByAnotherNode: true }) }, 'upstream circuit opened');
+        if (seenHere) sharing?.opened({ registry: upstream, reason, openUntil: Date.now() + waitMs, cause });
       },
       closed: () => {
         metrics.circuitOpen.set({ upstream }, 0);
@@ -65,6 +71,11 @@ export class UpstreamClient {
       },
     });
     metrics.circuitOpen.set({ upstream }, 0);
+  }
+
+  /** An opening of this upstream's circuit another node saw (a cluster shares them): fail fast here too. */
+  adoptOpening(reason: 'rate-limited' | 'failing', openUntil: number, cause: string): void {
+    this.budget.adoptOpening(reason, openUntil, cause);
   }
 
   /** Budget, circuit and last error, for /_regmirror/status. */
