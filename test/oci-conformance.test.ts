@@ -3,6 +3,7 @@
 // content management, automatic cross-repository mount):
 // - on a plain instance (no upstream: every repository is hosted);
 // - on a hosted namespace of an instance that also mirrors distribution 2.8.2;
+// - on a plain instance with its content in S3 (Swift's s3api) and its records in PostgreSQL;
 // - and the pull workflow through the mirror, with distribution 2.8.2 as the upstream holding the content.
 
 import assert from 'node:assert/strict';
@@ -12,7 +13,9 @@ import { after, before, describe, it } from 'node:test';
 import { startDistribution, type Distribution } from './support/distribution.js';
 import { buildImageLayout, pushLayout, type BuiltLayout } from './support/images.js';
 import { buildConformanceSuite, runConformanceSuite, type ConformanceResult } from './support/oci-conformance.js';
+import { startPostgres, type Postgres } from './support/postgres.js';
 import { startRegmirror, type Regmirror } from './support/regmirror.js';
+import { s3StorageEnvironment, startSwift, type Swift } from './support/swift.js';
 import { makeTempDir, removeDir } from './support/temp.js';
 
 /** Specs of v1.1.1 that run with every workflow on and automatic mounts expected (79 in all). */
@@ -46,23 +49,34 @@ describe('OCI conformance suite v1.1.1', () => {
   });
 
   const everyWorkflow = [
-    { setUp: 'a plain registry (no upstream: every repository hosted)', hosted: undefined, namespace: 'conformance/plain', crossmount: 'conformance/other' },
-    { setUp: 'a hosted namespace of an instance that mirrors distribution 2.8.2', hosted: 'team/**', namespace: 'team/conformance', crossmount: 'team/other' },
-  ];
-  for (const { setUp, hosted, namespace, crossmount } of everyWorkflow) {
+    { setUp: 'a plain registry (no upstream: every repository hosted)', kind: 'plain', namespace: 'conformance/plain', crossmount: 'conformance/other' },
+    { setUp: 'a hosted namespace of an instance that mirrors distribution 2.8.2', kind: 'hosted', namespace: 'team/conformance', crossmount: 'team/other' },
+    { setUp: 'a plain registry on S3 (Swift) and PostgreSQL', kind: 's3-postgres', namespace: 'conformance/s3', crossmount: 'conformance/s3-other' },
+  ] as const;
+  for (const { setUp, kind, namespace, crossmount } of everyWorkflow) {
     describe(setUp, () => {
       let registry: Regmirror;
+      let swift: Swift | undefined;
+      let database: Postgres | undefined;
       before(async () => {
-        if (hosted === undefined) {
+        if (kind === 'plain') {
           registry = await startRegmirror();
-          return;
+        } else if (kind === 'hosted') {
+          const config = path.join(work, 'hosted.yaml');
+          await writeFile(config, 'hosted: ["team/**"]\n');
+          registry = await startRegmirror({ upstreams: [upstream.url], configFile: config });
+        } else {
+          swift = await startSwift();
+          await swift.createBucket('conformance');
+          database = await startPostgres();
+          const schema = await database.schema();
+          registry = await startRegmirror({ env: { ...s3StorageEnvironment(swift, 'conformance', 'hosted/'), REGMIRROR_METADATA_DRIVER: 'postgres', REGMIRROR_METADATA_URL: schema.url } });
         }
-        const config = path.join(work, 'hosted.yaml');
-        await writeFile(config, `hosted: ["${hosted}"]\n`);
-        registry = await startRegmirror({ upstreams: [upstream.url], configFile: config });
       });
       after(async () => {
         await registry?.destroy();
+        await swift?.destroy();
+        await database?.stop();
       });
 
       it(`passes every workflow under ${namespace}, automatic mounts included`, async () => {
@@ -70,7 +84,7 @@ describe('OCI conformance suite v1.1.1', () => {
         assertAllPass(result, ALL_WORKFLOWS_RUN, ALL_WORKFLOWS_SKIPPED);
       });
 
-      if (hosted !== undefined) {
+      if (kind === 'hosted') {
         it('refuses a push outside the hosted namespace, in the spec’s error shape', async () => {
           const response = await fetch(`${registry.url}/v2/conformance/app/blobs/uploads/`, { method: 'POST' });
           assert.equal(response.status, 405);
