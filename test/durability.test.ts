@@ -78,8 +78,8 @@ describe('durable commits', { timeout: 60_000 }, () => {
       [
         `await store.putBytes('v1/images/abc/json', Buffer.from('{}')); mark(1);`,
         `await store.putBytes('v1/images/abc/ancestry', Buffer.from('["abc"]')); mark(2);`,
-        `const spool = await store.createSpool(); await spool.append(Buffer.from('layer'));`,
-        `await store.commitSpool(spool, 'v1/images/abc/layer'); mark(3); await spool.close();`,
+        `const writer = await store.createWriter(); await writer.append(Buffer.from('layer'));`,
+        `await writer.commit('v1/images/abc/layer'); mark(3); await writer.close();`,
       ].join('\n'),
     );
     const isRenameTo = (key: string) => (call: Call) => call.name === 'rename' && call.paths[1] === key;
