@@ -121,6 +121,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
   cluster?.watchCircuits((opening) => upstreams.find((upstream) => upstream.settings.registry === opening.registry)?.client.adoptOpening(opening.reason, opening.openUntil, opening.cause));
   const router = new UpstreamRouter(upstreams);
   const local = new LocalRegistry(store, meta, { metrics, log: logger });
+  if (cluster !== undefined) local.coordinateWith(cluster);
   // The prefetcher is made once the mirror is (it pulls through it); these are called only after that.
   const pinned = (): ReadonlySet<Digest> => prefetcher.pinnedRoots();
   const evictor = new CacheEvictor(local, settings.cacheBound, metrics, { dataDir, pinned, log: logger });

@@ -94,6 +94,12 @@ export interface FollowedFill {
   body: Readable;
 }
 
+/** Leases taken for a removal: the digests held, and how to give them back. */
+export interface HeldDigests {
+  held: ReadonlySet<Digest>;
+  release(): Promise<void>;
+}
+
 /** An upstream's circuit opened by one node, for every node: until when, and why. */
 export interface SharedOpening {
   registry: string;
@@ -243,6 +249,39 @@ export class Cluster {
         void release.finally(() => this.releasing.delete(release));
       },
     };
+  }
+
+  /**
+   * The leases of those digests no other node holds now, taken for a removal (eviction, GC): a digest another node is
+   * filling or committing is left out, so that its new object is not the one the removal deletes.
+   */
+  async holdFree(digests: readonly Digest[]): Promise<HeldDigests> {
+    const session = await this.openSession();
+    const held: Digest[] = [];
+    for (const digest of digests) {
+      const { rows } = await session.query<{ taken: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS taken', [LEASE_CLASS, leaseKey(digest)]);
+      if (rows[0]?.taken === true) held.push(digest);
+    }
+    return { held: new Set(held), release: () => this.unlockAll(session, held) };
+  }
+
+  /**
+   * The digest's lease for a commit (a pushed blob or manifest), waiting while another node holds it (its removal or
+   * its own commit of the digest) up to the fill deadline. A fill of this node already holds it: taken again at once.
+   */
+  async holdForCommit(digest: Digest): Promise<() => Promise<void>> {
+    const deadline = Date.now() + this.options.waitMs;
+    for (;;) {
+      const session = await this.openSession();
+      const { rows } = await session.query<{ taken: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS taken', [LEASE_CLASS, leaseKey(digest)]);
+      if (rows[0]?.taken === true) return () => this.unlockAll(session, [digest]);
+      if (Date.now() >= deadline) throw new RegistryError('UNAVAILABLE', { message: `waited ${this.options.waitMs} ms for another node's work on this digest; retry` });
+      await sleep(WAIT_STEP_MS);
+    }
+  }
+
+  private async unlockAll(session: pg.Client, digests: readonly Digest[]): Promise<void> {
+    for (const digest of digests) await this.unlock(session, leaseKey(digest), digest);
   }
 
   /**

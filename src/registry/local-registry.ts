@@ -36,6 +36,15 @@ export interface Damage {
   actualSize: number | undefined;
 }
 
+/**
+ * In a cluster (src/cluster/cluster.ts), the digests' leases across nodes: a removal leaves out what another node
+ * is filling or committing, and a commit waits while another node removes or commits the same digest.
+ */
+export interface DigestLeases {
+  holdFree(digests: readonly Digest[]): Promise<{ held: ReadonlySet<Digest>; release(): Promise<void> }>;
+  holdForCommit(digest: Digest): Promise<() => Promise<void>>;
+}
+
 export interface LocalRegistryObservers {
   metrics: Metrics;
   log: { warn(fields: object, message: string): void };
@@ -59,6 +68,13 @@ export class LocalRegistry {
     private readonly observers: LocalRegistryObservers,
     private readonly now: () => number = Date.now,
   ) {}
+
+  private leases: DigestLeases | undefined;
+
+  /** In a cluster: removals and commits take the digests' leases across nodes (see DigestLeases). */
+  coordinateWith(leases: DigestLeases): void {
+    this.leases = leases;
+  }
 
   /** The size of a cached blob, or undefined when it is not here. */
   async statBlob(digest: Digest): Promise<number | undefined> {
@@ -195,14 +211,21 @@ export class LocalRegistry {
    */
   async removeContent(removal: ContentRemoval): Promise<RemovedContent> {
     return this.whileRemoving([...removal.manifests, ...removal.blobs], async (claimed) => {
-      const removed = await this.meta.removeContent({
-        manifests: removal.manifests.filter((digest) => claimed.has(digest)),
-        blobs: removal.blobs.filter((digest) => claimed.has(digest)),
-        readBefore: removal.readBefore,
-      });
-      for (const { digest } of removed.manifests) this.manifests.delete(digest);
-      for (const digest of new Set([...removed.manifests, ...removed.blobs].map((entry) => entry.digest))) await this.store.delete(contentKey(digest));
-      return removed;
+      // In a cluster, what another node is filling or committing now is left for a later run.
+      const leased = this.leases === undefined ? undefined : await this.leases.holdFree([...claimed]);
+      const removable = leased === undefined ? claimed : leased.held;
+      try {
+        const removed = await this.meta.removeContent({
+          manifests: removal.manifests.filter((digest) => removable.has(digest)),
+          blobs: removal.blobs.filter((digest) => removable.has(digest)),
+          readBefore: removal.readBefore,
+        });
+        for (const { digest } of removed.manifests) this.manifests.delete(digest);
+        for (const digest of new Set([...removed.manifests, ...removed.blobs].map((entry) => entry.digest))) await this.store.delete(contentKey(digest));
+        return removed;
+      } finally {
+        await leased?.release();
+      }
     });
   }
 
@@ -234,9 +257,13 @@ export class LocalRegistry {
   private async committing(digest: Digest, work: () => Promise<void>): Promise<void> {
     await this.removals.get(digest);
     this.commits.set(digest, (this.commits.get(digest) ?? 0) + 1);
+    let release: (() => Promise<void>) | undefined;
     try {
+      // In a cluster, not while another node removes (or commits) the same digest.
+      release = await this.leases?.holdForCommit(digest);
       await work();
     } finally {
+      await release?.();
       const left = (this.commits.get(digest) ?? 1) - 1;
       if (left === 0) this.commits.delete(digest);
       else this.commits.set(digest, left);
