@@ -126,17 +126,11 @@ describe('nextStep', () => {
   const stopped = { running: false, idleMs: 0, idleLimitMs: 30_000 };
   const threshold = CHECKPOINT_BYTES / 4096;
 
-  it('starts the worker only for SQLite’s own checkpoint size of pages not yet copied', () => {
-    assert.equal(nextStep(pages(threshold - 1, 0), stopped), 'none');
-    assert.equal(nextStep(pages(threshold, 0), stopped), 'checkpoint');
+  it('checkpoints whatever is left once something was written, nothing when all is copied', () => {
+    assert.equal(nextStep(pages(1, 0), stopped), 'checkpoint');
     assert.equal(nextStep(pages(threshold + 10, 10), stopped), 'checkpoint');
-    assert.equal(nextStep(pages(threshold + 10, 11), stopped), 'none', 'what is copied does not count');
-    assert.equal(nextStep(pages(5_000, 5_000), stopped), 'none');
-  });
-
-  it('checkpoints a few pages in a file past its limit (so the RESTART cuts it back), none in a copied one', () => {
     assert.equal(nextStep(pages(3, 0, LOG_FILE_LIMIT_BYTES + 1), stopped), 'checkpoint');
-    assert.equal(nextStep(pages(3, 0, LOG_FILE_LIMIT_BYTES), stopped), 'none');
+    assert.equal(nextStep(pages(5_000, 5_000), stopped), 'none');
     assert.equal(nextStep(pages(3, 3, LOG_FILE_LIMIT_BYTES + 1), stopped), 'none');
   });
 
@@ -145,27 +139,27 @@ describe('nextStep', () => {
   });
 
   it('stops a worker idle for its limit, never one with work', () => {
-    assert.equal(nextStep(pages(10, 0), { running: true, idleMs: 29_999, idleLimitMs: 30_000 }), 'none');
-    assert.equal(nextStep(pages(10, 0), { running: true, idleMs: 30_000, idleLimitMs: 30_000 }), 'stop');
+    assert.equal(nextStep(pages(10, 10), { running: true, idleMs: 29_999, idleLimitMs: 30_000 }), 'none');
+    assert.equal(nextStep(pages(10, 10), { running: true, idleMs: 30_000, idleLimitMs: 30_000 }), 'stop');
     assert.equal(nextStep(pages(threshold, 0), { running: true, idleMs: 60_000, idleLimitMs: 30_000 }), 'checkpoint');
   });
 });
 
 describe('WalCheckpointer', () => {
-  it('leaves a few pages to the next checkpoint with no worker, starts one for many, and stops it when idle', async () => {
+  it('starts the worker once something is written, copies it all, and stops it when idle', async () => {
     const { db, file } = openDatabase('worker.db');
     const failures: Error[] = [];
     const checkpointer = new WalCheckpointer(file, (work) => work(), (error) => failures.push(error), 200);
     try {
       commit(db, 20, 3000);
       await checkpointer.check();
-      assert.equal(checkpointer.workerRunning, false, 'a few pages start no worker');
+      assert.equal(checkpointer.workerRunning, true, 'a few pages start the worker: the log is kept short');
       const few = await readWalIndex(file);
-      assert.ok(few !== undefined && few.frames > 0 && few.copied === 0, JSON.stringify(few));
+      assert.ok(few !== undefined && few.frames > 0 && few.copied === few.frames, JSON.stringify(few));
 
       commit(db, 1_200, 3000);
       await checkpointer.check();
-      assert.equal(checkpointer.workerRunning, true, 'past 1000 pages the worker runs');
+      assert.equal(checkpointer.workerRunning, true, 'and many');
       const copied = await readWalIndex(file);
       assert.ok(copied !== undefined && copied.frames > CHECKPOINT_BYTES / 4096 && copied.copied === copied.frames, JSON.stringify(copied));
 
