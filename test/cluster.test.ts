@@ -128,7 +128,22 @@ describe('three regmirror nodes on one database and one bucket', { timeout: 170_
     let followedStreams = 0;
     for (const node of nodes) followedStreams += await node.metricValue('regmirror_cluster_follows_total', { outcome: 'streamed' });
     assert.equal(followedStreams, streamed.length, 'every stream a filler served was counted by the node that asked for it');
-    console.log(`fill streams between nodes: ${streamed.length}; manifest GETs upstream: ${upstream.countRequests('GET', /^\/v2\/team\/app\/manifests\//)} (per node, not coordinated)`);
+    console.log(`fill streams between nodes: ${streamed.length}`);
+    // One node asked the upstream for the tag; the others waited for its answer and read it from the database.
+    assert.equal(upstream.countRequests('GET', /^\/v2\/team\/app\/manifests\/v1$/), 1, 'the tag fetched once for the cluster');
+  });
+
+  it('an upstream\'s "not found" one node had is answered by the others without asking the upstream', async () => {
+    const missing = ['/v2/team/app/manifests/no-such-tag', `/v2/team/app/blobs/sha256:${'0'.repeat(64)}`];
+    for (const requestPath of missing) {
+      const answers: RawResponse[] = [];
+      for (const node of nodes) answers.push(await rawGet(`${node.url}${requestPath}`));
+      for (const answer of answers) assert.equal(answer.status, 404, requestPath);
+      const codes = answers.map((answer) => (JSON.parse(answer.body.toString()) as { errors: { code: string }[] }).errors[0]?.code);
+      assert.equal(new Set(codes).size, 1, `one error code on every node: ${codes.join(', ')}`);
+      await upstream.settle();
+      assert.equal(upstream.countRequests('GET', new RegExp(`^${requestPath}$`)), 1, `${requestPath} asked of the upstream once`);
+    }
   });
 
   it('a rate-limited upstream (429) seen by one node fails fast on the others, without their asking it', async () => {

@@ -4,7 +4,7 @@
 // that finds a lease held elsewhere streams the fill from that node (fill-route.ts), verified again here, or waits
 // for the commit, or for the lease to be given up. Loaded only when `cluster` is configured.
 
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Readable } from 'node:stream';
 import pg from 'pg';
@@ -12,21 +12,26 @@ import { parseIntoClientConfig } from 'pg-connection-string';
 import { request } from 'undici';
 import { MetadataError } from '../meta/metadata-error.js';
 import type { Digest } from '../oci/digest.js';
+import type { SharedNotFoundAnswer } from '../mirror/not-found-cache.js';
 import { RegistryError } from '../registry/errors.js';
 import { CLUSTER_FILLS_PATH, clusterAuthorization } from './fill-route.js';
 import { verifiedFollow } from './verified-follow.js';
 
 /**
  * Advisory locks take two int4 keys (postgres-store.ts): (0, 0) is the schema's migration, (1, 0) the content graph.
- * Here: (2, key of a digest) a fill lease; (3, 0) this module's tables while they are created.
+ * Here: (2, key of a digest) a fill lease; (3, 0) this module's tables while they are created; (5, key of a question)
+ * an upstream question one node asks for all (a tag, a manifest by digest). (4, 0) is MetadataStore.runAlone's.
  */
 const LEASE_CLASS = 2;
 const CLUSTER_SCHEMA_LOCK = '3, 0';
+const QUESTION_CLASS = 5;
 
 /** How often a node says it is alive; a node not seen for three of these is shown as gone. */
 export const HEARTBEAT_MS = 5_000;
 /** Rows of nodes not seen for this long are removed (any node's heartbeat removes them). */
 const FORGET_NODES_MS = 3_600_000;
+/** The server's keepalive probes on the lease connection: idle 15 s, then 3 probes 5 s apart (about 30 s in all). */
+const SESSION_KEEPALIVE = { idleS: 15, intervalS: 5, count: 3 };
 /** How often a node waiting for another's fill looks again (the record, the lease, the announcement). */
 const WAIT_STEP_MS = 200;
 /** The longest a node waits for another's response headers before it counts that node unreachable. */
@@ -47,6 +52,11 @@ CREATE TABLE IF NOT EXISTS cluster_circuits (
   open_until bigint NOT NULL,
   cause text NOT NULL,
   node_id text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cluster_not_found (
+  key text PRIMARY KEY,
+  answer jsonb NOT NULL,
+  expires_at bigint NOT NULL
 );
 CREATE TABLE IF NOT EXISTS cluster_fills (
   digest text PRIMARY KEY,
@@ -119,6 +129,11 @@ export interface NodeStatus {
   lastSeen: string;
   alive: boolean;
   self: boolean;
+}
+
+/** The second key of a question's lease: 31 bits of its SHA-256 (another question sharing them only waits for this one). */
+export function questionKey(question: string): number {
+  return createHash('sha256').update(question).digest().readUInt32BE(0) & 0x7fffffff;
 }
 
 /** The two keys of a digest's lease: its first 31 bits (another digest sharing them only waits for this one). */
@@ -230,7 +245,7 @@ export class Cluster {
         [digest, this.nodeId, this.options.advertise],
       );
     } catch (error) {
-      await this.unlock(session, key, digest);
+      await this.unlock(session, LEASE_CLASS, key, digest);
       throw error;
     }
     let released = false;
@@ -244,7 +259,7 @@ export class Cluster {
             () => undefined,
             (error: unknown) => this.options.log.warn({ err: error, digest }, 'cluster: could not remove a fill announcement'),
           )
-          .then(() => this.unlock(session, key, digest));
+          .then(() => this.unlock(session, LEASE_CLASS, key, digest));
         this.releasing.add(release);
         void release.finally(() => this.releasing.delete(release));
       },
@@ -281,7 +296,7 @@ export class Cluster {
   }
 
   private async unlockAll(session: pg.Client, digests: readonly Digest[]): Promise<void> {
-    for (const digest of digests) await this.unlock(session, leaseKey(digest), digest);
+    for (const digest of digests) await this.unlock(session, LEASE_CLASS, leaseKey(digest), digest);
   }
 
   /**
@@ -311,9 +326,65 @@ export class Cluster {
           if (followed !== undefined) return followed;
         }
       }
-      if (!(await this.leaseHeld(digest))) return undefined;
+      if (!(await this.heldAnywhere(LEASE_CLASS, leaseKey(digest)))) return undefined;
       if (Date.now() >= deadline) throw new RegistryError('UNAVAILABLE', { message: `waited ${this.options.waitMs} ms for another node's fill of this blob; retry` });
       await sleep(WAIT_STEP_MS);
+    }
+  }
+
+  /**
+   * Runs work as the only node asking an upstream this question (a tag's fetch or revalidation, a manifest by
+   * digest). When another node asks it now: waits until that node is done (or the fill deadline passes) and answers
+   * undefined: look again (its answer is in the database now; otherwise ask without the lease).
+   */
+  async askAlone<T>(question: string, work: () => Promise<T>): Promise<{ value: T } | undefined> {
+    const key = questionKey(question);
+    let session: pg.Client;
+    let taken: boolean;
+    try {
+      session = await this.openSession();
+      const { rows } = await session.query<{ taken: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS taken', [QUESTION_CLASS, key]);
+      taken = rows[0]?.taken === true;
+    } catch (error) {
+      throw new MetadataError('cluster question lease', error);
+    }
+    if (taken) {
+      try {
+        return { value: await work() };
+      } finally {
+        await this.unlock(session, QUESTION_CLASS, key, question);
+      }
+    }
+    const deadline = Date.now() + this.options.waitMs;
+    try {
+      while (Date.now() < deadline && (await this.heldAnywhere(QUESTION_CLASS, key))) await sleep(WAIT_STEP_MS);
+    } catch (error) {
+      throw new MetadataError('cluster question wait', error);
+    }
+    return undefined;
+  }
+
+  /** A "not found" another node had from an upstream for key, still valid; undefined too when the database fails. */
+  async recallNotFound(key: string): Promise<SharedNotFoundAnswer | undefined> {
+    try {
+      const { rows } = await this.pool.query<{ answer: SharedNotFoundAnswer }>('SELECT answer FROM cluster_not_found WHERE key = $1 AND expires_at > $2', [key, Date.now()]);
+      return rows[0]?.answer;
+    } catch (error) {
+      if (!this.closed) this.options.log.warn({ err: error }, 'cluster: could not read the shared "not found" answers');
+      return undefined;
+    }
+  }
+
+  /** Tells the other nodes an upstream answered "not found" for key, until answer.expiresAt. */
+  async rememberNotFound(key: string, answer: SharedNotFoundAnswer): Promise<void> {
+    try {
+      await this.pool.query(
+        `INSERT INTO cluster_not_found (key, answer, expires_at) VALUES ($1, $2, $3)
+         ON CONFLICT (key) DO UPDATE SET answer = excluded.answer, expires_at = excluded.expires_at`,
+        [key, JSON.stringify(answer), answer.expiresAt],
+      );
+    } catch (error) {
+      if (!this.closed) this.options.log.warn({ err: error }, 'cluster: could not share a "not found" answer');
     }
   }
 
@@ -386,9 +457,13 @@ export class Cluster {
       client.on('end', () => lost());
       try {
         await client.connect();
+        // A node whose machine vanished (no FIN, no RST) must not hold its leases until the kernel's default
+        // keepalive (two hours): the server probes this connection and ends it, freeing them, within about 30 s.
+        await client.query(`SET tcp_keepalives_idle = ${SESSION_KEEPALIVE.idleS}; SET tcp_keepalives_interval = ${SESSION_KEEPALIVE.intervalS}; SET tcp_keepalives_count = ${SESSION_KEEPALIVE.count}`);
       } catch (error) {
         client.removeAllListeners();
         client.on('error', () => undefined);
+        await client.end().catch(() => undefined);
         throw error;
       }
       this.session = client;
@@ -399,15 +474,16 @@ export class Cluster {
     return this.sessionOpening;
   }
 
-  private async unlock(session: pg.Client, key: number, digest: Digest): Promise<void> {
+  private async unlock(session: pg.Client, classId: number, key: number, what: string): Promise<void> {
     // A session lost meanwhile took its locks with it.
     if (this.session !== session) return;
     try {
-      await session.query('SELECT pg_advisory_unlock($1, $2)', [LEASE_CLASS, key]);
+      await session.query('SELECT pg_advisory_unlock($1, $2)', [classId, key]);
     } catch (error) {
-      this.options.log.warn({ err: error, digest }, 'cluster: could not release a fill lease (it goes with the connection)');
+      this.options.log.warn({ err: error, lease: what }, 'cluster: could not release a lease (it goes with the connection)');
     }
   }
+
 
   private async beat(): Promise<void> {
     try {
@@ -415,6 +491,7 @@ export class Cluster {
       // Removed meanwhile (forgotten after a long outage): join again.
       if (updated.rowCount === 0) await this.pool.query('INSERT INTO cluster_nodes (id, advertise) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING', [this.nodeId, this.options.advertise]);
       await this.pool.query('DELETE FROM cluster_nodes WHERE last_seen < now() - make_interval(secs => $1)', [FORGET_NODES_MS / 1000]);
+      await this.pool.query('DELETE FROM cluster_not_found WHERE expires_at <= $1', [Date.now()]);
     } catch (error) {
       if (!this.closed) this.options.log.warn({ err: error }, 'cluster: heartbeat failed');
     }
@@ -425,14 +502,15 @@ export class Cluster {
     return rows[0]?.advertise;
   }
 
-  /** Whether any session holds the digest's lease. */
-  private async leaseHeld(digest: Digest): Promise<boolean> {
+  /** Whether any session holds the lease (classId, key). */
+  private async heldAnywhere(classId: number, key: number): Promise<boolean> {
     const { rows } = await this.pool.query<{ held: boolean }>(
       `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND objid = $2 AND objsubid = 2 AND granted) AS held`,
-      [LEASE_CLASS, leaseKey(digest)],
+      [classId, key],
     );
     return rows[0]?.held === true;
   }
+
 
   /** The fill's bytes from the node running it; undefined when it cannot be reached or runs no such fill now. */
   private async fromPeer(advertise: string, digest: Digest): Promise<FollowedFill | undefined> {

@@ -28,7 +28,7 @@ import type { BufferBudget } from '../memory/buffer-budget.js';
 import { contentLength, headerValue, type UpstreamResponse } from '../upstream/fetcher.js';
 import { abortFills, BlobFill, digestCheck } from './blob-fill.js';
 import { freshnessOf, isUpstreamOutage } from './freshness.js';
-import { NotFoundCache } from './not-found-cache.js';
+import { NotFoundCache, type SharedNotFound } from './not-found-cache.js';
 import { MirroredReferrers } from './referrers.js';
 import type { UpstreamRequest } from './upstream-client.js';
 import type { Target, Upstream } from './upstream-router.js';
@@ -50,11 +50,14 @@ export interface MirrorOptions {
    * its upstream once (a HEAD), then linked.
    */
   confirmHolding?: boolean;
-  /** Several nodes on one database and bucket (src/cluster/): one upstream fill per blob for them all. */
-  cluster?: ClusterFills;
+  /**
+   * Several nodes on one database and bucket (src/cluster/): one upstream fill per blob, and one upstream question
+   * per tag or manifest, for them all; "not found" answers shared.
+   */
+  cluster?: ClusterFills & SharedNotFound;
 }
 
-/** The cluster's part in a blob fill (src/cluster/cluster.ts). */
+/** The cluster's part in blob fills and upstream questions (src/cluster/cluster.ts). */
 export interface ClusterFills {
   /** Before this node fills digest from its upstream; throws an error isHeldElsewhere() knows when another node fills it. */
   lease(digest: Digest): Promise<{ release(): void }>;
@@ -64,6 +67,11 @@ export interface ClusterFills {
    * should look again (the blob is committed, or the lease was given up).
    */
   follow(digest: Digest, stream: boolean): Promise<{ size: number | undefined; body: Readable } | undefined>;
+  /**
+   * Runs work as the only node asking the upstream this question; undefined when another node asked it meanwhile
+   * (this one waited for it to end: look again).
+   */
+  askAlone<T>(question: string, work: () => Promise<T>): Promise<{ value: T } | undefined>;
 }
 
 export interface Logger {
@@ -92,7 +100,7 @@ export class Mirror {
   ) {
     // Every fill's upstream request listens on this one signal while it runs.
     setMaxListeners(0, this.shutdown.signal);
-    this.notFound = new NotFoundCache(options.notFoundTtlMs, now);
+    this.notFound = new NotFoundCache(options.notFoundTtlMs, now, options.cluster);
     this.referrerLists = new MirroredReferrers({
       manifestByTag: (target, tag) => this.manifestByTag(target, tag),
       isTagCached: async (target, tag) => (await local.getTag(repositoryOf(target), tag)) !== undefined,
@@ -291,42 +299,75 @@ export class Mirror {
     const upstream = target.upstream;
     if (upstream === undefined) throw new RegistryError('MANIFEST_UNKNOWN', { detail: { digest } });
     const key = `${target.registry}/${target.name}@${digest}`;
-    return this.manifestFlights.run(key, () =>
+    const ask = (): Promise<ManifestAnswer> =>
       this.notFound.guard(key, async () => {
         const manifest = await this.fetchManifest(upstream, target, digest, digest);
         await this.local.addRepository(repositoryOf(target));
         return { manifest, cache: 'miss' as const };
+      });
+    return this.manifestFlights.run(key, () =>
+      this.askOnce(key, ask, async () => {
+        const fetchedElsewhere = await this.local.getManifest(digest);
+        return fetchedElsewhere === undefined ? ask() : { manifest: fetchedElsewhere, cache: 'hit' };
       }),
     );
   }
 
   private async manifestByTag(target: Target, tag: string): Promise<ManifestAnswer> {
     const repository = repositoryOf(target);
-    const record = await this.local.getTag(repository, tag);
     const upstream = target.upstream;
-    const stored = record && (await this.local.getManifest(record.digest));
+    const cached = await this.cachedTag(repository, tag);
     if (upstream === undefined) {
-      if (stored === undefined) throw new RegistryError('MANIFEST_UNKNOWN', { detail: { tag } });
-      return { manifest: stored, cache: 'hit' };
+      if (cached.stored === undefined) throw new RegistryError('MANIFEST_UNKNOWN', { detail: { tag } });
+      return { manifest: cached.stored, cache: 'hit' };
     }
-    const freshness = freshnessOf(upstream.settings, record?.fetchedAt, this.now());
-    if (stored !== undefined && freshness.fresh) return { manifest: stored, cache: 'hit' };
+    const freshness = freshnessOf(upstream.settings, cached.fetchedAt, this.now());
+    if (cached.stored !== undefined && freshness.fresh) return { manifest: cached.stored, cache: 'hit' };
     const key = `${target.registry}/${target.name}:${tag}`;
-    return this.manifestFlights.run(key, () =>
+    const ask = (stored: StoredManifest | undefined, staleAllowed: boolean): Promise<ManifestAnswer> =>
       this.notFound.guard(key, async () => {
         try {
           return stored === undefined ? await this.fetchTag(upstream, target, tag) : await this.revalidateTag(upstream, target, tag, stored);
         } catch (error) {
-          const staleAllowed = freshness.staleAllowed || this.options.keepsStale?.(repository, tag) === true;
-          if (stored !== undefined && isUpstreamOutage(error) && staleAllowed) {
+          if (stored !== undefined && isUpstreamOutage(error) && (staleAllowed || this.options.keepsStale?.(repository, tag) === true)) {
             this.log.warn({ upstream: upstream.settings.registry, repository: target.name, tag, err: (error as Error).message }, 'serving stale tag');
             return { manifest: stored, cache: 'stale' as const };
           }
           if (error instanceof RegistryError && error.code === 'MANIFEST_UNKNOWN') await this.local.deleteTag(repository, tag);
           throw error;
         }
-      }),
+      });
+    return this.manifestFlights.run(key, () =>
+      this.askOnce(
+        key,
+        () => ask(cached.stored, freshness.staleAllowed),
+        async () => {
+          // Another node fetched or revalidated the tag meanwhile: its answer is in the database (or it failed).
+          const again = await this.cachedTag(repository, tag);
+          const againFreshness = freshnessOf(upstream.settings, again.fetchedAt, this.now());
+          if (again.stored !== undefined && againFreshness.fresh) return { manifest: again.stored, cache: 'hit' };
+          return ask(again.stored, againFreshness.staleAllowed);
+        },
+      ),
     );
+  }
+
+  /** The manifest a tag names in the cache, and when the tag was last fetched or revalidated. */
+  private async cachedTag(repository: RepositoryRef, tag: string): Promise<{ stored: StoredManifest | undefined; fetchedAt: number | undefined }> {
+    const record = await this.local.getTag(repository, tag);
+    const stored = record && (await this.local.getManifest(record.digest));
+    return { stored, fetchedAt: record?.fetchedAt };
+  }
+
+  /**
+   * Asks an upstream a question (a tag, a manifest by digest) as the only node of a cluster asking it; when another
+   * node asked it meanwhile, this one waited for it, and afterOther looks again. Without a cluster: ask.
+   */
+  private async askOnce<T>(question: string, ask: () => Promise<T>, afterOther: () => Promise<T>): Promise<T> {
+    const cluster = this.options.cluster;
+    if (cluster === undefined) return ask();
+    const asked = await cluster.askAlone(question, ask);
+    return asked === undefined ? afterOther() : asked.value;
   }
 
   private async fetchTag(upstream: Upstream, target: Target, tag: string): Promise<ManifestAnswer> {

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { RegistryError } from '../registry/errors.js';
-import { NotFoundCache } from './not-found-cache.js';
+import { NotFoundCache, type SharedNotFound, type SharedNotFoundAnswer } from './not-found-cache.js';
 
 const upstream404 = (): RegistryError => new RegistryError('MANIFEST_UNKNOWN', { detail: { upstream: 'docker.io' } });
 
@@ -42,5 +42,36 @@ describe('NotFoundCache', () => {
     await assert.rejects(off.guard('k', failing(upstream404())));
     assert.equal(asked, 2);
     assert.equal(await cache.guard('ok', () => Promise.resolve('found')), 'found');
+  });
+
+  it('shares answers between the caches of a cluster\'s nodes: a 404 one had is answered by the others until it expires', async () => {
+    let now = 1_000;
+    const table = new Map<string, SharedNotFoundAnswer>();
+    // The contract cluster/cluster.ts keeps on PostgreSQL, on a Map: answers by key, read back as they were written.
+    const shared: SharedNotFound = {
+      recallNotFound: (key) => Promise.resolve(table.get(key)),
+      rememberNotFound: (key, answer) => {
+        table.set(key, JSON.parse(JSON.stringify(answer)) as SharedNotFoundAnswer);
+        return Promise.resolve();
+      },
+    };
+    const nodes = [new NotFoundCache(30_000, () => now, shared), new NotFoundCache(30_000, () => now, shared)];
+    let asked = 0;
+    const work = (): Promise<string> => {
+      asked += 1;
+      return Promise.reject(new RegistryError('MANIFEST_UNKNOWN', { message: 'no such tag', detail: { upstream: 'docker.io', tag: 'v9' } }));
+    };
+    await assert.rejects(nodes[0]!.guard('k', work));
+    const answered = await nodes[1]!.guard('k', work).catch((error: unknown) => error);
+    assert.equal(asked, 1, 'the second node did not ask');
+    assert.ok(answered instanceof RegistryError);
+    assert.equal(answered.code, 'MANIFEST_UNKNOWN');
+    assert.equal(answered.status, 404);
+    assert.equal(answered.message, 'no such tag');
+    assert.deepEqual(answered.detail, { upstream: 'docker.io', tag: 'v9' });
+    now += 30_001;
+    await assert.rejects(nodes[1]!.guard('k', work));
+    assert.equal(asked, 2, 'asked again once the shared answer expired');
+    assert.equal(await nodes[0]!.guard('other', () => Promise.resolve('found')), 'found');
   });
 });
