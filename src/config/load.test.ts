@@ -974,6 +974,15 @@ describe('loadSettings: cluster', () => {
     assertConfigError(() => settingsOf({}, { ...cluster, REGMIRROR_STORAGE_DRIVER: 's3', REGMIRROR_STORAGE_S3_BUCKET: 'regmirror' }), 'metadata.driver: postgres');
   });
 
+  it('refuses cluster mode with htpasswd logins but no auth.token.key shared by the nodes', async () => {
+    const secretFile = await writeTemporary('0123456789abcdef\n');
+    const htpasswd = await writeTemporary('user:$2y$05$abcdefghijklmnopqrstuu1234567890123456789012345678901\n');
+    const withAuth = { ...engines, REGMIRROR_CLUSTER_ADVERTISE: 'http://10.0.0.5:5000', REGMIRROR_CLUSTER_SECRET_FILE: secretFile, REGMIRROR_AUTH_HTPASSWD: htpasswd };
+    assertConfigError(() => settingsOf({}, withAuth), 'auth.token.key', 'shared by the nodes');
+    const key = await writeTemporary('-----BEGIN PRIVATE KEY-----\n');
+    assert.deepEqual(settingsOf({}, { ...withAuth, REGMIRROR_AUTH_TOKEN_KEY: key }).cluster, { advertise: 'http://10.0.0.5:5000', secret: '0123456789abcdef' });
+  });
+
   it('refuses a secret shorter than 16 characters, or a file it cannot read, without repeating the secret', async () => {
     const short = await writeTemporary('fifteen-chars-x\n');
     assert.throws(

@@ -386,6 +386,11 @@ function resolveCluster(config: Config, storage: StorageSettings): ClusterSettin
   if (config.metadata.driver !== 'postgres' || storage.driver !== 's3') {
     throw new ConfigError('invalid configuration: cluster: needs metadata.driver: postgres and storage.driver: s3 (the nodes share the database and the bucket)');
   }
+  // A key generated into one node's data directory signs tokens no other node can verify: behind a load balancer a
+  // client's token from one node would be refused by the next.
+  if (config.auth?.htpasswd !== undefined && config.auth.token.key === undefined) {
+    throw new ConfigError('invalid configuration: auth.token.key: required in a cluster with auth.htpasswd (one signing key file shared by the nodes, so a token one node issues is valid on all)');
+  }
   let secret: string;
   try {
     secret = readFileSync(secretFile, 'utf8').replace(/\r?\n$/, '');
