@@ -145,8 +145,13 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
     logger,
   );
   const prefetcher: Prefetcher = new Prefetcher(mirror, local, router, settings.prefetch, metrics, logger);
-  const uploads = new UploadSessions(local, { maxBytes: settings.limits.uploadSize, maxSessions: settings.limits.uploadSessions, idleMs: settings.timeouts.uploadIdle });
-  const hosted = new HostedRepositories(local, uploads, { deleteEnabled: settings.hosted.deleteEnabled, mountWithoutSource: settings.auth === undefined });
+  const uploads = new UploadSessions(
+    local,
+    { maxBytes: settings.limits.uploadSize, maxSessions: settings.limits.uploadSessions, idleMs: settings.timeouts.uploadIdle },
+    cluster?.uploadSessionPrefix,
+  );
+  // In a cluster a session's requests may reach any node: the others forward them to the one holding it.
+  const hosted = new HostedRepositories(local, cluster?.uploadsAcross(uploads, settings.timeouts.uploadIdle) ?? uploads, { deleteEnabled: settings.hosted.deleteEnabled, mountWithoutSource: settings.auth === undefined });
   const policy = new RepositoryPolicy(router, mirror, hosted, settings.hosted.globs);
   // Loaded only when configured: an instance without auth does not carry its modules (jose, bcryptjs).
   const authSetup = settings.auth === undefined ? undefined : await import('./http/auth-setup.js');
@@ -184,7 +189,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
     v2: v2Routes,
     gate,
     tls,
-    ...(cluster === undefined || settings.cluster === undefined ? {} : { cluster: { secret: settings.cluster.secret, fills: mirror } }),
+    ...(cluster === undefined || settings.cluster === undefined ? {} : { cluster: { secret: settings.cluster.secret, fills: mirror, uploads } }),
   });
   const admin = adminListen === undefined ? undefined : buildAdminServer({ metrics, logger, ready, status, collectGarbage, tls });
   // The admin listener takes the registry's certificate (and client CA): one set of files, one reload.

@@ -176,6 +176,66 @@ describe('three regmirror nodes on one database and one bucket', { timeout: 170_
     }
   });
 
+  it('a chunked push whose requests land on different nodes: each is forwarded to the node holding the session; the blob is whole on every node', async () => {
+    const schema = await database.schema();
+    const trio: Regmirror[] = [];
+    try {
+      // No upstream: every repository is hosted.
+      for (let index = 0; index < 3; index++) trio.push(await startNode([], 'hosted/', schema));
+      const [first, second, third] = trio;
+      assert.ok(first !== undefined && second !== undefined && third !== undefined);
+      const blob = deterministicBytes(3_000_000, 7401);
+      const digest = sha256Digest(blob);
+      const uploads = '/v2/team/pushed/blobs/uploads/';
+      const started = await fetch(`${first.url}${uploads}`, { method: 'POST' });
+      assert.equal(started.status, 202);
+      const location = started.headers.get('location') ?? '';
+      assert.match(location, /^\/v2\/team\/pushed\/blobs\/uploads\/[0-9a-f-]{36}\.[0-9a-f-]{36}$/);
+      const patch = (node: Regmirror, start: number, end: number): Promise<Response> =>
+        fetch(`${node.url}${location}`, { method: 'PATCH', headers: { 'content-type': 'application/octet-stream', 'content-range': `${start}-${end - 1}` }, body: blob.subarray(start, end) });
+      const chunk = await patch(second, 0, 1_000_000);
+      assert.equal(chunk.status, 202);
+      assert.equal(chunk.headers.get('range'), '0-999999');
+      assert.equal(chunk.headers.get('location'), location);
+      const status = await fetch(`${third.url}${location}`);
+      assert.equal(status.status, 204);
+      assert.equal(status.headers.get('range'), '0-999999');
+      // The owner's 416 comes back with its Range header: the client learns where to go on.
+      const outOfOrder = await patch(third, 2_000_000, 2_500_000);
+      assert.equal(outOfOrder.status, 416);
+      assert.equal(outOfOrder.headers.get('range'), '0-999999');
+      assert.equal(((await outOfOrder.json()) as { errors: { code: string }[] }).errors[0]?.code, 'RANGE_INVALID', 'as the owner answers its own clients');
+      assert.equal((await patch(third, 1_000_000, 2_000_000)).status, 202);
+      const done = await fetch(`${second.url}${location}?digest=${digest}`, { method: 'PUT', headers: { 'content-type': 'application/octet-stream', 'content-range': '2000000-2999999' }, body: blob.subarray(2_000_000) });
+      assert.equal(done.status, 201, await done.text());
+      for (const node of trio) {
+        const pulled = await rawGet(`${node.url}/v2/team/pushed/blobs/${digest}`);
+        assert.equal(pulled.status, 200);
+        assert.equal(sha256Of(pulled.body), digest);
+      }
+      // Cancelled from another node; then unknown everywhere.
+      const cancelled = await fetch(`${first.url}${uploads}`, { method: 'POST' });
+      const cancelledAt = cancelled.headers.get('location') ?? '';
+      assert.equal((await fetch(`${third.url}${cancelledAt}`, { method: 'DELETE' })).status, 204);
+      for (const node of trio) assert.equal((await fetch(`${node.url}${cancelledAt}`)).status, 404);
+      // The node holding a session stops: the session is gone, said as BLOB_UPLOAD_UNKNOWN by the others.
+      const orphaned = await fetch(`${third.url}${uploads}`, { method: 'POST' });
+      const orphanedAt = orphaned.headers.get('location') ?? '';
+      await third.stop();
+      const lost = await patch(first, 0, 1_000);
+      assert.equal(lost.status, 404);
+      const lostAfterStop = await fetch(`${first.url}${orphanedAt}`);
+      assert.equal(lostAfterStop.status, 404);
+      assert.equal(((await lostAfterStop.json()) as { errors: { code: string }[] }).errors[0]?.code, 'BLOB_UPLOAD_UNKNOWN');
+      // The internal endpoint wants the shared secret.
+      const internal = `${second.url}/_regmirror/cluster/uploads/${location.split('/').pop() ?? ''}?registry=&name=team/pushed`;
+      assert.equal((await fetch(internal)).status, 401);
+      assert.equal((await fetch(internal, { headers: { authorization: 'Bearer wrong' } })).status, 403);
+    } finally {
+      for (const node of trio) await node.destroy();
+    }
+  });
+
   it('refuses the internal fill endpoint without the shared secret (401), with a wrong one (403); 404 when no such fill runs', async () => {
     const node = nodes[1];
     assert.ok(node !== undefined);

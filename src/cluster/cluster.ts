@@ -14,6 +14,8 @@ import { MetadataError } from '../meta/metadata-error.js';
 import type { Digest } from '../oci/digest.js';
 import type { SharedNotFoundAnswer } from '../mirror/not-found-cache.js';
 import { RegistryError } from '../registry/errors.js';
+import type { UploadSessions } from '../registry/uploads.js';
+import { ClusterUploads, sessionPrefixOf } from './cluster-uploads.js';
 import { CLUSTER_FILLS_PATH, clusterAuthorization } from './fill-route.js';
 import { verifiedFollow } from './verified-follow.js';
 
@@ -192,6 +194,26 @@ export class Cluster {
     cluster.heartbeat = setInterval(() => void cluster.beat(), HEARTBEAT_MS);
     cluster.heartbeat.unref();
     return cluster;
+  }
+
+  /** What this node's upload session ids start with: its id, so that the other nodes know where a session lives. */
+  get uploadSessionPrefix(): string {
+    return sessionPrefixOf(this.nodeId);
+  }
+
+  /** The upload sessions of the cluster: this node's (local), and the others' reached through their endpoint. */
+  uploadsAcross(local: UploadSessions, forwardIdleMs: number): ClusterUploads {
+    return new ClusterUploads(local, { nodeId: this.nodeId, secret: this.options.secret, owners: this, forwardIdleMs });
+  }
+
+  /** The address a member node advertises (it may have stopped since its last heartbeat); undefined for no member. */
+  async advertiseOf(nodeId: string): Promise<string | undefined> {
+    try {
+      const { rows } = await this.pool.query<{ advertise: string }>('SELECT advertise FROM cluster_nodes WHERE id = $1', [nodeId]);
+      return rows[0]?.advertise;
+    } catch (error) {
+      throw new MetadataError('cluster node address', error);
+    }
   }
 
   /** The nodes sharing the database, for /_regmirror/status. */

@@ -5,10 +5,12 @@
 
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { isDigest, type Digest } from '../oci/digest.js';
 
-export const CLUSTER_FILLS_PATH = '/_regmirror/cluster/fills/';
+/** Every internal endpoint of the cluster is under this path, and checks the nodes' secret, not a client's login. */
+export const CLUSTER_PATH = '/_regmirror/cluster/';
+export const CLUSTER_FILLS_PATH = `${CLUSTER_PATH}fills/`;
 
 export interface LocalFillSource {
   /** A reader of this node's fill of digest from byte 0, or undefined when none is running. */
@@ -25,11 +27,23 @@ function sameSecret(given: string, secret: string): boolean {
   return timingSafeEqual(digestOf(given), digestOf(secret));
 }
 
+/** Whether the request carries the cluster's secret; otherwise it is answered 401 (none) or 403 (another). */
+export function admitNode(request: FastifyRequest, reply: FastifyReply, secret: string): boolean {
+  const authorization = request.headers.authorization;
+  if (authorization === undefined) {
+    void reply.code(401).header('www-authenticate', 'Bearer realm="regmirror-cluster"').send({ error: 'the cluster secret is required' });
+    return false;
+  }
+  if (!sameSecret(authorization, clusterAuthorization(secret))) {
+    void reply.code(403).send({ error: 'wrong cluster secret' });
+    return false;
+  }
+  return true;
+}
+
 export function registerClusterRoutes(app: FastifyInstance, secret: string, fills: LocalFillSource): void {
   app.get<{ Params: { digest: string } }>(`${CLUSTER_FILLS_PATH}:digest`, async (request, reply) => {
-    const authorization = request.headers.authorization;
-    if (authorization === undefined) return reply.code(401).header('www-authenticate', 'Bearer realm="regmirror-cluster"').send({ error: 'the cluster secret is required' });
-    if (!sameSecret(authorization, clusterAuthorization(secret))) return reply.code(403).send({ error: 'wrong cluster secret' });
+    if (!admitNode(request, reply, secret)) return reply;
     const digest = request.params.digest;
     if (!isDigest(digest)) return reply.code(400).send({ error: 'not a digest' });
     const fill = await fills.followLocalFill(digest);

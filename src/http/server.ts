@@ -17,7 +17,9 @@ import { isV1Url, registerV1Routes, type V1RouteOptions } from './v1-routes.js';
 import type { AuthGate } from './auth-gate.js';
 import { registerV2Routes, type V2Content, type V2RouteOptions } from './v2-routes.js';
 import { dropHandshakesOnClose } from './tls.js';
-import { CLUSTER_FILLS_PATH, registerClusterRoutes, type LocalFillSource } from '../cluster/fill-route.js';
+import { CLUSTER_PATH, registerClusterRoutes, type LocalFillSource } from '../cluster/fill-route.js';
+import { registerClusterUploadRoutes } from '../cluster/upload-route.js';
+import type { UploadSessions } from '../registry/uploads.js';
 import { errorHandler, internalError, sendRegistryError, toRegistryError } from './wire-errors.js';
 
 /** How long an idle keep-alive connection is kept (fastify's default, which applies only to servers it creates). */
@@ -47,8 +49,8 @@ export interface ServerParts {
   gate?: AuthGate | undefined;
   /** An https server with these options (http/tls.ts); undefined: plain http. */
   tls?: HttpsServerOptions;
-  /** In a cluster: the internal endpoint the other nodes follow this node's fills through. */
-  cluster?: { secret: string; fills: LocalFillSource };
+  /** In a cluster: the internal endpoints the other nodes follow this node's fills and reach its upload sessions through. */
+  cluster?: { secret: string; fills: LocalFillSource; uploads: UploadSessions };
 }
 
 export function buildServer(parts: ServerParts): FastifyInstance {
@@ -155,7 +157,10 @@ export function buildServer(parts: ServerParts): FastifyInstance {
   registerHealthRoutes(app, parts);
   if (parts.adminRoutes) registerAdminRoutes(app, parts);
   parts.gate?.registerTokenRoute(app);
-  if (parts.cluster !== undefined) registerClusterRoutes(app, parts.cluster.secret, parts.cluster.fills);
+  if (parts.cluster !== undefined) {
+    registerClusterRoutes(app, parts.cluster.secret, parts.cluster.fills);
+    registerClusterUploadRoutes(app, parts.cluster.secret, parts.cluster.uploads);
+  }
   registerV2Routes(app, parts.content, { ...parts.v2, gate: parts.gate });
   if (parts.v1 !== undefined) registerV1Routes(app, parts.v1);
   return app;
@@ -198,8 +203,8 @@ function registerAdminRoutes(app: FastifyInstance, parts: Pick<ServerParts, 'met
     // On the registry's listener with auth on: a user the rules make an admin (the admin listener needs none).
     app.addHook('onRequest', async (request) => {
       const path = request.url.split('?', 1)[0] ?? '';
-      // The cluster's endpoint checks the nodes' shared secret instead (cluster/fill-route.ts).
-      if (path === '/metrics' || (path.startsWith('/_regmirror/') && !path.startsWith(CLUSTER_FILLS_PATH))) gate.requireAdmin(request, await gate.identify(request));
+      // The cluster's endpoints check the nodes' shared secret instead (cluster/fill-route.ts).
+      if (path === '/metrics' || (path.startsWith('/_regmirror/') && !path.startsWith(CLUSTER_PATH))) gate.requireAdmin(request, await gate.identify(request));
     });
   }
   app.get('/_regmirror/status', async (_request, reply) => reply.send(await parts.status()));

@@ -237,14 +237,14 @@ function requireDigest(text: string): Digest {
   throw new RegistryError('DIGEST_INVALID', { message: parsed.reason === 'unsupported' ? 'unsupported digest algorithm' : 'invalid digest', detail: { digest: text.slice(0, 200) } });
 }
 
-function requireDigestParameter(query: URLSearchParams): Digest {
+export function requireDigestParameter(query: URLSearchParams): Digest {
   const digest = query.get('digest');
   if (digest === null) throw new RegistryError('DIGEST_INVALID', { message: 'the digest query parameter is required to complete an upload' });
   return requireDigest(digest);
 }
 
 /** A chunk's Content-Range: `<start>-<end>` (also with a `bytes ` or `bytes=` unit, or a `/<total>`); none: undefined. */
-function readContentRange(request: FastifyRequest): ChunkRange | undefined {
+export function readContentRange(request: FastifyRequest): ChunkRange | undefined {
   const header = request.headers['content-range'];
   if (header === undefined) return undefined;
   const match = /^\s*(?:bytes[ =])?(\d{1,15})-(\d{1,15})(?:\/(?:\d{1,15}|\*))?\s*$/.exec(header);

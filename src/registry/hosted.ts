@@ -22,7 +22,7 @@ import type {
 } from './content-service.js';
 import { RegistryError } from './errors.js';
 import type { LocalRegistry } from './local-registry.js';
-import type { UploadSessions } from './uploads.js';
+import type { UploadSessionStore } from './uploads.js';
 
 /** The registry name hosted repositories are kept under. */
 export const HOSTED_REGISTRY = '';
@@ -40,7 +40,7 @@ export interface HostedOptions {
 export class HostedRepositories {
   constructor(
     private readonly local: LocalRegistry,
-    private readonly uploads: UploadSessions,
+    private readonly uploads: UploadSessionStore,
     private readonly options: HostedOptions,
   ) {}
 
@@ -55,7 +55,7 @@ export class HostedRepository implements ContentService, RepositoryWrites {
   constructor(
     readonly repository: RepositoryRef,
     private readonly local: LocalRegistry,
-    private readonly uploads: UploadSessions,
+    private readonly uploads: UploadSessionStore,
     private readonly options: HostedOptions,
   ) {}
 
@@ -115,7 +115,7 @@ export class HostedRepository implements ContentService, RepositoryWrites {
   }
 
   uploadStatus(id: string): Promise<UploadStatus> {
-    return Promise.resolve(this.uploads.status(id, this.repository));
+    return this.uploads.status(id, this.repository);
   }
 
   async completeUpload(id: string, digest: Digest, body: AsyncIterable<Uint8Array>, range: ChunkRange | undefined): Promise<Digest> {

@@ -1,7 +1,8 @@
 // Blob uploads to hosted repositories (OCI Distribution 1.1): sessions that stream what the client sends into a
 // temporary of the store while it is hashed, and commit it only once the digest the client names verifies.
 // Sessions live in this process: a restart drops them (their temporaries are left for GC), as one does any
-// idle for longer than the idle limit.
+// idle for longer than the idle limit. In a cluster a session's id names its node, and the other nodes forward its
+// requests there (cluster/cluster-uploads.ts).
 
 import { createHash, randomUUID, type Hash } from 'node:crypto';
 import type { Digest } from '../oci/digest.js';
@@ -23,8 +24,18 @@ export interface UploadLimits {
 /** Bytes gathered from the client before one write to the temporary. */
 const WRITE_BATCH_BYTES = 1024 * 1024;
 
-/** An upload session id: what this process hands out (a UUID); anything else names no session. */
-const SESSION_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+/** A UUID: what this process hands out as a session's id, after its prefix; anything else names no session. */
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** What hosted repositories ask of upload sessions: this process's (UploadSessions), or a cluster's (ClusterUploads). */
+export interface UploadSessionStore {
+  start(repository: RepositoryRef): Promise<UploadStatus>;
+  whole(repository: RepositoryRef, digest: Digest, body: AsyncIterable<Uint8Array>): Promise<void>;
+  status(id: string, repository: RepositoryRef): Promise<UploadStatus>;
+  append(id: string, repository: RepositoryRef, body: AsyncIterable<Uint8Array>, range: ChunkRange | undefined): Promise<UploadStatus>;
+  complete(id: string, repository: RepositoryRef, digest: Digest, body: AsyncIterable<Uint8Array>, range: ChunkRange | undefined): Promise<void>;
+  cancel(id: string, repository: RepositoryRef): Promise<void>;
+}
 
 interface Session {
   id: string;
@@ -37,13 +48,15 @@ interface Session {
   touchedAt: number;
 }
 
-export class UploadSessions {
+export class UploadSessions implements UploadSessionStore {
   private readonly sessions = new Map<string, Session>();
   private readonly sweeper: NodeJS.Timeout;
 
+  /** idPrefix: put before every session id (a cluster's node names itself there). */
   constructor(
     private readonly local: LocalRegistry,
     private readonly limits: UploadLimits,
+    private readonly idPrefix = '',
     private readonly now: () => number = Date.now,
   ) {
     this.sweeper = setInterval(() => void this.cancelIdle(), Math.max(1_000, Math.min(60_000, limits.idleMs / 2)));
@@ -59,15 +72,15 @@ export class UploadSessions {
       throw new RegistryError('TOOMANYREQUESTS', { message: `too many uploads in progress (limit ${this.limits.maxSessions}); retry later`, headers: { 'retry-after': '10' } });
     }
     const writer = await this.local.createBlobWriter();
-    const id = randomUUID();
+    const id = `${this.idPrefix}${randomUUID()}`;
     this.sessions.set(id, { id, repository, writer, hash: createHash('sha256'), busy: false, touchedAt: this.now() });
     return { id, size: 0 };
   }
 
-  status(id: string, repository: RepositoryRef): UploadStatus {
+  async status(id: string, repository: RepositoryRef): Promise<UploadStatus> {
     const session = this.find(id, repository);
     session.touchedAt = this.now();
-    return { id, size: session.writer.size };
+    return Promise.resolve({ id, size: session.writer.size });
   }
 
   async append(id: string, repository: RepositoryRef, body: AsyncIterable<Uint8Array>, range: ChunkRange | undefined): Promise<UploadStatus> {
@@ -209,7 +222,7 @@ export class UploadSessions {
   }
 
   private find(id: string, repository: RepositoryRef): Session {
-    const session = SESSION_ID.test(id) ? this.sessions.get(id) : undefined;
+    const session = id.startsWith(this.idPrefix) && UUID.test(id.slice(this.idPrefix.length)) ? this.sessions.get(id) : undefined;
     // A session is its repository's: another repository's id is as unknown as a made-up one.
     if (session === undefined || session.repository.registry !== repository.registry || session.repository.name !== repository.name) {
       throw new RegistryError('BLOB_UPLOAD_UNKNOWN', { detail: { id: id.slice(0, 100) } });
