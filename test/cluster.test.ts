@@ -14,7 +14,8 @@ import { buildImageLayout, deterministicBytes, pushLayout, sha256Digest, type Bu
 import { freePort, getText } from './support/ports.js';
 import { startPostgres, type Postgres, type PostgresSchema } from './support/postgres.js';
 import { startRegmirror, type Regmirror } from './support/regmirror.js';
-import { copyToOci } from './support/skopeo.js';
+import { startNginx } from './support/nginx.js';
+import { copyToOci, skopeo } from './support/skopeo.js';
 import { startSwift, SWIFT_ACCESS_KEY, SWIFT_SECRET_KEY, type Swift } from './support/swift.js';
 import { makeTempDir, removeDir } from './support/temp.js';
 
@@ -213,6 +214,38 @@ describe('three regmirror nodes on one database and one bucket', { timeout: 170_
         assert.equal(pulled.status, 200);
         assert.equal(sha256Of(pulled.body), digest);
       }
+      // skopeo pushing through a round-robin load balancer (nginx, no affinity): its POST, PATCH and PUT of each
+      // blob land on different nodes; the image comes back byte for byte.
+      const balancer = await startNginx({
+        upstream: '',
+        dataDir: work,
+        accessLog: true,
+        block: (port) => `
+  upstream regmirror_nodes { ${trio.map((node) => `server ${node.host};`).join(' ')} }
+  server {
+    listen 127.0.0.1:${port};
+    client_max_body_size 0;
+    proxy_request_buffering off;
+    proxy_buffering off;
+    location / { proxy_pass http://regmirror_nodes; proxy_http_version 1.1; proxy_set_header Host $http_host; }
+  }`,
+      });
+      try {
+        await skopeo(['copy', '--quiet', '--dest-tls-verify=false', `oci:${layout.dir}:v1`, `docker://127.0.0.1:${balancer.port}/team/balanced:v1`], { timeoutMs: 120_000 });
+        const out = path.join(work, 'balanced');
+        await copyToOci(`docker://127.0.0.1:${balancer.port}/team/balanced:v1`, out, 'v1', { timeoutMs: 120_000 });
+        const image = layout.images[0];
+        assert.ok(image !== undefined);
+        for (const blobDigest of [...image.layerDigests, image.configDigest]) {
+          const copied = await readFile(path.join(out, 'blobs', 'sha256', blobDigest.slice(7)));
+          assert.ok(copied.equals(await readFile(path.join(layout.dir, 'blobs', 'sha256', blobDigest.slice(7)))), `${blobDigest} came back whole`);
+        }
+      } finally {
+        await balancer.stop();
+      }
+      const forwarded = trio.flatMap((node) => node.accessEntries()).filter((entry) => entry.path.startsWith('/_regmirror/cluster/uploads/') && entry.path.includes('name=team%2Fbalanced'));
+      assert.ok(forwarded.length > 0, 'requests were forwarded to the node holding their session');
+      assert.ok(forwarded.every((entry) => entry.status < 300), forwarded.map((entry) => `${entry.path} ${entry.status}`).join('\n'));
       // Cancelled from another node; then unknown everywhere.
       const cancelled = await fetch(`${first.url}${uploads}`, { method: 'POST' });
       const cancelledAt = cancelled.headers.get('location') ?? '';
