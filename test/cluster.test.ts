@@ -13,7 +13,7 @@ import { rawGet, sha256Of, startFaultUpstream, waitUntil, type FaultUpstream, ty
 import { buildImageLayout, deterministicBytes, pushLayout, sha256Digest, type BuiltLayout } from './support/images.js';
 import { freePort, getText } from './support/ports.js';
 import { startPostgres, type Postgres, type PostgresSchema } from './support/postgres.js';
-import { startRegmirror, type Regmirror } from './support/regmirror.js';
+import { runRegmirror, startRegmirror, type Regmirror } from './support/regmirror.js';
 import { startNginx } from './support/nginx.js';
 import { copyToOci, skopeo } from './support/skopeo.js';
 import { startSwift, SWIFT_ACCESS_KEY, SWIFT_SECRET_KEY, type Swift } from './support/swift.js';
@@ -34,31 +34,32 @@ describe('three regmirror nodes on one database and one bucket', { timeout: 170_
   let layout: BuiltLayout;
   let secretFile: string;
   const nodes: Regmirror[] = [];
+  let mainSchema: PostgresSchema;
+
+  /** The settings every node of a cluster shares, with this node's advertise address. */
+  function nodeEnvironment(advertise: string, prefix: string, schema: PostgresSchema): NodeJS.ProcessEnv {
+    return {
+      REGMIRROR_STORAGE_DRIVER: 's3',
+      REGMIRROR_STORAGE_S3_BUCKET: BUCKET,
+      REGMIRROR_STORAGE_S3_ENDPOINT: swift.endpoint,
+      REGMIRROR_STORAGE_S3_FORCE_PATH_STYLE: 'true',
+      REGMIRROR_STORAGE_S3_PREFIX: prefix,
+      REGMIRROR_STORAGE_S3_ACCESS_KEY_ENV: 'TEST_S3_KEY',
+      REGMIRROR_STORAGE_S3_SECRET_KEY_ENV: 'TEST_S3_SECRET',
+      TEST_S3_KEY: SWIFT_ACCESS_KEY,
+      TEST_S3_SECRET: SWIFT_SECRET_KEY,
+      REGMIRROR_METADATA_DRIVER: 'postgres',
+      REGMIRROR_METADATA_URL: schema.url,
+      REGMIRROR_CLUSTER_ADVERTISE: advertise,
+      REGMIRROR_CLUSTER_SECRET_FILE: secretFile,
+      REGMIRROR_GC_INTERVAL: '0',
+    };
+  }
 
   /** A node of the cluster on a port chosen first (its advertise URL names it), on a prefix and schema given. */
   async function startNode(upstreams: string[], prefix: string, schema: PostgresSchema, extra: NodeJS.ProcessEnv = {}): Promise<Regmirror> {
     const port = await freePort();
-    return startRegmirror({
-      upstreams,
-      port,
-      env: {
-        REGMIRROR_STORAGE_DRIVER: 's3',
-        REGMIRROR_STORAGE_S3_BUCKET: BUCKET,
-        REGMIRROR_STORAGE_S3_ENDPOINT: swift.endpoint,
-        REGMIRROR_STORAGE_S3_FORCE_PATH_STYLE: 'true',
-        REGMIRROR_STORAGE_S3_PREFIX: prefix,
-        REGMIRROR_STORAGE_S3_ACCESS_KEY_ENV: 'TEST_S3_KEY',
-        REGMIRROR_STORAGE_S3_SECRET_KEY_ENV: 'TEST_S3_SECRET',
-        TEST_S3_KEY: SWIFT_ACCESS_KEY,
-        TEST_S3_SECRET: SWIFT_SECRET_KEY,
-        REGMIRROR_METADATA_DRIVER: 'postgres',
-        REGMIRROR_METADATA_URL: schema.url,
-        REGMIRROR_CLUSTER_ADVERTISE: `http://127.0.0.1:${port}`,
-        REGMIRROR_CLUSTER_SECRET_FILE: secretFile,
-        REGMIRROR_GC_INTERVAL: '0',
-        ...extra,
-      },
-    });
+    return startRegmirror({ upstreams, port, env: { ...nodeEnvironment(`http://127.0.0.1:${port}`, prefix, schema), ...extra } });
   }
 
   before(async () => {
@@ -74,8 +75,8 @@ describe('three regmirror nodes on one database and one bucket', { timeout: 170_
       { layers: [{ size: 12_000_000, seed: 7101 }, { size: 2_000_000, seed: 7102 }, { size: 300_000, seed: 7103 }, { size: 900, seed: 7104 }] },
     ]);
     await pushLayout(layout, `127.0.0.1:${upstream.port}/team/app:v1`);
-    const schema = await database.schema();
-    for (let index = 0; index < 3; index++) nodes.push(await startNode([upstream.url], 'cache/', schema));
+    mainSchema = await database.schema();
+    for (let index = 0; index < 3; index++) nodes.push(await startNode([upstream.url], 'cache/', mainSchema));
   });
 
   after(async () => {
@@ -94,6 +95,24 @@ describe('three regmirror nodes on one database and one bucket', { timeout: 170_
     assert.deepEqual(answer.cluster.nodes.map((node) => node.advertise).sort(), nodes.map((node) => node.url).sort());
     assert.equal(answer.cluster.nodes.filter((node) => node.self).length, 1);
     assert.equal(answer.cluster.advertise, nodes[0]?.url);
+  });
+
+  it('refuses offline gc and verify --repair while nodes of the cluster run (exit 2, naming them); a dry run goes on', async () => {
+    const dataDir = await makeTempDir('cluster-offline-');
+    try {
+      const env = nodeEnvironment('http://127.0.0.1:9', 'cache/', mainSchema);
+      for (const args of [['gc'], ['verify', '--repair']]) {
+        const refused = await runRegmirror([...args, '--data', dataDir], { env });
+        assert.equal(refused.code, 2, refused.stderr);
+        assert.match(refused.stderr, /3 running nodes of the cluster/);
+        for (const node of nodes) assert.ok(refused.stderr.includes(`http://${node.host}`), refused.stderr);
+      }
+      const dryRun = await runRegmirror(['gc', '--dry-run', '--data', dataDir], { env });
+      assert.equal(dryRun.code, 0, dryRun.stderr);
+      assert.match(dryRun.stdout, /\(dry run\)/);
+    } finally {
+      await removeDir(dataDir);
+    }
   });
 
   it('3 nodes × 4 skopeo clients pulling one cold image at once: each blob is fetched once from the upstream, every pull byte for byte', async () => {

@@ -37,7 +37,8 @@ export interface HeldDataDirectory {
 /** Runs work on the data directory the flags name, holding its lock; resolves with the exit status. */
 export async function withDataDirectory(
   flags: Pick<ConfigFlags, 'config' | 'flavor' | 'data'>,
-  command: { command: string; name: string; output: Output },
+  /** removes: the command deletes content or records (then it refuses to run beside a cluster's live nodes). */
+  command: { command: string; name: string; output: Output; removes: boolean },
   work: (held: HeldDataDirectory) => Promise<number>,
 ): Promise<number> {
   const { output } = command;
@@ -68,6 +69,13 @@ export async function withDataDirectory(
       // With PostgreSQL, the lock holds this node's files only: other nodes on the database keep working.
       const meta = await openMetadataStore(settings.metadata, dataDir);
       try {
+        const running = command.removes ? await runningClusterNodes(settings) : [];
+        if (running.length > 0) {
+          output.err(
+            `regmirror: ${command.name} would remove what ${running.length} running node${running.length === 1 ? '' : 's'} of the cluster may be using (${running.join(', ')}); stop every node first, or use POST /_regmirror/gc on one of them`,
+          );
+          return 2;
+        }
         return await work({ settings, dataDir, store: opened.store, meta });
       } finally {
         await meta.close();
@@ -82,4 +90,12 @@ export async function withDataDirectory(
   } finally {
     await lock.release();
   }
+}
+
+/** The advertised addresses of a cluster's nodes alive on the configured database (none without a cluster). */
+async function runningClusterNodes(settings: Settings): Promise<string[]> {
+  if (settings.cluster === undefined || settings.metadata.driver !== 'postgres') return [];
+  const { liveClusterNodes } = await import('../cluster/cluster.js');
+  const nodes = await liveClusterNodes({ url: settings.metadata.url, password: settings.metadata.password, statementTimeoutMs: settings.metadata.statementTimeoutMs });
+  return nodes.map((node) => node.advertise);
 }

@@ -16,7 +16,7 @@ export interface GcFlags extends Pick<ConfigFlags, 'config' | 'flavor' | 'data'>
 
 export async function runGc(flags: GcFlags, output: Output = STANDARD_OUTPUT): Promise<number> {
   const dryRun = flags.dryRun === true;
-  return withDataDirectory(flags, { command: dryRun ? 'regmirror gc --dry-run' : 'regmirror gc', name: 'gc', output }, async ({ settings, dataDir, store, meta }) => {
+  return withDataDirectory(flags, { command: dryRun ? 'regmirror gc --dry-run' : 'regmirror gc', name: 'gc', output, removes: !dryRun }, async ({ settings, dataDir, store, meta }) => {
     const metrics = new Metrics();
     const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
     const local = new LocalRegistry(store, meta, { metrics, log: quiet });

@@ -15,7 +15,7 @@ export interface VerifyFlags extends Pick<ConfigFlags, 'config' | 'flavor' | 'da
 /** Runs the check; resolves with the exit status. */
 export async function runVerify(flags: VerifyFlags, output: Output = STANDARD_OUTPUT): Promise<number> {
   const repair = flags.repair === true;
-  return withDataDirectory(flags, { command: repair ? 'regmirror verify --repair' : 'regmirror verify', name: 'verify', output }, async ({ settings, dataDir, store, meta }) => {
+  return withDataDirectory(flags, { command: repair ? 'regmirror verify --repair' : 'regmirror verify', name: 'verify', output, removes: repair }, async ({ settings, dataDir, store, meta }) => {
     const summary = await verifyData(store, meta, {
       repair,
       v1: new V1Layout(settings.v1.storagePrefix),

@@ -143,6 +143,35 @@ export function leaseKey(digest: Digest): number {
   return Number.parseInt(digest.slice('sha256:'.length, 'sha256:'.length + 8), 16) & 0x7fffffff;
 }
 
+/**
+ * The nodes on the database that were seen within three heartbeats, read without joining (for the offline commands,
+ * which must not run beside them); none when the cluster's tables do not exist yet.
+ */
+export async function liveClusterNodes(options: Pick<ClusterOptions, 'url' | 'password' | 'statementTimeoutMs'>): Promise<{ id: string; advertise: string }[]> {
+  const client = new pg.Client({
+    ...parseIntoClientConfig(options.url),
+    password: options.password,
+    statement_timeout: options.statementTimeoutMs,
+    connectionTimeoutMillis: options.statementTimeoutMs,
+    fallback_application_name: 'regmirror-offline',
+  });
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+    const { rows } = await client.query<{ id: string; advertise: string }>(
+      `SELECT id, advertise FROM cluster_nodes WHERE last_seen > now() - make_interval(secs => $1) ORDER BY advertise`,
+      [(3 * HEARTBEAT_MS) / 1000],
+    );
+    return rows;
+  } catch (error) {
+    // No such table: no cluster ever ran on this database.
+    if ((error as { code?: string }).code === '42P01') return [];
+    throw new MetadataError('cluster members', error);
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
 export class Cluster {
   readonly nodeId = randomUUID();
   private session: pg.Client | undefined;
