@@ -16,7 +16,7 @@ import { startPostgres, type Postgres, type PostgresSchema } from './support/pos
 import { runRegmirror, startRegmirror, type Regmirror } from './support/regmirror.js';
 import { startNginx } from './support/nginx.js';
 import { copyToOci, skopeo } from './support/skopeo.js';
-import { startSwift, SWIFT_ACCESS_KEY, SWIFT_SECRET_KEY, type Swift } from './support/swift.js';
+import { s3StorageEnvironment, startSwift, type Swift } from './support/swift.js';
 import { makeTempDir, removeDir } from './support/temp.js';
 
 const BUCKET = 'regmirror';
@@ -39,15 +39,7 @@ describe('three regmirror nodes on one database and one bucket', { timeout: 170_
   /** The settings every node of a cluster shares, with this node's advertise address. */
   function nodeEnvironment(advertise: string, prefix: string, schema: PostgresSchema): NodeJS.ProcessEnv {
     return {
-      REGMIRROR_STORAGE_DRIVER: 's3',
-      REGMIRROR_STORAGE_S3_BUCKET: BUCKET,
-      REGMIRROR_STORAGE_S3_ENDPOINT: swift.endpoint,
-      REGMIRROR_STORAGE_S3_FORCE_PATH_STYLE: 'true',
-      REGMIRROR_STORAGE_S3_PREFIX: prefix,
-      REGMIRROR_STORAGE_S3_ACCESS_KEY_ENV: 'TEST_S3_KEY',
-      REGMIRROR_STORAGE_S3_SECRET_KEY_ENV: 'TEST_S3_SECRET',
-      TEST_S3_KEY: SWIFT_ACCESS_KEY,
-      TEST_S3_SECRET: SWIFT_SECRET_KEY,
+      ...s3StorageEnvironment(swift, BUCKET, prefix),
       REGMIRROR_METADATA_DRIVER: 'postgres',
       REGMIRROR_METADATA_URL: schema.url,
       REGMIRROR_CLUSTER_ADVERTISE: advertise,
