@@ -14,6 +14,8 @@ import { buildImageLayout, deterministicBytes, pushLayout, sha256Digest, type Bu
 import { freePort, getText } from './support/ports.js';
 import { startPostgres, type Postgres, type PostgresSchema } from './support/postgres.js';
 import { runRegmirror, startRegmirror, type Regmirror } from './support/regmirror.js';
+import { Agent, request } from 'undici';
+import { makeTestCa } from './support/certificates.js';
 import { startNginx } from './support/nginx.js';
 import { copyToOci, skopeo } from './support/skopeo.js';
 import { s3StorageEnvironment, startSwift, type Swift } from './support/swift.js';
@@ -379,6 +381,56 @@ describe('three regmirror nodes on one database and one bucket', { timeout: 170_
       assert.ok(other.lines().some((line) => line.includes(logged)), 'the other node tried the filler first');
       assert.equal(await other.metricValue('regmirror_cluster_follows_total', { outcome: 'waited' }), 2, 'both requests waited');
     });
+  });
+
+  it('over https (each node trusts the cluster\'s CA through NODE_EXTRA_CA_CERTS): a node streams another\'s fill in progress, verified', async () => {
+    const ca = await makeTestCa();
+    const slow = await startFaultUpstream({ blobs: [deterministicBytes(6 * 1024 * 1024, 7501)], repository: 'slow/app', dripBytes: 256 * 1024, dripIntervalMs: 100 });
+    const schema = await database.schema();
+    const pair: Regmirror[] = [];
+    const client = new Agent({ connect: { ca: ca.ca } });
+    try {
+      const certificate = await ca.issueServer('cluster-node');
+      for (let index = 0; index < 2; index++) {
+        const port = await freePort();
+        pair.push(
+          await startRegmirror({
+            upstreams: [slow.url],
+            port,
+            tls: { ca: ca.ca },
+            env: {
+              ...nodeEnvironment(`https://127.0.0.1:${port}`, 'https/', schema),
+              REGMIRROR_TLS_CERTIFICATE: certificate.certificateFile,
+              REGMIRROR_TLS_KEY: certificate.keyFile,
+              NODE_EXTRA_CA_CERTS: ca.caFile,
+            },
+          }),
+        );
+      }
+      const [filler, follower] = pair;
+      assert.ok(filler !== undefined && follower !== undefined);
+      const digest = slow.blobDigests[0] ?? '';
+      slow.setMode('slow-drip', digest);
+      const blobPath = `/v2/slow/app/blobs/${digest}`;
+      const get = async (node: Regmirror): Promise<Buffer> => {
+        const response = await request(`https://${node.host}${blobPath}`, { dispatcher: client });
+        assert.equal(response.statusCode, 200);
+        return Buffer.from(await response.body.arrayBuffer());
+      };
+      const first = get(filler);
+      // The upstream sends the blob over about 2.4 s: the follower asks while the first node fills.
+      await waitUntil('the first node is filling', () => slow.count('GET', new RegExp(`^${blobPath}$`)) > 0, 20_000);
+      const [fromFiller, fromFollower] = await Promise.all([first, get(follower)]);
+      assert.equal(sha256Of(fromFiller), digest);
+      assert.equal(sha256Of(fromFollower), digest);
+      assert.equal(await follower.metricValue('regmirror_cluster_follows_total', { outcome: 'streamed' }), 1, 'streamed from the filler over https');
+      assert.equal(slow.count('GET', new RegExp(`^${blobPath}$`)), 1, 'one upstream GET');
+    } finally {
+      for (const node of pair) await node.destroy();
+      await client.close();
+      await slow.stop();
+      await ca.destroy();
+    }
   });
 
   it('kill -9 of the filling node mid-blob: followers on the other nodes are cut or get the verified blob, never a wrong one; the next GET fills again', async () => {
