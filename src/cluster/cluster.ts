@@ -5,7 +5,6 @@
 // for the commit, or for the lease to be given up. Loaded only when `cluster` is configured.
 
 import { createHash, randomUUID } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Readable } from 'node:stream';
 import pg from 'pg';
 import { parseIntoClientConfig } from 'pg-connection-string';
@@ -34,8 +33,14 @@ export const HEARTBEAT_MS = 5_000;
 const FORGET_NODES_MS = 3_600_000;
 /** The server's keepalive probes on the lease connection: idle 15 s, then 3 probes 5 s apart (about 30 s in all). */
 const SESSION_KEEPALIVE = { idleS: 15, intervalS: 5, count: 3 };
-/** How often a node waiting for another's fill looks again (the record, the lease, the announcement). */
-const WAIT_STEP_MS = 200;
+/**
+ * How often a node waiting for another's lease (a fill, a question, a removal) looks again (the record, the lease,
+ * the announcement) when nothing woke it first: a lease given up is announced on NOTIFY_CHANNEL, and the waiting
+ * nodes look at once.
+ */
+const WAIT_STEP_MS = 1_000;
+/** Where a node says it gave a lease up (`<class>:<key>`); every node listens on its lease session. */
+const NOTIFY_CHANNEL = 'regmirror_cluster';
 /** The longest a node waits for another's response headers before it counts that node unreachable. */
 const PEER_HEADERS_MS = 5_000;
 /** The longest a peer's fill stream may stay silent (the filler holds back its last byte only until it verifies). */
@@ -179,6 +184,8 @@ export class Cluster {
   private heartbeat: NodeJS.Timeout | undefined;
   private circuitWatch: NodeJS.Timeout | undefined;
   private closed = false;
+  /** The requests waiting for a lease to be given up (nap), by `<class>:<key>`. */
+  private readonly waiting = new Map<string, Set<() => void>>();
   /** Leases being given back: close() waits for them before it ends the connections. */
   private readonly releasing = new Set<Promise<void>>();
 
@@ -342,7 +349,7 @@ export class Cluster {
       const { rows } = await session.query<{ taken: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS taken', [LEASE_CLASS, leaseKey(digest)]);
       if (rows[0]?.taken === true) return () => this.unlockAll(session, [digest]);
       if (Date.now() >= deadline) throw new RegistryError('UNAVAILABLE', { message: `waited ${this.options.waitMs} ms for another node's work on this digest; retry` });
-      await sleep(WAIT_STEP_MS);
+      await this.nap(LEASE_CLASS, leaseKey(digest));
     }
   }
 
@@ -379,7 +386,7 @@ export class Cluster {
       }
       if (!(await this.heldAnywhere(LEASE_CLASS, leaseKey(digest)))) return undefined;
       if (Date.now() >= deadline) throw new RegistryError('UNAVAILABLE', { message: `waited ${this.options.waitMs} ms for another node's fill of this blob; retry` });
-      await sleep(WAIT_STEP_MS);
+      await this.nap(LEASE_CLASS, leaseKey(digest));
     }
   }
 
@@ -408,7 +415,7 @@ export class Cluster {
     }
     const deadline = Date.now() + this.options.waitMs;
     try {
-      while (Date.now() < deadline && (await this.heldAnywhere(QUESTION_CLASS, key))) await sleep(WAIT_STEP_MS);
+      while (Date.now() < deadline && (await this.heldAnywhere(QUESTION_CLASS, key))) await this.nap(QUESTION_CLASS, key);
     } catch (error) {
       throw new MetadataError('cluster question wait', error);
     }
@@ -511,6 +518,10 @@ export class Cluster {
         // A node whose machine vanished (no FIN, no RST) must not hold its leases until the kernel's default
         // keepalive (two hours): the server probes this connection and ends it, freeing them, within about 30 s.
         await client.query(`SET tcp_keepalives_idle = ${SESSION_KEEPALIVE.idleS}; SET tcp_keepalives_interval = ${SESSION_KEEPALIVE.intervalS}; SET tcp_keepalives_count = ${SESSION_KEEPALIVE.count}`);
+        client.on('notification', (message) => {
+          if (message.channel === NOTIFY_CHANNEL && message.payload !== undefined) this.wake(message.payload);
+        });
+        await client.query(`LISTEN ${NOTIFY_CHANNEL}`);
       } catch (error) {
         client.removeAllListeners();
         client.on('error', () => undefined);
@@ -525,11 +536,32 @@ export class Cluster {
     return this.sessionOpening;
   }
 
+  /** Waits until the lease (classId, key) is said to be given up, or WAIT_STEP_MS, whichever comes first. */
+  private nap(classId: number, key: number): Promise<void> {
+    const lease = `${classId}:${key}`;
+    return new Promise((resolve) => {
+      let waiting = this.waiting.get(lease);
+      if (waiting === undefined) this.waiting.set(lease, (waiting = new Set()));
+      const wake = (): void => {
+        clearTimeout(timer);
+        waiting.delete(wake);
+        if (waiting.size === 0 && this.waiting.get(lease) === waiting) this.waiting.delete(lease);
+        resolve();
+      };
+      const timer = setTimeout(wake, WAIT_STEP_MS);
+      waiting.add(wake);
+    });
+  }
+
+  private wake(lease: string): void {
+    for (const wake of [...(this.waiting.get(lease) ?? [])]) wake();
+  }
+
   private async unlock(session: pg.Client, classId: number, key: number, what: string): Promise<void> {
     // A session lost meanwhile took its locks with it.
     if (this.session !== session) return;
     try {
-      await session.query('SELECT pg_advisory_unlock($1, $2)', [classId, key]);
+      await session.query('SELECT pg_advisory_unlock($1, $2), pg_notify($3, $4)', [classId, key, NOTIFY_CHANNEL, `${classId}:${key}`]);
     } catch (error) {
       this.options.log.warn({ err: error, lease: what }, 'cluster: could not release a lease (it goes with the connection)');
     }
