@@ -97,6 +97,8 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
         isStored: async (digest) => (await meta.getBlob(digest)) !== undefined,
         waitMs: settings.timeouts.fill,
         log: logger,
+        // Under mutual TLS the other nodes want a client certificate too: this node's own.
+        ...(tlsMaterial?.clientCA === undefined ? {} : { peerCertificate: { cert: tlsMaterial.certificate, key: tlsMaterial.key } }),
       });
     } catch (error) {
       await meta.close();

@@ -383,25 +383,33 @@ describe('three regmirror nodes on one database and one bucket', { timeout: 170_
     });
   });
 
-  it('over https (each node trusts the cluster\'s CA through NODE_EXTRA_CA_CERTS): a node streams another\'s fill in progress, verified', async () => {
+  const httpsSetups = [
+    { name: 'over https (each node trusts the cluster\'s CA through NODE_EXTRA_CA_CERTS)', mutual: false },
+    { name: 'under mutual TLS (tls.clientCA: each node presents its own certificate to the others)', mutual: true },
+  ];
+  for (const { name, mutual } of httpsSetups) it(`${name}: a node streams another's fill in progress, verified, and forwards an upload request`, async () => {
     const ca = await makeTestCa();
     const slow = await startFaultUpstream({ blobs: [deterministicBytes(6 * 1024 * 1024, 7501)], repository: 'slow/app', dripBytes: 256 * 1024, dripIntervalMs: 100 });
     const schema = await database.schema();
     const pair: Regmirror[] = [];
-    const client = new Agent({ connect: { ca: ca.ca } });
     try {
-      const certificate = await ca.issueServer('cluster-node');
+      const certificate = mutual ? await ca.issueServerAndClient('cluster-node') : await ca.issueServer('cluster-node');
+      const clientCertificate = mutual ? await ca.issueClient('test-client') : undefined;
+      const clientTls = { ca: ca.ca, ...(clientCertificate === undefined ? {} : { cert: clientCertificate.certificate, key: clientCertificate.key }) };
+      const client = new Agent({ connect: clientTls });
       for (let index = 0; index < 2; index++) {
         const port = await freePort();
         pair.push(
           await startRegmirror({
             upstreams: [slow.url],
             port,
-            tls: { ca: ca.ca },
+            tls: clientTls,
             env: {
-              ...nodeEnvironment(`https://127.0.0.1:${port}`, 'https/', schema),
+              ...nodeEnvironment(`https://127.0.0.1:${port}`, mutual ? 'mtls/' : 'https/', schema),
               REGMIRROR_TLS_CERTIFICATE: certificate.certificateFile,
               REGMIRROR_TLS_KEY: certificate.keyFile,
+              ...(mutual ? { REGMIRROR_TLS_CLIENT_CA: ca.caFile } : {}),
+              REGMIRROR_HOSTED: 'team/**',
               NODE_EXTRA_CA_CERTS: ca.caFile,
             },
           }),
@@ -423,11 +431,19 @@ describe('three regmirror nodes on one database and one bucket', { timeout: 170_
       const [fromFiller, fromFollower] = await Promise.all([first, get(follower)]);
       assert.equal(sha256Of(fromFiller), digest);
       assert.equal(sha256Of(fromFollower), digest);
-      assert.equal(await follower.metricValue('regmirror_cluster_follows_total', { outcome: 'streamed' }), 1, 'streamed from the filler over https');
+      assert.equal(await follower.metricValue('regmirror_cluster_follows_total', { outcome: 'streamed' }), 1, 'streamed from the filler');
       assert.equal(slow.count('GET', new RegExp(`^${blobPath}$`)), 1, 'one upstream GET');
+      // An upload session of the first node, its chunk sent to the second: forwarded over the same TLS.
+      const started = await request(`https://${filler.host}/v2/team/tls/blobs/uploads/`, { method: 'POST', dispatcher: client });
+      assert.equal(started.statusCode, 202);
+      await started.body.dump();
+      const location = String(started.headers.location);
+      const chunk = await request(`https://${follower.host}${location}`, { method: 'PATCH', body: 'chunk', headers: { 'content-type': 'application/octet-stream' }, dispatcher: client });
+      assert.equal(chunk.statusCode, 202, await chunk.body.text());
+      assert.equal(chunk.headers.range, '0-4');
+      await client.close();
     } finally {
       for (const node of pair) await node.destroy();
-      await client.close();
       await slow.stop();
       await ca.destroy();
     }

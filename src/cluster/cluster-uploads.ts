@@ -6,7 +6,7 @@
 // starts its push again (as after a restart of a single node).
 
 import { Readable } from 'node:stream';
-import { request } from 'undici';
+import { request, type Dispatcher } from 'undici';
 import type { RepositoryRef } from '../meta/metadata-store.js';
 import type { Digest } from '../oci/digest.js';
 import type { ChunkRange, UploadStatus } from '../registry/content-service.js';
@@ -29,6 +29,8 @@ export interface ClusterUploadsOptions {
   owners: UploadOwners;
   /** The longest a forwarded request may wait for the owner's answer, or for more of it (an upload's idle limit). */
   forwardIdleMs: number;
+  /** How the other nodes are reached (the cluster's, with this node's certificate under mutual TLS). */
+  peers: Dispatcher;
 }
 
 /** The session ids this node hands out start with this. */
@@ -96,6 +98,7 @@ export class ClusterUploads implements UploadSessionStore {
       response = await request(`${advertise}${CLUSTER_UPLOADS_PATH}${encodeURIComponent(id)}?${query.toString()}`, {
         method,
         headers,
+        dispatcher: this.options.peers,
         ...(parts.body === undefined ? {} : { body: Readable.from(parts.body, { objectMode: false }) }),
         headersTimeout: this.options.forwardIdleMs,
         bodyTimeout: this.options.forwardIdleMs,

@@ -8,7 +8,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import pg from 'pg';
 import { parseIntoClientConfig } from 'pg-connection-string';
-import { request } from 'undici';
+import { Agent, request, type Dispatcher } from 'undici';
 import { MetadataError } from '../meta/metadata-error.js';
 import type { Digest } from '../oci/digest.js';
 import type { SharedNotFoundAnswer } from '../mirror/not-found-cache.js';
@@ -86,6 +86,11 @@ export interface ClusterOptions {
   /** The longest a request waits for another node's fill. */
   waitMs: number;
   log: { warn(fields: object, message: string): void; info(fields: object, message: string): void };
+  /**
+   * With mutual TLS (`tls.clientCA`): the certificate and key this node presents to the others (its own server
+   * certificate, which must then allow client authentication too).
+   */
+  peerCertificate?: { cert: Buffer; key: Buffer };
 }
 
 /** This node takes the fill: release it once the fill has committed or failed. */
@@ -184,6 +189,8 @@ export class Cluster {
   private heartbeat: NodeJS.Timeout | undefined;
   private circuitWatch: NodeJS.Timeout | undefined;
   private closed = false;
+  /** Requests to the other nodes (fill streams, forwarded uploads), with this node's certificate under mutual TLS. */
+  private readonly peers: Dispatcher;
   /** The requests waiting for a lease to be given up (nap), by `<class>:<key>`. */
   private readonly waiting = new Map<string, Set<() => void>>();
   /** Leases being given back: close() waits for them before it ends the connections. */
@@ -192,7 +199,9 @@ export class Cluster {
   private constructor(
     private readonly options: ClusterOptions,
     private readonly pool: pg.Pool,
-  ) {}
+  ) {
+    this.peers = new Agent(options.peerCertificate === undefined ? {} : { connect: { cert: options.peerCertificate.cert, key: options.peerCertificate.key } });
+  }
 
   /** Creates the tables (once, under a lock), registers this node and starts its heartbeat. */
   static async open(options: ClusterOptions): Promise<Cluster> {
@@ -239,7 +248,7 @@ export class Cluster {
 
   /** The upload sessions of the cluster: this node's (local), and the others' reached through their endpoint. */
   uploadsAcross(local: UploadSessions, forwardIdleMs: number): ClusterUploads {
-    return new ClusterUploads(local, { nodeId: this.nodeId, secret: this.options.secret, owners: this, forwardIdleMs });
+    return new ClusterUploads(local, { nodeId: this.nodeId, secret: this.options.secret, owners: this, forwardIdleMs, peers: this.peers });
   }
 
   /** The address a member node advertises (it may have stopped since its last heartbeat); undefined for no member. */
@@ -492,6 +501,7 @@ export class Cluster {
     const session = this.session;
     this.session = undefined;
     await session?.end().catch(() => undefined);
+    await this.peers.close().catch(() => undefined);
   }
 
   /** The connection whose session holds the leases: opened again when it was lost (its leases were lost with it). */
@@ -599,6 +609,7 @@ export class Cluster {
   private async fromPeer(advertise: string, digest: Digest): Promise<FollowedFill | undefined> {
     try {
       const response = await request(`${advertise}${CLUSTER_FILLS_PATH}${digest}`, {
+        dispatcher: this.peers,
         headers: { authorization: clusterAuthorization(this.options.secret) },
         headersTimeout: PEER_HEADERS_MS,
         bodyTimeout: PEER_BODY_IDLE_MS,

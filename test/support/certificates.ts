@@ -24,6 +24,8 @@ export interface TestCa {
   issueServer(name: string, dnsNames?: string[]): Promise<IssuedCertificate>;
   /** A certificate for a client (extendedKeyUsage clientAuth). */
   issueClient(name: string): Promise<IssuedCertificate>;
+  /** A certificate for a server at 127.0.0.1 and localhost that is a client too (a cluster's node under mutual TLS). */
+  issueServerAndClient(name: string): Promise<IssuedCertificate>;
   destroy(): Promise<void>;
 }
 
@@ -57,6 +59,7 @@ export async function makeTestCa(commonName = 'regmirror test CA'): Promise<Test
     ca,
     issueServer: (name, dnsNames = []) => issue(name, [`subjectAltName=${['IP:127.0.0.1', 'DNS:localhost', ...dnsNames.map((dns) => `DNS:${dns}`)].join(',')}`, 'extendedKeyUsage=serverAuth', 'keyUsage=critical,digitalSignature']),
     issueClient: (name) => issue(name, ['extendedKeyUsage=clientAuth', 'keyUsage=critical,digitalSignature']),
+    issueServerAndClient: (name) => issue(name, ['subjectAltName=IP:127.0.0.1,DNS:localhost', 'extendedKeyUsage=serverAuth,clientAuth', 'keyUsage=critical,digitalSignature']),
     destroy: () => removeDir(dir),
   };
 }
