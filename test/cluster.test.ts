@@ -8,15 +8,15 @@ import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { startDistribution, type Distribution } from './support/distribution.js';
+import { startClusterKit, startClusterNode, type ClusterKit } from './support/cluster.js';
+import type { Distribution } from './support/distribution.js';
 import { rawGet, sha256Of, startFaultUpstream, waitUntil, type FaultUpstream, type RawResponse } from './support/fault-upstream.js';
 import { buildImageLayout, deterministicBytes, pushLayout, sha256Digest, type BuiltLayout } from './support/images.js';
 import { freePort, getText } from './support/ports.js';
-import { startPostgres, type Postgres, type PostgresSchema } from './support/postgres.js';
-import { startRegmirror, type Regmirror } from './support/regmirror.js';
+import type { Postgres, PostgresSchema } from './support/postgres.js';
+import type { Regmirror } from './support/regmirror.js';
 import { copyToOci } from './support/skopeo.js';
-import { startSwift, SWIFT_ACCESS_KEY, SWIFT_SECRET_KEY, type Swift } from './support/swift.js';
-import { makeTempDir, removeDir } from './support/temp.js';
+import type { Swift } from './support/swift.js';
 
 const BUCKET = 'regmirror';
 const SECRET = 'cluster-secret-for-the-tests-0123456789';
@@ -26,6 +26,7 @@ interface StatusAnswer {
 }
 
 describe('three regmirror nodes on one database and one bucket', { timeout: 170_000 }, () => {
+  let kit: ClusterKit | undefined;
   let database: Postgres;
   let swift: Swift;
   let upstream: Distribution;
@@ -35,39 +36,12 @@ describe('three regmirror nodes on one database and one bucket', { timeout: 170_
   const nodes: Regmirror[] = [];
 
   /** A node of the cluster on a port chosen first (its advertise URL names it), on a prefix and schema given. */
-  async function startNode(upstreams: string[], prefix: string, schema: PostgresSchema, extra: NodeJS.ProcessEnv = {}): Promise<Regmirror> {
-    const port = await freePort();
-    return startRegmirror({
-      upstreams,
-      port,
-      env: {
-        REGMIRROR_STORAGE_DRIVER: 's3',
-        REGMIRROR_STORAGE_S3_BUCKET: BUCKET,
-        REGMIRROR_STORAGE_S3_ENDPOINT: swift.endpoint,
-        REGMIRROR_STORAGE_S3_FORCE_PATH_STYLE: 'true',
-        REGMIRROR_STORAGE_S3_PREFIX: prefix,
-        REGMIRROR_STORAGE_S3_ACCESS_KEY_ENV: 'TEST_S3_KEY',
-        REGMIRROR_STORAGE_S3_SECRET_KEY_ENV: 'TEST_S3_SECRET',
-        TEST_S3_KEY: SWIFT_ACCESS_KEY,
-        TEST_S3_SECRET: SWIFT_SECRET_KEY,
-        REGMIRROR_METADATA_DRIVER: 'postgres',
-        REGMIRROR_METADATA_URL: schema.url,
-        REGMIRROR_CLUSTER_ADVERTISE: `http://127.0.0.1:${port}`,
-        REGMIRROR_CLUSTER_SECRET_FILE: secretFile,
-        REGMIRROR_GC_INTERVAL: '0',
-        ...extra,
-      },
-    });
-  }
+  const startNode = (upstreams: string[], prefix: string, schema: PostgresSchema, extra: NodeJS.ProcessEnv = {}): Promise<Regmirror> =>
+    startClusterNode({ swift, bucket: BUCKET, secretFile }, upstreams, prefix, schema, extra);
 
   before(async () => {
-    work = await makeTempDir('cluster-');
-    secretFile = path.join(work, 'secret');
-    await writeFile(secretFile, `${SECRET}\n`);
-    database = await startPostgres();
-    swift = await startSwift();
-    await swift.createBucket(BUCKET);
-    upstream = await startDistribution();
+    kit = await startClusterKit('cluster-', SECRET, BUCKET);
+    ({ work, secretFile, database, swift, upstream } = kit);
     // A layer larger than an S3 part (8 MiB), a few small ones, and the config.
     layout = await buildImageLayout(path.join(work, 'image'), 'v1', [
       { layers: [{ size: 12_000_000, seed: 7101 }, { size: 2_000_000, seed: 7102 }, { size: 300_000, seed: 7103 }, { size: 900, seed: 7104 }] },
@@ -80,10 +54,7 @@ describe('three regmirror nodes on one database and one bucket', { timeout: 170_
   after(async () => {
     if (process.env.DEBUG_MIRROR) for (const node of nodes) console.log(node.lines().join('\n'));
     for (const node of nodes) await node.destroy();
-    await upstream?.destroy();
-    await swift?.destroy();
-    await database?.stop();
-    await removeDir(work);
+    await kit?.destroy();
   });
 
   it('lists every node in /_regmirror/status', async () => {
