@@ -152,38 +152,42 @@ describe('cluster operations: an upstream down, eviction and GC under pulls, a f
       REGMIRROR_CACHE_MAX_SIZE: '2MiB',
       // Everything here is read within seconds: a short window lets eviction choose among what was read a second ago.
       REGMIRROR_CACHE_IN_USE_WINDOW: '1s',
-      REGMIRROR_GC_INTERVAL: '1s',
+      REGMIRROR_GC_INTERVAL: '500ms',
       REGMIRROR_GC_GRACE: '1s',
+      REGMIRROR_METADATA_POOL_SIZE: '4',
     };
     const nodes: Regmirror[] = [];
     try {
       for (let index = 0; index < 3; index++) nodes.push(await startNode([upstream.url], prefix, schema, churn));
       const failures: string[] = [];
       let pulls = 0;
-      for (let round = 0; round < rounds; round++) {
-        // Every image once a round, two at a time on each node, through another node each round. The first half by
-        // tag (tagged: only eviction removes them); the second by digest (untagged: GC removes them after its grace).
-        await Promise.all(
-          layouts.map(async (layout, which) => {
-            const nodeIndex = (which + round) % nodes.length;
-            const node = nodes[nodeIndex];
-            const image = layout.images[0];
-            assert.ok(node !== undefined && image !== undefined);
-            const reference = which < images / 2 ? `churn/app${which}:v1` : `churn/app${which}@${image.manifestDigest}`;
-            const out = path.join(work, `churn-pull-${round}-${which}`);
-            pulls += 1;
-            try {
-              await copyToOci(`docker://${node.host}/${reference}`, out, 'v1', { timeoutMs: 60_000 });
-              await assertPulledWhole(out, layout);
-            } catch (error) {
-              failures.push(`round ${round}, node ${nodeIndex}, ${reference}: ${(error as Error).message}`);
-            } finally {
-              await removeDir(out);
-            }
-          }),
-        );
-      }
+      /** Image `which` through node nodeIndex (the first half by tag, the second by digest), checked byte for byte. */
+      const pull = async (label: string, nodeIndex: number, which: number): Promise<void> => {
+        const node = nodes[nodeIndex];
+        const layout = layouts[which];
+        const image = layout?.images[0];
+        assert.ok(node !== undefined && layout !== undefined && image !== undefined);
+        const reference = which < images / 2 ? `churn/app${which}:v1` : `churn/app${which}@${image.manifestDigest}`;
+        const out = path.join(work, `churn-pull-${label}-${which}`);
+        pulls += 1;
+        try {
+          await copyToOci(`docker://${node.host}/${reference}`, out, 'v1', { timeoutMs: 60_000 });
+          await assertPulledWhole(out, layout);
+        } catch (error) {
+          failures.push(`${label}, node ${nodeIndex}, ${reference}: ${(error as Error).message}`);
+        } finally {
+          await removeDir(out);
+        }
+      };
+      // Every image once a round, two at a time on each node, through another node each round. The first half by tag
+      // (tagged: only eviction removes them); the second by digest (untagged: GC removes them after its grace).
+      for (let round = 0; round < rounds; round++) await Promise.all(layouts.map((_, which) => pull(`round ${round}`, (which + round) % nodes.length, which)));
       assert.deepEqual(failures, [], `${failures.length} of ${pulls} pulls failed`);
+      // Each node's connections: its metadata pool (4 here), the cluster's pool (4), its lease session, and one per
+      // whole-cache task it runs (eviction, GC). A turn refused because another node runs the task keeps none.
+      const [row] = await database.query<{ count: string }>("SELECT count(*) AS count FROM pg_stat_activity WHERE backend_type = 'client backend' AND application_name LIKE 'regmirror%'");
+      const connections = Number(row?.count);
+      assert.ok(connections <= nodes.length * (4 + 4 + 1 + 2), `${connections} connections to PostgreSQL`);
 
       // Once the pulls stop, eviction brings the cache within its bound.
       const held = async (): Promise<number> => {
@@ -199,7 +203,11 @@ describe('cluster operations: an upstream down, eviction and GC under pulls, a f
       assert.ok(gcRuns > 0, 'GC ran');
       assert.equal(await summed(nodes, 'regmirror_eviction_runs_total', { outcome: 'failed' }), 0, 'no eviction run failed');
       assert.equal(await summed(nodes, 'regmirror_gc_runs_total', { outcome: 'failed' }), 0, 'no GC run failed');
-      console.log(`${pulls} pulls, 0 failed; ${evicted} images evicted (${evictedBytes} bytes); ${gcRuns} GC runs removed ${gcRemoved}; ${await held()} bytes held at the end`);
+      // One more pull by tag: the most recently read image, tagged, is what eviction and GC leave last.
+      await pull('last', 0, 0);
+      assert.deepEqual(failures, [], 'the last pull failed');
+      for (const node of nodes) await node.fillsSettled();
+      console.log(`${pulls} pulls, 0 failed; ${connections} connections to PostgreSQL; ${evicted} images evicted (${evictedBytes} bytes); ${gcRuns} GC runs removed ${gcRemoved}; ${await held()} bytes held at the end`);
 
       for (const node of nodes.splice(0)) await node.destroy();
       // Every object of the bucket under the prefix has its record and every record its object, every object hashed.
