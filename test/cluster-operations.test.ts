@@ -239,8 +239,8 @@ describe('cluster operations: an upstream down, eviction and GC under pulls, a f
       const blobPath = `/v2/slow/app/blobs/${digest}`;
       const filler = await startNode([slow.url], prefix, schema);
       started.push(filler);
-      // A temporary untouched for max(gc.grace, timeouts.fill, timeouts.uploadIdle) = 2 s is abandoned on this node.
-      const collector = await startNode([slow.url], prefix, schema, { REGMIRROR_GC_GRACE: '1s', REGMIRROR_TIMEOUTS_FILL: '2s', REGMIRROR_TIMEOUTS_UPLOAD_IDLE: '1s' });
+      // A temporary untouched for max(gc.grace, timeouts.fill, timeouts.uploadIdle) = 4 s is abandoned on this node.
+      const collector = await startNode([slow.url], prefix, schema, { REGMIRROR_GC_GRACE: '1s', REGMIRROR_TIMEOUTS_FILL: '4s', REGMIRROR_TIMEOUTS_UPLOAD_IDLE: '1s' });
       started.push(collector);
       slow.setMode('slow-drip', digest);
       const first = rawGet(`${filler.url}${blobPath}`, { timeoutMs: 60_000 }).catch((error: unknown) => error as Error);
@@ -251,20 +251,26 @@ describe('cluster operations: an upstream down, eviction and GC under pulls, a f
 
       assert.deepEqual(await unfinishedUploads(prefix), [`${prefix}${contentKey(digest as Digest)}`], 'the killed filler left its upload unfinished');
       assert.equal(await storedObject(prefix, digest), undefined, 'and no object of the digest');
-      // The upload is abandoned 2 s after its last part: GC aborts it then (a run before leaves it).
+      // The upload is abandoned 4 s after its last part: a GC run now leaves it (it may be a live node's), a later
+      // one aborts it.
+      const collect = async (): Promise<{ removed: { temporary: number } }> => {
+        const response = await fetch(`${collector.url}/_regmirror/gc`, { method: 'POST' });
+        assert.equal(response.status, 200);
+        return (await response.json()) as { removed: { temporary: number } };
+      };
+      assert.equal((await collect()).removed.temporary, 0, 'GC leaves an upload written to a moment ago');
+      assert.equal((await unfinishedUploads(prefix)).length, 1);
       await waitUntil(
         'GC on the other node aborted the upload',
         async () => {
-          const response = await fetch(`${collector.url}/_regmirror/gc`, { method: 'POST' });
-          assert.equal(response.status, 200);
-          await response.arrayBuffer();
+          await collect();
           if ((await unfinishedUploads(prefix)).length === 0) return true;
           await new Promise((resolve) => setTimeout(resolve, 250));
           return false;
         },
-        15_000,
+        20_000,
       );
-      assert.ok((await collector.metricValue('regmirror_gc_removed_total', { kind: 'temporary' })) >= 1, 'GC counted the upload it aborted');
+      assert.equal(await collector.metricValue('regmirror_gc_removed_total', { kind: 'temporary' }), 1, 'GC counted the upload it aborted');
       assert.equal(await storedObject(prefix, digest), undefined, 'an aborted upload leaves no object');
 
       // The next GET fills again; the object it leaves is the whole blob, verified.
