@@ -8,17 +8,18 @@ import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { startDistribution, type Distribution } from './support/distribution.js';
+import { clusterNodeEnvironment, startClusterKit, startClusterNode, type ClusterKit } from './support/cluster.js';
+import type { Distribution } from './support/distribution.js';
 import { rawGet, sha256Of, startFaultUpstream, waitUntil, type FaultUpstream, type RawResponse } from './support/fault-upstream.js';
 import { buildImageLayout, deterministicBytes, pushLayout, sha256Digest, type BuiltLayout } from './support/images.js';
 import { freePort, getText } from './support/ports.js';
-import { startPostgres, type Postgres, type PostgresSchema } from './support/postgres.js';
+import type { Postgres, PostgresSchema } from './support/postgres.js';
 import { runRegmirror, startRegmirror, type Regmirror } from './support/regmirror.js';
 import { Agent, request } from 'undici';
 import { makeTestCa } from './support/certificates.js';
 import { startNginx } from './support/nginx.js';
 import { copyToOci, skopeo } from './support/skopeo.js';
-import { s3StorageEnvironment, startSwift, type Swift } from './support/swift.js';
+import type { Swift } from './support/swift.js';
 import { makeTempDir, removeDir } from './support/temp.js';
 
 const BUCKET = 'regmirror';
@@ -29,6 +30,7 @@ interface StatusAnswer {
 }
 
 describe('three regmirror nodes on one database and one bucket', { timeout: 170_000 }, () => {
+  let kit: ClusterKit | undefined;
   let database: Postgres;
   let swift: Swift;
   let upstream: Distribution;
@@ -39,31 +41,16 @@ describe('three regmirror nodes on one database and one bucket', { timeout: 170_
   let mainSchema: PostgresSchema;
 
   /** The settings every node of a cluster shares, with this node's advertise address. */
-  function nodeEnvironment(advertise: string, prefix: string, schema: PostgresSchema): NodeJS.ProcessEnv {
-    return {
-      ...s3StorageEnvironment(swift, BUCKET, prefix),
-      REGMIRROR_METADATA_DRIVER: 'postgres',
-      REGMIRROR_METADATA_URL: schema.url,
-      REGMIRROR_CLUSTER_ADVERTISE: advertise,
-      REGMIRROR_CLUSTER_SECRET_FILE: secretFile,
-      REGMIRROR_GC_INTERVAL: '0',
-    };
-  }
+  const nodeEnvironment = (advertise: string, prefix: string, schema: PostgresSchema): NodeJS.ProcessEnv =>
+    clusterNodeEnvironment({ swift, bucket: BUCKET, secretFile }, prefix, schema, advertise);
 
   /** A node of the cluster on a port chosen first (its advertise URL names it), on a prefix and schema given. */
-  async function startNode(upstreams: string[], prefix: string, schema: PostgresSchema, extra: NodeJS.ProcessEnv = {}): Promise<Regmirror> {
-    const port = await freePort();
-    return startRegmirror({ upstreams, port, env: { ...nodeEnvironment(`http://127.0.0.1:${port}`, prefix, schema), ...extra } });
-  }
+  const startNode = (upstreams: string[], prefix: string, schema: PostgresSchema, extra: NodeJS.ProcessEnv = {}): Promise<Regmirror> =>
+    startClusterNode({ swift, bucket: BUCKET, secretFile }, upstreams, prefix, schema, extra);
 
   before(async () => {
-    work = await makeTempDir('cluster-');
-    secretFile = path.join(work, 'secret');
-    await writeFile(secretFile, `${SECRET}\n`);
-    database = await startPostgres();
-    swift = await startSwift();
-    await swift.createBucket(BUCKET);
-    upstream = await startDistribution();
+    kit = await startClusterKit('cluster-', SECRET, BUCKET);
+    ({ work, secretFile, database, swift, upstream } = kit);
     // A layer larger than an S3 part (8 MiB), a few small ones, and the config.
     layout = await buildImageLayout(path.join(work, 'image'), 'v1', [
       { layers: [{ size: 12_000_000, seed: 7101 }, { size: 2_000_000, seed: 7102 }, { size: 300_000, seed: 7103 }, { size: 900, seed: 7104 }] },
@@ -76,10 +63,7 @@ describe('three regmirror nodes on one database and one bucket', { timeout: 170_
   after(async () => {
     if (process.env.DEBUG_MIRROR) for (const node of nodes) console.log(node.lines().join('\n'));
     for (const node of nodes) await node.destroy();
-    await upstream?.destroy();
-    await swift?.destroy();
-    await database?.stop();
-    await removeDir(work);
+    await kit?.destroy();
   });
 
   it('lists every node in /_regmirror/status', async () => {

@@ -103,6 +103,12 @@ describe('PostgresMetadataStore', () => {
         await new Promise((resolve) => setTimeout(resolve, 200));
         assert.equal(await two.runAlone('gc', () => Promise.resolve('twice')), undefined, 'gc is running on the other node');
         assert.equal(await two.runAlone('eviction', () => Promise.resolve('evicted')), 'evicted', 'another task is not held back');
+        // A refused turn closes the connection it opened (every node asks every few seconds, and evicts after stores).
+        const connections = async (): Promise<number> => Number((await server.query<{ count: string }>("SELECT count(*) AS count FROM pg_stat_activity WHERE backend_type = 'client backend'"))[0]?.count);
+        const before = await connections();
+        for (let turn = 0; turn < 20; turn++) assert.equal(await two.runAlone('gc', () => Promise.resolve('twice')), undefined);
+        for (let waited = 0; (await connections()) > before && waited < 2_000; waited += 50) await new Promise((resolve) => setTimeout(resolve, 50));
+        assert.equal(await connections(), before, 'no connection left open by the refused turns');
         release();
         assert.equal(await first, 'collected');
         assert.equal(await two.runAlone('gc', () => Promise.resolve('now')), 'now', 'released when the run ended');

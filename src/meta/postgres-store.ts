@@ -649,7 +649,11 @@ export class PostgresMetadataStore implements MetadataStore {
       await session.connect();
       session.on('error', () => undefined);
       const [row] = (await session.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS locked', [TASK_LOCK_SPACE, EXCLUSIVE_TASKS[task]])).rows;
-      if (row?.locked !== true) return undefined;
+      if (row?.locked !== true) {
+        // Another node runs it: this session is of no more use (left open, every refused turn kept a connection).
+        await session.end().catch(() => undefined);
+        return undefined;
+      }
     } catch (error) {
       await session.end().catch(() => undefined);
       throw failureOf('runAlone', error);
