@@ -367,6 +367,29 @@ describe('three regmirror nodes on one database and one bucket', { timeout: 170_
     });
   });
 
+  it('Range requests on another node while one fills: streamed from its fill, sliced, the last byte once the blob verifies (206)', async () => {
+    const blob = deterministicBytes(3 * 1024 * 1024, 7601);
+    await withSlowFill(blob, 'ranges/', {}, 2, async ({ slow, nodes: [, other], blobPath, first }) => {
+      assert.ok(other !== undefined);
+      const [middle, suffix, beyond] = await Promise.all([
+        rawGet(`${other.url}${blobPath}`, { timeoutMs: 60_000, headers: { range: 'bytes=1000000-1000099' } }),
+        rawGet(`${other.url}${blobPath}`, { timeoutMs: 60_000, headers: { range: 'bytes=-100' } }),
+        rawGet(`${other.url}${blobPath}`, { timeoutMs: 60_000, headers: { range: `bytes=${blob.length}-` } }),
+      ]);
+      await first;
+      assert.equal(middle.status, 206);
+      assert.ok(middle.complete);
+      assert.ok(middle.body.equals(blob.subarray(1_000_000, 1_000_100)));
+      assert.equal(middle.headers['content-range'], `bytes 1000000-1000099/${blob.length}`);
+      assert.equal(suffix.status, 206);
+      assert.ok(suffix.body.equals(blob.subarray(blob.length - 100)));
+      assert.equal(beyond.status, 416);
+      assert.equal(beyond.headers['content-range'], `bytes */${blob.length}`);
+      assert.equal(await other.metricValue('regmirror_cluster_follows_total', { outcome: 'streamed' }), 3, 'all three followed the fill');
+      assert.equal(slow.count('GET', new RegExp(`^${blobPath}$`)), 1, 'one upstream GET');
+    });
+  });
+
   const httpsSetups = [
     { name: 'over https (each node trusts the cluster\'s CA through NODE_EXTRA_CA_CERTS)', mutual: false },
     { name: 'under mutual TLS (tls.clientCA: each node presents its own certificate to the others)', mutual: true },

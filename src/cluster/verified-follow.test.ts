@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { PassThrough, Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import type { Digest } from '../oci/digest.js';
-import { FollowError, verifiedFollow } from './verified-follow.js';
+import { FollowError, rangeOfFollow, verifiedFollow } from './verified-follow.js';
 
 const chunks = [Buffer.from('first chunk '), Buffer.from('second chunk '), Buffer.from('last chunk')];
 const whole = Buffer.concat(chunks);
@@ -67,5 +67,36 @@ describe('verifiedFollow', () => {
     source.destroy(new Error('connection reset'));
     const { error } = await result;
     assert.ok(error instanceof Error);
+  });
+});
+
+describe('rangeOfFollow', () => {
+  it('passes exactly the range, for every range of the body, once the body verifies', async () => {
+    for (let start = 0; start < whole.length; start += 3) {
+      for (const end of [start, start + 1, start + 11, whole.length - 1]) {
+        if (end >= whole.length) continue;
+        const { bytes, error } = await collect(rangeOfFollow(verifiedFollow(Readable.from(chunks), digest, whole.length), start, end));
+        assert.equal(error, undefined);
+        assert.ok(bytes.equals(whole.subarray(start, end + 1)), `${start}-${end}`);
+      }
+    }
+  });
+
+  it('holds back the range\'s last byte until the whole body has verified, and fails when it does not', async () => {
+    const source = new PassThrough();
+    const range = rangeOfFollow(verifiedFollow(source, digest, whole.length), 2, 5);
+    const seen: Buffer[] = [];
+    range.on('data', (chunk: Buffer) => seen.push(chunk));
+    for (const chunk of chunks) source.write(chunk);
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(Buffer.concat(seen).toString(), whole.subarray(2, 5).toString(), 'all but the last byte while the body is unverified');
+    source.end();
+    await new Promise((resolve) => range.once('end', resolve));
+    assert.equal(Buffer.concat(seen).toString(), whole.subarray(2, 6).toString());
+
+    const wrong = [Buffer.from('first chunk '), Buffer.from('SECOND chunk '), Buffer.from('last chunk')];
+    const { bytes, error } = await collect(rangeOfFollow(verifiedFollow(Readable.from(wrong), digest, whole.length), 0, 3));
+    assert.ok(error instanceof FollowError);
+    assert.ok(bytes.length < 4, 'never the whole range');
   });
 });

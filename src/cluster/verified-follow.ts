@@ -38,3 +38,38 @@ export function verifiedFollow(source: Readable, digest: Digest, size: number | 
   pipeline(source, check, () => undefined);
   return check;
 }
+
+/**
+ * Bytes start to end (inclusive) of a verified follow, as they pass, but for the last one, which is passed only once
+ * the whole body has verified (the follow ended without an error): a range of a fill in progress is never complete
+ * before the blob is, as on a single node. The rest of the body is read (it must be, to verify) and dropped.
+ */
+export function rangeOfFollow(verified: Readable, start: number, end: number): Readable {
+  let offset = 0;
+  let last: Buffer | undefined;
+  const slice = new Transform({
+    transform(chunk: Buffer, _encoding, callback: TransformCallback) {
+      const from = Math.max(start, offset);
+      const to = Math.min(end, offset + chunk.length - 1);
+      offset += chunk.length;
+      if (from > to) {
+        callback();
+        return;
+      }
+      const part = chunk.subarray(from - (offset - chunk.length), to - (offset - chunk.length) + 1);
+      if (to < end) {
+        callback(null, part);
+        return;
+      }
+      // The range's last byte: held until the whole verifies.
+      last = part.subarray(part.length - 1);
+      callback(null, part.length > 1 ? part.subarray(0, part.length - 1) : undefined);
+    },
+    flush(callback: TransformCallback) {
+      if (last === undefined) callback(new FollowError(`the followed body ended before byte ${end}`));
+      else callback(null, last);
+    },
+  });
+  pipeline(verified, slice, () => undefined);
+  return slice;
+}

@@ -27,6 +27,7 @@ import { SingleFlight } from '../flight/single-flight.js';
 import type { BufferBudget } from '../memory/buffer-budget.js';
 import { contentLength, headerValue, type UpstreamResponse } from '../upstream/fetcher.js';
 import { abortFills, BlobFill, digestCheck } from './blob-fill.js';
+import { rangeOfFollow } from '../cluster/verified-follow.js';
 import { freshnessOf, isUpstreamOutage } from './freshness.js';
 import { NotFoundCache, type SharedNotFound } from './not-found-cache.js';
 import { MirroredReferrers } from './referrers.js';
@@ -156,20 +157,40 @@ export class Mirror {
     return { digest, size: fill.size, body: fill.createReader(), cache: 'miss' };
   }
 
-  /** Another node fills the blob: streamed from it, or, once it committed or gave up its lease, asked again. */
+  /**
+   * Another node fills the blob: streamed from it (a Range too: its bytes sliced from the stream, the last one held
+   * until the whole verifies), or, once it committed or gave up its lease, asked again.
+   */
   private async followElsewhere(target: Target, digest: Digest, method: 'GET' | 'HEAD', rangeHeader: string | undefined): Promise<BlobAnswer> {
     // The other node's fill may be for another repository: this one must hold the blob too.
     await this.confirmHeld(target, digest, 'blob');
+    const followed = await this.followFill(digest, true);
+    if (followed === undefined) return this.blob(target, digest, method, rangeHeader);
+    if (parseRangeSpec(rangeHeader) === undefined) return { digest, size: followed.size, body: followed.body, cache: 'fill' };
+    if (followed.size === undefined) {
+      // A range needs the blob's size, which the filler did not announce: wait for its commit instead.
+      followed.body.destroy();
+      await this.followFill(digest, false);
+      return this.blob(target, digest, method, rangeHeader);
+    }
+    const range = resolveRange(rangeHeader, followed.size);
+    if (range.kind !== 'range') followed.body.destroy();
+    if (range.kind === 'unsatisfiable') throw new RegistryError('RANGE_INVALID', { headers: { 'content-range': unsatisfiedRange(followed.size) } });
+    if (range.kind === 'none') return this.blob(target, digest, method, rangeHeader);
+    return { digest, size: followed.size, range: { start: range.start, end: range.end }, body: rangeOfFollow(followed.body, range.start, range.end), cache: 'fill' };
+  }
+
+  /** The cluster's follow of another node's fill, counted by how it went. */
+  private async followFill(digest: Digest, stream: boolean): Promise<{ size: number | undefined; body: Readable } | undefined> {
     let followed;
     try {
-      followed = await this.options.cluster?.follow(digest, parseRangeSpec(rangeHeader) === undefined);
+      followed = await this.options.cluster?.follow(digest, stream);
     } catch (error) {
       this.metrics.clusterFollows.inc({ outcome: 'failed' });
       throw error;
     }
     this.metrics.clusterFollows.inc({ outcome: followed === undefined ? 'waited' : 'streamed' });
-    if (followed === undefined) return this.blob(target, digest, method, rangeHeader);
-    return { digest, size: followed.size, body: followed.body, cache: 'fill' };
+    return followed;
   }
 
   /** Aborts every fill in progress (shutdown): nothing partial is committed. */
