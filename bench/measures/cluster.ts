@@ -4,16 +4,19 @@
 //   - 24 concurrent cold skopeo pulls of bench/concurrent (8 per node on 3 nodes; all 24 on the single node), fresh
 //     nodes on a fresh schema and prefix every run: the bytes the upstream sent (its access log, as the cold group
 //     counts them) over one image's, and the time until the last pull is done; distribution 2.8.2 in proxy mode (one
-//     instance: its replicas cannot coordinate) is the peer for both
+//     instance: its replicas cannot coordinate) is the peer for both; and the CPU the servers used meanwhile (node
+//     processes, or docker-registry; not Swift's nor PostgreSQL's)
 //   - warm GET throughput of the large blob with 6 concurrent curls (all on node 1, or 2 on each of 3 nodes): the
 //     whole of their bytes over the time until the last one ends, streamed through the nodes from the bucket, then
 //     redirected (storage.s3.redirect, curl following the 307 to the bucket); Swift (one Python process) bounds both
 
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import nodePath from 'node:path';
+import { runCommand } from '../../test/support/commands.js';
 import { freePort } from '../../test/support/ports.js';
 import { startPostgres, type Postgres, type PostgresSchema } from '../../test/support/postgres.js';
+import { sumMetric } from '../../test/support/regmirror.js';
 import { s3StorageEnvironment, startSwift, type Swift } from '../../test/support/swift.js';
 import type { BenchContext } from '../lib/context.js';
 import { appBlobPath, largeLayer } from '../lib/images.js';
@@ -74,6 +77,26 @@ async function stopNodes(nodes: BenchServer[]): Promise<void> {
   for (const node of [...nodes].reverse()) await node.stop();
 }
 
+/** Until a node runs no fill: a client has the whole blob before the fill's upload to the bucket ends. */
+async function fillsSettled(url: string, timeoutMs = 300_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const response = await fetch(`${url}/metrics`);
+    if (!response.ok) throw new Error(`${url}/metrics: status ${response.status}`);
+    if (sumMetric(await response.text(), 'regmirror_fills_in_progress', {}) === 0) return;
+    if (Date.now() > deadline) throw new Error(`${url}: a fill was still in progress after ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** CPU seconds (user and system) a process has used so far, from /proc/PID/stat; ticksPerS from getconf CLK_TCK. */
+async function cpuSeconds(pid: number, ticksPerS: number): Promise<number> {
+  const text = await readFile(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command's closing parenthesis start at the 3rd (state): utime is the 14th, stime the 15th.
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / ticksPerS;
+}
+
 export async function clusterMeasures(ctx: BenchContext): Promise<Row[]> {
   ctx.say('cluster: starting PostgreSQL and Swift with its S3 API');
   const secretDir = await mkdtemp(nodePath.join(ctx.scratch, 'cluster-'));
@@ -98,6 +121,9 @@ async function coldPulls(ctx: BenchContext, shared: Shared): Promise<Row[]> {
   const image = ctx.images.concurrent;
   const reference = `${image.repository}:${image.tag}`;
   const bytes: Record<Contender, number[]> = { peer: [], one: [], three: [] };
+  const cpu: Record<`${Contender} cpu-s`, number[]> = { 'peer cpu-s': [], 'one cpu-s': [], 'three cpu-s': [] };
+  const ticksPerS = Number((await runCommand('getconf', ['CLK_TCK'])).stdout.trim());
+  const serversCpu = async (servers: BenchServer[]): Promise<number> => (await Promise.all(servers.map((server) => cpuSeconds(server.pid, ticksPerS)))).reduce((sum, value) => sum + value, 0);
   const times = await alternate(ctx.runs, CONTENDERS, async (contender, run) => {
     ctx.say(`cluster: ${PULLS} concurrent cold pulls of ${reference} (${fmt.mib(image.pullBytes)}): run ${run}/${ctx.runs}, ${label(contender)}`);
     let servers: BenchServer[];
@@ -112,9 +138,11 @@ async function coldPulls(ctx: BenchContext, shared: Shared): Promise<Row[]> {
       // Each node's process warmed (the first node fills the warm-up blob, the others read it from the bucket).
       for (const server of servers) await warmProcess(ctx, server.url);
       const before = await upstreamContentBytes(ctx);
+      const cpuBefore = await serversCpu(servers);
       const started = performance.now();
       await Promise.all(Array.from({ length: PULLS }, (_, index) => pullImage(servers[index % servers.length]?.host ?? '', reference, ctx.scratch)));
       const seconds = (performance.now() - started) / 1000;
+      cpu[`${contender} cpu-s`].push((await serversCpu(servers)) - cpuBefore);
       bytes[contender].push(((await upstreamContentBytes(ctx)) - before) / image.pullBytes);
       return seconds;
     } finally {
@@ -123,7 +151,9 @@ async function coldPulls(ctx: BenchContext, shared: Shared): Promise<Row[]> {
     }
   });
   const byteMedians = mediansOf(bytes);
-  const timeMedians = mediansOf(times);
+  const timeSamples = { ...times, ...cpu };
+  const timeMedians = mediansOf(timeSamples);
+  const cpuOf = (contender: Contender): string => `CPU ${fmt.seconds(timeMedians[`${contender} cpu-s`] ?? Number.NaN)}`;
   const [peerBytes, oneBytes, threeBytes] = CONTENDERS.map((contender) => byteMedians[contender] ?? Number.NaN);
   const [peerTime, oneTime, threeTime] = CONTENDERS.map((contender) => timeMedians[contender] ?? Number.NaN);
   const spread = `${PULLS} concurrent cold pulls of one ${fmt.mib(image.pullBytes)} image (3 nodes: ${PULLS_PER_NODE} each; 1 node and the peer: all ${PULLS})`;
@@ -144,13 +174,13 @@ async function coldPulls(ctx: BenchContext, shared: Shared): Promise<Row[]> {
     },
     {
       id: 'cluster-cold-pull-24',
-      measure: `cluster: time of ${spread}, until the last is done`,
-      peer: fmt.seconds(peerTime ?? Number.NaN),
-      regmirror: `1 node ${fmt.seconds(oneTime ?? Number.NaN)} · 3 nodes ${fmt.seconds(threeTime ?? Number.NaN)}`,
+      measure: `cluster: time of ${spread}, until the last is done (CPU: the servers' own while the pulls ran)`,
+      peer: `${fmt.seconds(peerTime ?? Number.NaN)} (${cpuOf('peer')})`,
+      regmirror: `1 node ${fmt.seconds(oneTime ?? Number.NaN)} (${cpuOf('one')}) · 3 nodes ${fmt.seconds(threeTime ?? Number.NaN)} (${cpuOf('three')})`,
       ratio: `${fmt.times(ratio(threeTime ?? Number.NaN, oneTime ?? Number.NaN))} (3 nodes / 1 node); 1 node ${fmt.times(ratio(oneTime ?? Number.NaN, peerTime ?? Number.NaN))} the peer`,
       target: 'informative (lower is better; 2 cores for every process)',
       met: undefined,
-      samples: times,
+      samples: timeSamples,
       medians: timeMedians,
       unit: 'seconds',
     },
@@ -182,6 +212,8 @@ async function warmGets(ctx: BenchContext, shared: Shared): Promise<Row[]> {
         // The first pass fills the bucket; the second started again on it finds the blob there.
         const filled = await download(`${nodes[0]?.url ?? ''}${path}`, 600_000, {}, redirect);
         if (filled.bytes !== large.size) throw new Error(`cluster: the fill of the large blob gave ${filled.bytes} bytes of ${large.size}`);
+        // Until the upload ends, the first node would serve the blob from its fill's spool, not from the bucket.
+        await fillsSettled(nodes[0]?.url ?? '');
         const samples = await alternate(ctx.runs, ['one', 'three'] as const, async (contender, run) => {
           ctx.say(`cluster: warm GET of ${fmt.mib(large.size)} by ${WARM_CLIENTS} clients at once, ${mode}: run ${run}/${ctx.runs}, ${contender === 'one' ? '1 node' : `${NODES} nodes`}`);
           const serving = contender === 'one' ? nodes.slice(0, 1) : nodes;
