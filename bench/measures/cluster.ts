@@ -77,13 +77,18 @@ async function stopNodes(nodes: BenchServer[]): Promise<void> {
   for (const node of [...nodes].reverse()) await node.stop();
 }
 
+/** One series of a node's /metrics, summed over the labels not given. */
+async function metricOf(url: string, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const response = await fetch(`${url}/metrics`);
+  if (!response.ok) throw new Error(`${url}/metrics: status ${response.status}`);
+  return sumMetric(await response.text(), name, labels);
+}
+
 /** Until a node runs no fill: a client has the whole blob before the fill's upload to the bucket ends. */
 async function fillsSettled(url: string, timeoutMs = 300_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const response = await fetch(`${url}/metrics`);
-    if (!response.ok) throw new Error(`${url}/metrics: status ${response.status}`);
-    if (sumMetric(await response.text(), 'regmirror_fills_in_progress', {}) === 0) return;
+    if ((await metricOf(url, 'regmirror_fills_in_progress')) === 0) return;
     if (Date.now() > deadline) throw new Error(`${url}: a fill was still in progress after ${timeoutMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
@@ -122,7 +127,11 @@ async function coldPulls(ctx: BenchContext, shared: Shared): Promise<Row[]> {
   const reference = `${image.repository}:${image.tag}`;
   const bytes: Record<Contender, number[]> = { peer: [], one: [], three: [] };
   const cpu: Record<`${Contender} cpu-s`, number[]> = { 'peer cpu-s': [], 'one cpu-s': [], 'three cpu-s': [] };
+  /** Blob answers streamed from another node's fill (regmirror_cluster_follows_total{outcome="streamed"}, all nodes). */
+  const follows: number[] = [];
   const ticksPerS = Number((await runCommand('getconf', ['CLK_TCK'])).stdout.trim());
+  const streamedFollows = async (servers: BenchServer[]): Promise<number> =>
+    (await Promise.all(servers.map((server) => metricOf(server.url, 'regmirror_cluster_follows_total', { outcome: 'streamed' })))).reduce((sum, value) => sum + value, 0);
   const serversCpu = async (servers: BenchServer[]): Promise<number> => (await Promise.all(servers.map((server) => cpuSeconds(server.pid, ticksPerS)))).reduce((sum, value) => sum + value, 0);
   const times = await alternate(ctx.runs, CONTENDERS, async (contender, run) => {
     ctx.say(`cluster: ${PULLS} concurrent cold pulls of ${reference} (${fmt.mib(image.pullBytes)}): run ${run}/${ctx.runs}, ${label(contender)}`);
@@ -139,11 +148,14 @@ async function coldPulls(ctx: BenchContext, shared: Shared): Promise<Row[]> {
       for (const server of servers) await warmProcess(ctx, server.url);
       const before = await upstreamContentBytes(ctx);
       const cpuBefore = await serversCpu(servers);
+      // The warm-up's small blob may have been followed too (asked while its upload ran).
+      const followsBefore = contender === 'three' ? await streamedFollows(servers) : 0;
       const started = performance.now();
       await Promise.all(Array.from({ length: PULLS }, (_, index) => pullImage(servers[index % servers.length]?.host ?? '', reference, ctx.scratch)));
       const seconds = (performance.now() - started) / 1000;
       cpu[`${contender} cpu-s`].push((await serversCpu(servers)) - cpuBefore);
       bytes[contender].push(((await upstreamContentBytes(ctx)) - before) / image.pullBytes);
+      if (contender === 'three') follows.push((await streamedFollows(servers)) - followsBefore);
       return seconds;
     } finally {
       await stopNodes(servers);
@@ -151,7 +163,7 @@ async function coldPulls(ctx: BenchContext, shared: Shared): Promise<Row[]> {
     }
   });
   const byteMedians = mediansOf(bytes);
-  const timeSamples = { ...times, ...cpu };
+  const timeSamples = { ...times, ...cpu, 'three follows streamed': follows };
   const timeMedians = mediansOf(timeSamples);
   const cpuOf = (contender: Contender): string => `CPU ${fmt.seconds(timeMedians[`${contender} cpu-s`] ?? Number.NaN)}`;
   const [peerBytes, oneBytes, threeBytes] = CONTENDERS.map((contender) => byteMedians[contender] ?? Number.NaN);
