@@ -15,6 +15,7 @@ import { FULL_SIZES, QUICK_SIZES, startUpstream } from './lib/images.js';
 import { progress, progressDone } from './lib/progress.js';
 import { markdownTable, type Row } from './lib/report.js';
 import { authMeasures } from './measures/auth.js';
+import { clusterMeasures } from './measures/cluster.js';
 import { coldMeasures } from './measures/cold.js';
 import { evictionMeasures } from './measures/eviction.js';
 import { metadataMeasures } from './measures/metadata.js';
@@ -24,27 +25,33 @@ import { stalledMeasures } from './measures/stalled.js';
 import { warmMeasures } from './measures/warm.js';
 
 const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
-/** The groups in the order they run; those against the peer need the upstream and its images, the others do not. */
+/**
+ * The groups in the order they run; those against the peer need the upstream and its images, the others do not.
+ * Those not in the full run (cluster: PostgreSQL, Swift and up to 3 nodes, about 10 minutes) run when named.
+ */
 const GROUPS = {
-  warm: { upstream: true, measures: warmMeasures },
-  cold: { upstream: true, measures: coldMeasures },
-  metadata: { upstream: false, measures: metadataMeasures },
-  stalled: { upstream: true, measures: stalledMeasures },
-  eviction: { upstream: false, measures: evictionMeasures },
-  auth: { upstream: true, measures: authMeasures },
-  s3: { upstream: true, measures: s3Measures },
-  push: { upstream: true, measures: pushMeasures },
-} as const satisfies Record<string, { upstream: true; measures: (ctx: BenchContext) => Promise<Row[]> } | { upstream: false; measures: (ctx: BenchBasics) => Promise<Row[]> }>;
+  warm: { upstream: true, measures: warmMeasures, full: true },
+  cold: { upstream: true, measures: coldMeasures, full: true },
+  metadata: { upstream: false, measures: metadataMeasures, full: true },
+  stalled: { upstream: true, measures: stalledMeasures, full: true },
+  eviction: { upstream: false, measures: evictionMeasures, full: true },
+  auth: { upstream: true, measures: authMeasures, full: true },
+  s3: { upstream: true, measures: s3Measures, full: true },
+  push: { upstream: true, measures: pushMeasures, full: true },
+  cluster: { upstream: true, measures: clusterMeasures, full: false },
+} as const satisfies Record<string, ({ upstream: true; measures: (ctx: BenchContext) => Promise<Row[]> } | { upstream: false; measures: (ctx: BenchBasics) => Promise<Row[]> }) & { full: boolean }>;
 type Group = keyof typeof GROUPS;
 
-const USAGE = `npm run bench -- [--quick] [--runs N] [--only warm,cold,metadata,stalled,eviction,auth,s3,push] [--note TEXT] [--cpu-prof]
+const USAGE = `npm run bench -- [--quick] [--runs N] [--only warm,cold,metadata,stalled,eviction,auth,s3,push,cluster] [--cluster] [--note TEXT] [--cpu-prof]
   --quick      layers of 1, 5 and 50 MiB instead of 1, 50 and 500 MiB; 2 runs; short wrk runs
   --runs N     runs per measure (default 5; at least 5 for figures worth quoting)
   --only LIST  some of the groups: warm (cached content), cold (fresh caches), metadata (at scale), stalled (clients that never read),
                eviction (deciding and freeing at scale), auth (warm requests with and without client authentication),
                s3 (warm blob GETs with the content in S3, Swift's s3api, against the fs store; redirected against streamed; fill commit time),
-               push (a large layer whole and chunked, and a whole image with skopeo, to a plain instance);
+               push (a large layer whole and chunked, and a whole image with skopeo, to a plain instance),
+               cluster (1 regmirror node against 3 in cluster mode on PostgreSQL and Swift: 24 cold pulls, warm GETs; not in the full run);
                metadata and eviction need no upstream: alone, none is started
+  --cluster    the cluster group: alone, or added to the groups --only names
   --note TEXT  kept in the results file (e.g. "machine shared with test suites")
   --cpu-prof   regmirror writes V8 CPU profiles into bench/results/profiles/<date>/`;
 
@@ -56,6 +63,7 @@ async function main(): Promise<void> {
       only: { type: 'string' },
       note: { type: 'string' },
       'cpu-prof': { type: 'boolean', default: false },
+      cluster: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
     strict: true,
@@ -67,8 +75,10 @@ async function main(): Promise<void> {
   const quick = values.quick;
   const runs = values.runs === undefined ? (quick ? 2 : 5) : Number(values.runs);
   if (!Number.isInteger(runs) || runs < 1 || runs > 50) throw new Error(`--runs: expected 1 to 50, got ${values.runs ?? ''}`);
-  const groups = (values.only?.split(',') ?? Object.keys(GROUPS)).map((name) => name.trim());
-  for (const name of groups) if (!(name in GROUPS)) throw new Error(`--only: unknown group ${name}; one of ${Object.keys(GROUPS).join(', ')}`);
+  const named = values.only?.split(',').map((name) => name.trim());
+  for (const name of named ?? []) if (!(name in GROUPS)) throw new Error(`--only: unknown group ${name}; one of ${Object.keys(GROUPS).join(', ')}`);
+  const picked = named ?? (values.cluster ? [] : (Object.keys(GROUPS) as Group[]).filter((group) => GROUPS[group].full));
+  const groups = values.cluster && !picked.includes('cluster') ? [...picked, 'cluster'] : picked;
   const needsUpstream = (groups as Group[]).some((group) => GROUPS[group].upstream);
 
   if (needsUpstream) for (const command of ['docker-registry', 'skopeo', 'nginx', 'wrk', 'ab', 'curl']) await requireCommand(command);

@@ -76,12 +76,14 @@ export interface RegmirrorOptions {
   nodeArgs?: string[];
   /** A configuration file (--config); the options above still apply, as flags. */
   config?: string;
+  /** The port, chosen beforehand (a cluster node's cluster.advertise names it); default a free one. */
+  port?: number;
 }
 
 /** regmirror at its defaults (log level info: one access-log line per request, as the peer writes). */
 export async function startRegmirror(options: RegmirrorOptions = {}): Promise<BenchServer> {
   const dir = await makeTempDir('regmirror-bench-mirror-');
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   const dataDir = options.dataDir ?? path.join(dir, 'data');
   const args = [...REGMIRROR_NODE_FLAGS, ...(options.nodeArgs ?? []), CLI, 'serve', '--listen', `127.0.0.1:${port}`, '--data', dataDir];
   if (options.upstreamUrl !== undefined) args.push('--upstream', options.upstreamUrl);
