@@ -5,6 +5,7 @@
 // for the commit, or for the lease to be given up. Loaded only when `cluster` is configured.
 
 import { createHash, randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Readable } from 'node:stream';
 import pg from 'pg';
 import { parseIntoClientConfig } from 'pg-connection-string';
@@ -16,7 +17,6 @@ import { RegistryError } from '../registry/errors.js';
 import type { UploadSessions } from '../registry/uploads.js';
 import { ClusterUploads, sessionPrefixOf } from './cluster-uploads.js';
 import { CLUSTER_FILLS_PATH, clusterAuthorization } from './fill-route.js';
-import { verifiedFollow } from './verified-follow.js';
 
 /**
  * Advisory locks take two int4 keys (postgres-store.ts): (0, 0) is the schema's migration, (1, 0) the content graph.
@@ -41,6 +41,8 @@ const SESSION_KEEPALIVE = { idleS: 15, intervalS: 5, count: 3 };
 const WAIT_STEP_MS = 1_000;
 /** Where a node says it gave a lease up (`<class>:<key>`); every node listens on its lease session. */
 const NOTIFY_CHANNEL = 'regmirror_cluster';
+/** How long a node that found a fill's lease taken but no announcement yet waits before it looks once more. */
+const ANNOUNCEMENT_GRACE_MS = 100;
 /** The longest a node waits for another's response headers before it counts that node unreachable. */
 const PEER_HEADERS_MS = 5_000;
 /** The longest a peer's fill stream may stay silent (the filler holds back its last byte only until it verifies). */
@@ -110,7 +112,7 @@ export function isFillHeldElsewhere(error: unknown): error is FillHeldElsewhere 
   return error instanceof FillHeldElsewhere;
 }
 
-/** A fill another node runs, streamed from it: the bytes are hashed again here, the last ones held back until they verify. */
+/** A fill another node runs, streamed from it as it sends it (the receiving node verifies it). */
 export interface FollowedFill {
   size: number | undefined;
   body: Readable;
@@ -367,35 +369,36 @@ export class Cluster {
   }
 
   /**
-   * Another node holds the digest's lease. With `stream` (a whole-blob GET), follows that node's fill through its
-   * internal endpoint; otherwise, or when it cannot be reached, waits until the blob is committed or the lease is
-   * free. undefined: look again (read the store, or take the lease). Throws when the wait is over.
+   * The fill another node runs, from its internal endpoint, from byte 0 as it arrives there: not verified here (the
+   * caller verifies). undefined when the blob is committed, no other node announces a fill, or it cannot be reached.
    */
-  async follow(digest: Digest, stream: boolean): Promise<FollowedFill | undefined> {
+  async peerFill(digest: Digest): Promise<FollowedFill | undefined> {
     try {
-      return await this.followOrWait(digest, stream);
+      if (await this.options.isStored(digest)) return undefined;
+      // The filler takes its lease, then announces the fill: a node that found the lease taken may look between.
+      const filler = (await this.announcedFiller(digest)) ?? (await sleep(ANNOUNCEMENT_GRACE_MS).then(() => this.announcedFiller(digest)));
+      if (filler === undefined || filler === this.options.advertise) return undefined;
+      return await this.fromPeer(filler, digest);
     } catch (error) {
-      throw error instanceof RegistryError || error instanceof MetadataError ? error : new MetadataError('cluster follow', error);
+      throw error instanceof MetadataError ? error : new MetadataError('cluster follow', error);
     }
   }
 
-  private async followOrWait(digest: Digest, stream: boolean): Promise<FollowedFill | undefined> {
+  /**
+   * Waits until the blob is committed or the lease is free (given up or lost): then the caller looks again (reads
+   * the store, or takes the lease). Throws when the wait is over.
+   */
+  async waitForFill(digest: Digest): Promise<void> {
     const deadline = Date.now() + this.options.waitMs;
-    const tried = new Set<string>();
-    for (;;) {
-      // First: committed meanwhile (even before this node took the lock, see takeLease), the announcement is stale.
-      if (await this.options.isStored(digest)) return undefined;
-      if (stream) {
-        const owner = await this.announcedFiller(digest);
-        if (owner !== undefined && owner !== this.options.advertise && !tried.has(owner)) {
-          tried.add(owner);
-          const followed = await this.fromPeer(owner, digest);
-          if (followed !== undefined) return followed;
-        }
+    try {
+      for (;;) {
+        if (await this.options.isStored(digest)) return;
+        if (!(await this.heldAnywhere(LEASE_CLASS, leaseKey(digest)))) return;
+        if (Date.now() >= deadline) throw new RegistryError('UNAVAILABLE', { message: `waited ${this.options.waitMs} ms for another node's fill of this blob; retry` });
+        await this.nap(LEASE_CLASS, leaseKey(digest));
       }
-      if (!(await this.heldAnywhere(LEASE_CLASS, leaseKey(digest)))) return undefined;
-      if (Date.now() >= deadline) throw new RegistryError('UNAVAILABLE', { message: `waited ${this.options.waitMs} ms for another node's fill of this blob; retry` });
-      await this.nap(LEASE_CLASS, leaseKey(digest));
+    } catch (error) {
+      throw error instanceof RegistryError || error instanceof MetadataError ? error : new MetadataError('cluster wait', error);
     }
   }
 
@@ -621,10 +624,11 @@ export class Cluster {
       }
       const header = response.headers['content-length'];
       const size = typeof header === 'string' && /^\d+$/.test(header) ? Number(header) : undefined;
-      return { size, body: verifiedFollow(response.body, digest, size) };
+      return { size, body: response.body };
     } catch (error) {
       this.options.log.info({ peer: advertise, digest, err: (error as Error).message }, 'cluster: the filling node cannot be reached; waiting for its commit');
       return undefined;
     }
   }
+
 }

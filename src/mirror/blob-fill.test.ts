@@ -48,6 +48,7 @@ interface HarnessOptions {
   commitError?: Error;
   budget?: BufferBudget;
   slabs?: SlabPool;
+  discardSpool?: boolean;
 }
 
 async function startFill(options: HarnessOptions): Promise<Harness> {
@@ -80,6 +81,7 @@ async function startFill(options: HarnessOptions): Promise<Harness> {
       onSettled: (state, error) => {
         settled.push({ state, error });
       },
+      ...(options.discardSpool === true ? { discardSpool: true } : {}),
     },
     { timeoutMs: options.timeoutMs ?? 30_000, budget: options.budget ?? unlimitedBudget(), slabs: options.slabs },
   );
@@ -275,6 +277,19 @@ describe('BlobFill', () => {
     const harness = await startFill({ digest: digestOf(content), size: content.length });
     harness.source.end(content);
     assert.equal(await harness.fill.done, 'committed');
+    assert.throws(() => harness.fill.createReader(), /closed its spool/);
+  });
+
+  it('discards a spool it never commits (a relay of another node\'s fill) once its last reader is done', async () => {
+    const content = randomBytes(300_000);
+    const harness = await startFill({ digest: digestOf(content), size: content.length, discardSpool: true });
+    const reader = watch(harness.fill.createReader());
+    harness.source.end(content);
+    assert.equal(await harness.fill.done, 'committed');
+    assert.ok((await reader.result).equals(content), 'the reader has every byte');
+    // The spool goes once the reader has let go of it (when its stream ends, right after its last bytes).
+    for (let look = 0; look < 100 && (await exists(harness.spool.path)); look++) await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(await exists(harness.spool.path), false, 'the spool file is removed');
     assert.throws(() => harness.fill.createReader(), /closed its spool/);
   });
 

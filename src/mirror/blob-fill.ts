@@ -75,6 +75,11 @@ export interface FillHooks {
   onBytes(count: number): void;
   /** Called once the fill has committed or failed, before its spool closes. */
   onSettled(state: FillState, error: Error | undefined): void;
+  /**
+   * The spool is never committed (a relay of another node's fill, which that node commits): once settled and
+   * unread it is discarded, not closed and kept.
+   */
+  discardSpool?: boolean;
 }
 
 /** Aborts the fills (at shutdown) and waits until each has settled: nothing partial is committed. */
@@ -269,7 +274,7 @@ export class BlobFill {
     if (this.state === 'filling' || this.readers > 0) return;
     this.window.clear();
     this.spoolClosed = true;
-    await this.spool.close();
+    await (this.hooks.discardSpool === true ? this.spool.abort() : this.spool.close());
   }
 }
 

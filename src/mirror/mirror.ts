@@ -27,7 +27,6 @@ import { SingleFlight } from '../flight/single-flight.js';
 import type { BufferBudget } from '../memory/buffer-budget.js';
 import { contentLength, headerValue, type UpstreamResponse } from '../upstream/fetcher.js';
 import { abortFills, BlobFill, digestCheck } from './blob-fill.js';
-import { rangeOfFollow } from '../cluster/verified-follow.js';
 import { freshnessOf, isUpstreamOutage } from './freshness.js';
 import { NotFoundCache, type SharedNotFound } from './not-found-cache.js';
 import { MirroredReferrers } from './referrers.js';
@@ -64,10 +63,12 @@ export interface ClusterFills {
   lease(digest: Digest): Promise<{ release(): void }>;
   isHeldElsewhere(error: unknown): boolean;
   /**
-   * The other node's fill, streamed from it (stream: a whole-blob GET) and verified here; undefined when this node
-   * should look again (the blob is committed, or the lease was given up).
+   * The other node's fill, streamed from it from byte 0 as it arrives there (not verified: the caller verifies);
+   * undefined when that node cannot be reached, or the blob is committed.
    */
-  follow(digest: Digest, stream: boolean): Promise<{ size: number | undefined; body: Readable } | undefined>;
+  peerFill(digest: Digest): Promise<{ size: number | undefined; body: Readable } | undefined>;
+  /** Waits until the blob is committed or the other node gave its lease up (then: look again); throws when the wait is over. */
+  waitForFill(digest: Digest): Promise<void>;
   /**
    * Runs work as the only node asking the upstream this question; undefined when another node asked it meanwhile
    * (this one waited for it to end: look again).
@@ -157,40 +158,56 @@ export class Mirror {
     return { digest, size: fill.size, body: fill.createReader(), cache: 'miss' };
   }
 
-  /**
-   * Another node fills the blob: streamed from it (a Range too: its bytes sliced from the stream, the last one held
-   * until the whole verifies), or, once it committed or gave up its lease, asked again.
-   */
+  /** Another node fills the blob and it could not be relayed here: once it committed or gave up its lease, asked again. */
   private async followElsewhere(target: Target, digest: Digest, method: 'GET' | 'HEAD', rangeHeader: string | undefined): Promise<BlobAnswer> {
     // The other node's fill may be for another repository: this one must hold the blob too.
     await this.confirmHeld(target, digest, 'blob');
-    const followed = await this.followFill(digest, true);
-    if (followed === undefined) return this.blob(target, digest, method, rangeHeader);
-    if (parseRangeSpec(rangeHeader) === undefined) return { digest, size: followed.size, body: followed.body, cache: 'fill' };
-    if (followed.size === undefined) {
-      // A range needs the blob's size, which the filler did not announce: wait for its commit instead.
-      followed.body.destroy();
-      await this.followFill(digest, false);
-      return this.blob(target, digest, method, rangeHeader);
-    }
-    const range = resolveRange(rangeHeader, followed.size);
-    if (range.kind !== 'range') followed.body.destroy();
-    if (range.kind === 'unsatisfiable') throw new RegistryError('RANGE_INVALID', { headers: { 'content-range': unsatisfiedRange(followed.size) } });
-    if (range.kind === 'none') return this.blob(target, digest, method, rangeHeader);
-    return { digest, size: followed.size, range: { start: range.start, end: range.end }, body: rangeOfFollow(followed.body, range.start, range.end), cache: 'fill' };
-  }
-
-  /** The cluster's follow of another node's fill, counted by how it went. */
-  private async followFill(digest: Digest, stream: boolean): Promise<{ size: number | undefined; body: Readable } | undefined> {
-    let followed;
     try {
-      followed = await this.options.cluster?.follow(digest, stream);
+      await this.options.cluster?.waitForFill(digest);
     } catch (error) {
       this.metrics.clusterFollows.inc({ outcome: 'failed' });
       throw error;
     }
-    this.metrics.clusterFollows.inc({ outcome: followed === undefined ? 'waited' : 'streamed' });
-    return followed;
+    this.metrics.clusterFollows.inc({ outcome: 'waited' });
+    return this.blob(target, digest, method, rangeHeader);
+  }
+
+  /**
+   * Another node fills the blob: its fill, streamed from it, becomes a fill of this node's that is never committed
+   * (that node commits), which this node's clients follow as they follow one of its own: one stream per node and
+   * blob, verified here, every reader's last byte held until it is. Throws heldElsewhere when that node cannot be
+   * reached (the requests then wait for its commit).
+   */
+  private async relayFill(target: Target, digest: Digest, heldElsewhere: unknown): Promise<BlobFill> {
+    // The other node's fill may be for another repository: this one must hold the blob too.
+    await this.confirmHeld(target, digest, 'blob');
+    const peer = await this.options.cluster?.peerFill(digest);
+    if (peer === undefined) throw heldElsewhere;
+    let spool;
+    try {
+      // A temporary of this node's, never committed: no key, nothing sent to the store.
+      spool = await this.local.createBlobWriter();
+    } catch (error) {
+      peer.body.destroy();
+      throw error;
+    }
+    this.metrics.clusterFollows.inc({ outcome: 'streamed' });
+    return new BlobFill(
+      digestCheck(digest),
+      spool,
+      peer,
+      {
+        commit: () => Promise.resolve(),
+        onBytes: () => undefined,
+        onSettled: (state, error) => {
+          if (state !== 'failed') return;
+          this.metrics.clusterFollows.inc({ outcome: 'failed' });
+          this.log.warn({ digest, err: error?.message }, "cluster: another node's fill, relayed here, failed");
+        },
+        discardSpool: true,
+      },
+      { timeoutMs: this.options.fillTimeoutMs, budget: this.options.budget },
+    );
   }
 
   /** Aborts every fill in progress (shutdown): nothing partial is committed. */
@@ -227,8 +244,15 @@ export class Mirror {
 
   private startFill(upstream: Upstream, target: Target, digest: Digest): Promise<BlobFill> {
     return this.runFill(digest, async () => {
-      // In a cluster, no node fills without the digest's lease, held until the fill settles.
-      const lease = await this.options.cluster?.lease(digest);
+      // In a cluster, no node fills without the digest's lease, held until the fill settles; another node's fill is
+      // relayed here instead (or, when it cannot be, waited for).
+      let lease;
+      try {
+        lease = await this.options.cluster?.lease(digest);
+      } catch (error) {
+        if (this.options.cluster?.isHeldElsewhere(error) !== true) throw error;
+        return this.relayFill(target, digest, error);
+      }
       try {
         const response = await upstream.client.send({ ...blobRequest(target, digest, 'GET'), signal: this.shutdown.signal });
         if (response.status !== 200) {
