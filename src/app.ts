@@ -158,7 +158,7 @@ export async function startMirror(settings: Settings, logger: Logger = createLog
   // Loaded only when configured: an instance without auth does not carry its modules (jose, bcryptjs).
   const authSetup = settings.auth === undefined ? undefined : await import('./http/auth-setup.js');
   const gate = settings.auth === undefined || authSetup === undefined ? undefined : await authSetup.createAuthGate(settings.auth, dataDir, policy, logger);
-  const v1 = settings.v1.enabled ? createV1Mirror(settings, store, meta, metrics, budget, logger) : undefined;
+  const v1 = settings.v1.enabled ? createV1Mirror(settings, store, meta, metrics, budget, logger, cluster) : undefined;
   let accepting = true;
   // Registry names only: an upstream's URL may be an internal address.
   const status = async (): Promise<object> => ({
@@ -258,7 +258,7 @@ function fetchTimeoutsOf(timeouts: Settings['timeouts']): FetchTimeouts {
  * The v1 service for the settings: a plain v1 registry (writable), or, on an instance that mirrors (a v1 source,
  * or any v2 upstream), a read-only one that mirrors `v1.mirroring.source` when it is set.
  */
-function createV1Mirror(settings: Settings, store: ObjectStore, meta: MetadataStore, metrics: Metrics, budget: BufferBudget, log: Logger): V1Mirror {
+function createV1Mirror(settings: Settings, store: ObjectStore, meta: MetadataStore, metrics: Metrics, budget: BufferBudget, log: Logger, cluster: Cluster | undefined): V1Mirror {
   const mirroring = settings.v1.mirroring;
   const source = mirroring && new V1SourceClient(mirroring, fetchTimeoutsOf(settings.timeouts), metrics);
   const options = {
@@ -267,6 +267,7 @@ function createV1Mirror(settings: Settings, store: ObjectStore, meta: MetadataSt
     readOnly: mirroring !== undefined || settings.upstreams.length > 0,
     maxLayerBytes: settings.limits.uploadSize,
     budget,
+    ...(cluster === undefined ? {} : { cluster }),
   };
   return new V1Mirror(new V1Registry(store, new V1Layout(settings.v1.storagePrefix)), source, meta, metrics, options, log);
 }

@@ -17,8 +17,10 @@ import type { Postgres, PostgresSchema } from './support/postgres.js';
 import { runRegmirror, startRegmirror, type Regmirror } from './support/regmirror.js';
 import { Agent, request } from 'undici';
 import { makeTestCa } from './support/certificates.js';
+import { startFakeV1Source } from './support/fake-v1-source.js';
 import { startNginx } from './support/nginx.js';
 import { copyToOci, skopeo } from './support/skopeo.js';
+import { makeV1Chain } from './support/v1-client.js';
 import type { Swift } from './support/swift.js';
 import { makeTempDir, removeDir } from './support/temp.js';
 
@@ -263,6 +265,31 @@ describe('three regmirror nodes on one database and one bucket', { timeout: 170_
       assert.equal((await fetch(internal, { headers: { authorization: 'Bearer wrong' } })).status, 403);
     } finally {
       for (const node of trio) await node.destroy();
+    }
+  });
+
+  it('v1 layers: one node fills a layer for the cluster; the other waits for its commit and reads the bucket', async () => {
+    const [image] = makeV1Chain('cluster-v1', [{ size: 3 * 1024 * 1024, seed: 7701 }]);
+    assert.ok(image !== undefined);
+    const source = await startFakeV1Source({ repository: 'legacy/app', images: [image] });
+    const schema = await database.schema();
+    const pair: Regmirror[] = [];
+    try {
+      const configFile = path.join(work, 'v1-mirroring.yaml');
+      await writeFile(configFile, `v1:\n  mirroring:\n    source: ${source.url}\n`);
+      for (let index = 0; index < 2; index++) {
+        const port = await freePort();
+        pair.push(await startRegmirror({ port, configFile, env: nodeEnvironment(`http://127.0.0.1:${port}`, 'v1/', schema) }));
+      }
+      const answers = await Promise.all(pair.map((node) => rawGet(`${node.url}/v1/images/${image.id}/layer`, { timeoutMs: 60_000 })));
+      for (const answer of answers) {
+        assert.equal(answer.status, 200);
+        assert.ok(answer.body.equals(image.layer), 'the layer byte for byte');
+      }
+      assert.equal(source.count('GET', new RegExp(`^/v1/images/${image.id}/layer$`)), 1, 'one layer GET from the source for the two nodes');
+    } finally {
+      for (const node of pair) await node.destroy();
+      await source.stop();
     }
   });
 

@@ -6,6 +6,7 @@ import type { Readable } from 'node:stream';
 import type { MetadataStore } from '../meta/metadata-store.js';
 import { abortFills, BlobFill, type ContentCheck, type FillSource, type FillState } from '../mirror/blob-fill.js';
 import { SingleFlight } from '../flight/single-flight.js';
+import type { ClusterFills } from '../mirror/mirror.js';
 import type { BufferBudget } from '../memory/buffer-budget.js';
 import type { Logger } from '../mirror/mirror.js';
 import { parseRangeSpec, resolveRange, unsatisfiedRange } from '../oci/range.js';
@@ -78,6 +79,11 @@ export interface V1MirrorOptions {
   maxLayerBytes: number;
   /** The process's send buffers, which layer fills and their readers draw from. */
   budget: BufferBudget;
+  /**
+   * Several nodes on one database and bucket (src/cluster/): one node fills a layer for all; the others wait for its
+   * commit (v1 layers are not streamed between nodes) and read the layer from the bucket.
+   */
+  cluster?: Pick<ClusterFills, 'askAlone'>;
 }
 
 export class V1Mirror {
@@ -251,7 +257,9 @@ export class V1Mirror {
     if (size !== undefined) return this.storedLayer(id, size, rangeHeader);
     const source = this.requireSource('IMAGE_NOT_FOUND');
     const inProgress = this.fills.get(id);
-    const fill = await (inProgress ?? this.startFill(source, id, context));
+    const fill = await (inProgress ?? this.coldLayer(source, id, context));
+    // Filled by another node of the cluster meanwhile: in the store now (or its fill failed: asked again).
+    if (fill === undefined) return this.layer(id, rangeHeader, context);
     // A fill joined may have committed while we waited for it: its spool is then no longer ours to read.
     if (inProgress !== undefined && fill.status === 'committed') return this.layer(id, rangeHeader, context);
     const cache = inProgress === undefined ? 'miss' : 'fill';
@@ -286,6 +294,33 @@ export class V1Mirror {
     if ((await fill.done) !== 'committed') throw new V1Error('SOURCE_UNAVAILABLE', { message: 'source registry sent an unusable layer' });
     const size = fill.size ?? 0;
     return { ...(await this.storedLayer(id, size, rangeHeader)), cache: 'miss' };
+  }
+
+  /**
+   * A layer neither stored nor being filled here: filled from the source, in a cluster by one node for all (it holds
+   * the question `v1-layer:<id>` until the fill settles). undefined: another node filled it while this one waited.
+   */
+  private coldLayer(source: V1SourceClient, id: string, context: SourceContext): Promise<BlobFill | undefined> {
+    const cluster = this.options.cluster;
+    if (cluster === undefined) return this.startFill(source, id, context);
+    return new Promise((resolve, reject) => {
+      let started = false;
+      cluster
+        .askAlone(`v1-layer:${id}`, async () => {
+          const fill = await this.startFill(source, id, context);
+          started = true;
+          resolve(fill);
+          await fill.done;
+        })
+        .then(
+          (asked) => {
+            if (asked === undefined) resolve(undefined);
+          },
+          (error: unknown) => {
+            if (!started) reject(error instanceof Error ? error : new Error(String(error)));
+          },
+        );
+    });
   }
 
   private startFill(source: V1SourceClient, id: string, context: SourceContext): Promise<BlobFill> {
