@@ -5,6 +5,7 @@
 // or the verified blob, never a complete-looking wrong one, and the next request fills again.
 
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -81,8 +82,10 @@ describe('three regmirror nodes on one database and one bucket', { timeout: 170_
     const dataDir = await makeTempDir('cluster-offline-');
     try {
       const env = nodeEnvironment('http://127.0.0.1:9', 'cache/', mainSchema);
-      for (const args of [['gc'], ['verify', '--repair']]) {
-        const refused = await runRegmirror([...args, '--data', dataDir], { env });
+      // The same database and bucket without `cluster` in the configuration: refused all the same.
+      const withoutCluster = { ...env, REGMIRROR_CLUSTER_ADVERTISE: undefined, REGMIRROR_CLUSTER_SECRET_FILE: undefined };
+      for (const [args, environment] of [[['gc'], env], [['verify', '--repair'], env], [['gc'], withoutCluster]] as const) {
+        const refused = await runRegmirror([...args, '--data', dataDir], { env: environment });
         assert.equal(refused.code, 2, refused.stderr);
         assert.match(refused.stderr, /3 running nodes of the cluster/);
         for (const node of nodes) assert.ok(refused.stderr.includes(`http://${node.host}`), refused.stderr);
@@ -259,6 +262,10 @@ describe('three regmirror nodes on one database and one bucket', { timeout: 170_
       const lostAfterStop = await fetch(`${first.url}${orphanedAt}`);
       assert.equal(lostAfterStop.status, 404);
       assert.equal(((await lostAfterStop.json()) as { errors: { code: string }[] }).errors[0]?.code, 'BLOB_UPLOAD_UNKNOWN');
+      // A made-up session id naming no node of the cluster: unknown, forwarded nowhere.
+      const madeUp = await fetch(`${first.url}${uploads}${randomUUID()}.${randomUUID()}`);
+      assert.equal(madeUp.status, 404);
+      assert.equal(((await madeUp.json()) as { errors: { code: string }[] }).errors[0]?.code, 'BLOB_UPLOAD_UNKNOWN');
       // The internal endpoint wants the shared secret.
       const internal = `${second.url}/_regmirror/cluster/uploads/${location.split('/').pop() ?? ''}?registry=&name=team/pushed`;
       assert.equal((await fetch(internal)).status, 401);

@@ -92,9 +92,12 @@ export async function withDataDirectory(
   }
 }
 
-/** The advertised addresses of a cluster's nodes alive on the configured database (none without a cluster). */
+/**
+ * The advertised addresses of a cluster's nodes alive on the configured database: looked for with any PostgreSQL
+ * database, `cluster` configured here or not (none when no cluster ever ran on it).
+ */
 async function runningClusterNodes(settings: Settings): Promise<string[]> {
-  if (settings.cluster === undefined || settings.metadata.driver !== 'postgres') return [];
+  if (settings.metadata.driver !== 'postgres') return [];
   const { liveClusterNodes } = await import('../cluster/cluster.js');
   const nodes = await liveClusterNodes({ url: settings.metadata.url, password: settings.metadata.password, statementTimeoutMs: settings.metadata.statementTimeoutMs });
   return nodes.map((node) => node.advertise);

@@ -104,9 +104,17 @@ export class ClusterUploads implements UploadSessionStore {
         bodyTimeout: this.options.forwardIdleMs,
       });
     } catch (error) {
-      throw gone(id, `the node holding this upload cannot be reached (${(error as Error).message}); start the upload again`);
+      // Refused, reset, unknown host: that node is gone, and the session with it. A timeout or anything else (the
+      // client's own body failing among them): the session may live on, or a PUT may even have completed.
+      if (isConnectionFailure(error)) throw gone(id, `the node holding this upload cannot be reached (${(error as Error).message}); start the upload again`);
+      throw new RegistryError('UNAVAILABLE', { message: 'the node holding this upload did not answer in time; retry', cause: error });
     }
-    const text = await response.body.text();
+    let text: string;
+    try {
+      text = await response.body.text();
+    } catch (error) {
+      throw new RegistryError('UNAVAILABLE', { message: 'the node holding this upload did not answer in full; retry', cause: error });
+    }
     if (response.statusCode < 300) return text;
     throw ownersError(response.statusCode, response.headers, text);
   }
@@ -116,9 +124,20 @@ function gone(id: string, message: string): RegistryError {
   return new RegistryError('BLOB_UPLOAD_UNKNOWN', { message, detail: { id: id.slice(0, 100) } });
 }
 
+/** Errors of a connection that could not be made or was cut: the node is not there. */
+function isConnectionFailure(error: unknown): boolean {
+  const code = (error as { code?: unknown }).code;
+  return typeof code === 'string' && ['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT'].includes(code);
+}
+
 function statusOf(text: string): UploadStatus {
-  const parsed = JSON.parse(text) as Partial<UploadStatus>;
-  if (typeof parsed.id !== 'string' || typeof parsed.size !== 'number') throw new RegistryError('UNAVAILABLE', { message: 'the node holding this upload gave an unreadable answer' });
+  let parsed: Partial<UploadStatus> | undefined;
+  try {
+    parsed = JSON.parse(text) as Partial<UploadStatus>;
+  } catch {
+    parsed = undefined;
+  }
+  if (typeof parsed?.id !== 'string' || typeof parsed.size !== 'number') throw new RegistryError('UNAVAILABLE', { message: 'the node holding this upload gave an unreadable answer' });
   return { id: parsed.id, size: parsed.size };
 }
 
@@ -130,7 +149,7 @@ function ownersError(status: number, headers: Record<string, string | string[] |
   } catch {
     entry = undefined;
   }
-  const code = typeof entry?.code === 'string' && entry.code in ErrorCode ? (entry.code as ErrorCodeName) : undefined;
+  const code = typeof entry?.code === 'string' && Object.hasOwn(ErrorCode, entry.code) ? (entry.code as ErrorCodeName) : undefined;
   // 401/403: the owner refused this node's secret; anything else unreadable: the owner failed.
   if (code === undefined) return new RegistryError('UNAVAILABLE', { message: `the node holding this upload answered ${status}; retry` });
   const passed: Record<string, string> = {};

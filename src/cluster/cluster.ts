@@ -253,10 +253,16 @@ export class Cluster {
     return new ClusterUploads(local, { nodeId: this.nodeId, secret: this.options.secret, owners: this, forwardIdleMs, peers: this.peers });
   }
 
-  /** The address a member node advertises (it may have stopped since its last heartbeat); undefined for no member. */
+  /**
+   * The address a node alive now advertises; undefined for a node not seen for three heartbeats (its address may be
+   * another machine's by now: the secret is never sent there) or no node at all.
+   */
   async advertiseOf(nodeId: string): Promise<string | undefined> {
     try {
-      const { rows } = await this.pool.query<{ advertise: string }>('SELECT advertise FROM cluster_nodes WHERE id = $1', [nodeId]);
+      const { rows } = await this.pool.query<{ advertise: string }>(
+        `SELECT advertise FROM cluster_nodes WHERE id = $1 AND last_seen > now() - make_interval(secs => $2)`,
+        [nodeId, (3 * HEARTBEAT_MS) / 1000],
+      );
       return rows[0]?.advertise;
     } catch (error) {
       throw new MetadataError('cluster node address', error);
@@ -355,12 +361,17 @@ export class Cluster {
    */
   async holdForCommit(digest: Digest): Promise<() => Promise<void>> {
     const deadline = Date.now() + this.options.waitMs;
-    for (;;) {
-      const session = await this.openSession();
-      const { rows } = await session.query<{ taken: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS taken', [LEASE_CLASS, leaseKey(digest)]);
-      if (rows[0]?.taken === true) return () => this.unlockAll(session, [digest]);
-      if (Date.now() >= deadline) throw new RegistryError('UNAVAILABLE', { message: `waited ${this.options.waitMs} ms for another node's work on this digest; retry` });
-      await this.nap(LEASE_CLASS, leaseKey(digest));
+    const watch = this.watchLease(LEASE_CLASS, leaseKey(digest));
+    try {
+      for (;;) {
+        const session = await this.openSession();
+        const { rows } = await session.query<{ taken: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS taken', [LEASE_CLASS, leaseKey(digest)]);
+        if (rows[0]?.taken === true) return () => this.unlockAll(session, [digest]);
+        if (Date.now() >= deadline) throw new RegistryError('UNAVAILABLE', { message: `waited ${this.options.waitMs} ms for another node's work on this digest; retry` });
+        await watch.next();
+      }
+    } finally {
+      watch.stop();
     }
   }
 
@@ -390,15 +401,18 @@ export class Cluster {
    */
   async waitForFill(digest: Digest): Promise<void> {
     const deadline = Date.now() + this.options.waitMs;
+    const watch = this.watchLease(LEASE_CLASS, leaseKey(digest));
     try {
       for (;;) {
         if (await this.options.isStored(digest)) return;
         if (!(await this.heldAnywhere(LEASE_CLASS, leaseKey(digest)))) return;
         if (Date.now() >= deadline) throw new RegistryError('UNAVAILABLE', { message: `waited ${this.options.waitMs} ms for another node's fill of this blob; retry` });
-        await this.nap(LEASE_CLASS, leaseKey(digest));
+        await watch.next();
       }
     } catch (error) {
       throw error instanceof RegistryError || error instanceof MetadataError ? error : new MetadataError('cluster wait', error);
+    } finally {
+      watch.stop();
     }
   }
 
@@ -411,25 +425,31 @@ export class Cluster {
     const key = questionKey(question);
     let session: pg.Client;
     let taken: boolean;
+    // Watched from before the try: a lease given up between the try and the wait wakes the wait.
+    const watch = this.watchLease(QUESTION_CLASS, key);
     try {
-      session = await this.openSession();
-      const { rows } = await session.query<{ taken: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS taken', [QUESTION_CLASS, key]);
-      taken = rows[0]?.taken === true;
-    } catch (error) {
-      throw new MetadataError('cluster question lease', error);
-    }
-    if (taken) {
       try {
-        return { value: await work() };
-      } finally {
-        await this.unlock(session, QUESTION_CLASS, key, question);
+        session = await this.openSession();
+        const { rows } = await session.query<{ taken: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS taken', [QUESTION_CLASS, key]);
+        taken = rows[0]?.taken === true;
+      } catch (error) {
+        throw new MetadataError('cluster question lease', error);
       }
-    }
-    const deadline = Date.now() + this.options.waitMs;
-    try {
-      while (Date.now() < deadline && (await this.heldAnywhere(QUESTION_CLASS, key))) await this.nap(QUESTION_CLASS, key);
-    } catch (error) {
-      throw new MetadataError('cluster question wait', error);
+      if (taken) {
+        try {
+          return { value: await work() };
+        } finally {
+          await this.unlock(session, QUESTION_CLASS, key, question);
+        }
+      }
+      const deadline = Date.now() + this.options.waitMs;
+      try {
+        while (Date.now() < deadline && (await this.heldAnywhere(QUESTION_CLASS, key))) await watch.next();
+      } catch (error) {
+        throw new MetadataError('cluster question wait', error);
+      }
+    } finally {
+      watch.stop();
     }
     return undefined;
   }
@@ -549,21 +569,40 @@ export class Cluster {
     return this.sessionOpening;
   }
 
-  /** Waits until the lease (classId, key) is said to be given up, or WAIT_STEP_MS, whichever comes first. */
-  private nap(classId: number, key: number): Promise<void> {
+  /**
+   * Watches for the lease (classId, key) to be said given up, from now on: next() waits for that (said since the last
+   * next(), or while it waits) or for WAIT_STEP_MS, whichever comes first. Made before a look at the lease, so that a
+   * notification sent between the look and the wait is not lost. stop() when done.
+   */
+  private watchLease(classId: number, key: number): { next(): Promise<void>; stop(): void } {
     const lease = `${classId}:${key}`;
-    return new Promise((resolve) => {
-      let waiting = this.waiting.get(lease);
-      if (waiting === undefined) this.waiting.set(lease, (waiting = new Set()));
-      const wake = (): void => {
-        clearTimeout(timer);
-        waiting.delete(wake);
-        if (waiting.size === 0 && this.waiting.get(lease) === waiting) this.waiting.delete(lease);
-        resolve();
-      };
-      const timer = setTimeout(wake, WAIT_STEP_MS);
-      waiting.add(wake);
-    });
+    let said = false;
+    let woken: (() => void) | undefined;
+    const wake = (): void => {
+      said = true;
+      woken?.();
+    };
+    let waiting = this.waiting.get(lease);
+    if (waiting === undefined) this.waiting.set(lease, (waiting = new Set()));
+    waiting.add(wake);
+    const registered = waiting;
+    return {
+      next: () =>
+        new Promise<void>((resolve) => {
+          const done = (): void => {
+            clearTimeout(timer);
+            woken = undefined;
+            said = false;
+            resolve();
+          };
+          const timer = setTimeout(done, said ? 0 : WAIT_STEP_MS);
+          woken = done;
+        }),
+      stop: () => {
+        registered.delete(wake);
+        if (registered.size === 0 && this.waiting.get(lease) === registered) this.waiting.delete(lease);
+      },
+    };
   }
 
   private wake(lease: string): void {
@@ -576,7 +615,10 @@ export class Cluster {
     try {
       await session.query('SELECT pg_advisory_unlock($1, $2), pg_notify($3, $4)', [classId, key, NOTIFY_CHANNEL, `${classId}:${key}`]);
     } catch (error) {
-      this.options.log.warn({ err: error, lease: what }, 'cluster: could not release a lease (it goes with the connection)');
+      // Ending the connection is what gives the lease up then (the server frees a session's locks with it).
+      this.options.log.warn({ err: error, lease: what }, 'cluster: could not release a lease; ending the lease connection to free it');
+      if (this.session === session) this.session = undefined;
+      await session.end().catch(() => undefined);
     }
   }
 
@@ -593,8 +635,13 @@ export class Cluster {
     }
   }
 
+  /** The address of the node announcing a fill of digest, if it is alive (a dead node's row may name another machine by now). */
   private async announcedFiller(digest: Digest): Promise<string | undefined> {
-    const { rows } = await this.pool.query<{ advertise: string }>('SELECT advertise FROM cluster_fills WHERE digest = $1', [digest]);
+    const { rows } = await this.pool.query<{ advertise: string }>(
+      `SELECT f.advertise FROM cluster_fills f JOIN cluster_nodes n ON n.id = f.node_id
+       WHERE f.digest = $1 AND n.last_seen > now() - make_interval(secs => $2)`,
+      [digest, (3 * HEARTBEAT_MS) / 1000],
+    );
     return rows[0]?.advertise;
   }
 

@@ -152,6 +152,10 @@ export class Mirror {
       if (this.options.cluster?.isHeldElsewhere(error) !== true) throw error;
       return this.followElsewhere(target, digest, method, rangeHeader);
     }
+    // In a cluster this request may have waited (for the shared "not found" answers) after it found no fill: it may
+    // have joined one that started and settled meanwhile, whose spool is no longer to be read.
+    if (fill.status === 'committed') return this.blob(target, digest, method, rangeHeader);
+    if (fill.status === 'failed') throw upstream.client.unreachable(fill.error);
     // A Range is served from the fill, not asked of the upstream: bytes passed through could not be verified,
     // and a range of a fill gets its last byte only once the whole blob is.
     if (parseRangeSpec(rangeHeader) !== undefined) return this.rangeFromFill(digest, fill, rangeHeader, 'miss');
@@ -197,7 +201,9 @@ export class Mirror {
       spool,
       peer,
       {
-        commit: () => Promise.resolve(),
+        // Verified (its readers have had every byte): kept as this node's fill until the other node has committed
+        // (or given its lease up), so that the requests meanwhile join it instead of relaying the blob again.
+        commit: () => this.options.cluster?.waitForFill(digest).catch(() => undefined) ?? Promise.resolve(),
         onBytes: () => undefined,
         onSettled: (state, error) => {
           if (state !== 'failed') return;
@@ -353,7 +359,10 @@ export class Mirror {
     return this.manifestFlights.run(key, () =>
       this.askOnce(key, ask, async () => {
         const fetchedElsewhere = await this.local.getManifest(digest);
-        return fetchedElsewhere === undefined ? ask() : { manifest: fetchedElsewhere, cache: 'hit' };
+        if (fetchedElsewhere === undefined) return ask();
+        // Stored meanwhile, maybe for another repository: this one must hold it too, as for any stored manifest.
+        await this.confirmHeld(target, digest, 'manifest');
+        return { manifest: fetchedElsewhere, cache: 'hit' };
       }),
     );
   }

@@ -252,16 +252,21 @@ export class V1Mirror {
     return (await this.local.imageState(id)) === 'complete';
   }
 
-  async layer(id: string, rangeHeader: string | undefined, context: SourceContext): Promise<LayerAnswer> {
+  /** waited: this request already waited once for another node's fill of the layer (a cluster's). */
+  async layer(id: string, rangeHeader: string | undefined, context: SourceContext, waited = false): Promise<LayerAnswer> {
     const size = await this.local.layerSize(id);
     if (size !== undefined) return this.storedLayer(id, size, rangeHeader);
     const source = this.requireSource('IMAGE_NOT_FOUND');
     const inProgress = this.fills.get(id);
     const fill = await (inProgress ?? this.coldLayer(source, id, context));
-    // Filled by another node of the cluster meanwhile: in the store now (or its fill failed: asked again).
-    if (fill === undefined) return this.layer(id, rangeHeader, context);
-    // A fill joined may have committed while we waited for it: its spool is then no longer ours to read.
-    if (inProgress !== undefined && fill.status === 'committed') return this.layer(id, rangeHeader, context);
+    if (fill === undefined) {
+      // Another node of the cluster filled it while this request waited: in the store now, or its fill failed
+      // (asked again); waited once already and that node still fills: retry later.
+      if (waited && (await this.local.layerSize(id)) === undefined) throw new V1Error('SOURCE_UNAVAILABLE', { message: 'another node of the cluster is filling this layer; retry' });
+      return this.layer(id, rangeHeader, context, true);
+    }
+    // A fill joined (here, or after a wait for the cluster) may have committed meanwhile: its spool is then no longer ours to read.
+    if (fill.status === 'committed') return this.layer(id, rangeHeader, context, waited);
     const cache = inProgress === undefined ? 'miss' : 'fill';
     // A source that announced no size: a whole layer streams chunked, a range waits for the verified layer.
     if (parseRangeSpec(rangeHeader) === undefined) return { size: fill.size, body: fill.createReader(), cache };
