@@ -20,6 +20,7 @@ import { Agent, request } from 'undici';
 import { makeTestCa } from './support/certificates.js';
 import { startFakeV1Source } from './support/fake-v1-source.js';
 import { startNginx } from './support/nginx.js';
+import { sendError, startScriptedUpstream } from './support/scripted-upstream.js';
 import { copyToOci, skopeo } from './support/skopeo.js';
 import { makeV1Chain } from './support/v1-client.js';
 import type { Swift } from './support/swift.js';
@@ -146,6 +147,36 @@ describe('three regmirror nodes on one database and one bucket', { timeout: 170_
       assert.equal(new Set(codes).size, 1, `one error code on every node: ${codes.join(', ')}`);
       await upstream.settle();
       assert.equal(upstream.countRequests('GET', new RegExp(`^${requestPath}$`)), 1, `${requestPath} asked of the upstream once`);
+    }
+  });
+
+  it('a referrers list asked of three nodes at once: one node asks the upstream\'s referrers API, the others read its answer', async () => {
+    const subject = `sha256:${'a'.repeat(64)}`;
+    const index = JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.index.v1+json',
+      manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: `sha256:${'1'.repeat(64)}`, size: 700, artifactType: 'application/vnd.example.signature' }],
+    });
+    const scripted = await startScriptedUpstream(async (request, response) => {
+      if (request.url !== `/v2/team/signed/referrers/${subject}`) return sendError(response, 404, 'NAME_UNKNOWN');
+      // Slow enough that the three requests are all in flight while the first node asks.
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      response.writeHead(200, { 'content-type': 'application/vnd.oci.image.index.v1+json', 'content-length': String(Buffer.byteLength(index)) });
+      response.end(index);
+    });
+    const schema = await database.schema();
+    const trio: Regmirror[] = [];
+    try {
+      for (let index = 0; index < 3; index++) trio.push(await startNode([scripted.url], 'referrers/', schema));
+      const answers = await Promise.all(trio.map((node) => rawGet(`${node.url}/v2/team/signed/referrers/${subject}`)));
+      for (const answer of answers) {
+        assert.equal(answer.status, 200);
+        assert.equal((JSON.parse(answer.body.toString()) as { manifests: unknown[] }).manifests.length, 1);
+      }
+      assert.equal(scripted.count('GET', /\/referrers\//), 1, 'one request to the referrers API for the three nodes');
+    } finally {
+      for (const node of trio) await node.destroy();
+      await scripted.stop();
     }
   });
 

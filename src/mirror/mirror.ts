@@ -109,6 +109,7 @@ export class Mirror {
       documents: local.meta,
       log,
       now,
+      askOnce: (question, ask, afterOther) => this.askOnce(question, ask, afterOther),
     });
   }
 

@@ -24,6 +24,11 @@ export interface ReferrersSources {
   documents: Pick<MetadataStore, 'getDocument' | 'putDocument' | 'deleteDocument'>;
   log: { warn(fields: object, message: string): void };
   now: () => number;
+  /**
+   * Asks the upstream as the only node of a cluster asking this question; when another node asked it meanwhile,
+   * afterOther looks again (Mirror.askOnce). Without a cluster: ask.
+   */
+  askOnce<T>(question: string, ask: () => Promise<T>, afterOther: () => Promise<T>): Promise<T>;
 }
 
 /** How long an upstream's having (or not having) the referrers API is believed before it is asked again. */
@@ -62,34 +67,49 @@ export class MirroredReferrers {
     const cached = await this.cachedList(key);
     const freshness = freshnessOf(upstream.settings, cached?.fetchedAt, this.sources.now());
     if (cached !== undefined && freshness.fresh) return { referrers: cached.referrers, cache: 'hit' };
-    return this.flights.run(key, async () => {
-      const registry = upstream.settings.registry;
-      const hasApi = this.hasApi(registry);
-      if (hasApi !== false) {
-        let answer: ApiAnswer;
-        try {
-          answer = await this.fromApi(upstream.client, target, subject);
-        } catch (error) {
-          if (!isUpstreamOutage(error)) throw error;
-          if (cached !== undefined && freshness.staleAllowed) {
-            this.sources.log.warn({ upstream: registry, repository: target.name, subject, err: (error as Error).message }, 'serving stale referrers');
-            return { referrers: cached.referrers, cache: 'stale' };
-          }
-          // Not known to have the API (not asked within API_VERDICT_TTL_MS, or since a restart): a referrers tag cached
-          // before may answer, stale if need be. Asked of the upstream instead, its 404 would list nothing where the API
-          // may list much.
-          if (hasApi === true || !(await this.sources.isTagCached(target, referrersTag(subject)))) throw error;
-          return this.fromTag(target, subject);
+    return this.flights.run(key, () =>
+      this.sources.askOnce(
+        `referrers:${key}`,
+        () => this.ask(upstream, target, subject, key, cached, freshness.staleAllowed),
+        async () => {
+          // Another node asked meanwhile: its list is in the database now (an empty one is in its memory only).
+          const again = await this.cachedList(key);
+          const againFreshness = freshnessOf(upstream.settings, again?.fetchedAt, this.sources.now());
+          if (again !== undefined && againFreshness.fresh) return { referrers: again.referrers, cache: 'hit' as const };
+          return this.ask(upstream, target, subject, key, again, againFreshness.staleAllowed);
+        },
+      ),
+    );
+  }
+
+  /** Asks the upstream's referrers API (or, without one, the referrers tag); a cached list covers an outage while staleAllowed. */
+  private async ask(upstream: Upstream, target: Target, subject: Digest, key: string, cached: CachedList | undefined, staleAllowed: boolean): Promise<ReferrersAnswer> {
+    const registry = upstream.settings.registry;
+    const hasApi = this.hasApi(registry);
+    if (hasApi !== false) {
+      let answer: ApiAnswer;
+      try {
+        answer = await this.fromApi(upstream.client, target, subject);
+      } catch (error) {
+        if (!isUpstreamOutage(error)) throw error;
+        if (cached !== undefined && staleAllowed) {
+          this.sources.log.warn({ upstream: registry, repository: target.name, subject, err: (error as Error).message }, 'serving stale referrers');
+          return { referrers: cached.referrers, cache: 'stale' };
         }
-        if (answer.kind === 'listed') {
-          this.remember(registry, true);
-          await this.keep(key, answer.referrers, cached);
-          return { referrers: answer.referrers, cache: 'miss' };
-        }
-        if (answer.kind === 'no-api') this.remember(registry, false);
+        // Not known to have the API (not asked within API_VERDICT_TTL_MS, or since a restart): a referrers tag cached
+        // before may answer, stale if need be. Asked of the upstream instead, its 404 would list nothing where the API
+        // may list much.
+        if (hasApi === true || !(await this.sources.isTagCached(target, referrersTag(subject)))) throw error;
+        return this.fromTag(target, subject);
       }
-      return this.fromTag(target, subject);
-    });
+      if (answer.kind === 'listed') {
+        this.remember(registry, true);
+        await this.keep(key, answer.referrers, cached);
+        return { referrers: answer.referrers, cache: 'miss' };
+      }
+      if (answer.kind === 'no-api') this.remember(registry, false);
+    }
+    return this.fromTag(target, subject);
   }
 
   /**
