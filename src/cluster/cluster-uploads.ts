@@ -11,9 +11,12 @@ import type { RepositoryRef } from '../meta/metadata-store.js';
 import type { Digest } from '../oci/digest.js';
 import type { ChunkRange, UploadStatus } from '../registry/content-service.js';
 import { ErrorCode, RegistryError, type ErrorCodeName } from '../registry/errors.js';
-import type { UploadSessions, UploadSessionStore } from '../registry/uploads.js';
+import { UUID_PATTERN, type UploadSessions, type UploadSessionStore } from '../registry/uploads.js';
 import { clusterAuthorization } from './fill-route.js';
 import { CLUSTER_UPLOADS_PATH } from './upload-route.js';
+
+/** A session id's node: the node id (a UUID, as randomUUID() writes it) before the dot. */
+const OWNER_OF_SESSION = new RegExp(`^(${UUID_PATTERN})\\.`);
 
 /** The error headers an owner's answer may carry that the client needs too. */
 const PASSED_HEADERS = ['range', 'docker-upload-uuid', 'retry-after'] as const;
@@ -76,7 +79,7 @@ export class ClusterUploads implements UploadSessionStore {
 
   /** The node that holds the session, when it is another: the id's part before the dot, a node id (a UUID). */
   private elsewhere(id: string): string | undefined {
-    const match = /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\./.exec(id);
+    const match = OWNER_OF_SESSION.exec(id);
     return match?.[1] === undefined || match[1] === this.options.nodeId ? undefined : match[1];
   }
 

@@ -1,8 +1,10 @@
 // Coordination of several nodes on one PostgreSQL database and one bucket (docs/cluster.md), on the engines
 // themselves: a table of the nodes (heartbeats), and a fill lease per digest that dies with its node's connection
 // (a session-level advisory lock on a connection of its own), announced in a row with the node's address. A node
-// that finds a lease held elsewhere streams the fill from that node (fill-route.ts), verified again here, or waits
-// for the commit, or for the lease to be given up. Loaded only when `cluster` is configured.
+// that finds a lease held elsewhere streams the fill from that node (fill-route.ts; the Mirror relays it as a fill
+// of its own), or waits for the commit, or for the lease to be given up; a lease given up is announced with NOTIFY.
+// The same leases make one node ask an upstream a question for all (askAlone), and upload sessions are reached on
+// the node holding them (cluster-uploads.ts). Loaded only when `cluster` is configured.
 
 import { createHash, randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -29,6 +31,8 @@ const QUESTION_CLASS = 5;
 
 /** How often a node says it is alive; a node not seen for three of these is shown as gone. */
 export const HEARTBEAT_MS = 5_000;
+/** A node seen within this many seconds is alive (three heartbeats). */
+const ALIVE_SECONDS = (3 * HEARTBEAT_MS) / 1000;
 /** Rows of nodes not seen for this long are removed (any node's heartbeat removes them). */
 const FORGET_NODES_MS = 3_600_000;
 /** The server's keepalive probes on the lease connection: idle 15 s, then 3 probes 5 s apart (about 30 s in all). */
@@ -172,7 +176,7 @@ export async function liveClusterNodes(options: Pick<ClusterOptions, 'url' | 'pa
     await client.connect();
     const { rows } = await client.query<{ id: string; advertise: string }>(
       `SELECT id, advertise FROM cluster_nodes WHERE last_seen > now() - make_interval(secs => $1) ORDER BY advertise`,
-      [(3 * HEARTBEAT_MS) / 1000],
+      [ALIVE_SECONDS],
     );
     return rows;
   } catch (error) {
@@ -193,7 +197,7 @@ export class Cluster {
   private closed = false;
   /** Requests to the other nodes (fill streams, forwarded uploads), with this node's certificate under mutual TLS. */
   private readonly peers: Dispatcher;
-  /** The requests waiting for a lease to be given up (nap), by `<class>:<key>`. */
+  /** The requests watching for a lease to be given up (watchLease), by `<class>:<key>`. */
   private readonly waiting = new Map<string, Set<() => void>>();
   /** Leases being given back: close() waits for them before it ends the connections. */
   private readonly releasing = new Set<Promise<void>>();
@@ -261,7 +265,7 @@ export class Cluster {
     try {
       const { rows } = await this.pool.query<{ advertise: string }>(
         `SELECT advertise FROM cluster_nodes WHERE id = $1 AND last_seen > now() - make_interval(secs => $2)`,
-        [nodeId, (3 * HEARTBEAT_MS) / 1000],
+        [nodeId, ALIVE_SECONDS],
       );
       return rows[0]?.advertise;
     } catch (error) {
@@ -273,7 +277,7 @@ export class Cluster {
   async status(): Promise<{ self: string; advertise: string; nodes: NodeStatus[] }> {
     const { rows } = await this.pool.query<{ id: string; advertise: string; started_at: Date; last_seen: Date; alive: boolean }>(
       `SELECT id, advertise, started_at, last_seen, last_seen > now() - make_interval(secs => $1) AS alive FROM cluster_nodes ORDER BY started_at, id`,
-      [(3 * HEARTBEAT_MS) / 1000],
+      [ALIVE_SECONDS],
     );
     return {
       self: this.nodeId,
@@ -308,8 +312,7 @@ export class Cluster {
   private async takeLease(digest: Digest): Promise<FillLease> {
     const key = leaseKey(digest);
     const session = await this.openSession();
-    const { rows } = await session.query<{ taken: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS taken', [LEASE_CLASS, key]);
-    if (rows[0]?.taken !== true) throw new FillHeldElsewhere(digest);
+    if (!(await tryLock(session, LEASE_CLASS, key))) throw new FillHeldElsewhere(digest);
     try {
       // Committed by another node between this node's look at the store and now: no second fill (follow() then
       // finds it stored, and the request reads it from the store).
@@ -349,8 +352,7 @@ export class Cluster {
     const session = await this.openSession();
     const held: Digest[] = [];
     for (const digest of digests) {
-      const { rows } = await session.query<{ taken: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS taken', [LEASE_CLASS, leaseKey(digest)]);
-      if (rows[0]?.taken === true) held.push(digest);
+      if (await tryLock(session, LEASE_CLASS, leaseKey(digest))) held.push(digest);
     }
     return { held: new Set(held), release: () => this.unlockAll(session, held) };
   }
@@ -365,8 +367,7 @@ export class Cluster {
     try {
       for (;;) {
         const session = await this.openSession();
-        const { rows } = await session.query<{ taken: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS taken', [LEASE_CLASS, leaseKey(digest)]);
-        if (rows[0]?.taken === true) return () => this.unlockAll(session, [digest]);
+        if (await tryLock(session, LEASE_CLASS, leaseKey(digest))) return () => this.unlockAll(session, [digest]);
         if (Date.now() >= deadline) throw new RegistryError('UNAVAILABLE', { message: `waited ${this.options.waitMs} ms for another node's work on this digest; retry` });
         await watch.next();
       }
@@ -430,8 +431,7 @@ export class Cluster {
     try {
       try {
         session = await this.openSession();
-        const { rows } = await session.query<{ taken: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS taken', [QUESTION_CLASS, key]);
-        taken = rows[0]?.taken === true;
+        taken = await tryLock(session, QUESTION_CLASS, key);
       } catch (error) {
         throw new MetadataError('cluster question lease', error);
       }
@@ -622,7 +622,6 @@ export class Cluster {
     }
   }
 
-
   private async beat(): Promise<void> {
     try {
       const updated = await this.pool.query('UPDATE cluster_nodes SET last_seen = now(), advertise = $2 WHERE id = $1', [this.nodeId, this.options.advertise]);
@@ -640,7 +639,7 @@ export class Cluster {
     const { rows } = await this.pool.query<{ advertise: string }>(
       `SELECT f.advertise FROM cluster_fills f JOIN cluster_nodes n ON n.id = f.node_id
        WHERE f.digest = $1 AND n.last_seen > now() - make_interval(secs => $2)`,
-      [digest, (3 * HEARTBEAT_MS) / 1000],
+      [digest, ALIVE_SECONDS],
     );
     return rows[0]?.advertise;
   }
@@ -653,7 +652,6 @@ export class Cluster {
     );
     return rows[0]?.held === true;
   }
-
 
   /** The fill's bytes from the node running it; undefined when it cannot be reached or runs no such fill now. */
   private async fromPeer(advertise: string, digest: Digest): Promise<FollowedFill | undefined> {
@@ -677,5 +675,10 @@ export class Cluster {
       return undefined;
     }
   }
+}
 
+/** Takes the lease (classId, key) on session if no other session holds it; whether it did. */
+async function tryLock(session: pg.Client, classId: number, key: number): Promise<boolean> {
+  const { rows } = await session.query<{ taken: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS taken', [classId, key]);
+  return rows[0]?.taken === true;
 }

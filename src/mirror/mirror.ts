@@ -183,10 +183,10 @@ export class Mirror {
    * blob, verified here, every reader's last byte held until it is. Throws heldElsewhere when that node cannot be
    * reached (the requests then wait for its commit).
    */
-  private async relayFill(target: Target, digest: Digest, heldElsewhere: unknown): Promise<BlobFill> {
+  private async relayFill(cluster: ClusterFills, target: Target, digest: Digest, heldElsewhere: unknown): Promise<BlobFill> {
     // The other node's fill may be for another repository: this one must hold the blob too.
     await this.confirmHeld(target, digest, 'blob');
-    const peer = await this.options.cluster?.peerFill(digest);
+    const peer = await cluster.peerFill(digest);
     if (peer === undefined) throw heldElsewhere;
     let spool;
     try {
@@ -204,7 +204,7 @@ export class Mirror {
       {
         // Verified (its readers have had every byte): kept as this node's fill until the other node has committed
         // (or given its lease up), so that the requests meanwhile join it instead of relaying the blob again.
-        commit: () => this.options.cluster?.waitForFill(digest).catch(() => undefined) ?? Promise.resolve(),
+        commit: () => cluster.waitForFill(digest).catch(() => undefined),
         onBytes: () => undefined,
         onSettled: (state, error) => {
           if (state !== 'failed') return;
@@ -253,12 +253,13 @@ export class Mirror {
     return this.runFill(digest, async () => {
       // In a cluster, no node fills without the digest's lease, held until the fill settles; another node's fill is
       // relayed here instead (or, when it cannot be, waited for).
+      const cluster = this.options.cluster;
       let lease;
       try {
-        lease = await this.options.cluster?.lease(digest);
+        lease = await cluster?.lease(digest);
       } catch (error) {
-        if (this.options.cluster?.isHeldElsewhere(error) !== true) throw error;
-        return this.relayFill(target, digest, error);
+        if (cluster?.isHeldElsewhere(error) !== true) throw error;
+        return this.relayFill(cluster, target, digest, error);
       }
       try {
         const response = await upstream.client.send({ ...blobRequest(target, digest, 'GET'), signal: this.shutdown.signal });
@@ -371,13 +372,20 @@ export class Mirror {
   private async manifestByTag(target: Target, tag: string): Promise<ManifestAnswer> {
     const repository = repositoryOf(target);
     const upstream = target.upstream;
-    const cached = await this.cachedTag(repository, tag);
+    /** The manifest the tag names in the cache, and how fresh the tag is. */
+    const look = async (): Promise<{ stored: StoredManifest | undefined; fresh: boolean; staleAllowed: boolean }> => {
+      const record = await this.local.getTag(repository, tag);
+      const stored = record && (await this.local.getManifest(record.digest));
+      // No upstream for the name: the cache is all there is, and freshness does not apply.
+      if (upstream === undefined) return { stored, fresh: true, staleAllowed: true };
+      return { stored, ...freshnessOf(upstream.settings, record?.fetchedAt, this.now()) };
+    };
+    const cached = await look();
     if (upstream === undefined) {
       if (cached.stored === undefined) throw new RegistryError('MANIFEST_UNKNOWN', { detail: { tag } });
       return { manifest: cached.stored, cache: 'hit' };
     }
-    const freshness = freshnessOf(upstream.settings, cached.fetchedAt, this.now());
-    if (cached.stored !== undefined && freshness.fresh) return { manifest: cached.stored, cache: 'hit' };
+    if (cached.stored !== undefined && cached.fresh) return { manifest: cached.stored, cache: 'hit' };
     const key = `${target.registry}/${target.name}:${tag}`;
     const ask = (stored: StoredManifest | undefined, staleAllowed: boolean): Promise<ManifestAnswer> =>
       this.notFound.guard(key, async () => {
@@ -395,23 +403,15 @@ export class Mirror {
     return this.manifestFlights.run(key, () =>
       this.askOnce(
         key,
-        () => ask(cached.stored, freshness.staleAllowed),
+        () => ask(cached.stored, cached.staleAllowed),
         async () => {
           // Another node fetched or revalidated the tag meanwhile: its answer is in the database (or it failed).
-          const again = await this.cachedTag(repository, tag);
-          const againFreshness = freshnessOf(upstream.settings, again.fetchedAt, this.now());
-          if (again.stored !== undefined && againFreshness.fresh) return { manifest: again.stored, cache: 'hit' };
-          return ask(again.stored, againFreshness.staleAllowed);
+          const again = await look();
+          if (again.stored !== undefined && again.fresh) return { manifest: again.stored, cache: 'hit' };
+          return ask(again.stored, again.staleAllowed);
         },
       ),
     );
-  }
-
-  /** The manifest a tag names in the cache, and when the tag was last fetched or revalidated. */
-  private async cachedTag(repository: RepositoryRef, tag: string): Promise<{ stored: StoredManifest | undefined; fetchedAt: number | undefined }> {
-    const record = await this.local.getTag(repository, tag);
-    const stored = record && (await this.local.getManifest(record.digest));
-    return { stored, fetchedAt: record?.fetchedAt };
   }
 
   /**

@@ -64,19 +64,22 @@ export class MirroredReferrers {
 
   async list(upstream: Upstream, target: Target, subject: Digest): Promise<ReferrersAnswer> {
     const key = documentKey(target, subject);
-    const cached = await this.cachedList(key);
-    const freshness = freshnessOf(upstream.settings, cached?.fetchedAt, this.sources.now());
-    if (cached !== undefined && freshness.fresh) return { referrers: cached.referrers, cache: 'hit' };
+    /** The cached list, fresh or not; a fresh one is the answer. */
+    const look = async (): Promise<{ cached: CachedList | undefined; staleAllowed: boolean; hit: ReferrersAnswer | undefined }> => {
+      const cached = await this.cachedList(key);
+      const freshness = freshnessOf(upstream.settings, cached?.fetchedAt, this.sources.now());
+      return { cached, staleAllowed: freshness.staleAllowed, hit: cached !== undefined && freshness.fresh ? { referrers: cached.referrers, cache: 'hit' } : undefined };
+    };
+    const first = await look();
+    if (first.hit !== undefined) return first.hit;
     return this.flights.run(key, () =>
       this.sources.askOnce(
         `referrers:${key}`,
-        () => this.ask(upstream, target, subject, key, cached, freshness.staleAllowed),
+        () => this.ask(upstream, target, subject, key, first.cached, first.staleAllowed),
         async () => {
           // Another node asked meanwhile: its list is in the database now (an empty one is in its memory only).
-          const again = await this.cachedList(key);
-          const againFreshness = freshnessOf(upstream.settings, again?.fetchedAt, this.sources.now());
-          if (again !== undefined && againFreshness.fresh) return { referrers: again.referrers, cache: 'hit' as const };
-          return this.ask(upstream, target, subject, key, again, againFreshness.staleAllowed);
+          const again = await look();
+          return again.hit ?? this.ask(upstream, target, subject, key, again.cached, again.staleAllowed);
         },
       ),
     );

@@ -24,8 +24,9 @@ export interface UploadLimits {
 /** Bytes gathered from the client before one write to the temporary. */
 const WRITE_BATCH_BYTES = 1024 * 1024;
 
-/** A UUID: what this process hands out as a session's id, after its prefix; anything else names no session. */
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+/** A UUID as randomUUID() writes it: what this process hands out as a session's id, after its prefix. */
+export const UUID_PATTERN = '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}';
+const UUID = new RegExp(`^${UUID_PATTERN}$`);
 
 /** What hosted repositories ask of upload sessions: this process's (UploadSessions), or a cluster's (ClusterUploads). */
 export interface UploadSessionStore {
@@ -80,6 +81,7 @@ export class UploadSessions implements UploadSessionStore {
   async status(id: string, repository: RepositoryRef): Promise<UploadStatus> {
     const session = this.find(id, repository);
     session.touchedAt = this.now();
+    // async: an unknown id (find throws) rejects the promise, as in the other methods.
     return Promise.resolve({ id, size: session.writer.size });
   }
 
